@@ -1,3 +1,56 @@
 """Training defaults: per SSL method and per backbone size. Entry points read these; flags override."""
 
 from __future__ import annotations
+
+# --- Pre-training (osf.models, main_pipelines/main_pretrain.py) --------------------------------
+# Run-level defaults of main_pretrain.py; a flag on the command line overrides each.
+PRETRAIN_RUN_DEFAULTS: dict = {
+    "batch_size": 256,  # per device
+    "max_epochs": 30,
+    "precision": "32-true",  # "bf16-mixed" on GPUs (the published recipe)
+    "ckpt_every_n_steps": 1000,
+    "log_every_n_steps": 50,
+    "probe_label": "Stage",  # online linear probe target when the store has it
+}
+
+# Constructor kwargs of each method (osf.models.registry.METHODS[name]). Other methods add entries.
+_DINO_COMMON: dict = {
+    "lr": 5e-5,
+    "min_lr_ratio": 0.0,
+    "weight_decay": 0.2,
+    "betas": (0.9, 0.95),
+    "grad_clip": 3.0,
+    # OSF's release states no LR warm-up; a short linear warm-up protects AdamW's first steps.
+    "warmup_frac": 0.05,
+    "dino_out_dim": 2048,
+    "dino_hidden_dim": 2048,
+    "dino_bottleneck_dim": 256,
+    "student_temp": 0.1,
+    "warmup_teacher_temp": 0.04,
+    "teacher_temp": 0.07,
+    "teacher_temp_warmup_frac": 0.1,
+    "center_momentum": 0.9,
+    "momentum_base": 0.996,
+    "momentum_final": 1.0,
+    "n_global_views": 2,
+    "n_local_views": 2,
+    "ibot_lambda": 0.0,
+    "ibot_mask_ratio": 0.3,
+    "koleo_lambda": 0.0,
+}
+METHOD_DEFAULTS: dict[str, dict] = {
+    # OSF counts same-view (i, i) pairs in the DINO loss; standard DINO does not.
+    "dino_ours": {**_DINO_COMMON, "same_view_pairs": True, "channel_drop_p": 0.5, "span_min_frac": 0.3, "span_max_frac": 0.6},
+    "dino": {**_DINO_COMMON, "same_view_pairs": False},
+}
+
+# Per backbone size: a per-device batch that fits a 80 GB GPU in bf16, and stochastic depth.
+BACKBONE_DEFAULTS: dict[str, dict] = {
+    "vit_nano": {"batch_size": 256, "drop_path_rate": 0.0},
+    "vit_tiny": {"batch_size": 256, "drop_path_rate": 0.0},
+    "vit_small": {"batch_size": 256, "drop_path_rate": 0.0},
+    "vit_middle": {"batch_size": 256, "drop_path_rate": 0.0},
+    "vit_base": {"batch_size": 256, "drop_path_rate": 0.0},
+    "vit_large": {"batch_size": 128, "drop_path_rate": 0.1},
+    "vit_xl": {"batch_size": 64, "drop_path_rate": 0.1},
+}

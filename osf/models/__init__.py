@@ -1,1 +1,6 @@
-"""models."""
+"""Self-supervised pre-training methods. Importing the package registers every method module below."""
+
+from osf.models import dino, osf_dino  # noqa: F401  (registration by import)
+from osf.models.registry import METHODS, create_method, list_methods, register_method
+
+__all__ = ["METHODS", "create_method", "list_methods", "register_method"]

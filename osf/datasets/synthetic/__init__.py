@@ -1,1 +1,17 @@
-"""synthetic."""
+"""Synthetic PSG cohorts: real EDF + NSRR XML nights with physiology driven by a hypnogram."""
+
+from osf.datasets.synthetic.cohorts import COHORT_PRESETS, ChannelSpec, CohortPreset, get_preset
+from osf.datasets.synthetic.events import ScoredEvent
+from osf.datasets.synthetic.generate import GENERATOR_VERSION, SyntheticNight, generate_cohort, generate_night
+
+__all__ = [
+    "COHORT_PRESETS",
+    "ChannelSpec",
+    "CohortPreset",
+    "GENERATOR_VERSION",
+    "ScoredEvent",
+    "SyntheticNight",
+    "generate_cohort",
+    "generate_night",
+    "get_preset",
+]

@@ -1,0 +1,88 @@
+"""Stage a new night: EDF (+ optional scoring) -> hypnogram, event probabilities, summary, QC report, figure.
+
+    python main_pipelines/main_predict.py --edf NIGHT.edf --classifier CLASSIFIER.pth --output_dir OUT \
+        [--channel_map MAP.json] [--annotations SCORING.xml] [--dataset generic]
+
+Exit status 2 with a one-line reason when the night cannot be staged (unreadable EDF, none of the
+classifier's channels, bad checkpoint); missing channels that still allow a prediction are warned
+about on stderr and in the QC report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from osf.predict.night import HYPNOGRAM_FORMATS, predict_night, print_warnings
+
+
+def load_channel_map(spec: str | None) -> dict | None:
+    """A channel map from a JSON file path or an inline JSON object: canonical channel -> EDF label(s)."""
+    if spec is None:
+        return None
+    path = Path(spec)
+    text = path.read_text() if path.is_file() else spec
+    where = str(path) if path.is_file() else "--channel_map"
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not a JSON file or object ({err})") from err
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{where}: expected a JSON object canonical channel -> EDF label(s), got {type(mapping).__name__}")
+    return mapping
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--edf", required=True, type=Path, help="the night's EDF file")
+    p.add_argument("--classifier", required=True, type=Path, help="classifier checkpoint (main_finetune.py --export_classifier)")
+    p.add_argument("--output_dir", required=True, type=Path, help="folder for the outputs (created)")
+    p.add_argument("--channel_map", default=None,
+                   help="JSON file or inline JSON object: canonical channel -> EDF label(s), for generic EDFs")
+    p.add_argument("--annotations", type=Path, default=None,
+                   help="scoring file of the night (NSRR XML, Profusion XML, EDF+): adds agreement and kappa")
+    p.add_argument("--dataset", default="generic", help="dataset layout the EDF comes from (channel aliases), e.g. shhs")
+    p.add_argument("--hypnogram_format", choices=(*HYPNOGRAM_FORMATS, "both"), default="both",
+                   help="hypnogram file(s) to write: NSRR XML, EDF+ annotations or both")
+    p.add_argument("--event_threshold", type=float, default=None,
+                   help="probability at which an epoch counts as an event (default: each head's validation threshold)")
+    p.add_argument("--low_confidence", type=float, default=0.5, help="stage confidence below which an epoch is flagged")
+    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the prediction; return the exit status."""
+    args = build_parser().parse_args(argv)
+    formats = HYPNOGRAM_FORMATS if args.hypnogram_format == "both" else (args.hypnogram_format,)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the QC report's warnings are printed below, once
+            result = predict_night(
+                args.edf, args.classifier, channel_map=load_channel_map(args.channel_map),
+                annotations=args.annotations, dataset=args.dataset, output_dir=args.output_dir,
+                hypnogram_formats=formats, event_threshold=args.event_threshold,
+                low_confidence=args.low_confidence, batch_size=args.batch_size, device=args.device,
+            )
+    except (OSError, ValueError) as err:  # IngestionError, CheckpointError, MissingChannelsError are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print_warnings(result)
+    s = result.summary
+    print(f"{args.edf}: {result.n_epochs} epochs, TST {s['total_sleep_time_min']:.1f} min, "
+          f"SE {s['sleep_efficiency_pct']:.1f}%")
+    if "scored" in s:
+        print(f"agreement with {args.annotations}: {100 * s['scored']['agreement']:.1f}%, "
+              f"kappa {s['scored']['cohen_kappa']:.3f}")
+    for name, path in result.files.items():
+        print(f"  {name:14s} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

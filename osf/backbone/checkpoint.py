@@ -1,0 +1,284 @@
+"""Backbone checkpoints in the released OSF format (``.pth``) and a ``.safetensors`` twin.
+
+``.pth``: a weights-only loadable dict ``{"state_dict": {name: tensor}, "metadata": {...}}``.
+``.safetensors``: the same tensors, with the metadata as JSON under the header key ``osf_metadata``.
+
+``metadata`` carries what is needed to rebuild the model (:data:`METADATA_KEYS`) plus optional
+``channels`` and ``normalisation``. :func:`load_backbone` accepts either file and raises
+:class:`CheckpointError` (a ``ValueError``) naming the file and the problem for anything it cannot
+use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import config
+from osf.backbone.vit1d_cls import BACKBONES, ViT1D, create_backbone, list_backbones
+
+__all__ = ["METADATA_KEYS", "CheckpointError", "backbone_metadata", "load_backbone", "save_backbone"]
+
+METADATA_KEYS: tuple[str, ...] = (
+    "model_name",
+    "encoder_name",
+    "num_leads",
+    "patch_size_time",
+    "patch_size_ch",
+    "lead_wise",
+    "sample_rate",
+    "window_size_sec",
+    "seq_len",
+    "width",
+    "depth",
+)
+SAFETENSORS_METADATA_KEY = "osf_metadata"
+_PTH_SUFFIXES = (".pth", ".pt")
+_MAX_LISTED = 20  # names listed in an error before summarising the rest
+
+
+class CheckpointError(ValueError):
+    """A backbone checkpoint that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"backbone checkpoint {self.path}: {problem}")
+
+
+def backbone_metadata(
+    model: ViT1D, model_name: str, sample_rate: int = config.SAMPLE_RATE, **extra: Any
+) -> dict:
+    """Metadata of ``model`` in the released format; ``extra`` adds e.g. ``channels``, ``normalisation``."""
+    window = model.seq_len / sample_rate
+    metadata = {
+        "model_name": model_name,
+        "encoder_name": model.encoder_name,
+        "num_leads": model.num_leads,
+        "patch_size_time": model.patch_size,
+        "patch_size_ch": model.patch_size_ch,
+        "lead_wise": model.lead_wise,
+        "sample_rate": sample_rate,
+        "window_size_sec": int(window) if window.is_integer() else window,
+        "seq_len": model.seq_len,
+        "width": model.width,
+        "depth": model.depth,
+    }
+    if model.num_leads == config.NUM_CHANNELS and "channels" not in extra:
+        metadata["channels"] = list(config.CHANNELS)
+    metadata.update(extra)
+    return metadata
+
+
+def _twin_paths(path: Path) -> tuple[Path, Path]:
+    """``(pth_path, safetensors_path)`` for a path given with either extension."""
+    if path.suffix == ".safetensors":
+        return path.with_suffix(".pth"), path
+    if path.suffix in _PTH_SUFFIXES:
+        return path, path.with_suffix(".safetensors")
+    raise ValueError(f"backbone path {path} must end in .pth, .pt or .safetensors")
+
+
+def _structure_mismatches(model: ViT1D, metadata: dict) -> list[str]:
+    expected = {
+        "encoder_name": model.encoder_name,
+        "num_leads": model.num_leads,
+        "patch_size_time": model.patch_size,
+        "patch_size_ch": model.patch_size_ch,
+        "lead_wise": model.lead_wise,
+        "seq_len": model.seq_len,
+        "width": model.width,
+        "depth": model.depth,
+    }
+    return [
+        f"{k}={metadata[k]!r} but the model has {v!r}"
+        for k, v in expected.items()
+        if k in metadata and metadata[k] != v
+    ]
+
+
+def save_backbone(
+    model: ViT1D, path: str | os.PathLike, metadata: dict | None = None, include_mask_token: bool = False
+) -> tuple[Path, Path]:
+    """Write ``model`` as ``.pth`` + ``.safetensors`` (atomically); returns both paths.
+
+    ``metadata`` defaults to :func:`backbone_metadata` with ``model_name="osf"``. The iBOT/MAE
+    ``mask_token`` is left out unless ``include_mask_token`` so the file keeps the released layout.
+    """
+    from safetensors.torch import save_file
+
+    pth_path, st_path = _twin_paths(Path(path))
+    metadata = dict(backbone_metadata(model, "osf") if metadata is None else metadata)
+    missing = [k for k in METADATA_KEYS if k not in metadata]
+    if missing:
+        raise ValueError(
+            f"metadata for {pth_path} is missing {missing}; use backbone_metadata(model, model_name)"
+        )
+    mismatches = _structure_mismatches(model, metadata)
+    if mismatches:
+        raise ValueError(f"metadata for {pth_path} does not describe the model: {'; '.join(mismatches)}")
+    try:
+        meta_json = json.dumps(metadata)
+    except TypeError as err:
+        raise ValueError(f"metadata for {pth_path} is not JSON-serialisable: {err}") from err
+
+    state = {
+        k: v.detach().to("cpu", copy=True).contiguous()
+        for k, v in model.state_dict().items()
+        if include_mask_token or k != "mask_token"
+    }
+    pth_path.parent.mkdir(parents=True, exist_ok=True)
+    # Write to temp names then rename, so an interrupted save never leaves a half file under the real name.
+    tmp_pth = pth_path.with_name(pth_path.name + ".tmp")
+    tmp_st = st_path.with_name(st_path.name + ".tmp")
+    torch.save({"state_dict": state, "metadata": metadata}, tmp_pth)
+    save_file(state, str(tmp_st), metadata={SAFETENSORS_METADATA_KEY: meta_json, "format": "pt"})
+    os.replace(tmp_pth, pth_path)
+    os.replace(tmp_st, st_path)
+    return pth_path, st_path
+
+
+def _read_pth(path: Path, map_location: Any) -> tuple[dict, dict]:
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message is long; keep the line naming the offending global.
+        lines = [ln.strip() for ln in str(err).splitlines() if "WeightsUnpickler error" in ln]
+        detail = (lines[0] if lines else str(err).splitlines()[0]).split(" Please use")[0]
+        raise CheckpointError(
+            path, f"is not a plain-tensor checkpoint; torch.load(weights_only=True) refused it ({detail})"
+        ) from err
+    except Exception as err:  # truncated zip, not a torch file at all, ...
+        raise CheckpointError(path, f"cannot be read by torch.load ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            path, f"holds a {type(payload).__name__}, expected a dict with 'state_dict' and 'metadata'"
+        )
+    if "state_dict" not in payload or "metadata" not in payload:
+        hint = ""
+        if "state_dict" in payload and (
+            "pytorch-lightning_version" in payload or "optimizer_states" in payload
+        ):
+            hint = (
+                "; this looks like a Lightning training checkpoint: export it with "
+                "`python main_pipelines/main_export.py --ckpt_path RUN/last.ckpt --output OUT.pth`"
+            )
+        elif payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            hint = "; it is a bare state dict without metadata"
+        raise CheckpointError(
+            path, f"has keys {sorted(map(str, payload))[:10]}, expected 'state_dict' and 'metadata'{hint}"
+        )
+    state, metadata = payload["state_dict"], payload["metadata"]
+    if not isinstance(state, dict):
+        raise CheckpointError(path, f"'state_dict' is a {type(state).__name__}, expected a dict of tensors")
+    if not isinstance(metadata, dict):
+        raise CheckpointError(path, f"'metadata' is a {type(metadata).__name__}, expected a dict")
+    return state, metadata
+
+
+def _read_safetensors(path: Path, map_location: Any) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    device = str(map_location) if map_location is not None else "cpu"
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            header = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    except Exception as err:  # SafetensorError for a corrupt header/truncated data
+        raise CheckpointError(path, f"cannot be read as safetensors ({type(err).__name__}: {err})") from err
+    if SAFETENSORS_METADATA_KEY not in header:
+        raise CheckpointError(
+            path, f"has no {SAFETENSORS_METADATA_KEY!r} entry in its header (header keys: {sorted(header)})"
+        )
+    try:
+        metadata = json.loads(header[SAFETENSORS_METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(path, f"header {SAFETENSORS_METADATA_KEY!r} is not valid JSON ({err})") from err
+    if not isinstance(metadata, dict):
+        raise CheckpointError(
+            path, f"header {SAFETENSORS_METADATA_KEY!r} holds a {type(metadata).__name__}, expected an object"
+        )
+    return state, metadata
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f" ... (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
+
+
+def load_backbone(
+    path: str | os.PathLike, map_location: Any = "cpu", **model_kwargs: Any
+) -> tuple[ViT1D, dict]:
+    """Build the backbone described by a ``.pth`` or ``.safetensors`` checkpoint and load its weights.
+
+    ``model_kwargs`` go to the constructor (e.g. ``attn_impl``, ``drop_path_rate``,
+    ``use_mask_token``); structural settings always come from the metadata. Returns the model in
+    eval mode and the metadata dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "file not found" if not path.exists() else "is not a file")
+    if path.suffix == ".safetensors":
+        state, metadata = _read_safetensors(path, map_location)
+    else:
+        state, metadata = _read_pth(path, map_location)
+
+    missing_meta = [k for k in METADATA_KEYS if k not in metadata]
+    if missing_meta:
+        raise CheckpointError(path, f"metadata is missing {missing_meta} (has {sorted(metadata)})")
+    encoder = metadata["encoder_name"]
+    if encoder not in BACKBONES:
+        raise CheckpointError(
+            path, f"unknown encoder_name {encoder!r}; registered backbones: {list_backbones()}"
+        )
+    not_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(path, f"state_dict entries that are not tensors: {_listed(not_tensors)}")
+
+    try:
+        model = create_backbone(
+            encoder,
+            num_leads=int(metadata["num_leads"]),
+            seq_len=int(metadata["seq_len"]),
+            patch_size=int(metadata["patch_size_time"]),
+            lead_wise=int(metadata["lead_wise"]),
+            patch_size_ch=int(metadata["patch_size_ch"]),
+            **model_kwargs,
+        )
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(path, f"metadata does not describe a buildable {encoder}: {err}") from err
+    mismatches = [m for m in _structure_mismatches(model, metadata) if m.startswith(("width", "depth"))]
+    if mismatches:
+        raise CheckpointError(path, f"metadata disagrees with {encoder}: {'; '.join(mismatches)}")
+    if "mask_token" in state:
+        model.add_mask_token()
+
+    expected = model.state_dict()
+    optional = {"mask_token"}  # may be absent from released files; a fresh one is kept then
+    missing = sorted(k for k in expected if k not in state and k not in optional)
+    unexpected = sorted(k for k in state if k not in expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys for {encoder}: {_listed(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listed(unexpected)}")
+        raise CheckpointError(path, "; ".join(parts))
+    wrong_shape = [
+        f"{k} {list(state[k].shape)} vs model {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if wrong_shape:
+        raise CheckpointError(path, f"shape mismatches for {encoder}: {_listed(wrong_shape)}")
+
+    model.load_state_dict(state, strict=not (optional & (expected.keys() - state.keys())))
+    if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
+        model = model.to(map_location)
+    model.eval()
+    return model, dict(metadata)

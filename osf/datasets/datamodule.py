@@ -1,0 +1,473 @@
+"""`EpochDataset` over the epoch store and the Lightning `SleepDataModule` (pre-training and downstream).
+
+One batch is one batched store read: the DataLoader's batch sampler hands the whole list of indices
+to `EpochDataset.__getitems__`, which reads all rows file by file in ascending order. Samplers are
+`DistributedSampler` subclasses built with the trainer's rank, so Lightning leaves them alone under
+DDP: training shards are shuffled (and padded to equal length, as DistributedSampler does); val/test
+shards are contiguous, never padded or dropped, so every epoch is evaluated exactly once (ranks may
+differ by one sample, avoid per-step collectives in evaluation).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
+
+import config
+from osf.datasets.splits import SPLITS, in_cohort, subset_subjects
+from osf.datasets.store import EpochStore
+
+log = logging.getLogger(__name__)
+
+TASKS = ("pretrain", "downstream")
+_STAGE_LUT_4 = np.array([config.STAGE_5_TO_4[s] for s in range(-1, len(config.STAGE_NAMES_5))], dtype=np.int64)
+
+
+def preset_keep_mask(channel_preset: str) -> np.ndarray:
+    """Bool `[12]`: channels kept by a preset name or comma-separated channel list."""
+    keep = np.zeros(config.NUM_CHANNELS, dtype=bool)
+    keep[[config.CHANNEL_INDEX[c] for c in config.resolve_channel_preset(channel_preset)]] = True
+    return keep
+
+
+def task_labels(raw: np.ndarray, eval_label: str, stage_classes: int = 4) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Map a stored label column to task labels (int64, -1 unknown) and return them with the class names."""
+    raw = np.asarray(raw, dtype=np.int64)
+    if eval_label == "Stage":
+        if stage_classes == 4:
+            return _STAGE_LUT_4[raw + 1], config.STAGE_NAMES_4
+        if stage_classes == 5:
+            return raw, config.STAGE_NAMES_5
+        raise ValueError(f"stage_classes must be 4 or 5, got {stage_classes}")
+    if eval_label not in config.LABEL_COLUMNS:
+        raise ValueError(f"unknown eval_label {eval_label!r}; choose one of {list(config.LABEL_COLUMNS)}")
+    return raw, (f"No {eval_label}", eval_label)
+
+
+def _shared_float32(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor in shared memory."""
+    try:  # what default_collate uses: allocates the segment without touching its pages
+        storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * 4)
+        return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
+    except (AttributeError, TypeError):
+        return torch.empty(shape, dtype=torch.float32).share_memory_()
+
+
+class EpochDataset(Dataset):
+    """Epochs of an `EpochStore` selected by index rows, yielding the pinned batch dict.
+
+    `labels` (int64, aligned with `rows`) adds a `label` entry; `keep_channels` (bool [12]) zeroes the
+    other channels and clears their mask bits, emulating a reduced montage.
+    """
+
+    def __init__(
+        self,
+        store: EpochStore | str | PathLike,
+        rows: np.ndarray,
+        labels: np.ndarray | None = None,
+        keep_channels: np.ndarray | None = None,
+    ):
+        self.store = store if isinstance(store, EpochStore) else EpochStore(store)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64)
+            if labels.shape != self.rows.shape:
+                raise ValueError(f"labels {labels.shape} do not match rows {self.rows.shape}")
+        self.labels = labels
+        if keep_channels is not None:
+            keep_channels = np.asarray(keep_channels, dtype=bool)
+            if keep_channels.shape != (config.NUM_CHANNELS,):
+                raise ValueError(f"keep_channels must be bool [{config.NUM_CHANNELS}], got {keep_channels.shape}")
+            if keep_channels.all():
+                keep_channels = None
+        self.keep_channels = keep_channels
+        index = self.store.index
+        self._recording_ids = index["recording_id"].to_numpy(dtype=object)[self.rows]
+        self._subject_ids = index["subject_id"].to_numpy(dtype=object)[self.rows]
+        self._epoch_index = index["epoch_index"].to_numpy(np.int64)[self.rows]
+        self._datasets = index["dataset"].to_numpy(dtype=object)[self.rows]
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+        """A whole batch from one batched store read."""
+        idx = np.asarray(indices, dtype=np.int64)
+        rows = self.rows[idx]
+        shape = (rows.size, config.NUM_CHANNELS, config.EPOCH_SAMPLES)
+        if get_worker_info() is not None:
+            # In a worker, read straight into shared memory (as default_collate does): the batch then
+            # crosses to the main process without another copy.
+            signal_t = _shared_float32(shape)
+        else:
+            signal_t = torch.empty(shape, dtype=torch.float32)
+        signal = self.store.read(rows, out=signal_t.numpy())
+        mask = self.store.channel_masks(rows)
+        if self.keep_channels is not None:
+            signal[:, ~self.keep_channels] = 0.0
+            mask &= self.keep_channels
+        batch: dict[str, Any] = {
+            "signal": signal_t,
+            "channel_mask": torch.from_numpy(mask),
+            "recording_id": self._recording_ids[idx].tolist(),
+            "subject_id": self._subject_ids[idx].tolist(),
+            "epoch_index": torch.from_numpy(self._epoch_index[idx]),
+        }
+        if self.labels is not None:
+            batch["label"] = torch.from_numpy(self.labels[idx])
+        return batch
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """One epoch: `signal` [12, 1920], `channel_mask` [12], scalar `label`/`epoch_index`, str ids."""
+        batch = self.__getitems__([i])
+        return {k: v[0] for k, v in batch.items()}
+
+    def dataset_names(self) -> np.ndarray:
+        """Dataset name of every item (object array aligned with the items)."""
+        return self._datasets
+
+
+def collate_epochs(batch: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate for `EpochDataset`: passes batched reads through, stacks single items otherwise."""
+    if isinstance(batch, dict):
+        return batch
+    out: dict[str, Any] = {}
+    for key in batch[0]:
+        values = [b[key] for b in batch]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else list(values)
+    return out
+
+
+class TrainSampler(DistributedSampler):
+    """Rank-aware shuffling sampler, optionally a per-group weighted mixture (with replacement).
+
+    Without `group_weights`, every item once per epoch in a seeded permutation. With them, each draw
+    picks group g with probability w_g / sum(w) and then an item of g (cycling through a permutation
+    of g, so items repeat only once their group is exhausted). Shards are padded to equal length.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        groups: np.ndarray | None = None,
+        group_weights: Mapping[Any, float] | None = None,
+        num_samples: int | None = None,
+    ):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.n_items = len(dataset)
+        self.total = int(num_samples) if num_samples is not None else self.n_items
+        self.mixture: list[tuple[np.ndarray, float]] | None = None
+        if group_weights is not None:
+            if groups is None or len(groups) != self.n_items:
+                raise ValueError("group_weights need one group label per item")
+            groups = np.asarray(groups, dtype=object)
+            present = set(groups.tolist())
+            missing = sorted(present - set(group_weights))
+            if missing:
+                raise ValueError(f"mixture weights lack group(s) {missing}; given {dict(group_weights)}")
+            members = [(np.flatnonzero(groups == g), float(w)) for g, w in group_weights.items() if g in present]
+            if any(w < 0 for _, w in members) or sum(w for _, w in members) <= 0:
+                raise ValueError(f"mixture weights must be >= 0 with a positive sum, got {dict(group_weights)}")
+            self.mixture = [(m, w) for m, w in members if w > 0]
+        self.num_samples = math.ceil(self.total / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def _epoch_order(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.mixture is None:
+            return rng.permutation(self.n_items)
+        weights = np.array([w for _, w in self.mixture])
+        counts = rng.multinomial(self.total, weights / weights.sum())
+        picks = []
+        for (members, _), k in zip(self.mixture, counts):
+            reps = math.ceil(k / len(members)) if k else 0
+            picks.append(np.concatenate([rng.permutation(members) for _ in range(reps)])[:k] if reps else members[:0])
+        return rng.permutation(np.concatenate(picks))
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._epoch_order()
+        if order.size < self.total_size:  # pad so every rank gets the same number of items
+            order = np.resize(order, self.total_size) if order.size else order
+        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples if self.n_items else 0
+
+
+class EvalSampler(DistributedSampler):
+    """Rank-aware sequential sampler: rank r gets a contiguous share, no padding, nothing dropped."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        n = len(dataset)
+        self.start = n * rank // num_replicas
+        self.stop = n * (rank + 1) // num_replicas
+        self.num_samples = self.stop - self.start
+        self.total_size = n
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def k_shot_rows(labels: np.ndarray, k: int, num_classes: int, seed: int = 0,
+                label_names: Sequence[str] | None = None) -> np.ndarray:
+    """Positions of exactly `k` items per class (seeded); raises if a class has fewer than `k`."""
+    if k < 1:
+        raise ValueError(f"n_train_samples (k per class) must be >= 1, got {k}")
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if members.size < k:
+            name = label_names[c] if label_names else c
+            raise ValueError(f"k-shot: k={k} per class but class {name!r} has only {members.size} labelled "
+                             "training epochs; lower n_train_samples or raise train_data_pct")
+        picked.append(rng.choice(members, size=k, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+class SleepDataModule(pl.LightningDataModule):
+    """Batches from an epoch store for pre-training (unlabelled) or a downstream task (one label).
+
+    Splits come from the store's subject-level `split` column; datasets come from the task's cohort
+    group (`pretrain`/`downstream`, plus `both`), optionally narrowed by `include_datasets`.
+    Downstream epochs with an unknown label (-1) are excluded from every split and counted in
+    `summary()`. `train_data_pct` keeps a seeded fraction of the training *subjects*;
+    `n_train_samples` then keeps exactly that many epochs per class (k-shot). `channel_preset` zeroes
+    the channels outside the preset at val/test time, and at train time too with `mask_train_channels`.
+    `mixture_weights` (dataset -> weight) makes training draw datasets with those probabilities.
+    With `task="pretrain"` and an `eval_label`, batches carry that label with unknowns kept as -1
+    (for online probes).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | PathLike,
+        task: str = "pretrain",
+        eval_label: str | None = None,
+        include_datasets: Sequence[str] | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        train_data_pct: float = 1.0,
+        n_train_samples: int | None = None,
+        channel_preset: str = "full",
+        mask_train_channels: bool = False,
+        seed: int = 0,
+        mixture_weights: Mapping[str, float] | None = None,
+        stage_classes: int = 4,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if task == "downstream" and eval_label is None:
+            raise ValueError("task='downstream' needs an eval_label, one of " + str(list(config.LABEL_COLUMNS)))
+        if eval_label is not None and eval_label not in config.LABEL_COLUMNS:
+            raise ValueError(f"unknown eval_label {eval_label!r}; choose one of {list(config.LABEL_COLUMNS)}")
+        if stage_classes not in (4, 5):
+            raise ValueError(f"stage_classes must be 4 or 5, got {stage_classes}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0.0 < train_data_pct <= 1.0:
+            raise ValueError(f"train_data_pct must be in (0, 1], got {train_data_pct}")
+        self.data_dir = data_dir
+        self.task = task
+        self.eval_label = eval_label
+        self.include_datasets = None if include_datasets is None else list(include_datasets)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_data_pct = train_data_pct
+        self.n_train_samples = n_train_samples
+        self.channel_preset = channel_preset
+        self.keep_channels = preset_keep_mask(channel_preset)
+        self.mask_train_channels = mask_train_channels
+        self.seed = seed
+        self.mixture_weights = None if mixture_weights is None else dict(mixture_weights)
+        self.stage_classes = stage_classes
+        self.pin_memory = pin_memory
+        self.label_names: tuple[str, ...] = ()
+        if eval_label is not None:
+            self.label_names = task_labels(np.zeros(0), eval_label, stage_classes)[1]
+        self.datasets: dict[str, EpochDataset] = {}
+        self._summary: dict[str, Any] = {}
+        self.store: EpochStore | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of `eval_label` (0 without one)."""
+        return len(self.label_names)
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        """Training epochs per class (int64 [num_classes]), e.g. for class weights."""
+        self._require_setup()
+        return np.array(self._summary["splits"]["train"]["class_counts_array"], dtype=np.int64)
+
+    @property
+    def train_dataset(self) -> EpochDataset:
+        self._require_setup()
+        return self.datasets["train"]
+
+    @property
+    def val_dataset(self) -> EpochDataset:
+        self._require_setup()
+        return self.datasets["val"]
+
+    @property
+    def test_dataset(self) -> EpochDataset:
+        self._require_setup()
+        return self.datasets["test"]
+
+    def _require_setup(self) -> None:
+        if not self.datasets:
+            self.setup()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Select rows and labels of every split (idempotent)."""
+        if self.datasets:
+            return
+        store = EpochStore(self.data_dir)
+        self.store = store
+        index = store.index
+        available = sorted(index["dataset"].unique())
+        if self.include_datasets is not None:
+            unknown = sorted(set(self.include_datasets) - set(available))
+            if unknown:
+                raise ValueError(f"{self.data_dir}: include_datasets {unknown} not in the store; it has {available}")
+        selected = in_cohort(index["cohort_group"], self.task)
+        if self.include_datasets is not None:
+            selected &= index["dataset"].isin(self.include_datasets).to_numpy()
+        used = sorted(index.loc[selected, "dataset"].unique())
+        if not used:
+            raise ValueError(f"{self.data_dir}: no datasets for task {self.task!r} (cohort groups "
+                             f"{store.manifest.get('cohort_groups')}, include_datasets={self.include_datasets})")
+
+        labels_all = None
+        if self.eval_label is not None:
+            labels_all, _ = task_labels(index[config.LABEL_COLUMNS[self.eval_label]].to_numpy(), self.eval_label,
+                                        self.stage_classes)
+        split_col = index["split"].to_numpy(dtype=object)
+        subject_key = (index["dataset"].astype(str) + "/" + index["subject_id"].astype(str)).to_numpy(dtype=object)
+        summary: dict[str, Any] = {
+            "store": str(self.data_dir), "task": self.task, "eval_label": self.eval_label,
+            "label_names": list(self.label_names), "datasets": used, "channel_preset": self.channel_preset,
+            "kept_channels": [c for c, k in zip(config.CHANNELS, self.keep_channels) if k],
+            "mask_train_channels": self.mask_train_channels, "train_data_pct": self.train_data_pct,
+            "n_train_samples": self.n_train_samples, "mixture_weights": self.mixture_weights, "splits": {},
+        }
+        for split in SPLITS:
+            rows = np.flatnonzero(selected & (split_col == split))
+            info: dict[str, Any] = {"epochs_in_store": int(rows.size)}
+            if split == "train" and self.train_data_pct < 1.0:
+                keep_subjects = subset_subjects(subject_key[rows], self.train_data_pct, self.seed)
+                rows = rows[np.isin(subject_key[rows], list(keep_subjects))]
+                info["epochs_after_train_data_pct"] = int(rows.size)
+            labels = None
+            if labels_all is not None:
+                labels = labels_all[rows]
+                if self.task == "downstream":
+                    known = labels >= 0
+                    info["excluded_unknown_label"] = int((~known).sum())
+                    rows, labels = rows[known], labels[known]
+                    if split == "train" and self.n_train_samples is not None:
+                        pick = k_shot_rows(labels, self.n_train_samples, self.num_classes, self.seed,
+                                           self.label_names)
+                        rows, labels = rows[pick], labels[pick]
+                counts = np.bincount(labels[labels >= 0], minlength=self.num_classes)
+                info["class_counts"] = dict(zip(self.label_names, counts.tolist()))
+                info["class_counts_array"] = counts.tolist()
+            recording_key = index["dataset"].to_numpy(dtype=object)[rows] + "/" + index["recording_id"].to_numpy(
+                dtype=object)[rows]
+            info.update(epochs=int(rows.size), subjects=len(set(subject_key[rows])), recordings=len(set(recording_key)))
+            info["epochs_per_dataset"] = index["dataset"].iloc[rows].value_counts().sort_index().to_dict()
+            keep = self.keep_channels if (split != "train" or self.mask_train_channels) else None
+            self.datasets[split] = EpochDataset(store, rows, labels, keep)
+            summary["splits"][split] = info
+        if self.datasets["train"].rows.size == 0:
+            raise ValueError(f"{self.data_dir}: no training epochs for task {self.task!r} on datasets {used} "
+                             f"(summary: {summary['splits']['train']})")
+        if self.mixture_weights is not None:
+            self._check_mixture(used)
+        self._summary = summary
+        for split, info in summary["splits"].items():
+            if info.get("excluded_unknown_label"):
+                log.info("%s split: %d epochs with unknown %s excluded (kept %d)", split,
+                         info["excluded_unknown_label"], self.eval_label, info["epochs"])
+
+    def _check_mixture(self, used: list[str]) -> None:
+        unknown = sorted(set(self.mixture_weights) - set(used))
+        missing = sorted(set(used) - set(self.mixture_weights))
+        if unknown or missing:
+            raise ValueError(f"mixture_weights must name exactly the datasets in use {used}: "
+                             f"unknown {unknown}, missing {missing}")
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per split (epochs, subjects, recordings, per class, unknown labels excluded), for logging."""
+        self._require_setup()
+        out = {k: v for k, v in self._summary.items() if k != "splits"}
+        out["splits"] = {s: {k: v for k, v in info.items() if k != "class_counts_array"}
+                         for s, info in self._summary["splits"].items()}
+        return out
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None:
+            return int(trainer.world_size), int(trainer.global_rank)
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    def _loader(self, dataset: EpochDataset, sampler: DistributedSampler, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            collate_fn=collate_epochs,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (or mixture-weighted) training batches, this rank's share."""
+        self._require_setup()
+        world, rank = self._world()
+        ds = self.datasets["train"]
+        sampler = TrainSampler(ds, num_replicas=world, rank=rank, seed=self.seed,
+                               groups=ds.dataset_names() if self.mixture_weights else None,
+                               group_weights=self.mixture_weights)
+        # A trailing batch smaller than batch_size upsets batch statistics; it is reshuffled next epoch.
+        return self._loader(ds, sampler, drop_last=len(sampler) > self.batch_size)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Sequential batches of `split` ("train"/"val"/"test"), this rank's contiguous share, nothing dropped."""
+        self._require_setup()
+        if split not in self.datasets:
+            raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+        world, rank = self._world()
+        ds = self.datasets[split]
+        return self._loader(ds, EvalSampler(ds, num_replicas=world, rank=rank), drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches (sequential, never padded or dropped)."""
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches (sequential, never padded or dropped)."""
+        return self.eval_dataloader("test")

@@ -1,0 +1,206 @@
+"""Decide, for each of the 12 model channels, which EDF signal(s) provide it.
+
+For every canonical channel in ``config.CHANNELS`` the answer is one of: a *direct* label (the
+file already holds that signal), a *derived* pair ``label_a - label_b`` (a bipolar channel from two
+single-ended electrodes, e.g. C3-A2 = C3 - M2), or *absent*. Sources, in order: a user channel
+map (which then decides alone), the dataset's own aliases, ``config.CHANNEL_ALIASES``,
+``config.DERIVATIONS`` over ``config.ELECTRODE_ALIASES``, and ``config.UNREFERENCED_FALLBACK``.
+The subtraction itself is the signal pipeline's job (``osf.datasets.preprocess``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
+
+import config
+from osf.datasets.io.errors import ChannelMapError, DuplicateLabelError
+
+
+@dataclass(frozen=True)
+class ChannelSource:
+    """Where one canonical channel comes from."""
+
+    kind: str  # "direct", "derived" or "absent"
+    labels: tuple[str, ...] = ()  # (label,) for direct, (label_a, label_b) for derived = a - b
+    rule: str = ""  # why: "channel_map", "dataset_alias", "alias", "derivation", "unreferenced", "none"
+
+    @property
+    def present(self) -> bool:
+        """True unless absent."""
+        return self.kind != "absent"
+
+
+@dataclass(frozen=True)
+class ChannelResolution:
+    """The source of each canonical channel for one EDF file."""
+
+    sources: dict[str, ChannelSource]  # canonical channel -> source, keys in config.CHANNELS order
+    dataset: str
+    unused_labels: tuple[str, ...] = field(default=())  # EDF labels no channel uses
+
+    @property
+    def present(self) -> list[str]:
+        """Canonical channels that have a source."""
+        return [c for c, s in self.sources.items() if s.present]
+
+    @property
+    def missing(self) -> list[str]:
+        """Canonical channels without a source."""
+        return [c for c, s in self.sources.items() if not s.present]
+
+    @property
+    def needed_labels(self) -> list[str]:
+        """Every EDF label to read, in first-use order (pass to ``read_edf``)."""
+        seen: dict[str, None] = {}
+        for s in self.sources.values():
+            for lab in s.labels:
+                seen.setdefault(lab, None)
+        return list(seen)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly: canonical -> label, [label_a, label_b] or None (the channel-map format)."""
+        out: dict[str, Any] = {}
+        for c, s in self.sources.items():
+            out[c] = None if not s.present else (s.labels[0] if s.kind == "direct" else list(s.labels))
+        return out
+
+
+def _index_labels(labels: list[str], path: str | Path | None) -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for lab in labels:
+        index.setdefault(config.normalize_label(lab), []).append(lab)
+    return index
+
+
+def _pick(index: dict[str, list[str]], candidates: tuple[str, ...], path: str | Path | None, what: str) -> str | None:
+    """The EDF label matching the first candidate present; duplicates of a needed label are errors."""
+    for cand in candidates:
+        hits = index.get(config.normalize_label(cand))
+        if hits:
+            if len(hits) > 1:
+                raise DuplicateLabelError(
+                    path, f"{what}: label {cand!r} matches {len(hits)} signals {hits}; give a channel map"
+                )
+            return hits[0]
+    return None
+
+
+def load_channel_map(source: str | Path | Mapping[str, Any]) -> dict[str, str | tuple[str, str]]:
+    """Validate a channel map given as a dict, a JSON string or a path to a JSON file.
+
+    Keys are canonical channels (``config.CHANNELS``), values an EDF label or a ``[label_a,
+    label_b]`` pair meaning ``a - b``. Duplicated keys, unknown channels, malformed values and a
+    label used directly by two channels are errors.
+    """
+    where: str | Path | None = None
+    if isinstance(source, Mapping):
+        raw = dict(source)
+    else:
+        text = str(source)
+        if isinstance(source, Path) or (not text.lstrip().startswith("{") and Path(text).is_file()):
+            where = Path(text)
+            text = where.read_text()
+
+        def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            dup = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
+            if dup:
+                raise ChannelMapError(where, f"channel map names {dup} more than once")
+            return dict(pairs)
+
+        try:
+            raw = json.loads(text, object_pairs_hook=no_duplicates)
+        except json.JSONDecodeError as err:
+            raise ChannelMapError(where, f"channel map is not valid JSON: {err}") from None
+        if not isinstance(raw, dict):
+            raise ChannelMapError(where, f"channel map must be a JSON object, got {type(raw).__name__}")
+    unknown = [k for k in raw if k not in config.CHANNEL_INDEX]
+    if unknown:
+        raise ChannelMapError(where, f"unknown canonical channel(s) {unknown}; known: {list(config.CHANNELS)}")
+    out: dict[str, str | tuple[str, str]] = {}
+    for key, value in raw.items():
+        if isinstance(value, str) and value.strip():
+            out[key] = value.strip()
+        elif (
+            isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(isinstance(v, str) and v.strip() for v in value)
+            and value[0].strip() != value[1].strip()
+        ):
+            out[key] = (value[0].strip(), value[1].strip())
+        else:
+            raise ChannelMapError(
+                where, f"{key}: expected an EDF label or a pair of two different labels [a, b], got {value!r}"
+            )
+    direct = Counter(v for v in out.values() if isinstance(v, str))
+    pairs = Counter(v for v in out.values() if isinstance(v, tuple))
+    dup = [v for v, n in direct.items() if n > 1] + [list(v) for v, n in pairs.items() if n > 1]
+    if dup:
+        raise ChannelMapError(where, f"channel map gives the same source {dup} to more than one channel")
+    return out
+
+
+def resolve_channels(
+    labels: list[str] | tuple[str, ...],
+    dataset: str = "generic",
+    channel_map: str | Path | Mapping[str, Any] | None = None,
+    path: str | Path | None = None,
+) -> ChannelResolution:
+    """Map EDF ``labels`` to the 12 canonical channels (``path`` only names the file in errors).
+
+    With a ``channel_map`` the registry is not consulted: listed channels must exist in the file
+    and the others are absent.
+    """
+    spec = config.get_dataset(dataset)
+    index = _index_labels(list(labels), path)
+    sources: dict[str, ChannelSource] = {}
+    if channel_map is not None:
+        cmap = load_channel_map(channel_map)
+        for canonical in config.CHANNELS:
+            value = cmap.get(canonical)
+            if value is None:
+                sources[canonical] = ChannelSource("absent", (), "channel_map")
+                continue
+            wanted = (value,) if isinstance(value, str) else value
+            found = []
+            for lab in wanted:
+                hit = _pick(index, (lab,), path, canonical)
+                if hit is None:
+                    raise ChannelMapError(
+                        path, f"channel map: {canonical} uses {lab!r}, which is not in the file; labels: {list(labels)}"
+                    )
+                found.append(hit)
+            sources[canonical] = ChannelSource("direct" if len(found) == 1 else "derived", tuple(found), "channel_map")
+    else:
+        dataset_aliases = spec.aliases
+        for canonical in config.CHANNELS:
+            sources[canonical] = _resolve_one(canonical, index, dataset_aliases, path)
+    used = {lab for s in sources.values() for lab in s.labels}
+    return ChannelResolution(
+        sources=sources, dataset=spec.name, unused_labels=tuple(lab for lab in labels if lab not in used)
+    )
+
+
+def _resolve_one(
+    canonical: str, index: dict[str, list[str]], dataset_aliases: dict[str, tuple[str, ...]], path: str | Path | None
+) -> ChannelSource:
+    hit = _pick(index, dataset_aliases.get(canonical, ()), path, canonical)
+    if hit:
+        return ChannelSource("direct", (hit,), "dataset_alias")
+    hit = _pick(index, config.CHANNEL_ALIASES.get(canonical, ()), path, canonical)
+    if hit:
+        return ChannelSource("direct", (hit,), "alias")
+    for a, b in config.DERIVATIONS.get(canonical, ()):
+        la = _pick(index, config.ELECTRODE_ALIASES[a], path, f"{canonical} ({a})")
+        lb = _pick(index, config.ELECTRODE_ALIASES[b], path, f"{canonical} ({b})") if la else None
+        if la and lb:
+            return ChannelSource("derived", (la, lb), "derivation")
+    for electrode in config.UNREFERENCED_FALLBACK.get(canonical, ()):
+        hit = _pick(index, config.ELECTRODE_ALIASES[electrode], path, canonical)
+        if hit:
+            return ChannelSource("direct", (hit,), "unreferenced")
+    return ChannelSource("absent", (), "none")

@@ -1,0 +1,238 @@
+"""One scoring type for every annotation format, and ``read_scoring`` which detects the format.
+
+Formats: current NSRR XML (``EventType``/``EventConcept``), ``PSGAnnotation`` with ``SRO:``
+concepts, Compumedics Profusion XML (``CMPStudyConfig``), EDF+ annotation files (Sleep-EDF
+hypnograms) and a plain CSV/TSV (onset, duration, description). Event and stage spellings come
+from ``config.STAGE_EVENT_NAMES`` / ``config.EVENT_NAMES``; names found in neither are kept with
+label ``"other"`` and counted in ``Scoring.unknown_event_names``.
+
+Times are seconds from the recording (EDF) start and stage epoch 0 starts there. Events whose
+onset cannot be placed on that axis (an empty ``<Start/>``, or vendor clock timestamps with no
+usable reference) keep ``onset = NaN``; ``epoch_labels`` then reports their label column as
+unknown (-1) rather than claiming the epochs are event-free.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import config
+from osf.datasets.io.errors import EpochGridError, MalformedScoringError, UnknownScoringFormatError
+
+EPOCH_SEC = float(config.EPOCH_SEC)
+EVENT_COLUMNS: tuple[str, ...] = ("onset", "duration", "label", "name")
+FORMATS: tuple[str, ...] = ("nsrr_xml", "sro", "profusion", "edfplus", "csv")
+_GRID_TOL = 1e-3  # s; vendors write onsets like 929.9999
+
+
+@dataclass
+class Scoring:
+    """Sleep stages per 30 s epoch plus scored events of one recording."""
+
+    stages: np.ndarray  # int8 [n_scored_epochs], 0..4 or -1, epoch 0 starts at the recording start
+    events: pd.DataFrame  # columns onset (s), duration (s), label, name (the original concept)
+    source: Path
+    format: str
+    unknown_event_names: Counter = field(default_factory=Counter)
+    scores_events: bool = True  # False for stage-only files: their event columns are unknown, not 0
+    start_clock: _dt.time | None = None  # recording start time of day, when the file states it
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_untimed_events(self) -> int:
+        """Events kept without an onset (see the module docstring)."""
+        return int(self.events["onset"].isna().sum())
+
+    def epoch_labels(self, n_epochs: int) -> dict[str, np.ndarray]:
+        """Per-epoch int8 labels for ``n_epochs`` epochs: ``stage`` and one 0/1 column per event label.
+
+        Stages beyond the scored range are -1. An event marks every epoch its
+        ``[onset, onset + duration)`` interval overlaps (a zero-length event marks the epoch holding
+        its onset). A column is all -1 when the file does not score events or holds an event of
+        that label whose onset is unknown.
+        """
+        if n_epochs < 0:
+            raise ValueError(f"n_epochs must be >= 0, got {n_epochs}")
+        stage = np.full(n_epochs, config.STAGE_UNKNOWN, dtype=np.int8)
+        k = min(n_epochs, len(self.stages))
+        stage[:k] = self.stages[:k]
+        out = {"stage": stage}
+        for label, column in config.EVENT_LABEL_COLUMNS.items():
+            ev = self.events[self.events["label"] == label]
+            if not self.scores_events or ev["onset"].isna().any():
+                out[column] = np.full(n_epochs, -1, dtype=np.int8)
+                continue
+            out[column] = _overlap_mask(ev["onset"].to_numpy(float), ev["duration"].to_numpy(float), n_epochs)
+        return out
+
+
+def _overlap_mask(onset: np.ndarray, duration: np.ndarray, n_epochs: int) -> np.ndarray:
+    end = onset + np.maximum(duration, 0.0)
+    first = np.floor(onset / EPOCH_SEC).astype(np.int64)
+    # Tolerance: an event ending exactly on a boundary (float noise included) does not touch the next epoch.
+    last = np.maximum(first, np.ceil(end / EPOCH_SEC - 1e-9).astype(np.int64) - 1)
+    keep = (last >= 0) & (first < n_epochs)
+    first, last = np.clip(first[keep], 0, None), np.clip(last[keep], None, n_epochs - 1)
+    diff = np.zeros(n_epochs + 1, dtype=np.int64)
+    np.add.at(diff, first, 1)
+    np.add.at(diff, last + 1, -1)
+    return (np.cumsum(diff[:-1]) > 0).astype(np.int8)
+
+
+@lru_cache(maxsize=1)
+def _name_tables() -> tuple[dict[str, int], dict[str, str]]:
+    stages = {config.normalize_label(n): code for code, names in config.STAGE_EVENT_NAMES.items() for n in names}
+    events = {config.normalize_label(n): label for label, names in config.EVENT_NAMES.items() for n in names}
+    return stages, events
+
+
+def classify_event_name(name: str) -> tuple[str, int | str] | None:
+    """``("stage", code)`` or ``("event", label)`` for a known name (NSRR "A|B" tried whole, then by part); else None."""
+    stages, events = _name_tables()
+    candidates = [name] + ([p for p in name.split("|") if p.strip()] if "|" in name else [])
+    for cand in candidates:
+        key = config.normalize_label(cand)
+        if key in stages:
+            return "stage", stages[key]
+        if key in events:
+            return "event", events[key]
+    return None
+
+
+def stages_from_runs(path: Path, runs: list[tuple[float, float, int]]) -> np.ndarray:
+    """Stage array from (onset s, duration s, code) runs; each must lie on the 30 s grid from 0."""
+    if not runs:
+        return np.zeros(0, dtype=np.int8)
+    spans = []
+    for onset, duration, code in runs:
+        a, n = onset / EPOCH_SEC, duration / EPOCH_SEC
+        if onset < -_GRID_TOL or abs(a - round(a)) * EPOCH_SEC > _GRID_TOL or abs(n - round(n)) * EPOCH_SEC > _GRID_TOL:
+            raise EpochGridError(
+                path,
+                f"stage event at {onset:g} s lasting {duration:g} s is off the {EPOCH_SEC:g} s epoch grid "
+                "that starts at the recording start (onset and duration must be multiples of "
+                f"{EPOCH_SEC:g} s)",
+            )
+        spans.append((round(a), round(n), code))
+    n_total = max(a + n for a, n, _ in spans)
+    stages = np.full(n_total, config.STAGE_UNKNOWN, dtype=np.int8)
+    filled = np.zeros(n_total, dtype=bool)
+    for a, n, code in spans:
+        clash = filled[a : a + n] & (stages[a : a + n] != code)
+        if clash.any():
+            e = a + int(np.flatnonzero(clash)[0])
+            raise MalformedScoringError(
+                path, f"epoch {e} ({e * EPOCH_SEC:g} s) is scored twice with different stages ({stages[e]} and {code})"
+            )
+        stages[a : a + n] = code
+        filled[a : a + n] = True
+    return stages
+
+
+def build_scoring(
+    path: Path,
+    fmt: str,
+    stage_runs: list[tuple[float, float, int]],
+    raw_events: list[tuple[float, float, str]],
+    *,
+    stages: np.ndarray | None = None,
+    scores_events: bool = True,
+    start_clock: _dt.time | None = None,
+    warnings: list[str] | None = None,
+    extra_unknown: Counter | None = None,
+) -> Scoring:
+    """Classify raw (onset, duration, name) events and assemble a :class:`Scoring`."""
+    rows = []
+    unknown: Counter = Counter(extra_unknown or {})
+    for onset, duration, name in raw_events:
+        kind = classify_event_name(name)
+        if kind is None:
+            unknown[name] += 1
+            label = "other"
+        elif kind[0] == "stage":
+            raise AssertionError("stage names must be routed to stage_runs by the format parser")
+        else:
+            label = kind[1]
+        rows.append((onset, duration, label, name))
+    events = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+    events = events.astype({"onset": float, "duration": float, "label": str, "name": str})
+    events = events.sort_values("onset", kind="stable", na_position="last").reset_index(drop=True)
+    return Scoring(
+        stages=stages_from_runs(path, stage_runs) if stages is None else stages.astype(np.int8),
+        events=events,
+        source=path,
+        format=fmt,
+        unknown_event_names=unknown,
+        scores_events=scores_events,
+        start_clock=start_clock,
+        warnings=list(warnings or []),
+    )
+
+
+def split_named_events(
+    items: list[tuple[float, float, str]],
+) -> tuple[list[tuple[float, float, int]], list[tuple[float, float, str]]]:
+    """Split (onset, duration, name) items into stage runs and other events."""
+    stage_runs, events = [], []
+    for onset, duration, name in items:
+        kind = classify_event_name(name)
+        if kind is not None and kind[0] == "stage":
+            stage_runs.append((onset, duration, int(kind[1])))
+        else:
+            events.append((onset, duration, name))
+    return stage_runs, events
+
+
+def detect_format(path: str | Path) -> str:
+    """The scoring format of a file, from its suffix and (for XML) its root element."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnknownScoringFormatError(path, "file does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".edf", ".rec", ".bdf"):
+        return "edfplus"
+    if suffix in (".csv", ".tsv", ".txt"):
+        return "csv"
+    with path.open("rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"<"):
+        if b"<CMPStudyConfig" in head:
+            return "profusion"
+        if b"<PSGAnnotation" in head:
+            return "nsrr_xml"  # the parser tells the SRO dialect apart
+        raise UnknownScoringFormatError(
+            path, "XML file with neither a <PSGAnnotation> nor a <CMPStudyConfig> root: not a scoring file OSF reads"
+        )
+    if head.startswith(b"0       "):
+        return "edfplus"
+    raise UnknownScoringFormatError(
+        path, f"unrecognised scoring format (suffix {suffix!r}); expected NSRR/Profusion XML, EDF+ or CSV"
+    )
+
+
+def read_scoring(path: str | Path) -> Scoring:
+    """Read a scoring file of any supported format into a :class:`Scoring` (format auto-detected)."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "nsrr_xml":
+        from osf.datasets.io.nsrr_xml import read_psg_annotation
+
+        return read_psg_annotation(path)
+    if fmt == "profusion":
+        from osf.datasets.io.profusion import read_profusion
+
+        return read_profusion(path)
+    if fmt == "edfplus":
+        from osf.datasets.io.edfplus import read_edfplus_scoring
+
+        return read_edfplus_scoring(path)
+    from osf.datasets.io.csv_events import read_csv_scoring
+
+    return read_csv_scoring(path)

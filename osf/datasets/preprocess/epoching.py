@@ -1,0 +1,78 @@
+"""Cutting 64 Hz signals into 30 s epochs and aligning scoring labels with them.
+
+Epoch ``k`` covers ``[30 k, 30 (k + 1))`` s from the EDF start, the same grid the scoring uses
+(NSRR times are seconds from the EDF start). A trailing partial epoch is dropped. When the scoring
+covers fewer epochs than the signal, the uncovered epochs get -1 labels; when it covers more, the
+extra scored epochs (and events past the signal end) are dropped. Both cases are reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import config
+from osf.datasets.recording import LABEL_FIELDS
+
+
+def count_epochs(n_samples: int, samples_per_epoch: int = config.EPOCH_SAMPLES) -> int:
+    """Number of whole epochs in ``n_samples`` samples (a trailing partial epoch is dropped)."""
+    return int(n_samples) // samples_per_epoch
+
+
+def cut_epochs(signals: np.ndarray, n_epochs: int, samples_per_epoch: int = config.EPOCH_SAMPLES) -> np.ndarray:
+    """``[C, T]`` -> ``[n_epochs, C, samples_per_epoch]`` (a copy, epoch-major for the store)."""
+    c = signals.shape[0]
+    used = signals[:, : n_epochs * samples_per_epoch]
+    return np.ascontiguousarray(used.reshape(c, n_epochs, samples_per_epoch).transpose(1, 0, 2))
+
+
+def unknown_labels(n_epochs: int) -> dict[str, np.ndarray]:
+    """All label columns at -1 (no scoring)."""
+    return {name: np.full(n_epochs, -1, dtype=np.int8) for name in LABEL_FIELDS}
+
+
+def align_scoring(scoring: Any, n_epochs: int, epoch_sec: float = config.EPOCH_SEC) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per-epoch labels of ``scoring`` on the signal's ``n_epochs`` grid, and a report of the fit.
+
+    ``scoring`` is an ``osf.datasets.io`` ``Scoring``. The report says how many epochs were scored,
+    how many signal epochs had no scoring (-1) and how many scored epochs / events lay past the
+    signal end (dropped).
+    """
+    stages = np.asarray(scoring.stages)
+    n_scored = int(len(stages))
+    labels = scoring.epoch_labels(n_epochs)
+    out = unknown_labels(n_epochs)
+    for name in LABEL_FIELDS:
+        if name in labels:
+            column = np.asarray(labels[name]).astype(np.int8)
+            if column.shape != (n_epochs,):
+                raise ValueError(
+                    f"{scoring.source}: scoring gave {column.shape[0]} {name!r} labels for {n_epochs} signal epochs"
+                )
+            out[name] = column
+    events = getattr(scoring, "events", None)
+    signal_end = n_epochs * epoch_sec
+    events_past_end = 0
+    if events is not None and len(events):
+        events_past_end = int((np.asarray(events["onset"], dtype=float) >= signal_end).sum())
+    if n_scored == n_epochs:
+        status = "match"
+    elif n_scored < n_epochs:
+        status = "scoring_shorter"
+    else:
+        status = "scoring_longer"
+    report = {
+        "status": status,
+        "signal_epochs": int(n_epochs),
+        "scored_epochs": n_scored,
+        "signal_epochs_without_scoring": max(n_epochs - n_scored, 0),
+        "scored_epochs_past_signal_end": max(n_scored - n_epochs, 0),
+        "events_past_signal_end": events_past_end,
+        "stage_counts": {
+            name: int((out["stage"] == i).sum()) for i, name in enumerate(config.STAGE_NAMES_5)
+        }
+        | {"unknown": int((out["stage"] < 0).sum())},
+    }
+    return out, report

@@ -1,0 +1,74 @@
+"""Per-epoch, per-channel quality flags, computed on the normalised signal before clipping.
+
+Definitions (one bit per channel, bit i = ``config.CHANNELS[i]``, packed into uint16 per epoch):
+- ``flat``: the channel's standard deviation within the epoch is below ``FLAT_STD`` (1 % of the
+  recording's IQR), i.e. no signal, whatever its level.
+- ``nan``: at least one source sample in the epoch was NaN or +-inf (those samples are zeroed).
+- ``disconnected``: the electrode looks off or saturated: at least ``DISCONNECTED_CLIP_FRAC`` of the
+  epoch lies beyond the clip value, or the epoch is flat and pinned away from the median
+  (``|level| >= DISCONNECTED_LEVEL``, an amplifier rail).
+``clipped_frac`` is the fraction of the epoch's samples (all 12 channels) beyond +-6, as the store
+documents it (``osf.datasets.recording.QUALITY_FIELDS``); absent channels are zero and never clip.
+A channel counts as present in an epoch (``channel_mask``) when it is mapped, not flat, not
+disconnected and not mostly (>= 50 %) non-finite in that epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from osf.datasets.preprocess.normalise import CLIP_VALUE
+
+FLAT_STD = 0.01
+DISCONNECTED_CLIP_FRAC = 0.5
+DISCONNECTED_LEVEL = 3.0
+MOSTLY_NONFINITE = 0.5
+
+_BIT_WEIGHTS = (1 << np.arange(16, dtype=np.uint32)).astype(np.uint16)
+
+
+def pack_bits(flags: np.ndarray) -> np.ndarray:
+    """Pack bool ``[n, C]`` (C <= 16) into uint16 ``[n]``, bit i = column i."""
+    flags = np.asarray(flags, dtype=bool)
+    if flags.ndim != 2 or flags.shape[1] > 16:
+        raise ValueError(f"expected bool [n, C<=16], got shape {flags.shape}")
+    return (flags.astype(np.uint16) * _BIT_WEIGHTS[: flags.shape[1]]).sum(axis=1, dtype=np.uint16)
+
+
+def unpack_bits(bits: np.ndarray, n_channels: int) -> np.ndarray:
+    """Inverse of ``pack_bits``: uint16 ``[n]`` -> bool ``[n, n_channels]``."""
+    bits = np.asarray(bits, dtype=np.uint16)
+    return (bits[:, None] & _BIT_WEIGHTS[None, :n_channels]) > 0
+
+
+def epoch_quality(
+    epochs: np.ndarray, nonfinite: np.ndarray, present: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    """Quality flags of normalised, unclipped ``epochs`` ``[n, C, S]``.
+
+    ``nonfinite`` bool ``[n, C, S]`` marks samples that were NaN/inf at the source; ``present`` bool
+    ``[C]`` marks channels mapped for the recording. Returns ``(quality columns, channel_mask [n, C],
+    per-channel flags {flat, nan, disconnected, clipped_frac})``.
+    """
+    n, c, s = epochs.shape
+    present_nc = np.broadcast_to(np.asarray(present, dtype=bool)[None, :], (n, c))
+    std = epochs.std(axis=2)
+    level = np.median(epochs, axis=2) if n else np.zeros((0, c), dtype=epochs.dtype)
+    clipped_frac_ch = (np.abs(epochs) > CLIP_VALUE).mean(axis=2, dtype=np.float32)
+    nonfinite_frac = nonfinite.mean(axis=2, dtype=np.float32)
+
+    flat = present_nc & (std < FLAT_STD)
+    nan = present_nc & (nonfinite_frac > 0)
+    disconnected = present_nc & (
+        (clipped_frac_ch >= DISCONNECTED_CLIP_FRAC) | (flat & (np.abs(level) >= DISCONNECTED_LEVEL))
+    )
+    channel_mask = present_nc & ~flat & ~disconnected & (nonfinite_frac < MOSTLY_NONFINITE)
+    clipped_frac = np.where(present_nc, clipped_frac_ch, 0.0).mean(axis=1).astype(np.float32)
+    quality = {
+        "flat_mask": pack_bits(flat),
+        "clipped_frac": clipped_frac,
+        "nan_mask": pack_bits(nan),
+        "disconnected_mask": pack_bits(disconnected),
+    }
+    per_channel = {"flat": flat, "nan": nan, "disconnected": disconnected, "clipped_frac": clipped_frac_ch}
+    return quality, channel_mask, per_channel

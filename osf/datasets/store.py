@@ -1,0 +1,540 @@
+"""The epoch store: per-recording float16 arrays, one parquet index, one manifest.
+
+Layout of a store folder::
+
+    signals/<dataset>/<recording_id>.npy      float16 [n_epochs, 12, 1920]
+    signals/<dataset>/<recording_id>.parquet  that recording's index rows (+ provenance in the
+                                              parquet metadata); its presence marks the recording done
+    failures.jsonl                            files that could not be ingested, one JSON line each
+    index.parquet                             all rows, rebuilt by `StoreWriter.finalize`
+    manifest.json                             provenance, rebuilt by `StoreWriter.finalize`
+
+A recording is written array first, sidecar second, each to a temp name then `os.replace`d, so a
+killed run leaves either a finished recording or an orphan array that the next run overwrites.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import config
+from osf.datasets.recording import LABEL_FIELDS, QUALITY_FIELDS, RecordingEpochs
+from osf.datasets.splits import resolve_cohort_groups, split_for_rows
+
+STORE_FORMAT_VERSION = 1
+SIGNAL_DTYPE = np.float16
+_SIDECAR_META_KEY = b"osf_recording"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]*$")
+
+INDEX_COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "recording_id",
+    "subject_id",
+    "visit",
+    "epoch_index",
+    *LABEL_FIELDS,
+    "channel_mask",
+    *QUALITY_FIELDS,
+    "split",
+    "cohort_group",
+    "path",
+    "row",
+)
+_BIT_WEIGHTS = (1 << np.arange(config.NUM_CHANNELS)).astype(np.uint16)
+
+
+def pack_channel_mask(mask: np.ndarray) -> np.ndarray:
+    """Bool `[n, 12]` -> uint16 `[n]` (bit i = `config.CHANNELS[i]` present)."""
+    return (np.asarray(mask, dtype=np.uint16) * _BIT_WEIGHTS).sum(axis=1).astype(np.uint16)
+
+
+def unpack_channel_mask(bits: np.ndarray) -> np.ndarray:
+    """uint16 `[n]` -> bool `[n, 12]`, inverse of `pack_channel_mask`."""
+    return (np.asarray(bits, dtype=np.uint16)[:, None] & _BIT_WEIGHTS) != 0
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def _check_name(kind: str, value: str) -> str:
+    value = str(value)
+    if not _SAFE_NAME.match(value):
+        raise ValueError(
+            f"{kind} {value!r} cannot be used as a file name in the store: use letters, digits and ._+=@- "
+            "(not starting with a dot or dash)"
+        )
+    return value
+
+
+class StoreWriter:
+    """Writes recordings into a store folder; resumable; `finalize()` builds index, splits and manifest."""
+
+    def __init__(self, root: str | os.PathLike, overwrite: bool = False, pipeline: Mapping[str, Any] | None = None):
+        """Open (or create) a store at `root`; `overwrite=True` deletes an existing one first.
+
+        `pipeline` (version + settings of the preprocessing, JSON-serialisable) is stored with every
+        recording this writer writes and summarised in the manifest.
+        """
+        self.root = Path(root)
+        if overwrite and self.root.exists():
+            if not (self.root / "signals").is_dir() and any(self.root.iterdir()):
+                raise ValueError(f"refusing to overwrite {self.root}: it is not empty and not an epoch store")
+            shutil.rmtree(self.root)
+        (self.root / "signals").mkdir(parents=True, exist_ok=True)
+        self.pipeline = json.loads(json.dumps(dict(pipeline or {}), default=_json_default))
+
+    def _paths(self, dataset: str, recording_id: str) -> tuple[Path, Path]:
+        folder = self.root / "signals" / _check_name("dataset", dataset)
+        rid = _check_name("recording_id", recording_id)
+        return folder / f"{rid}.npy", folder / f"{rid}.parquet"
+
+    def has_recording(self, dataset: str, recording_id: str) -> bool:
+        """True when the recording was completely written (its sidecar exists)."""
+        return self._paths(dataset, recording_id)[1].is_file()
+
+    def write_recording(
+        self,
+        dataset: str,
+        recording_id: str,
+        subject_id: str,
+        visit: int,
+        epochs: RecordingEpochs,
+        source: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Atomically write one recording's float16 array and its index rows; returns the array path.
+
+        `source` describes where it came from, e.g. `{"edf": path, "annotations": path}`; every value
+        that is an existing file gets its SHA-256 recorded unless `source["sha256"]` is given.
+        """
+        array_path, sidecar_path = self._paths(dataset, recording_id)
+        epochs.validate(f"{dataset}/{recording_id}")
+        if not np.isfinite(epochs.signals).all():
+            raise ValueError(f"{dataset}/{recording_id} ({epochs.source_path}): signals contain NaN or inf")
+        array_path.parent.mkdir(parents=True, exist_ok=True)
+        n = epochs.n_epochs
+
+        source = dict(source or {})
+        if "sha256" not in source:
+            source["sha256"] = {
+                k: file_sha256(v) for k, v in source.items() if isinstance(v, (str, os.PathLike)) and Path(v).is_file()
+            }
+        qc = dict(epochs.qc)
+        meta = {
+            "dataset": dataset,
+            "recording_id": recording_id,
+            "subject_id": str(subject_id),
+            "visit": int(visit),
+            "n_epochs": n,
+            "duration_s": float(epochs.duration_s),
+            "source_path": None if epochs.source_path is None else os.fspath(epochs.source_path),
+            "source": source,
+            "pipeline": self.pipeline,
+            "channel_map": qc.pop("channel_map", None),
+            "unknown_event_names": dict(Counter(qc.pop("unknown_event_names", None) or {})),
+            "qc": qc,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        meta_json = json.dumps(meta, default=_json_default)
+
+        # Array first (an orphan array without sidecar is simply rewritten on resume).
+        fd, tmp_array = tempfile.mkstemp(prefix=f".{array_path.stem}.", suffix=".npy.tmp", dir=array_path.parent)
+        os.close(fd)
+        try:
+            out = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=SIGNAL_DTYPE, shape=epochs.signals.shape)
+            out[:] = epochs.signals
+            out.flush()
+            del out
+            os.replace(tmp_array, array_path)
+        except BaseException:
+            Path(tmp_array).unlink(missing_ok=True)
+            raise
+
+        columns: dict[str, Any] = {
+            "dataset": np.full(n, dataset, dtype=object),
+            "recording_id": np.full(n, recording_id, dtype=object),
+            "subject_id": np.full(n, str(subject_id), dtype=object),
+            "visit": np.full(n, int(visit), dtype=np.int16),
+            "epoch_index": np.arange(n, dtype=np.int32),
+        }
+        for col in LABEL_FIELDS:
+            columns[col] = epochs.label_array(col)
+        columns["channel_mask"] = pack_channel_mask(epochs.channel_mask)
+        for col in QUALITY_FIELDS:
+            columns[col] = epochs.quality_array(col)
+        table = pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _SIDECAR_META_KEY: meta_json.encode()})
+        tmp_sidecar = sidecar_path.with_name(f".{sidecar_path.name}.{os.getpid()}.tmp")
+        try:
+            pq.write_table(table, tmp_sidecar)
+            os.replace(tmp_sidecar, sidecar_path)
+        except BaseException:
+            tmp_sidecar.unlink(missing_ok=True)
+            raise
+        return array_path
+
+    def record_failure(self, dataset: str, source_path: str | os.PathLike, reason: str) -> None:
+        """Note a file that could not be ingested; it appears under `excluded` in the manifest."""
+        line = json.dumps(
+            {
+                "dataset": dataset,
+                "source_path": os.fspath(source_path),
+                "reason": str(reason),
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+        # One short O_APPEND write per line: parallel workers do not interleave lines.
+        fd = os.open(self.root / "failures.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def _read_sidecars(self) -> tuple[list[pd.DataFrame], list[dict[str, Any]]]:
+        frames, metas = [], []
+        for sidecar in sorted((self.root / "signals").glob("*/*.parquet")):
+            try:
+                table = pq.read_table(sidecar)
+                meta = json.loads(table.schema.metadata[_SIDECAR_META_KEY])
+            except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+                raise ValueError(f"{sidecar}: unreadable recording sidecar ({exc})") from exc
+            array_path = sidecar.with_suffix(".npy")
+            if not array_path.is_file():
+                raise ValueError(f"{sidecar}: its signal array {array_path.name} is missing")
+            frame = table.to_pandas()
+            frame["path"] = array_path.relative_to(self.root).as_posix()
+            frame["row"] = np.arange(len(frame), dtype=np.int32)
+            frames.append(frame)
+            metas.append(meta)
+        return frames, metas
+
+    def finalize(
+        self,
+        split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        cohort_groups: Mapping[str, str] | None = None,
+    ) -> Path:
+        """Rebuild `index.parquet` from the sidecars, assign subject splits and cohort groups, write the manifest.
+
+        Returns the store root. `cohort_groups` maps dataset -> "pretrain" | "downstream" | "both"
+        (datasets not named are "both").
+        """
+        frames, metas = self._read_sidecars()
+        if not frames:
+            raise ValueError(f"{self.root}: no recordings were written; nothing to finalize")
+        index = pd.concat(frames, ignore_index=True)
+        index = index.sort_values(["dataset", "recording_id", "epoch_index"], kind="stable").reset_index(drop=True)
+        index["split"] = split_for_rows(index["dataset"], index["subject_id"], split_fractions, seed)
+        groups = resolve_cohort_groups(index["dataset"], cohort_groups)
+        missing = sorted(set(cohort_groups or {}) - set(groups))
+        index["cohort_group"] = index["dataset"].map(groups)
+        for col in ("dataset", "recording_id", "subject_id", "split", "cohort_group", "path"):
+            index[col] = index[col].astype(str)
+        index = index[list(INDEX_COLUMNS)]
+        buf = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(index, preserve_index=False), buf)
+        _atomic_write_bytes(self.root / "index.parquet", buf.getvalue().to_pybytes())
+
+        manifest = self._manifest(index, metas, split_fractions, seed, groups, missing)
+        _atomic_write_bytes(
+            self.root / "manifest.json", json.dumps(manifest, indent=2, default=_json_default).encode()
+        )
+        return self.root
+
+    def _manifest(
+        self,
+        index: pd.DataFrame,
+        metas: list[dict[str, Any]],
+        split_fractions: Sequence[float],
+        seed: int,
+        groups: dict[str, str],
+        unused_groups: list[str],
+    ) -> dict[str, Any]:
+        written_sources = {
+            os.fspath(v)
+            for m in metas
+            for v in [m.get("source_path"), *m.get("source", {}).values()]
+            if isinstance(v, str)
+        }
+        excluded: dict[tuple[str, str], dict[str, Any]] = {}
+        failures = self.root / "failures.jsonl"
+        if failures.is_file():
+            for line in failures.read_text().splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a killed process; the file is re-tried on the next run anyway
+                # Keep the latest reason per file; drop files a later run managed to ingest.
+                if rec.get("source_path") not in written_sources:
+                    excluded[(rec.get("dataset"), rec.get("source_path"))] = rec
+        unknown_events: dict[str, Counter] = {}
+        channel_maps: dict[str, dict[str, Any]] = {}
+        pipelines: list[dict[str, Any]] = []
+        for m in metas:
+            unknown_events.setdefault(m["dataset"], Counter()).update(m.get("unknown_event_names") or {})
+            if m.get("channel_map") is not None:
+                key = json.dumps(m["channel_map"], sort_keys=True, default=_json_default)
+                entry = channel_maps.setdefault(key, {"channel_map": m["channel_map"], "datasets": Counter()})
+                entry["datasets"][m["dataset"]] += 1
+            for p in pipelines:
+                if p["settings"] == m.get("pipeline", {}):
+                    p["datasets"][m["dataset"]] += 1
+                    break
+            else:
+                pipelines.append({"settings": m.get("pipeline", {}), "datasets": Counter({m["dataset"]: 1})})
+        per_split = index.groupby(["dataset", "split"]).agg(
+            epochs=("row", "size"), recordings=("recording_id", "nunique"), subjects=("subject_id", "nunique")
+        )
+        return {
+            "format_version": STORE_FORMAT_VERSION,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "channels": list(config.CHANNELS),
+            "sample_rate": config.SAMPLE_RATE,
+            "epoch_samples": config.EPOCH_SAMPLES,
+            "signal_dtype": np.dtype(SIGNAL_DTYPE).name,
+            "n_epochs": int(len(index)),
+            "n_recordings": int(len(metas)),
+            "splits": {
+                "fractions": list(map(float, split_fractions)),
+                "seed": int(seed),
+                "by": "subject",
+                "counts": {
+                    f"{d}/{s}": {k: int(v) for k, v in row.items()} for (d, s), row in per_split.iterrows()
+                },
+            },
+            "cohort_groups": groups,
+            "cohort_groups_unused": unused_groups,
+            "pipeline": [{"settings": p["settings"], "datasets": dict(p["datasets"])} for p in pipelines],
+            "channel_maps": [{"channel_map": e["channel_map"], "datasets": dict(e["datasets"])} for e in channel_maps.values()],
+            "unknown_event_names": {d: dict(c.most_common()) for d, c in unknown_events.items() if c},
+            "recordings": [
+                {k: m.get(k) for k in ("dataset", "recording_id", "subject_id", "visit", "n_epochs", "duration_s",
+                                       "source_path", "source", "qc")}
+                for m in metas
+            ],
+            "excluded": list(excluded.values()),
+        }
+
+
+class EpochStore:
+    """Read-only view of a finalized store: `.index`, `.manifest`, batched `.read(rows)`.
+
+    Rows are positions in `.index`. Array files are memory-mapped lazily on first use and the maps
+    are not pickled, so a store handed to DataLoader workers opens its own maps in each worker.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        """Open the store at `root` (must contain `index.parquet` and `manifest.json`)."""
+        self.root = Path(root)
+        index_path, manifest_path = self.root / "index.parquet", self.root / "manifest.json"
+        for p in (index_path, manifest_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{self.root} is not a finalized epoch store: {p.name} is missing "
+                                        "(write recordings with StoreWriter, then call finalize())")
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from exc
+        self.index: pd.DataFrame = pd.read_parquet(index_path)
+        missing = sorted(set(INDEX_COLUMNS) - set(self.index.columns))
+        if missing:
+            raise ValueError(f"{index_path}: missing index column(s) {missing}")
+        paths = self.index["path"].to_numpy()
+        self._files, file_ids = np.unique(paths, return_inverse=True)
+        self._file_ids = file_ids.astype(np.int32)
+        self._file_rows = self.index["row"].to_numpy(np.int64)
+        self._file_lengths = np.bincount(self._file_ids, minlength=len(self._files))
+        self._mask_bits = self.index["channel_mask"].to_numpy(np.uint16)
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_maps"] = {}
+        return state
+
+    def _map(self, file_id: int) -> np.ndarray:
+        mm = self._maps.get(file_id)
+        if mm is None:
+            path = self.root / self._files[file_id]
+            try:
+                mm = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{path}: cannot open the signal array ({exc})") from exc
+            expected = (int(self._file_lengths[file_id]), config.NUM_CHANNELS, config.EPOCH_SAMPLES)
+            if mm.dtype != SIGNAL_DTYPE or mm.shape != expected:
+                raise ValueError(f"{path}: expected {np.dtype(SIGNAL_DTYPE).name} {expected} as in the index, "
+                                 f"found {mm.dtype} {mm.shape}")
+            self._maps[file_id] = mm
+        return mm
+
+    def _check_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self.index)):
+            raise IndexError(f"{self.root}: rows must be in [0, {len(self.index)}), got min {rows.min()} max {rows.max()}")
+        return rows
+
+    def read(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Signals of index rows as float32 `[len(rows), 12, 1920]`, in the order given.
+
+        Rows are grouped by file and read in ascending order per file (one fancy-index per file,
+        a slice where the rows are contiguous), which keeps page-cache reads sequential.
+        """
+        rows = self._check_rows(rows)
+        shape = (rows.size, config.NUM_CHANNELS, config.EPOCH_SAMPLES)
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
+        if rows.size == 0:
+            return out
+        fids = self._file_ids[rows]
+        frows = self._file_rows[rows]
+        order = np.lexsort((frows, fids))
+        fids_sorted, frows_sorted = fids[order], frows[order]
+        bounds = np.flatnonzero(np.diff(fids_sorted)) + 1
+        for start, stop in zip(np.r_[0, bounds], np.r_[bounds, rows.size]):
+            mm = self._map(int(fids_sorted[start]))
+            r = frows_sorted[start:stop]
+            dst = order[start:stop]
+            if r[-1] - r[0] == stop - start - 1 and (np.diff(r) == 1).all():  # a run: one slice read
+                block = mm[r[0] : r[-1] + 1]
+            else:
+                block = mm[r]
+            out[dst] = block
+        return out
+
+    def channel_masks(self, rows: np.ndarray) -> np.ndarray:
+        """Channel presence of index rows as bool `[len(rows), 12]`."""
+        return unpack_channel_mask(self._mask_bits[self._check_rows(rows)])
+
+
+# --- Random stores for tests and examples ------------------------------------------------------
+# Per-stage signatures: dominant EEG frequency (Hz), EEG amplitude, chin-EMG amplitude, EOG amplitude.
+_STAGE_EEG_HZ = np.array([10.0, 6.0, 13.0, 1.5, 7.0])
+_STAGE_EEG_AMP = np.array([0.6, 0.8, 1.0, 2.5, 0.7])
+_STAGE_EMG_AMP = np.array([1.5, 0.8, 0.6, 0.5, 0.15])
+_STAGE_EOG_AMP = np.array([1.0, 0.5, 0.2, 0.2, 2.0])
+
+
+def random_recording(n_epochs: int, rng: np.random.Generator, missing: Sequence[str] = ()) -> RecordingEpochs:
+    """A random `RecordingEpochs` whose signals depend on its labels (stage, arousal, hypopnea, desaturation).
+
+    Stages come in short runs covering all five stages; each stage has its own EEG rhythm and EMG/EOG levels, arousals
+    raise the chin EMG, hypopneas damp the respiratory channels, desaturations slow them. Some stages
+    are -1 (unscored). Channels in `missing` are zero and masked out.
+    """
+    t = np.arange(config.EPOCH_SAMPLES) / config.SAMPLE_RATE
+    # Runs of 2-5 epochs walking through shuffled rounds of all 5 stages: every stage is frequent
+    # even in a short recording, so tiny stores still support k-shot and per-class metrics.
+    n_rounds = n_epochs // 10 + 2
+    cycle = np.concatenate([rng.permutation(5) for _ in range(n_rounds)])
+    stage = np.repeat(cycle, rng.integers(2, 6, size=cycle.size))[:n_epochs].astype(np.int8)
+    arousal = (rng.random(n_epochs) < 0.25).astype(np.int8)
+    hypopnea = (rng.random(n_epochs) < 0.2).astype(np.int8)
+    desat = np.where(hypopnea == 1, rng.random(n_epochs) < 0.8, rng.random(n_epochs) < 0.1).astype(np.int8)
+    apnea = (rng.random(n_epochs) < 0.1).astype(np.int8)
+
+    x = rng.normal(0.0, 0.3, size=(n_epochs, config.NUM_CHANNELS, config.EPOCH_SAMPLES)).astype(np.float32)
+    ch = config.CHANNEL_INDEX
+    phase = rng.uniform(0, 2 * np.pi, size=(n_epochs, 1))
+    eeg = _STAGE_EEG_AMP[stage][:, None] * np.sin(2 * np.pi * _STAGE_EEG_HZ[stage][:, None] * t + phase)
+    for name in ("EEG_C3_A2", "EEG_C4_A1"):
+        x[:, ch[name]] += eeg
+    eog = _STAGE_EOG_AMP[stage][:, None] * np.sin(2 * np.pi * 0.5 * t + phase)
+    x[:, ch["EOG_E1_A2"]] += eog
+    x[:, ch["EOG_E2_A1"]] -= eog
+    emg_amp = _STAGE_EMG_AMP[stage] * (1.0 + 1.5 * arousal)
+    x[:, ch["EMG_Chin"]] *= emg_amp[:, None] / 0.3
+    heart = np.sin(2 * np.pi * 1.1 * t) ** 15
+    x[:, ch["ECG"]] += 2.0 * heart
+    resp_amp = np.where(hypopnea == 1, 0.3, 1.5)
+    resp_hz = np.where(desat == 1, 0.15, 0.25)
+    resp = resp_amp[:, None] * np.sin(2 * np.pi * resp_hz[:, None] * t + phase)
+    for name in ("ABD", "THX", "NP", "SN"):
+        x[:, ch[name]] += resp
+    np.clip(x, -6, 6, out=x)
+
+    stage[rng.random(n_epochs) < 0.05] = -1
+    mask = np.ones((n_epochs, config.NUM_CHANNELS), dtype=bool)
+    for name in missing:
+        mask[:, ch[name]] = False
+        x[:, ch[name]] = 0.0
+    return RecordingEpochs(
+        signals=x,
+        channel_mask=mask,
+        labels={"stage": stage, "arousal": arousal, "hypopnea": hypopnea, "oxygen_desaturation": desat,
+                "apnea": apnea},
+        quality={"clipped_frac": (np.abs(x) >= 6).mean(axis=(1, 2)).astype(np.float32)},
+        qc={"generator": "osf.datasets.store.random_recording", "missing_channels": list(missing)},
+        source_path=None,
+        duration_s=float(n_epochs * config.EPOCH_SEC),
+    )
+
+
+def make_random_store(
+    root: str | os.PathLike,
+    n_subjects: int = 6,
+    n_epochs: int = 40,
+    seed: int = 0,
+    datasets: Sequence[str] = ("synth",),
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    cohort_groups: Mapping[str, str] | None = None,
+) -> Path:
+    """Write and finalize a small store of label-correlated random recordings; returns its root.
+
+    Per dataset: `n_subjects` subjects with one `n_epochs` recording each; the first subject also has
+    a second visit, and the second subject has no EEG (its EEG channels masked out).
+    """
+    rng = np.random.default_rng(seed)
+    writer = StoreWriter(root, overwrite=True, pipeline={"generator": "make_random_store", "seed": seed})
+    for dataset in datasets:
+        for s in range(n_subjects):
+            visits = 2 if s == 0 else 1
+            missing = ("EEG_C3_A2", "EEG_C4_A1") if s == 1 else ()
+            for v in range(1, visits + 1):
+                rec = random_recording(n_epochs, rng, missing)
+                writer.write_recording(dataset, f"{dataset}-s{s:03d}-v{v}", f"s{s:03d}", v, rec, source={})
+    return writer.finalize(split_fractions=split_fractions, seed=seed, cohort_groups=cohort_groups)

@@ -1,0 +1,352 @@
+"""Synthetic nights and cohorts: ``generate_night`` (in memory) and ``generate_cohort`` (files).
+
+Layout written by :func:`generate_cohort` (the NSRR layout the ingestion reads)::
+
+    DIR/manifest.json
+    DIR/<cohort>/polysomnography/edfs/<id>.edf
+    DIR/<cohort>/polysomnography/annotations-events-nsrr/<id>-nsrr.xml
+    DIR/<cohort>/datasets/<cohort>-subjects.csv
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from osf.datasets.synthetic.cohorts import COHORT_PRESETS, CohortPreset, get_preset
+from osf.datasets.synthetic.edf_writer import write_edf
+from osf.datasets.synthetic.events import (
+    APNEA_KINDS,
+    ScoredEvent,
+    draw_desaturations,
+    measure_desaturations,
+    render_spo2_track,
+    schedule_arousals,
+    schedule_limb_movements,
+    schedule_respiratory,
+)
+from osf.datasets.synthetic.hypnogram import EPOCH_SEC, W, generate_hypnogram
+from osf.datasets.synthetic.physiology import NightEvents, NightRenderer
+from osf.datasets.synthetic.subjects import SubjectProfile, draw_subject, night_rng, severity_class
+from osf.datasets.synthetic.xml_writer import write_nsrr_xml
+
+GENERATOR_NAME = "osf.datasets.synthetic"
+GENERATOR_VERSION = "1.0.0"
+
+EDF_DIR = Path("polysomnography") / "edfs"
+XML_DIR = Path("polysomnography") / "annotations-events-nsrr"
+CSV_DIR = Path("datasets")
+
+@dataclass
+class SyntheticNight:
+    """One synthetic night in memory: what is written to the EDF and the XML, and the truth behind it."""
+
+    preset: CohortPreset
+    profile: SubjectProfile
+    stages: np.ndarray  # int8 per 30 s epoch, 0 W .. 4 REM (no unknowns)
+    events: list[ScoredEvent]  # every scored event, sorted by onset, exact onset/duration
+    signals: dict[str, np.ndarray]  # EDF label -> physical values at the native rate (as written)
+    rates: dict[str, int]  # EDF label -> Hz
+    units: dict[str, str]
+    artifacts: list[dict] = field(default_factory=list)  # unscored nuisances: flat stretches, movements
+
+    @property
+    def recording_id(self) -> str:
+        """File stem of the EDF / XML."""
+        return self.profile.recording_id
+
+    @property
+    def duration_s(self) -> float:
+        """Recording length in seconds."""
+        return len(self.stages) * EPOCH_SEC
+
+    @property
+    def start(self) -> dt.datetime:
+        """Lights off = EDF start."""
+        return self.profile.start
+
+    @property
+    def tst_hours(self) -> float:
+        """Total sleep time (hours)."""
+        return float(np.sum(self.stages != W)) * EPOCH_SEC / 3600.0
+
+    @property
+    def ahi(self) -> float:
+        """Apneas + hypopneas per hour of sleep, as scored in the XML."""
+        n = sum(ev.kind in APNEA_KINDS or ev.kind == "hypopnea" for ev in self.events)
+        return n / self.tst_hours if self.tst_hours > 0 else 0.0
+
+    @property
+    def severity(self) -> str:
+        """Night-level severity class of the scored AHI."""
+        return severity_class(self.ahi)
+
+    def events_of(self, *kinds: str) -> list[ScoredEvent]:
+        """Scored events of the given kinds."""
+        return [ev for ev in self.events if ev.kind in kinds]
+
+    def subject_row(self) -> dict:
+        """Row of the subjects CSV."""
+        counts = {k: len(self.events_of(*ks)) for k, ks in {
+            "n_apnea": APNEA_KINDS, "n_hypopnea": ("hypopnea",), "n_desaturation": ("desaturation",),
+            "n_arousal": ("arousal",), "n_limb_movement": ("limb_left", "limb_right")}.items()}
+        p = self.profile
+        return {
+            "nsrrid": p.recording_id,
+            "recording_id": p.recording_id,
+            "age": p.age,
+            "sex": p.sex,
+            "ahi": round(self.ahi, 2),
+            "severity": self.severity,
+            "ahi_target": round(p.ahi_target, 2),
+            "severity_target": p.severity_target,
+            "tst_min": round(self.tst_hours * 60.0, 1),
+            **counts,
+            "plm": int(p.plm),
+            "snorer": int(p.snorer),
+            "start": p.start.isoformat(),
+        }
+
+
+def _has(preset: CohortPreset, *quantities: str) -> bool:
+    have = {c.measures for c in preset.channels}
+    return any(q in have for q in quantities)
+
+
+@dataclass
+class NightScoring:
+    """Everything about a night except the rendered signals (cheap: no signal is computed)."""
+
+    preset: CohortPreset
+    profile: SubjectProfile
+    stages: np.ndarray
+    events: NightEvents
+    spo2: np.ndarray  # 1 Hz SpO2 track the desaturations were measured on
+
+    @property
+    def scored(self) -> list[ScoredEvent]:
+        """Every scored event, sorted by onset."""
+        ev = self.events
+        return sorted(ev.respiratory + ev.desaturations + ev.arousals + ev.limbs, key=lambda e: (e.onset, e.kind))
+
+
+def simulate_scoring(preset: CohortPreset | str, subject: int, seed: int, hours: float = 2.0) -> NightScoring:
+    """Draw a night's subject, hypnogram and scored events (what the XML holds) without rendering signals."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    _check_positive("hours", hours)
+    n_epochs = max(int(round(hours * 3600.0 / EPOCH_SEC)), 1)
+    profile = draw_subject(preset, subject, seed)
+    rng = night_rng(seed, preset.name, subject)
+    rng.random(64)  # move away from the draws of the profile stream
+    stages = generate_hypnogram(profile, n_epochs, rng)
+    resp = schedule_respiratory(profile, stages, rng)
+    planned = draw_desaturations(resp, profile, rng)
+    spo2 = render_spo2_track(n_epochs * EPOCH_SEC, profile, planned, rng)
+    desats = measure_desaturations(spo2, planned)
+    has_legs = _has(preset, "EMG_LLeg", "EMG_RLeg", "EMG_LLeg1", "EMG_RLeg1")
+    limbs = schedule_limb_movements(profile, stages, rng) if has_legs else []
+    arousals = schedule_arousals(profile, stages, resp, desats, limbs, rng)
+    movements = _movements(stages, arousals, rng)
+    return NightScoring(preset, profile, stages, NightEvents(resp, desats, arousals, limbs, movements), spo2)
+
+
+def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: float = 2.0) -> SyntheticNight:
+    """Simulate the ``subject``-th night of a cohort: hypnogram, scored events and every EDF signal."""
+    sim = simulate_scoring(preset, subject, seed, hours)
+    preset, profile, stages, events, spo2 = sim.preset, sim.profile, sim.stages, sim.events, sim.spo2
+    n_epochs = len(stages)
+    movements = events.movements
+    resp, desats, arousals, limbs = events.respiratory, events.desaturations, events.arousals, events.limbs
+    renderer = NightRenderer(profile, stages, events, spo2, seed)
+
+    artifacts: list[dict] = [{"kind": "movement", "label": "*", "onset": a, "duration": d} for a, d in movements]
+    signals: dict[str, np.ndarray] = {}
+    flat_rng = night_rng(seed, preset.name + "/flat", subject)
+    for ch in preset.channels:
+        x = renderer.render(ch.measures, ch.rate).copy()
+        # a lead that came off for a while: the amplifier records a flat line
+        for _ in range(flat_rng.poisson(0.05 * hours)):
+            onset = float(np.round(flat_rng.uniform(0, max(n_epochs * EPOCH_SEC - 120, 1)), 1))
+            dur = float(np.round(flat_rng.uniform(10, 120), 1))
+            x[int(onset * ch.rate) : int((onset + dur) * ch.rate)] = 0.0
+            artifacts.append({"kind": "flat", "label": ch.label, "onset": onset, "duration": dur})
+        lo, hi = ch.physical_range
+        signals[ch.label] = np.clip(x, lo, hi)
+    scored = sorted(resp + desats + arousals + limbs, key=lambda e: (e.onset, e.kind))
+    return SyntheticNight(
+        preset=preset,
+        profile=profile,
+        stages=stages,
+        events=scored,
+        signals=signals,
+        rates={c.label: c.rate for c in preset.channels},
+        units={c.label: c.unit for c in preset.channels},
+        artifacts=artifacts,
+    )
+
+
+def _movements(stages: np.ndarray, arousals: list[ScoredEvent], rng: np.random.Generator) -> list[tuple[float, float]]:
+    """Movement artefacts: in wake, and with some arousals (unscored, like real data)."""
+    out = []
+    wake = np.flatnonzero(stages == W)
+    for e in wake[rng.random(wake.size) < 0.08]:
+        out.append((round(float(e * EPOCH_SEC + rng.uniform(0, 26)), 1), round(float(rng.uniform(1, 4)), 1)))
+    for ar in arousals:
+        if rng.random() < 0.15:
+            out.append((ar.onset, round(float(min(rng.uniform(1, 3), ar.duration)), 1)))
+    return sorted(out)
+
+
+def signal_locations(preset: CohortPreset) -> dict[str, str]:
+    """EDF label each event kind is scored on (for <SignalLocation>)."""
+    by = {c.measures: c.label for c in preset.channels}
+    loc = {}
+    flow = by.get("NP") or by.get("AF")
+    if flow:
+        loc.update({"obstructive_apnea": flow, "central_apnea": flow, "hypopnea": flow})
+    if "SPO2" in by:
+        loc["desaturation"] = by["SPO2"]
+    for kind, qs in {"limb_left": ("EMG_LLeg", "EMG_LLeg1"), "limb_right": ("EMG_RLeg", "EMG_RLeg1")}.items():
+        for q in qs:
+            if q in by:
+                loc[kind] = by[q]
+    return loc
+
+
+def write_night(night: SyntheticNight, cohort_dir: Path) -> dict:
+    """Write a night's EDF and NSRR XML under ``cohort_dir``; returns the subjects-CSV row + file info."""
+    rid = night.recording_id
+    edf_path = write_edf(cohort_dir / EDF_DIR / f"{rid}.edf", night.preset, night.signals, night.start, rid, night.profile.sex)
+    xml_path = write_nsrr_xml(
+        cohort_dir / XML_DIR / f"{rid}-nsrr.xml", night.stages, night.events, night.start,
+        signal_locations(night.preset), night.preset.software,
+    )
+    return {"row": night.subject_row(), "files": [edf_path, xml_path]}
+
+
+def _job(cohort: str, subject: int, seed: int, hours: float, cohort_dir: str) -> dict:
+    night = generate_night(cohort, subject, seed, hours=hours)
+    return write_night(night, Path(cohort_dir))
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _parse_cohorts(cohorts: Iterable[str] | str) -> list[str]:
+    names = [c.strip() for c in cohorts.split(",")] if isinstance(cohorts, str) else [str(c).strip() for c in cohorts]
+    names = [c for c in names if c]
+    if not names:
+        raise ValueError(f"no cohort given; choose from {sorted(COHORT_PRESETS)}")
+    for c in names:
+        get_preset(c)
+    if len(set(names)) != len(names):
+        raise ValueError(f"cohort listed twice in {names}")
+    return names
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def generate_cohort(
+    output_dir: str | Path,
+    cohorts: Iterable[str] | str = ("shhs", "mesa", "mros"),
+    nights_per_cohort: int = 6,
+    hours: float = 2.0,
+    seed: int = 0,
+    num_workers: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write synthetic cohorts (EDF + NSRR XML + subjects CSV) under ``output_dir``; returns the manifest path."""
+    names = _parse_cohorts(cohorts)
+    if isinstance(nights_per_cohort, bool) or not isinstance(nights_per_cohort, (int, np.integer)) or nights_per_cohort <= 0:
+        raise ValueError(f"nights_per_cohort must be a positive integer, got {nights_per_cohort!r}")
+    _check_positive("hours", hours)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 1:
+        raise ValueError(f"num_workers must be an integer >= 1, got {num_workers!r}")
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output_dir {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"output_dir {out} exists and is not empty ({sorted(p.name for p in out.iterdir())[:5]}); "
+                "choose an empty folder or pass overwrite=True (--overwrite)"
+            )
+        # replace only what this call writes; unrelated files in the folder are left alone
+        for c in names:
+            shutil.rmtree(out / c, ignore_errors=True)
+        (out / "manifest.json").unlink(missing_ok=True)
+    for c in names:
+        for sub in (EDF_DIR, XML_DIR, CSV_DIR):
+            (out / c / sub).mkdir(parents=True, exist_ok=True)
+
+    jobs = [(c, s) for c in names for s in range(int(nights_per_cohort))]
+    results: dict[tuple[str, int], dict] = {}
+    failures: list[dict] = []
+    bar = tqdm(total=len(jobs), desc="synthetic nights", unit="night", disable=not progress)
+    if num_workers == 1:
+        for c, s in jobs:
+            try:
+                results[(c, s)] = _job(c, s, seed, hours, str(out / c))
+            except Exception as exc:  # keep going: record, write the rest, fail at the end
+                failures.append({"cohort": c, "subject": s, "error": repr(exc)})
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=int(num_workers)) as pool:
+            futures = {pool.submit(_job, c, s, seed, hours, str(out / c)): (c, s) for c, s in jobs}
+            for fut in as_completed(futures):
+                c, s = futures[fut]
+                try:
+                    results[(c, s)] = fut.result()
+                except Exception as exc:
+                    failures.append({"cohort": c, "subject": s, "error": repr(exc)})
+                bar.update(1)
+    bar.close()
+
+    files = []
+    for c in names:
+        rows = [results[(c, s)]["row"] for s in range(int(nights_per_cohort)) if (c, s) in results]
+        csv_path = out / c / CSV_DIR / f"{c}-subjects.csv"
+        tmp = csv_path.with_name(csv_path.name + ".tmp")
+        pd.DataFrame(rows).to_csv(tmp, index=False, lineterminator="\n")
+        os.replace(tmp, csv_path)
+        paths = [p for s in range(int(nights_per_cohort)) if (c, s) in results for p in results[(c, s)]["files"]]
+        for p in paths + [csv_path]:
+            files.append({"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)})
+    manifest = {
+        "generator": GENERATOR_NAME,
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "cohorts": names,
+        "nights_per_cohort": int(nights_per_cohort),
+        "hours": float(hours),
+        "layout": {"edf": EDF_DIR.as_posix(), "xml": XML_DIR.as_posix(), "subjects_csv": CSV_DIR.as_posix()},
+        "files": files,
+        "failures": sorted(failures, key=lambda f: (f["cohort"], f["subject"])),
+    }
+    manifest_path = out / "manifest.json"
+    tmp = manifest_path.with_name("manifest.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, manifest_path)
+    if failures:
+        raise RuntimeError(f"{len(failures)} synthetic night(s) failed (see {manifest_path}): {failures[:3]}")
+    return manifest_path

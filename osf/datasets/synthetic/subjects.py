@@ -1,0 +1,116 @@
+"""Per-subject profiles of the synthetic cohort: demographics, severity and physiology knobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from osf.datasets.synthetic.cohorts import CohortPreset
+
+SEVERITY_CLASSES: tuple[str, ...] = ("none", "mild", "moderate", "severe")
+# AHI (events/h) bounds of the classes above: [lo, hi).
+SEVERITY_AHI_BOUNDS: tuple[tuple[float, float], ...] = ((0.0, 5.0), (5.0, 15.0), (15.0, 30.0), (30.0, 80.0))
+
+
+def severity_class(ahi: float) -> str:
+    """Night-level severity class of an AHI (AASM cut-offs 5/15/30)."""
+    for name, (lo, hi) in zip(SEVERITY_CLASSES, SEVERITY_AHI_BOUNDS):
+        if ahi < hi:
+            return name
+    return SEVERITY_CLASSES[-1]
+
+
+def night_rng(seed: int, cohort: str, subject: int) -> np.random.Generator:
+    """Independent, reproducible random stream of one night (stable across processes and runs)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(cohort.encode()), int(subject)]))
+
+
+@dataclass(frozen=True)
+class SubjectProfile:
+    """What makes one synthetic night differ from another (drawn once per subject)."""
+
+    recording_id: str
+    cohort: str
+    subject: int
+    age: float
+    sex: str  # "M" / "F"
+    severity_target: str  # severity class the AHI was drawn from
+    ahi_target: float  # configured events/h of sleep
+    plm: bool  # periodic limb movement series
+    snorer: bool
+    hr_base: float  # bpm in N2
+    resp_rate: float  # breaths/min in N2
+    spo2_baseline: float  # %
+    n3_scale: float  # multiplies N3 duration per cycle
+    waso_rate: float  # brief awakenings per hour of sleep
+    spont_arousal_rate: float  # spontaneous arousals per hour of sleep
+    eeg_gain: float  # per-subject amplitude differences (skull, electrode impedance)
+    eog_gain: float
+    emg_gain: float
+    ecg_gain: float
+    resp_gain: float
+    alpha_gain: float  # some people have little posterior alpha
+    line_noise_uv: float  # mains interference amplitude on bipolar leads
+    start: dt.datetime  # lights off
+
+    def as_row(self) -> dict:
+        """A flat dict for the subjects CSV (demographics and configured severity)."""
+        d = asdict(self)
+        d["start"] = self.start.isoformat()
+        return d
+
+
+def draw_subject(preset: CohortPreset, subject: int, seed: int) -> SubjectProfile:
+    """Draw the profile of the subject-th night of a cohort (deterministic in seed)."""
+    rng = night_rng(seed, preset.name, subject)
+    age = float(rng.uniform(*preset.age_range))
+    sex = "M" if (preset.name == "mros" or rng.random() < 0.5) else "F"  # MrOS enrolled men only
+    sev_idx = int(rng.choice(4, p=np.asarray(preset.severity_probs) / sum(preset.severity_probs)))
+    lo, hi = SEVERITY_AHI_BOUNDS[sev_idx]
+    hi = min(hi, 60.0)
+    ahi = float(rng.uniform(lo + (0.5 if lo == 0 else 1.0), hi - 1.0))
+    if preset.paediatric:
+        n3_scale = float(rng.uniform(1.5, 2.1))
+        hr_base = float(rng.uniform(78, 95))
+        resp_rate = float(rng.uniform(18, 23))
+        waso_rate = float(rng.uniform(0.8, 2.0))
+        spont = float(rng.uniform(4, 8))
+    else:
+        older = np.clip((age - 40.0) / 40.0, 0.0, 1.0)  # 0 at 40 y, 1 at 80 y
+        n3_scale = float(rng.uniform(0.9, 1.4) * (1.0 - 0.65 * older))
+        hr_base = float(rng.uniform(55, 70))
+        resp_rate = float(rng.uniform(12, 16))
+        waso_rate = float(rng.uniform(1.5, 3.0) * (1.0 + older))
+        spont = float(rng.uniform(6, 12) * (1.0 + 0.7 * older))
+    waso_rate *= 1.0 + ahi / 40.0
+    day = dt.date(2000, 1, 1) + dt.timedelta(days=int(rng.integers(0, 3650)))
+    start_h = float(rng.uniform(*preset.start_hour_range))
+    start = dt.datetime.combine(day, dt.time()) + dt.timedelta(seconds=int(start_h * 3600) // 30 * 30)
+    return SubjectProfile(
+        recording_id=preset.recording_id(subject),
+        cohort=preset.name,
+        subject=subject,
+        age=round(age, 1),
+        sex=sex,
+        severity_target=SEVERITY_CLASSES[sev_idx],
+        ahi_target=ahi,
+        plm=bool(rng.random() < preset.plm_prob),
+        snorer=bool(rng.random() < 0.3 + 0.15 * sev_idx),
+        hr_base=hr_base,
+        resp_rate=resp_rate,
+        spo2_baseline=float(rng.uniform(94.5, 97.5) - (0.0 if preset.paediatric else 0.5 * sev_idx)),
+        n3_scale=n3_scale,
+        waso_rate=waso_rate,
+        spont_arousal_rate=spont,
+        eeg_gain=float(rng.lognormal(0.0, 0.15)),
+        eog_gain=float(rng.lognormal(0.0, 0.2)),
+        emg_gain=float(rng.lognormal(0.0, 0.3)),
+        ecg_gain=float(rng.lognormal(0.0, 0.25)),
+        resp_gain=float(rng.lognormal(0.0, 0.2)),
+        alpha_gain=float(rng.uniform(0.5, 1.3)),
+        line_noise_uv=float(rng.uniform(0.2, 3.0)),
+        start=start,
+    )

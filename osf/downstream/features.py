@@ -1,0 +1,210 @@
+"""Frozen-backbone feature extraction with an on-disk cache keyed by backbone and data-split hashes.
+
+A linear probe needs the backbone once per epoch of data, not once per optimisation step: features
+are extracted once (CLS token or mean of patch tokens), stored as ``.npz`` under a key that hashes
+the backbone weights, the exact epochs of the split (recording, epoch index, label), the pooling and
+the channels shown to the backbone, and reused by every probe / k-shot seed / learning rate after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from config import CHANNEL_INDEX, CHANNELS, NUM_CHANNELS
+
+POOLINGS: tuple[str, ...] = ("cls", "mean")
+
+
+def channel_presence(channels: Sequence[str]) -> torch.Tensor:
+    """Bool ``[12]``: True for the channels listed (names from ``config.CHANNELS``)."""
+    unknown = [c for c in channels if c not in CHANNEL_INDEX]
+    if unknown:
+        raise ValueError(f"unknown channel(s) {unknown}; channels are {list(CHANNELS)}")
+    if not channels:
+        raise ValueError("empty channel set: at least one channel must be present")
+    present = torch.zeros(NUM_CHANNELS, dtype=torch.bool)
+    present[[CHANNEL_INDEX[c] for c in channels]] = True
+    return present
+
+
+def apply_channel_preset(
+    signal: torch.Tensor, channel_mask: torch.Tensor, channels: Sequence[str] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero and mask every channel not in ``channels`` (``None`` = leave the batch as it is)."""
+    if channels is None:
+        return signal, channel_mask
+    keep = channel_presence(channels).to(channel_mask.device)
+    mask = channel_mask & keep
+    return signal * mask.unsqueeze(-1).to(signal.dtype), mask
+
+
+def encode(backbone: nn.Module, signal: torch.Tensor, channel_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Backbone embedding ``[B, width]``: CLS token or mean of the patch tokens."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
+    cls, patches = backbone.forward_encoding(signal, return_sequence=False, channel_mask=channel_mask)
+    return cls if pooling == "cls" else patches.mean(1)
+
+
+@dataclass
+class FeatureSet:
+    """Features of one split and the epoch identity of every row."""
+
+    features: np.ndarray  # float32 [N, D]
+    labels: np.ndarray  # int64 [N], -1 unknown
+    subject_ids: np.ndarray  # str [N]
+    recording_ids: np.ndarray  # str [N]
+    epoch_index: np.ndarray  # int64 [N]
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def subset(self, idx: np.ndarray) -> FeatureSet:
+        """Rows ``idx`` (e.g. a k-shot draw)."""
+        return FeatureSet(
+            self.features[idx], self.labels[idx], self.subject_ids[idx], self.recording_ids[idx], self.epoch_index[idx]
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write as ``.npz`` to a temp file, then rename (a killed run leaves no partial cache)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+        os.close(fd)
+        try:
+            np.savez(
+                tmp,
+                features=self.features,
+                labels=self.labels,
+                subject_ids=self.subject_ids.astype(str),
+                recording_ids=self.recording_ids.astype(str),
+                epoch_index=self.epoch_index,
+            )
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSet:
+        """Read a cached ``.npz`` (no pickles)."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["features"], z["labels"], z["subject_ids"], z["recording_ids"], z["epoch_index"])
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(f"feature cache {path} is unreadable or incomplete: {err}") from err
+
+
+def backbone_hash(model: nn.Module) -> str:
+    """SHA-256 (16 hex) of the parameter names, shapes, dtypes and values."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def split_hash(recording_ids: Iterable, epoch_index: Iterable, labels: Iterable) -> str:
+    """SHA-256 (16 hex) of the ordered (recording, epoch, label) triples of a split."""
+    h = hashlib.sha256()
+    h.update("\x1f".join(map(str, recording_ids)).encode())
+    h.update(np.ascontiguousarray(np.asarray(list(epoch_index), dtype=np.int64)).tobytes())
+    h.update(np.ascontiguousarray(np.asarray(list(labels), dtype=np.int64)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def cache_key(parts: Mapping[str, object]) -> str:
+    """Stable short hash of the things that determine a feature file."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    loader: Iterable[Mapping],
+    pooling: str = "cls",
+    channels: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> FeatureSet:
+    """Run the frozen backbone over every batch of ``loader`` (batch dicts, see the architecture doc).
+
+    ``channels``: if given, channels outside it are zeroed and masked before the backbone sees them.
+    """
+    was_training = backbone.training
+    backbone.eval().to(device)
+    feats, labels, subjects, recordings, epochs = [], [], [], [], []
+    try:
+        for batch in loader:
+            signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), channels)
+            signal, mask = signal.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+            with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                emb = encode(backbone, signal, mask, pooling)
+            feats.append(emb.float().cpu())
+            labels.append(torch.as_tensor(batch["label"]).long().cpu())
+            subjects.extend(map(str, batch["subject_id"]))
+            recordings.extend(map(str, batch["recording_id"]))
+            epochs.append(torch.as_tensor(batch["epoch_index"]).long().cpu())
+    finally:
+        backbone.train(was_training)
+    if not feats:
+        raise ValueError("the data loader produced no batches: the split is empty")
+    return FeatureSet(
+        torch.cat(feats).numpy(),
+        torch.cat(labels).numpy(),
+        np.asarray(subjects),
+        np.asarray(recordings),
+        torch.cat(epochs).numpy(),
+    )
+
+
+@dataclass
+class CacheInfo:
+    """Whether a feature file came from the cache, where it lives and how long it took."""
+
+    path: Path | None  # None when caching is disabled
+    hit: bool
+    seconds: float
+
+
+def cached_features(
+    cache_dir: str | Path | None,
+    key_parts: Mapping[str, object],
+    backbone: nn.Module,
+    loader: Iterable[Mapping],
+    pooling: str = "cls",
+    channels: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[FeatureSet, CacheInfo]:
+    """Features from ``<cache_dir>/<key>.npz`` when present, else extracted and stored there.
+
+    ``key_parts`` must identify the backbone (hash) and the split (hash); pooling and channels are
+    added here. ``cache_dir=None`` disables caching.
+    """
+    t0 = time.perf_counter()
+    parts = dict(key_parts, pooling=pooling, channels=list(channels) if channels is not None else "store")
+    if not {"backbone_hash", "split_hash"} <= parts.keys():
+        raise ValueError(f"feature cache key needs backbone_hash and split_hash, got {sorted(parts)}")
+    path = Path(cache_dir) / f"features_{cache_key(parts)}.npz" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return FeatureSet.load(path), CacheInfo(path, True, time.perf_counter() - t0)
+    fs = extract_features(backbone, loader, pooling, channels, device, autocast_dtype)
+    if path is not None:
+        fs.save(path)
+        path.with_suffix(".json").write_text(json.dumps(parts, indent=1, default=str))
+    return fs, CacheInfo(path, False, time.perf_counter() - t0)

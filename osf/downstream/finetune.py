@@ -1,0 +1,186 @@
+"""Full fine-tuning: backbone + linear head, separate learning rates, layer-wise decay, warm-up + cosine.
+
+Model selection keeps the weights of the best validation score (``selection_metric``) in memory, so
+no full Lightning checkpoint has to be reloaded (those are not weights-only loadable in general).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from osf.downstream.features import apply_channel_preset, encode
+from osf.downstream.linear_probe import selection_score
+from osf.downstream.losses import make_loss
+from osf.utils.schedules import warmup_cosine_factor
+
+_BLOCK = re.compile(r"^block(\d+)\.")
+_EMBEDDING_PARAMS = ("to_patch_embedding", "cls_token", "pos_embedding", "lead_emb", "mask_token")
+
+
+def layer_id(param_name: str, depth: int) -> int:
+    """Depth of a backbone parameter for layer-wise decay: embeddings 0, ``block{i}`` i+1, final norm depth+1."""
+    match = _BLOCK.match(param_name)
+    if match:
+        return int(match.group(1)) + 1
+    if param_name.split(".")[0] in _EMBEDDING_PARAMS:
+        return 0
+    return depth + 1
+
+
+def param_groups(
+    backbone: nn.Module,
+    head: nn.Module,
+    backbone_lr: float,
+    head_lr: float,
+    weight_decay: float,
+    layer_decay: float = 1.0,
+) -> list[dict]:
+    """AdamW groups: head at ``head_lr``; backbone layer ``l`` at ``backbone_lr * layer_decay**(depth+1-l)``.
+
+    Biases, norms and tokens get no weight decay (BEiT / DINOv2 practice). Each group records its
+    ``base_lr`` so the schedule multiplies it.
+    """
+    depth = int(getattr(backbone, "depth", 0))
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in backbone.named_parameters():
+        if not p.requires_grad:
+            continue
+        lid = layer_id(name, depth)
+        no_wd = p.ndim <= 1 or name.split(".")[0] in _EMBEDDING_PARAMS
+        key = (lid, no_wd)
+        if key not in groups:
+            lr = backbone_lr * layer_decay ** (depth + 1 - lid)
+            groups[key] = {"params": [], "lr": lr, "base_lr": lr, "weight_decay": 0.0 if no_wd else weight_decay,
+                           "name": f"backbone_layer{lid}{'_no_wd' if no_wd else ''}"}
+        groups[key]["params"].append(p)
+    out = [groups[k] for k in sorted(groups)]
+    out.append({"params": list(head.parameters()), "lr": head_lr, "base_lr": head_lr, "weight_decay": weight_decay,
+                "name": "head"})
+    return out
+
+
+class FinetuneModule(pl.LightningModule):
+    """Backbone + linear head trained end to end on ``batch["label"]`` (``-1`` ignored)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        pooling: str = "cls",
+        head_lr: float = 1e-3,
+        backbone_lr: float = 1e-4,
+        layer_decay: float = 1.0,
+        weight_decay: float = 0.05,
+        warmup_steps: int = 0,
+        max_steps: int = 1000,
+        loss_type: str = "ce",
+        class_counts: Sequence[int] | None = None,
+        train_channels: Sequence[str] | None = None,
+        eval_channels: Sequence[str] | None = None,
+        selection_metric: str = "macro_f1",
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(int(backbone.width), num_classes)
+        self.num_classes = num_classes
+        self.pooling = pooling
+        self.head_lr, self.backbone_lr = head_lr, backbone_lr
+        self.layer_decay, self.weight_decay = layer_decay, weight_decay
+        self.warmup_steps, self.max_steps = warmup_steps, max_steps
+        self.loss_fn = make_loss(loss_type, None if class_counts is None else torch.as_tensor(class_counts))
+        self.train_channels = list(train_channels) if train_channels is not None else None
+        self.eval_channels = list(eval_channels) if eval_channels is not None else None
+        self.selection_metric = selection_metric
+        self.best_score = -math.inf
+        self.best_step = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict] = []
+        self._val_proba: list[torch.Tensor] = []
+        self._val_label: list[torch.Tensor] = []
+
+    def forward(self, signal: torch.Tensor, channel_mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C]``."""
+        return self.head(encode(self.backbone, signal, channel_mask, self.pooling))
+
+    def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
+        signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), self.train_channels)
+        label = batch["label"].long()
+        keep = label >= 0
+        logits = self(signal[keep], mask[keep])
+        loss = self.loss_fn(logits, label[keep]) if keep.any() else logits.sum() * 0.0
+        self.log("train_loss", loss, prog_bar=True, batch_size=int(keep.sum()))
+        return loss
+
+    def validation_step(self, batch: Mapping, batch_idx: int) -> None:
+        signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), self.eval_channels)
+        self._val_proba.append(self(signal, mask).float().softmax(-1))
+        self._val_label.append(batch["label"].long())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_proba:
+            return
+        proba, label = torch.cat(self._val_proba), torch.cat(self._val_label)
+        self._val_proba, self._val_label = [], []
+        if self.trainer.world_size > 1:  # every rank scores the full validation set
+            proba = self.all_gather(proba).reshape(-1, proba.shape[-1])
+            label = self.all_gather(label).reshape(-1)
+        if self.trainer.sanity_checking:
+            return
+        score = selection_score(label.cpu().numpy(), proba.cpu().numpy(), self.selection_metric)
+        self.log("val_select", score if np.isfinite(score) else -1.0, prog_bar=True, sync_dist=False)
+        self.history.append({"step": int(self.global_step), f"val_{self.selection_metric}": float(score)})
+        if score > self.best_score:
+            self.best_score, self.best_step = float(score), int(self.global_step)
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+
+    def configure_optimizers(self):
+        groups = param_groups(self.backbone, self.head, self.backbone_lr, self.head_lr, self.weight_decay, self.layer_decay)
+        opt = torch.optim.AdamW(groups, betas=(0.9, 0.999))
+        total, warmup = max(self.max_steps, 1), self.warmup_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine_factor(min(step, total - 1), total, warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def restore_best(self) -> None:
+        """Load the weights of the best validation score (no-op if validation never ran)."""
+        if self.best_state is not None:
+            self.load_state_dict(copy.deepcopy(self.best_state))
+
+
+@torch.no_grad()
+def predict_loader(
+    model: nn.Module,
+    loader: Iterable[Mapping],
+    channels: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, np.ndarray]:
+    """Probabilities and epoch identity for every batch of ``loader`` (``model(signal, mask) -> logits``)."""
+    was_training = model.training
+    model.eval().to(device)
+    proba, labels, subjects, recordings, epochs = [], [], [], [], []
+    try:
+        for batch in loader:
+            signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), channels)
+            proba.append(model(signal.to(device), mask.to(device)).float().softmax(-1).cpu())
+            labels.append(torch.as_tensor(batch["label"]).long())
+            subjects.extend(map(str, batch["subject_id"]))
+            recordings.extend(map(str, batch["recording_id"]))
+            epochs.append(torch.as_tensor(batch["epoch_index"]).long())
+    finally:
+        model.train(was_training)
+    if not proba:
+        raise ValueError("the data loader produced no batches: the split is empty")
+    return {
+        "proba": torch.cat(proba).numpy(),
+        "labels": torch.cat(labels).numpy(),
+        "subject_ids": np.asarray(subjects),
+        "recording_ids": np.asarray(recordings),
+        "epoch_index": torch.cat(epochs).numpy(),
+    }

@@ -1,0 +1,157 @@
+"""Linear probe on cached features: a linear head trained in seconds, selected on validation.
+
+Features are standardised with the training mean/std for optimisation (one learning rate then suits
+every backbone), and the standardisation is folded back into the returned ``nn.Linear`` so that the
+head applies to raw backbone features, e.g. inside :class:`osf.downstream.classifier.SleepClassifier`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from osf.downstream.losses import make_loss
+from osf.downstream.metrics import binary_scalars, choose_threshold, multiclass_scalars
+
+
+def default_selection_metric(num_classes: int) -> str:
+    """Validation metric used to pick the best checkpoint: AUPRC for binary events, macro-F1 for stages."""
+    return "auprc" if num_classes == 2 else "macro_f1"
+
+
+def selection_score(y_true: np.ndarray, proba: np.ndarray, metric: str) -> float:
+    """Value of ``metric`` on labelled epochs (binary F1 etc. at the F1-optimal threshold)."""
+    keep = np.asarray(y_true) >= 0
+    y, p = np.asarray(y_true)[keep], np.asarray(proba)[keep]
+    if p.shape[1] == 2:
+        scores = binary_scalars(y, p, choose_threshold(y, p))
+    else:
+        scores = multiclass_scalars(y, p)
+    if metric not in scores:
+        raise ValueError(f"unknown selection metric {metric!r}; available: {sorted(scores)}")
+    return scores[metric]
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    """Class counts of the labelled epochs of ``where``; raises when fewer than two classes occur."""
+    labels = np.asarray(labels)
+    labelled = labels[labels >= 0]
+    if labelled.size == 0:
+        raise ValueError(f"{where}: no labelled epochs (every label is -1); does the store have this label?")
+    if labelled.max() >= num_classes:
+        raise ValueError(f"{where}: label {int(labelled.max())} out of range for {num_classes} classes")
+    counts = np.bincount(labelled, minlength=num_classes)
+    if (counts > 0).sum() < 2:
+        present = int(np.flatnonzero(counts)[0])
+        raise ValueError(
+            f"{where}: only one class ({present}) among {labelled.size} labelled epochs; "
+            "a classifier cannot be trained or evaluated on it"
+        )
+    return counts
+
+
+@dataclass
+class ProbeResult:
+    """Trained head (on raw features) and how it was selected."""
+
+    head: nn.Linear
+    best_step: int
+    best_score: float
+    selection_metric: str
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def _fold_standardisation(linear: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
+    """``W((x - m) / s) + b`` as one linear map ``(W / s) x + (b - W (m / s))``."""
+    out = nn.Linear(linear.in_features, linear.out_features)
+    with torch.no_grad():
+        w = linear.weight / std
+        out.weight.copy_(w)
+        out.bias.copy_(linear.bias - w @ mean)
+    return out
+
+
+def train_linear_probe(
+    train_x: np.ndarray | torch.Tensor,
+    train_y: np.ndarray | torch.Tensor,
+    val_x: np.ndarray | torch.Tensor,
+    val_y: np.ndarray | torch.Tensor,
+    num_classes: int,
+    max_steps: int = 500,
+    lr: float = 1e-2,
+    batch_size: int = 256,
+    weight_decay: float = 1e-4,
+    loss_type: str = "ce",
+    eval_every: int = 50,
+    selection_metric: str | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> ProbeResult:
+    """Train a linear head with AdamW + cosine decay on cached features; keep the best on validation."""
+    import time
+
+    t0 = time.perf_counter()
+    metric = selection_metric or default_selection_metric(num_classes)
+    train_y = np.asarray(train_y)
+    val_y = np.asarray(val_y)
+    counts = check_labels(train_y, num_classes, "train split")
+    check_labels(val_y, num_classes, "val split")
+    keep = train_y >= 0
+    x = torch.as_tensor(np.asarray(train_x)[keep], dtype=torch.float32, device=device)
+    y = torch.as_tensor(train_y[keep], dtype=torch.long, device=device)
+    vx = torch.as_tensor(np.asarray(val_x), dtype=torch.float32, device=device)
+    if not torch.isfinite(x).all() or not torch.isfinite(vx).all():
+        raise ValueError("features contain NaN/inf; check the backbone checkpoint and the input signals")
+
+    mean = x.mean(0)
+    std = x.std(0, unbiased=False).clamp_min(1e-6)
+    xs = (x - mean) / std
+    vxs = (vx - mean) / std
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    torch.manual_seed(seed)
+    linear = nn.Linear(x.shape[1], num_classes).to(device)
+    loss_fn = make_loss(loss_type, torch.as_tensor(counts)).to(device)
+    opt = torch.optim.AdamW(linear.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, max_steps) / max_steps)))
+
+    n = xs.shape[0]
+    bs = min(batch_size, n)
+    perm = torch.randperm(n, generator=gen)
+    cursor = 0
+    best_state, best_score, best_step = copy.deepcopy(linear.state_dict()), -math.inf, 0
+    history: list[dict] = []
+    for step in range(1, max_steps + 1):
+        if cursor + bs > n:  # new pass over the data, reshuffled
+            perm, cursor = torch.randperm(n, generator=gen), 0
+        idx = perm[cursor : cursor + bs].to(device)
+        cursor += bs
+        loss = loss_fn(linear(xs[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % eval_every == 0 or step == max_steps:
+            with torch.no_grad():
+                proba = linear(vxs).softmax(-1).cpu().numpy()
+            score = selection_score(val_y, proba, metric)
+            history.append({"step": step, "train_loss": float(loss.detach()), f"val_{metric}": score})
+            if score > best_score:  # NaN never wins
+                best_state, best_score, best_step = copy.deepcopy(linear.state_dict()), score, step
+    linear.load_state_dict(best_state)
+    head = _fold_standardisation(linear.cpu(), mean.cpu(), std.cpu())
+    return ProbeResult(head, best_step, float(best_score), metric, history, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def predict_proba(head: nn.Linear, features: np.ndarray | torch.Tensor, batch_size: int = 65536) -> np.ndarray:
+    """Softmax probabilities ``[N, C]`` of a head on raw features."""
+    feats = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+    out = [head(feats[i : i + batch_size]).softmax(-1) for i in range(0, feats.shape[0], batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, head.out_features), dtype=np.float32)

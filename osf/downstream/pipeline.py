@@ -1,0 +1,391 @@
+"""One downstream run end to end: load a backbone, probe / fine-tune / k-shot, evaluate, write results.
+
+:func:`run_downstream` is what ``main_pipelines/main_finetune.py`` calls. Everything that can be
+wrong with the inputs (checkpoint, eval label, splits, k, channel preset) is checked before any
+feature is extracted or any step is trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import config
+from osf.datasets.datamodule import EvalSampler, SleepDataModule, collate_epochs
+from osf.datasets.store import EpochStore
+from osf.downstream.classifier import SleepClassifier, save_classifier
+from osf.downstream.features import backbone_hash, cached_features, split_hash
+from osf.downstream.fewshot import aggregate_over_seeds, sample_k_per_class
+from osf.downstream.finetune import FinetuneModule, predict_loader
+from osf.downstream.linear_probe import check_labels, default_selection_metric, predict_proba, train_linear_probe
+from osf.downstream.loading import load_any_backbone
+from osf.downstream.losses import LOSS_TYPES
+from osf.downstream.metrics import choose_threshold, evaluate_predictions
+from osf.downstream.results import append_results_row, flatten_metrics, write_run_json
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+DEFAULT_PROBE_LR = 1e-2
+DEFAULT_FINETUNE_LR = 1e-3  # head; the backbone gets lr * backbone_lr_scale
+
+
+@dataclass
+class DownstreamConfig:
+    """Everything a downstream run depends on (the CLI flags of ``main_finetune.py``)."""
+
+    data_dir: str
+    output_dir: str
+    ckpt_path: str = "none"
+    psg_encoder_name: str | None = None
+    model_name: str | None = None  # method label in the results table; default: the checkpoint's model_name
+    downstream_dataset_name: str | None = None  # comma-separated datasets; None = every downstream cohort
+    eval_label: str = "Stage"
+    stage_classes: int = 4
+    train_data_pct: float = 1.0
+    n_train_samples: int | None = None  # k-shot: labelled epochs per class
+    n_seeds: int | None = None  # default: 3 for k-shot, else 1
+    max_steps: int = 500
+    lr: float | None = None
+    backbone_lr_scale: float = 0.1
+    layer_decay: float = 1.0
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    batch_size: int = 256
+    eval_every: int = 50
+    finetune_backbone: bool = False
+    use_mean_pool: bool = False
+    loss_type: str = "ce"
+    eval_channels: str = "full"
+    mask_train_channels: bool = False
+    num_devices: int = 1
+    accelerator: str = "auto"
+    precision: str = "32-true"
+    seed: int = 0
+    early_stopping: bool = False
+    patience: int = 5
+    num_workers: int = 0
+    n_boot: int = 1000
+    feature_cache_dir: str | None = None  # default <output_dir>/feature_cache; "off" disables
+    results_csv: str | None = None  # default <output_dir>/results.csv
+    pretrain_samples: int | None = None  # for scaling plots; default from checkpoint metadata
+    run_name: str | None = None
+    export_classifier: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pooling(self) -> str:
+        """``mean`` (of patch tokens) or ``cls``."""
+        return "mean" if self.use_mean_pool else "cls"
+
+    @property
+    def setting(self) -> str:
+        """``linear_probe`` / ``finetune``, with ``_<k>shot`` for few-shot runs."""
+        base = "finetune" if self.finetune_backbone else "linear_probe"
+        return f"{base}_{self.n_train_samples}shot" if self.n_train_samples else base
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds of the repeated runs (k-shot draws differ per seed)."""
+        n = self.n_seeds if self.n_seeds is not None else (3 if self.n_train_samples else 1)
+        return [self.seed + i for i in range(max(1, n))]
+
+
+# --- input checks (all before training) ---------------------------------------------------------
+def validate_config(cfg: DownstreamConfig) -> tuple[str, ...]:
+    """Check flag values; returns the eval channel names. Raises ``ValueError`` with the fix."""
+    if cfg.eval_label not in config.LABEL_COLUMNS:
+        raise ValueError(f"unknown --eval_label {cfg.eval_label!r}; choose one of {list(config.LABEL_COLUMNS)}")
+    if cfg.loss_type not in LOSS_TYPES:
+        raise ValueError(f"unknown --loss_type {cfg.loss_type!r}; choose one of {list(LOSS_TYPES)}")
+    if cfg.max_steps < 1:
+        raise ValueError(f"--max_steps must be >= 1, got {cfg.max_steps}")
+    if cfg.n_train_samples is not None and cfg.n_train_samples < 1:
+        raise ValueError(f"--n_train_samples (k per class) must be >= 1, got {cfg.n_train_samples}")
+    if not 0.0 < cfg.train_data_pct <= 1.0:
+        raise ValueError(f"--train_data_pct must be in (0, 1], got {cfg.train_data_pct}")
+    return config.resolve_channel_preset(cfg.eval_channels)  # raises on an empty / unknown preset
+
+
+def check_store_has_label(store: EpochStore, eval_label: str, datasets: list[str] | None) -> None:
+    """Raise when the store (restricted to ``datasets``) has no known value of ``eval_label``."""
+    column = config.LABEL_COLUMNS[eval_label]
+    index = store.index if datasets is None else store.index[store.index["dataset"].isin(datasets)]
+    if column not in index.columns or not (index[column].to_numpy() >= 0).any():
+        have = [name for name, col in config.LABEL_COLUMNS.items()
+                if col in index.columns and (index[col].to_numpy() >= 0).any()]
+        raise ValueError(
+            f"{store.root}: the store has no {eval_label!r} labels (column {column!r} is all -1"
+            f"{' in datasets ' + str(datasets) if datasets else ''}); labels it has: {have}"
+        )
+
+
+def check_splits(dm: SleepDataModule, k: int | None) -> dict[str, np.ndarray]:
+    """Class counts per split; raises for a one-class split or k above a class size."""
+    counts = {}
+    for split in SPLITS:
+        ds = dm.datasets[split]
+        where = f"{dm.data_dir} {split} split ({dm.eval_label})"
+        if len(ds) == 0:
+            raise ValueError(f"{where}: no labelled epochs; the store's subject split left it empty")
+        counts[split] = check_labels(ds.labels, dm.num_classes, where)
+    if k is not None and k > counts["train"].min():
+        short = {n: int(c) for n, c in zip(dm.label_names, counts["train"]) if c < k}
+        raise ValueError(
+            f"k-shot: k={k} per class is larger than the class size in the training split: {short}; "
+            f"choose --n_train_samples <= {int(counts['train'].min())} or raise --train_data_pct"
+        )
+    return counts
+
+
+def full_loader(dm: SleepDataModule, split: str, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Every epoch of ``split`` in order on this process (no DDP sharding, nothing dropped)."""
+    ds = dm.datasets[split]
+    return DataLoader(ds, batch_size=batch_size, sampler=EvalSampler(ds, 1, 0), drop_last=False,
+                      num_workers=num_workers, collate_fn=collate_epochs)
+
+
+def dataset_split_hash(dm: SleepDataModule, split: str) -> str:
+    """Hash of the epochs a split shows (store content identity + recording/epoch/label + channels)."""
+    ds = dm.datasets[split]
+    index = dm.store.index
+    rows = ds.rows
+    ids = (index["dataset"].to_numpy(dtype=object)[rows] + "/" + index["recording_id"].to_numpy(dtype=object)[rows])
+    base = split_hash(ids, index["epoch_index"].to_numpy()[rows], ds.labels)
+    manifest = json.dumps(dm.store.manifest, sort_keys=True, default=str)
+    keep = "all" if ds.keep_channels is None else "".join("1" if k else "0" for k in ds.keep_channels)
+    return hashlib.sha256(f"{base}|{manifest}|{keep}".encode()).hexdigest()[:16]
+
+
+def _device(cfg: DownstreamConfig) -> str:
+    if cfg.accelerator == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    return "cuda"
+
+
+def _autocast_dtype(cfg: DownstreamConfig) -> torch.dtype | None:
+    if _device(cfg) != "cuda":
+        return None
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(cfg.precision)
+
+
+def _evaluate_split(pred: dict, names: tuple[str, ...], cfg: DownstreamConfig, threshold: float | None) -> dict:
+    return evaluate_predictions(pred["labels"], pred["proba"], pred["subject_ids"], pred["recording_ids"], names,
+                                threshold=threshold, n_boot=cfg.n_boot, seed=cfg.seed)
+
+
+# --- the two settings ------------------------------------------------------------------------------
+def _run_probe(cfg, dm, backbone, bb_hash, names, seed, features_cache, timings):
+    """Linear probe (optionally k-shot) on cached features; returns (head, metrics, selection info, preds)."""
+    feats = {}
+    cache_dir = None if cfg.feature_cache_dir == "off" else (cfg.feature_cache_dir or Path(cfg.output_dir) / "feature_cache")
+    for split in SPLITS:
+        if split not in features_cache:
+            key = {"backbone_hash": bb_hash, "split_hash": dataset_split_hash(dm, split)}
+            fs, info = cached_features(cache_dir, key, backbone, full_loader(dm, split, cfg.batch_size, cfg.num_workers),
+                                       pooling=cfg.pooling, device=_device(cfg), autocast_dtype=_autocast_dtype(cfg))
+            features_cache[split] = fs
+            timings[f"features_{split}_s"] = info.seconds
+            timings[f"features_{split}_cache_hit"] = info.hit
+        feats[split] = features_cache[split]
+    train = feats["train"]
+    if cfg.n_train_samples:
+        train = train.subset(sample_k_per_class(train.labels, cfg.n_train_samples, seed, dm.num_classes, names))
+    res = train_linear_probe(train.features, train.labels, feats["val"].features, feats["val"].labels, dm.num_classes,
+                             max_steps=cfg.max_steps, lr=cfg.lr or DEFAULT_PROBE_LR,
+                             batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, loss_type=cfg.loss_type,
+                             eval_every=cfg.eval_every, seed=seed, device=_device(cfg))
+    preds = {}
+    for split in ("val", "test"):
+        fs = feats[split]
+        preds[split] = {"proba": predict_proba(res.head, fs.features), "labels": fs.labels,
+                        "subject_ids": fs.subject_ids, "recording_ids": fs.recording_ids}
+    selection = {"metric": res.selection_metric, "best_step": res.best_step, "best_val_score": res.best_score,
+                 "history": res.history}
+    return res.head, selection, preds, res.train_seconds
+
+
+def _run_finetune(cfg, dm, backbone, names, seed, counts):
+    """Full fine-tuning with Lightning; returns (module restored to best, selection info, preds, seconds)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    t0 = time.perf_counter()
+    pl.seed_everything(seed, workers=True)
+    if getattr(backbone, "lead_emb", None) is not None:
+        backbone.lead_emb.requires_grad_(False)  # unused by forward; DDP would wait for its gradient
+    eval_channels = config.resolve_channel_preset(cfg.eval_channels)
+    lr = cfg.lr or DEFAULT_FINETUNE_LR
+    module = FinetuneModule(
+        backbone, dm.num_classes, pooling=cfg.pooling, head_lr=lr, backbone_lr=lr * cfg.backbone_lr_scale,
+        layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+        max_steps=cfg.max_steps, loss_type=cfg.loss_type, class_counts=counts["train"].tolist(),
+        train_channels=eval_channels if cfg.mask_train_channels else None, eval_channels=None,
+        selection_metric=default_selection_metric(dm.num_classes),
+    )
+    callbacks = []
+    if cfg.early_stopping:
+        callbacks.append(EarlyStopping(monitor="val_select", mode="max", patience=cfg.patience))
+    trainer = pl.Trainer(
+        max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.num_devices,
+        strategy="ddp" if cfg.num_devices > 1 else "auto", precision=cfg.precision,
+        val_check_interval=cfg.eval_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=callbacks, default_root_dir=cfg.output_dir,
+    )
+    trainer.fit(module, datamodule=dm)
+    module.restore_best()
+    preds = {}
+    if trainer.is_global_zero:
+        for split in ("val", "test"):
+            preds[split] = predict_loader(module, full_loader(dm, split, cfg.batch_size, cfg.num_workers),
+                                          device=_device(cfg))
+    selection = {"metric": module.selection_metric, "best_step": module.best_step,
+                 "best_val_score": module.best_score, "history": module.history}
+    return module, selection, preds, time.perf_counter() - t0, trainer.is_global_zero
+
+
+def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
+    """Run one downstream evaluation and write its JSON, ``results.csv`` row and ``classifier.pt``.
+
+    Returns the run record (``None`` on non-zero DDP ranks, which write nothing).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, Any] = {}
+    eval_channels = validate_config(cfg)
+    output_dir = Path(cfg.output_dir)
+    datasets = [d.strip() for d in cfg.downstream_dataset_name.split(",")] if cfg.downstream_dataset_name else None
+
+    t0 = time.perf_counter()
+    backbone, metadata, ckpt_hash = load_any_backbone(cfg.ckpt_path, cfg.psg_encoder_name)
+    timings["load_backbone_s"] = time.perf_counter() - t0
+
+    store = EpochStore(cfg.data_dir)
+    check_store_has_label(store, cfg.eval_label, datasets)
+    k_for_dm = cfg.n_train_samples if (cfg.finetune_backbone and cfg.n_train_samples) else None
+    dm = SleepDataModule(
+        cfg.data_dir, task="downstream", eval_label=cfg.eval_label, include_datasets=datasets,
+        batch_size=cfg.batch_size, num_workers=cfg.num_workers, train_data_pct=cfg.train_data_pct,
+        n_train_samples=None, channel_preset=cfg.eval_channels, mask_train_channels=cfg.mask_train_channels,
+        seed=cfg.seed, stage_classes=cfg.stage_classes,
+    )
+    dm.setup()
+    counts = check_splits(dm, cfg.n_train_samples)
+    names = tuple(dm.label_names)
+    task = config.LABEL_COLUMNS[cfg.eval_label]
+    split_hashes = {s: dataset_split_hash(dm, s) for s in SPLITS}
+    bb_hash = backbone_hash(backbone)
+    initial_state = copy.deepcopy(backbone.state_dict()) if cfg.finetune_backbone and len(cfg.seeds) > 1 else None
+
+    runs: list[dict] = []
+    features_cache: dict = {}
+    is_zero = True
+    for seed in cfg.seeds:
+        t0 = time.perf_counter()
+        if cfg.finetune_backbone:
+            if initial_state is not None:
+                backbone.load_state_dict(initial_state)
+            if k_for_dm:  # the data module draws the same k-shot epochs as the probe path does
+                dm_seed = SleepDataModule(
+                    cfg.data_dir, task="downstream", eval_label=cfg.eval_label, include_datasets=datasets,
+                    batch_size=cfg.batch_size, num_workers=cfg.num_workers, train_data_pct=cfg.train_data_pct,
+                    n_train_samples=k_for_dm, channel_preset=cfg.eval_channels,
+                    mask_train_channels=cfg.mask_train_channels, seed=seed, stage_classes=cfg.stage_classes,
+                )
+                dm_seed.setup()
+            else:
+                dm_seed = dm
+            seed_counts = {"train": dm_seed.class_counts}
+            module, selection, preds, train_s, is_zero = _run_finetune(cfg, dm_seed, backbone, names, seed, seed_counts)
+            head, model_backbone = module.head, module.backbone
+        else:
+            head, selection, preds, train_s = _run_probe(cfg, dm, backbone, bb_hash, names, seed, features_cache, timings)
+            model_backbone = backbone
+        if not is_zero:
+            continue
+        t_eval = time.perf_counter()
+        threshold = choose_threshold(preds["val"]["labels"][preds["val"]["labels"] >= 0],
+                                     preds["val"]["proba"][preds["val"]["labels"] >= 0]) if len(names) == 2 else None
+        metrics = {"val": _evaluate_split(preds["val"], names, cfg, threshold),
+                   "test": _evaluate_split(preds["test"], names, cfg, threshold)}
+        runs.append({"seed": seed, "metrics": metrics, "selection": selection, "threshold": threshold,
+                     "head": copy.deepcopy(head).cpu(), "backbone": model_backbone,
+                     "train_s": train_s, "eval_s": time.perf_counter() - t_eval, "run_s": time.perf_counter() - t0})
+    if not is_zero:
+        return None
+
+    # The classifier of the seed with the best validation score is the one exported.
+    best = max(runs, key=lambda r: -math.inf if not np.isfinite(r["selection"]["best_val_score"])
+               else r["selection"]["best_val_score"])
+    if len(runs) == 1:
+        metrics = runs[0]["metrics"]
+    else:
+        metrics = {split: aggregate_over_seeds([r["metrics"][split] for r in runs]) for split in ("val", "test")}
+    timings["train_s"] = float(sum(r["train_s"] for r in runs))
+    timings["eval_s"] = float(sum(r["eval_s"] for r in runs))
+
+    model_name = cfg.model_name or metadata.get("model_name") or "unknown"
+    timestamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    run_id = cfg.run_name or f"{model_name}_{task}_{cfg.setting}_{cfg.eval_channels.replace(',', '+')}_s{cfg.seed}_{timestamp}"
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    clf = SleepClassifier(
+        best["backbone"].cpu(), {task: best["head"]}, {task: list(names)}, pooling=cfg.pooling,
+        channels=list(eval_channels) if cfg.mask_train_channels else list(config.CHANNELS),
+        backbone_metadata=metadata, thresholds={task: best["threshold"]} if best["threshold"] is not None else None,
+        info={"run_id": run_id, "eval_label": cfg.eval_label, "setting": cfg.setting, "ckpt_hash": ckpt_hash,
+              "seed": best["seed"]},
+    )
+    clf_path = save_classifier(clf, output_dir / "classifier.pt") if cfg.export_classifier else None
+    json_path = output_dir / f"{run_id}.json"
+    csv_path = Path(cfg.results_csv) if cfg.results_csv else output_dir / "results.csv"
+    pretrain_samples = cfg.pretrain_samples if cfg.pretrain_samples is not None else metadata.get("pretrain_samples")
+    timings["total_s"] = time.perf_counter() - t_start
+
+    record = {
+        "run_id": run_id,
+        "timestamp": timestamp,
+        "config": {k: v for k, v in asdict(cfg).items()},
+        "backbone": {**metadata, "backbone_hash": bb_hash},
+        "ckpt_hash": ckpt_hash,
+        "split_hash": split_hashes,
+        "data": dm.summary(),
+        "task": {"eval_label": cfg.eval_label, "column": task, "num_classes": len(names)},
+        "class_names": list(names),
+        "setting": {"name": cfg.setting, "finetune_backbone": cfg.finetune_backbone, "k_shot": cfg.n_train_samples,
+                    "seeds": cfg.seeds, "pooling": cfg.pooling, "eval_channels": list(eval_channels),
+                    "train_channels": list(eval_channels) if cfg.mask_train_channels else list(config.CHANNELS)},
+        "selection": {**best["selection"], "seed": best["seed"], "threshold": best["threshold"]},
+        "timings": timings,
+        "metrics": metrics,
+        "metrics_per_seed": [{"seed": r["seed"], "metrics": r["metrics"], "best_step": r["selection"]["best_step"]}
+                             for r in runs] if len(runs) > 1 else None,
+        "artifacts": {"classifier": str(clf_path) if clf_path else None, "results_csv": str(csv_path), "json": str(json_path)},
+    }
+    write_run_json(record, json_path)
+    row = {
+        "run_id": run_id, "timestamp": timestamp, "method": model_name, "model_name": model_name,
+        "encoder_name": metadata.get("encoder_name"), "ckpt_path": str(cfg.ckpt_path), "ckpt_hash": ckpt_hash,
+        "dataset": cfg.downstream_dataset_name or "+".join(dm.summary()["datasets"]), "task": cfg.eval_label,
+        "setting": cfg.setting, "eval_channels": cfg.eval_channels,
+        "train_channels": cfg.eval_channels if cfg.mask_train_channels else "full", "pooling": cfg.pooling,
+        "k_shot": cfg.n_train_samples, "train_data_pct": cfg.train_data_pct, "pretrain_samples": pretrain_samples,
+        "seed": cfg.seed, "n_seeds": len(runs), "split_hash": split_hashes["test"],
+        **flatten_metrics(metrics), "train_s": timings["train_s"], "total_s": timings["total_s"],
+        "json_path": str(json_path),
+    }
+    append_results_row(csv_path, row)
+    log.info("wrote %s, %s and a row of %s", json_path, clf_path, csv_path)
+    return record

@@ -1,0 +1,170 @@
+"""Run records: one JSON per run and an append-only ``results.csv``, both written atomically.
+
+A sweep runs many processes against one ``results.csv``; appends take an exclusive ``flock`` on a
+sidecar lock file and replace the CSV with ``os.replace`` so a crash never leaves a half-written
+table, and rows written earlier are never lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Columns that identify a run; they come first in results.csv, in this order.
+ID_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "timestamp",
+    "method",
+    "model_name",
+    "encoder_name",
+    "ckpt_path",
+    "ckpt_hash",
+    "dataset",
+    "task",
+    "setting",
+    "eval_channels",
+    "train_channels",
+    "pooling",
+    "k_shot",
+    "train_data_pct",
+    "pretrain_samples",
+    "seed",
+    "n_seeds",
+    "split_hash",
+)
+
+# Keys every run JSON carries (``tests/test_downstream_results.py`` checks a real run against it).
+RUN_JSON_KEYS: tuple[str, ...] = (
+    "run_id",
+    "timestamp",
+    "config",
+    "backbone",
+    "ckpt_hash",
+    "split_hash",
+    "task",
+    "class_names",
+    "setting",
+    "selection",
+    "timings",
+    "metrics",
+    "artifacts",
+)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain-JSON copy: numpy scalars/arrays to Python, NaN/inf to ``None``, paths to str."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temp file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_run_json(record: Mapping[str, Any], path: str | Path) -> Path:
+    """Write one run record as JSON (atomically); NaN becomes ``null``."""
+    missing = [k for k in RUN_JSON_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"run record for {path} lacks keys {missing}")
+    return atomic_write_text(path, json.dumps(to_jsonable(record), indent=2, sort_keys=False) + "\n")
+
+
+def flatten_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``{"test": {"kappa": .., "kappa_ci95": [lo, hi], "per_class_f1": {...}}}`` -> flat CSV columns.
+
+    Gives ``test_kappa``, ``test_kappa_ci_low``, ``test_kappa_ci_high``, ``test_f1_<class>``; matrices
+    and other nested values stay in the JSON only. Few-shot aggregates ``{"mean", "std"}`` become
+    ``<split>_<metric>`` (the mean) and ``<split>_<metric>_std``.
+    """
+    flat: dict[str, Any] = {}
+    for split, values in metrics.items():
+        for key, val in values.items():
+            col = f"{split}_{key}"
+            if key.endswith("_ci95") and isinstance(val, (list, tuple)) and len(val) == 2:
+                base = f"{split}_{key[: -len('_ci95')]}"
+                flat[f"{base}_ci_low"], flat[f"{base}_ci_high"] = val
+            elif key == "per_class_f1" and isinstance(val, Mapping):
+                for cls, f1 in val.items():
+                    flat[f"{split}_f1_{cls}"] = f1
+            elif isinstance(val, Mapping) and "mean" in val:
+                flat[col] = val["mean"]
+                flat[f"{col}_std"] = val.get("std")
+            elif isinstance(val, (int, float, np.integer, np.floating)) and not isinstance(val, bool):
+                flat[col] = val
+    return to_jsonable(flat)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def append_results_row(csv_path: str | Path, row: Mapping[str, Any]) -> Path:
+    """Append one row to ``results.csv`` (new columns are added; existing rows are kept as they are)."""
+    csv_path = Path(csv_path)
+    with _locked(csv_path):
+        if csv_path.exists() and csv_path.stat().st_size > 0:
+            try:
+                table = pd.read_csv(csv_path)
+            except (pd.errors.ParserError, UnicodeDecodeError) as err:
+                raise ValueError(f"{csv_path}: cannot append, the existing results table is unreadable: {err}") from err
+            table = pd.concat([table, pd.DataFrame([dict(row)])], ignore_index=True)
+        else:
+            table = pd.DataFrame([dict(row)])
+        first = [c for c in ID_COLUMNS if c in table.columns]
+        table = table[first + [c for c in table.columns if c not in first]]
+        atomic_write_text(csv_path, table.to_csv(index=False))
+    return csv_path
+
+
+def read_results(csv_path: str | Path) -> pd.DataFrame:
+    """Read a ``results.csv`` with a clear error when it is missing or empty."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"results table {csv_path} does not exist; run main_finetune.py first")
+    table = pd.read_csv(csv_path)
+    if table.empty:
+        raise ValueError(f"results table {csv_path} has no rows")
+    return table

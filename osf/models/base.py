@@ -1,0 +1,289 @@
+"""Shared LightningModule of every self-supervised method (solo-learn style).
+
+``PretrainModule`` owns what all methods share: the backbone (``self.backbone``, built from
+``backbone_name`` + ``backbone_kwargs`` so a checkpoint can rebuild it), AdamW parameter groups, the
+warm-up + cosine LR as a function of the optimizer step and ``trainer.estimated_stepping_batches``,
+gradient clipping, the momentum teacher update, a per-step seeded view generator, the non-finite
+loss guard, logging, an online linear probe on detached CLS features, and backbone export.
+
+A method subclass implements :meth:`ssl_step` (views, heads, loss) and, if it has a momentum
+teacher, sets ``self.teacher_backbone`` and overrides :meth:`momentum_pairs`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from osf.backbone.vit1d_cls import create_backbone
+from osf.models.momentum import cosine_momentum, ema_update
+from osf.utils.schedules import warmup_cosine_factor, warmup_steps_from
+
+__all__ = ["PretrainModule", "SSLStepOutput", "NonFiniteLossError", "param_groups"]
+
+# Parameter names (last component) that never get weight decay, whatever their shape.
+NO_DECAY_NAMES: tuple[str, ...] = ("pos_embedding", "cls_token", "mask_token", "lead_emb")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised (on every rank at once) when the training loss is NaN or infinite."""
+
+
+@dataclass
+class SSLStepOutput:
+    """What a method's step returns: the loss, scalars to log, and features for the online probe."""
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    probe_features: torch.Tensor | None = None  # [B, width], detached by the base class
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    leaf = name.split(".")[-1]
+    # ndim <= 1: biases and norm scales; weight-norm gains (original0) are [out, 1] but frozen anyway.
+    return param.ndim <= 1 or leaf in NO_DECAY_NAMES or any(part in NO_DECAY_NAMES for part in name.split("."))
+
+
+def param_groups(modules: dict[str, nn.Module], weight_decay: float, decay_all: bool = False) -> list[dict[str, Any]]:
+    """AdamW groups: decayed weights and undecayed biases/norms/embeddings/tokens (or all decayed)."""
+    decay, no_decay, seen = [], [], set()
+    for prefix, module in modules.items():
+        for name, p in module.named_parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (decay if decay_all or not _no_decay(name, p) else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return groups
+
+
+class PretrainModule(pl.LightningModule):
+    """Base of the SSL methods; see the module docstring for what it owns."""
+
+    method_name: str = "base"  # set by @register_method
+
+    def __init__(
+        self,
+        backbone_name: str = "vit_base",
+        backbone_kwargs: dict[str, Any] | None = None,
+        lr: float = 5e-5,
+        min_lr_ratio: float = 0.0,
+        weight_decay: float = 0.05,
+        weight_decay_on_all: bool = False,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_frac: float = 0.0,
+        warmup_steps: int | None = None,
+        grad_clip: float | None = 3.0,
+        momentum_base: float = 0.996,
+        momentum_final: float = 1.0,
+        probe_num_classes: int = 5,
+        probe_lr: float = 1e-3,
+        seed: int = 0,
+        total_steps: int | None = None,
+        compile_backbone: bool = False,
+    ) -> None:
+        super().__init__()
+        # Collects the init args of the whole subclass chain, so checkpoints carry the full config.
+        self.save_hyperparameters()
+        self.backbone_name = backbone_name
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.backbone = self.build_backbone()
+        # lead_emb is kept only for checkpoint compatibility; it never sees a gradient, and DDP without
+        # find_unused_parameters would fail on a trainable parameter that gets none.
+        if getattr(self.backbone, "lead_emb", None) is not None:
+            self.backbone.lead_emb.requires_grad_(False)
+        self.teacher_backbone: nn.Module | None = None
+        self.probe = nn.Linear(self.backbone.width, probe_num_classes)
+        self._total_steps_override = total_steps
+        self._last_ema_step = -1
+        self._compiled: dict[int, Any] = {}
+        self.run_config: dict[str, Any] | None = None  # resolved CLI config, stored in checkpoints
+
+    # --- construction -------------------------------------------------------------------------------
+    def build_backbone(self, **overrides: Any) -> nn.Module:
+        """A fresh backbone from the stored name and kwargs (``overrides`` win)."""
+        return create_backbone(self.backbone_name, **{**self.backbone_kwargs, **overrides})
+
+    def encode(self, module: nn.Module, x: torch.Tensor, **kwargs: Any):
+        """``module.forward_encoding(x, **kwargs)``, through ``torch.compile`` when ``compile_backbone``."""
+        if not self.hparams.compile_backbone:
+            return module.forward_encoding(x, **kwargs)
+        fn = self._compiled.get(id(module))
+        if fn is None:
+            fn = self._compiled[id(module)] = torch.compile(module.forward_encoding)
+        return fn(x, **kwargs)
+
+    @property
+    def width(self) -> int:
+        """Embedding width of the backbone."""
+        return int(self.backbone.width)
+
+    @property
+    def has_teacher(self) -> bool:
+        """Whether the method keeps a momentum teacher backbone."""
+        return self.teacher_backbone is not None
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(teacher, student) module pairs updated by EMA after each optimizer step."""
+        return []
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """Modules whose parameters the optimizer updates (the probe has its own group)."""
+        return {name: m for name, m in self.named_children() if name not in ("probe", "teacher_backbone") and not name.startswith("teacher")}
+
+    # --- schedules (explicit functions of the step) --------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run (from the trainer when attached)."""
+        if self._total_steps_override is not None:
+            return int(self._total_steps_override)
+        trainer = self._trainer
+        if trainer is None:
+            raise RuntimeError("total_steps is unknown: attach a Trainer or pass total_steps=")
+        total = trainer.estimated_stepping_batches
+        if total == float("inf") or total <= 0:
+            raise ValueError("the run has no finite length: set max_steps or max_epochs")
+        return int(total)
+
+    def momentum_at(self, step: int) -> float:
+        """Teacher EMA momentum used for the update after optimizer step ``step`` (0-based)."""
+        return cosine_momentum(min(step, self.total_steps - 1), self.total_steps, self.hparams.momentum_base, self.hparams.momentum_final)
+
+    def lr_factor(self, step: int) -> float:
+        """LR multiplier at optimizer ``step``."""
+        total = self.total_steps
+        warmup = warmup_steps_from(total, self.hparams.warmup_frac, self.hparams.warmup_steps)
+        return warmup_cosine_factor(min(step, total - 1), total, warmup, self.hparams.min_lr_ratio)
+
+    # --- optimisation --------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        """AdamW with decay/no-decay groups + probe group; LambdaLR stepping every optimizer step."""
+        groups = param_groups(self.trainable_modules(), self.hparams.weight_decay, self.hparams.weight_decay_on_all)
+        for g in groups:
+            g["lr"] = self.hparams.lr
+        groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lr": self.hparams.probe_lr, "name": "probe"})
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        # The probe keeps a constant LR; the backbone and heads follow warm-up + cosine.
+        lambdas = [functools.partial(_lr_factor_of, self)] * (len(groups) - 1) + [_constant_one]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the global grad norm to ``grad_clip`` (owned by the method, not the Trainer flags)."""
+        clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.grad_clip
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
+
+    # --- views RNG ------------------------------------------------------------------------------------
+    def view_generator(self, device: torch.device, batch_idx: int, stage: str = "train") -> torch.Generator:
+        """Generator for this batch's views, seeded from (seed, rank, step, batch): resumes exactly, also under DDP."""
+        rank = self.global_rank if self._trainer is not None else 0
+        step = self.global_step if stage == "train" else -1
+        stage_id = {"train": 0, "val": 1}.get(stage, 2)
+        seed = hash((int(self.hparams.seed), rank, step, batch_idx, stage_id)) & 0x7FFF_FFFF_FFFF_FFFF
+        return torch.Generator(device=device).manual_seed(seed)
+
+    # --- steps ----------------------------------------------------------------------------------------
+    def ssl_step(self, batch: dict[str, Any], generator: torch.Generator, update_state: bool) -> SSLStepOutput:
+        """Method-specific views + forward + loss. ``update_state`` is False in validation (no centers)."""
+        raise NotImplementedError
+
+    def _probe(self, features: torch.Tensor | None, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        if features is None:
+            return torch.zeros((), device=self.device)
+        logits = self.probe(features.detach().float())
+        labels = batch.get("label")
+        if labels is None:
+            # Keep the probe in the graph so DDP (no find_unused_parameters) sees a gradient for it.
+            return 0.0 * logits.sum()
+        labels = labels.long().clone()
+        labels[(labels < 0) | (labels >= logits.shape[1])] = -1
+        valid = labels >= 0
+        if not bool(valid.any()):
+            return 0.0 * logits.sum()
+        loss = F.cross_entropy(logits, labels, ignore_index=-1)
+        acc = (logits.argmax(1)[valid] == labels[valid]).float().mean()
+        batch_size = int(valid.sum())
+        self.log(f"{stage}/probe_loss", loss, batch_size=batch_size, sync_dist=stage != "train")
+        self.log(f"{stage}/probe_acc", acc, batch_size=batch_size, prog_bar=stage == "val", sync_dist=stage != "train")
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """SSL loss (+ probe loss on detached features); stops every rank on a non-finite loss."""
+        out = self.ssl_step(batch, self.view_generator(batch["signal"].device, batch_idx, "train"), update_state=True)
+        finite = bool(torch.isfinite(out.loss.detach()))
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise NonFiniteLossError(
+                f"{self.method_name}: non-finite training loss at step {self.global_step} (batch {batch_idx}); "
+                "stopping without saving, so the last checkpoint written is the last good one"
+            )
+        batch_size = batch["signal"].shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch_size)
+        for key, value in out.logs.items():
+            self.log(f"train/{key}", value, batch_size=batch_size)
+        return out.loss + self._probe(out.probe_features, batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """SSL loss with fixed views and no state updates, plus probe accuracy."""
+        out = self.ssl_step(batch, self.view_generator(batch["signal"].device, batch_idx, "val"), update_state=False)
+        batch_size = batch["signal"].shape[0]
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self._probe(out.probe_features, batch, "val")
+        return out.loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """EMA teacher update once per optimizer step (not per micro-batch under accumulation)."""
+        step = self.global_step
+        if step > self._last_ema_step and step > 0:
+            self._last_ema_step = step
+            pairs = self.momentum_pairs()
+            if pairs:
+                momentum = self.momentum_at(step - 1)
+                for teacher, student in pairs:
+                    ema_update(teacher, student, momentum)
+                self.log("train/teacher_momentum", momentum, batch_size=1)
+
+    def on_train_start(self) -> None:
+        # After a resume global_step is restored; an EMA update is due only after the next step.
+        self._last_ema_step = self.global_step
+
+    # --- checkpoints / export -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the resolved run config and what export needs to rebuild the backbone."""
+        checkpoint["osf"] = {
+            "method": self.method_name,
+            "backbone_name": self.backbone_name,
+            "backbone_kwargs": dict(self.backbone_kwargs),
+            "has_teacher": self.has_teacher,
+            "run_config": copy.deepcopy(self.run_config) if self.run_config is not None else None,
+        }
+
+    def export_backbone(self, which: str = "teacher") -> nn.Module:
+        """A standalone copy of the teacher (student when there is none) or the student backbone."""
+        if which not in ("teacher", "student"):
+            raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+        source = self.teacher_backbone if which == "teacher" and self.has_teacher else self.backbone
+        source = getattr(source, "_orig_mod", source)
+        exported = copy.deepcopy(source).eval()
+        for p in exported.parameters():
+            p.requires_grad_(True)
+        return exported
+
+
+def _lr_factor_of(module: PretrainModule, step: int) -> float:
+    return module.lr_factor(step)
+
+
+def _constant_one(step: int) -> float:
+    return 1.0

@@ -1,0 +1,48 @@
+"""OSF (``dino_ours``, alias ``osf``): DINO with channel-invariant views.
+
+Every view (``n_global_views`` for teacher and student, ``n_local_views`` more for the student
+only) zeroes each of the 12 channels independently with ``channel_drop_p`` (at least one recorded
+channel kept), then zeroes one contiguous span of ``span_min_frac``-``span_max_frac`` of the epoch in
+every channel. There is no crop: all views are full 30 s epochs, so a channel-dropped view must be
+matched to a view that saw other channels at the same time, which is what makes the embedding
+robust to missing channels.
+
+Defaults follow OSF: same-view pairs count in the loss (``same_view_pairs=True``; DINO excludes them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from osf.augmentations.channel_drop import random_channel_drop
+from osf.augmentations.span_mask import random_span_mask
+from osf.models.dino import DINO
+from osf.models.registry import register_method
+
+__all__ = ["OSFDINO"]
+
+
+@register_method("dino_ours", aliases=("osf",))
+class OSFDINO(DINO):
+    """The OSF recipe: DINO self-distillation with channel-drop + span-mask views."""
+
+    def __init__(
+        self,
+        channel_drop_p: float = 0.5,
+        span_min_frac: float = 0.3,
+        span_max_frac: float = 0.6,
+        same_view_pairs: bool = True,
+        **dino_kwargs: Any,
+    ) -> None:
+        super().__init__(same_view_pairs=same_view_pairs, **dino_kwargs)
+
+    def make_views(self, x: torch.Tensor, channel_mask: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        """``[V*B, C, T]`` view-major: channel drop then one span per channel, independently per view."""
+        h = self.hparams
+        n_views = h.n_global_views + h.n_local_views
+        mask = None if channel_mask is None else channel_mask.repeat(n_views, 1)
+        views, _ = random_channel_drop(x.repeat(n_views, 1, 1), h.channel_drop_p, mask, generator)
+        views, _ = random_span_mask(views, h.span_min_frac, h.span_max_frac, generator)
+        return views

@@ -1,0 +1,220 @@
+"""Stage one night end to end: EDF -> ingestion -> classifier -> per-epoch table, hypnogram files,
+summary statistics, QC report and a figure.
+
+Entry point: :func:`predict_night` (``main_pipelines/main_predict.py`` is its command-line wrapper).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import config
+from osf.downstream.classifier import SleepClassifier, load_classifier
+from osf.downstream.metrics import confusion_matrix, kappa_from_confusion
+from osf.predict.plots import plot_night
+from osf.predict.report import MissingChannelsWarning, build_qc_report, require_some_channels
+from osf.predict.summary import summarize_night
+from osf.predict.writers import write_edf_hypnogram, write_json, write_nsrr_xml, write_table
+
+STAGE_TASK = "stage"  # classifier task keys are the store's label columns
+TASK_NAMES: dict[str, str] = {column: task for task, column in config.LABEL_COLUMNS.items()}  # "arousal" -> "Arousal"
+HYPNOGRAM_FORMATS: tuple[str, ...] = ("xml", "edf")
+
+
+@dataclass
+class NightPrediction:
+    """What :func:`predict_night` computed for one night, and the files it wrote."""
+
+    source: Path
+    stage_names: list[str]
+    stage_probs: np.ndarray  # [n_epochs, n_stages]
+    stages: np.ndarray  # [n_epochs] argmax of stage_probs
+    event_probs: dict[str, np.ndarray]  # task name ("Arousal") -> [n_epochs] P(event in the epoch)
+    event_thresholds: dict[str, float]  # task name -> probability at which an epoch counts as an event
+    scored_stages: np.ndarray | None  # [n_epochs] in the classifier's stage space, -1 unknown
+    summary: dict
+    qc: dict
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def n_epochs(self) -> int:
+        """Number of 30 s epochs."""
+        return int(len(self.stages))
+
+
+@torch.inference_mode()
+def run_classifier(
+    classifier, signals: np.ndarray, channel_mask: np.ndarray, batch_size: int = 256, device: str = "cpu"
+) -> dict[str, np.ndarray]:
+    """Class probabilities per task over all epochs of a night, in batches."""
+    classifier.eval().to(device)
+    channel_mask = np.asarray(channel_mask, dtype=bool)
+    outputs: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(signals), batch_size):
+        x = torch.as_tensor(np.asarray(signals[start : start + batch_size], dtype=np.float32), device=device)
+        mask = torch.as_tensor(channel_mask[start : start + batch_size], device=device)
+        for task, probs in classifier.predict_proba(x, mask).items():
+            outputs.setdefault(task, []).append(probs.float().cpu().numpy())
+    return {task: np.concatenate(parts) for task, parts in outputs.items()}
+
+
+def stage_agreement(predicted: np.ndarray, scored: np.ndarray, n_classes: int) -> tuple[float, float, int]:
+    """Epoch agreement and Cohen's kappa of a predicted hypnogram against a scored one (scored -1 ignored)."""
+    valid = scored >= 0
+    if not valid.any():
+        return float("nan"), float("nan"), 0
+    cm = confusion_matrix(scored[valid], predicted[valid], n_classes)
+    return float(np.trace(cm) / cm.sum()), kappa_from_confusion(cm), int(valid.sum())
+
+
+def _to_stage_space(stages_5: np.ndarray, stage_names: Sequence[str]) -> np.ndarray:
+    """Scored 5-class stages (-1 unknown) in the classifier's stage space."""
+    stages_5 = np.asarray(stages_5).astype(np.int64)
+    if list(stage_names) == list(config.STAGE_NAMES_5):
+        return stages_5
+    if list(stage_names) == list(config.STAGE_NAMES_4):
+        return np.vectorize(config.STAGE_5_TO_4.__getitem__, otypes=[np.int64])(stages_5)
+    raise ValueError(f"cannot compare scored 5-class stages with a classifier staging {list(stage_names)}")
+
+
+def predict_night(
+    edf: str | Path,
+    classifier: SleepClassifier | str | Path,
+    channel_map: Mapping[str, str | Sequence[str]] | None = None,
+    annotations: str | Path | None = None,
+    dataset: str = "generic",
+    output_dir: str | Path | None = None,
+    hypnogram_formats: Sequence[str] = HYPNOGRAM_FORMATS,
+    event_threshold: float | None = None,
+    low_confidence: float = 0.5,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> NightPrediction:
+    """Stage a night from an EDF with a classifier (object or path) and write its outputs to ``output_dir``.
+
+    Raises ``MissingChannelsError`` when the EDF has none of the classifier's channels; warns
+    (``MissingChannelsWarning``, also recorded in the QC report) when it proceeds without some.
+    ``event_threshold=None`` uses each event head's threshold chosen on validation (0.5 if none).
+    Files (all written atomically): ``<stem>_epochs.csv``, ``<stem>_hypnogram.xml`` /
+    ``<stem>_hypnogram.edf``, ``<stem>_summary.json``, ``<stem>_qc.json``, ``<stem>_night.png``.
+    """
+    from osf.datasets.preprocess import process_recording
+
+    edf = Path(edf)
+    unknown_formats = sorted(set(hypnogram_formats) - set(HYPNOGRAM_FORMATS))
+    if unknown_formats:
+        raise ValueError(f"unknown hypnogram format(s) {unknown_formats}; choose from {list(HYPNOGRAM_FORMATS)}")
+    if isinstance(classifier, (str, Path)):
+        classifier = load_classifier(classifier, map_location=device)
+    if STAGE_TASK not in classifier.tasks:
+        raise ValueError(f"the classifier has no {STAGE_TASK!r} head (tasks: {classifier.tasks}); cannot stage a night")
+
+    recording = process_recording(edf, scoring_path=annotations, dataset=dataset, channel_map=channel_map)
+    present = [c for c, p in zip(config.CHANNELS, recording.channel_mask.any(axis=0)) if p]
+    missing = classifier.missing_channels(torch.as_tensor(recording.channel_mask))
+    require_some_channels(missing, classifier.channels, present, edf)
+    if missing:
+        warnings.warn(
+            f"{edf}: proceeding without {len(missing)} of the classifier's channels ({', '.join(missing)}); "
+            "see the QC report",
+            MissingChannelsWarning,
+            stacklevel=2,
+        )
+
+    # The classifier itself hides channels outside its training contract (SleepClassifier.effective_mask).
+    probs = run_classifier(classifier, recording.signals, recording.channel_mask, batch_size, device)
+    stage_probs = probs.pop(STAGE_TASK)
+    stage_names = list(classifier.label_names[STAGE_TASK])
+    stages = stage_probs.argmax(axis=1)
+    event_probs, thresholds = {}, {}
+    for task, p in probs.items():
+        if p.shape[1] != 2:
+            raise ValueError(f"classifier task {task!r} has {p.shape[1]} classes; event heads must be binary")
+        name = TASK_NAMES.get(task, task)
+        event_probs[name] = p[:, 1]
+        thresholds[name] = classifier.thresholds.get(task, 0.5) if event_threshold is None else event_threshold
+
+    scored = None
+    summary = summarize_night(stages, stage_names, event_probs, event_threshold=thresholds)
+    summary["source"] = str(edf)
+    if annotations is not None:
+        scored = _to_stage_space(recording.label_array("stage"), stage_names)
+        agreement, kappa, n_scored = stage_agreement(stages, scored, len(stage_names))
+        summary["scored"] = {
+            "annotations": str(annotations),
+            "n_scored_epochs": n_scored,
+            "agreement": agreement,
+            "cohen_kappa": kappa,
+            "statistics": summarize_night(scored, stage_names),
+        }
+    qc = build_qc_report(
+        edf, recording.qc, present, missing, recording.quality, classifier.channels, stage_probs, low_confidence
+    )
+
+    result = NightPrediction(edf, stage_names, stage_probs, stages, event_probs, thresholds, scored, summary, qc)
+    if output_dir is not None:
+        result.files = write_night_outputs(result, output_dir, hypnogram_formats)
+    return result
+
+
+def epoch_table(result: NightPrediction, epoch_sec: float = config.EPOCH_SEC) -> pd.DataFrame:
+    """One row per epoch: onset, stage probabilities, predicted stage, event probabilities (+ scored stage)."""
+    table = pd.DataFrame({"epoch": np.arange(result.n_epochs), "onset_s": np.arange(result.n_epochs) * epoch_sec})
+    for i, name in enumerate(result.stage_names):
+        table[f"p_{name}"] = result.stage_probs[:, i]
+    table["stage"] = [result.stage_names[s] for s in result.stages]
+    table["stage_index"] = result.stages
+    table["stage_confidence"] = result.stage_probs.max(axis=1)
+    for task, p in result.event_probs.items():
+        table[f"p_{config.LABEL_COLUMNS.get(task, task)}"] = p
+    if result.scored_stages is not None:
+        table["scored_stage"] = [result.stage_names[s] if s >= 0 else "" for s in result.scored_stages]
+        table["scored_stage_index"] = result.scored_stages
+    return table
+
+
+def write_night_outputs(
+    result: NightPrediction,
+    output_dir: str | Path,
+    hypnogram_formats: Sequence[str] = HYPNOGRAM_FORMATS,
+) -> dict[str, Path]:
+    """Write the per-epoch CSV, hypnogram(s), summary and QC JSON and the figure; return their paths."""
+    output_dir = Path(output_dir)
+    stem = result.source.stem
+    files = {"epochs": write_table(output_dir / f"{stem}_epochs.csv", epoch_table(result))}
+    if "xml" in hypnogram_formats:
+        files["hypnogram_xml"] = write_nsrr_xml(output_dir / f"{stem}_hypnogram.xml", result.stages, result.stage_names)
+    if "edf" in hypnogram_formats:
+        files["hypnogram_edf"] = write_edf_hypnogram(
+            output_dir / f"{stem}_hypnogram.edf", result.stages, result.stage_names
+        )
+    files["summary"] = write_json(output_dir / f"{stem}_summary.json", result.summary)
+    files["qc"] = write_json(output_dir / f"{stem}_qc.json", result.qc)
+    scored = result.summary.get("scored", {})
+    files["figure"] = plot_night(
+        output_dir / f"{stem}_night.png",
+        result.stage_probs,
+        result.stage_names,
+        predicted=result.stages,
+        scored=result.scored_stages,
+        event_probs=result.event_probs,
+        agreement=scored.get("agreement"),
+        kappa=scored.get("cohen_kappa"),
+        event_thresholds=result.event_thresholds,
+        title=f"{result.source.name}: {result.n_epochs} epochs ({result.n_epochs * config.EPOCH_SEC / 3600:.1f} h)",
+    )
+    return files
+
+
+def print_warnings(result: NightPrediction, stream=sys.stderr) -> None:
+    """Print the QC report's warnings (one per line) to ``stream``."""
+    for message in result.qc.get("warnings", []):
+        print(f"WARNING: {message}", file=stream)

@@ -1,0 +1,116 @@
+"""Writers of a predicted night's files: per-epoch CSV, NSRR-XML and EDF+ hypnograms, JSON; all atomic."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import config
+from osf.datasets.synthetic.hypnogram import stage_runs
+from osf.datasets.synthetic.xml_writer import nsrr_xml
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write to; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _jsonable(value):
+    """``value`` as plain JSON: numpy scalars/arrays, paths, tuples and sets converted; NaN/inf as null."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
+        return [_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, (Path, os.PathLike)):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    """Write ``payload`` as indented JSON (non-finite numbers as null)."""
+    text = json.dumps(_jsonable(payload), indent=2, allow_nan=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
+    return Path(path)
+
+
+def write_table(path: str | Path, table: pd.DataFrame) -> Path:
+    """Write a DataFrame as CSV without its index."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.5f")
+    return Path(path)
+
+
+# Stage name -> the 5-class stage label written to hypnogram files. The 4-class model's Light (N1+N2)
+# and Deep (N3) have no label of their own in NSRR XML or EDF+: they are written as stage 2 and
+# stage 3, which read back to Light and Deep under config.STAGE_5_TO_4.
+STAGE_TO_5: dict[str, int] = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "REM": 4, "Light": 2, "Deep": 3}
+# 5-class stage -> Sleep-EDF's EDF+ annotation text.
+EDF_STAGE_TEXT: dict[int, str] = {
+    0: "Sleep stage W", 1: "Sleep stage 1", 2: "Sleep stage 2", 3: "Sleep stage 3", 4: "Sleep stage R",
+}
+
+
+def stages_as_5_class(stages: np.ndarray, stage_names: Sequence[str]) -> np.ndarray:
+    """Predicted stages (indices into ``stage_names``) as 5-class labels 0..4 for hypnogram files."""
+    unknown = [n for n in stage_names if n not in STAGE_TO_5]
+    if unknown:
+        raise ValueError(f"no hypnogram label for stage(s) {unknown}; known: {sorted(STAGE_TO_5)}")
+    stages = np.asarray(stages)
+    if (stages < 0).any():
+        raise ValueError("hypnogram files hold predicted stages only: found unknown (-1) epochs")
+    return np.asarray([STAGE_TO_5[n] for n in stage_names], dtype=np.int64)[stages]
+
+
+def write_nsrr_xml(
+    path: str | Path,
+    stages: np.ndarray,
+    stage_names: Sequence[str],
+    start: datetime.datetime | None = None,
+    software: str = "OSF",
+) -> Path:
+    """Write a hypnogram in the current NSRR XML dialect, one ``ScoredEvent`` per run of a stage."""
+    start = start or datetime.datetime(2000, 1, 1)  # anonymised EDFs carry no usable clock time
+    document = nsrr_xml(stages_as_5_class(stages, stage_names), [], start, {}, software=software)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(document)
+    return Path(path)
+
+
+def write_edf_hypnogram(
+    path: str | Path,
+    stages: np.ndarray,
+    stage_names: Sequence[str],
+    epoch_sec: float = config.EPOCH_SEC,
+) -> Path:
+    """Write a hypnogram as an annotations-only EDF+ file (Sleep-EDF ``Sleep stage X`` texts, one per run)."""
+    from edfio import Edf, EdfAnnotation
+
+    annotations = [
+        EdfAnnotation(first * epoch_sec, n * epoch_sec, EDF_STAGE_TEXT[label])
+        for label, first, n in stage_runs(stages_as_5_class(stages, stage_names))
+    ]
+    with atomic_path(path) as tmp:
+        Edf([], annotations=annotations).write(tmp)
+    return Path(path)

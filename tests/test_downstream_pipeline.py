@@ -1,0 +1,206 @@
+"""End to end on a tiny store: probe / k-shot / fine-tune runs, complete results, bad input refused early."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import config
+from osf.backbone.checkpoint import backbone_metadata, save_backbone
+from osf.backbone.vit1d_cls import create_backbone
+from osf.datasets.datamodule import SleepDataModule
+from osf.datasets.store import EpochStore, make_random_store
+from osf.downstream.classifier import load_classifier
+from osf.downstream.pipeline import DownstreamConfig, full_loader, run_downstream
+from osf.downstream.results import RUN_JSON_KEYS, read_results
+
+MULTICLASS_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "kappa", "auroc", "auprc")
+BINARY_KEYS = ("auroc", "auprc", "f1", "sensitivity", "specificity", "prevalence")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    # 8 subjects x 16 epochs; wide val/test fractions so that those splits hold several subjects
+    return make_random_store(tmp_path_factory.mktemp("ds") / "store", n_subjects=8, n_epochs=16, seed=0,
+                             split_fractions=(0.5, 0.25, 0.25))
+
+
+@pytest.fixture(scope="module")
+def pretrained_ckpt(tmp_path_factory) -> Path:
+    """A 'briefly pre-trained' stand-in: a perturbed vit_nano in the released format."""
+    torch.manual_seed(1)
+    model = create_backbone("vit_nano")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    pth, _ = save_backbone(model, tmp_path_factory.mktemp("ckpt") / "osf_backbone.pth", backbone_metadata(model, "perturbed"))
+    return pth
+
+
+def _cfg(store, out, **kw) -> DownstreamConfig:
+    base = dict(data_dir=str(store), output_dir=str(out), psg_encoder_name="vit_nano", max_steps=40, eval_every=20,
+                batch_size=64, n_boot=50, accelerator="cpu")
+    base.update(kw)
+    return DownstreamConfig(**base)
+
+
+def _assert_complete(record, n_test, keys=MULTICLASS_KEYS):
+    assert set(RUN_JSON_KEYS) <= set(record)
+    on_disk = json.loads(Path(record["artifacts"]["json"]).read_text())
+    assert set(RUN_JSON_KEYS) <= set(on_disk)
+    test = on_disk["metrics"]["test"]
+    for k in keys:
+        assert test[k] is not None and np.isfinite(test[k]), k
+        lo, hi = test[f"{k}_ci95"]
+        assert lo <= test[k] + 1e-12 and test[k] <= hi + 1e-12, k
+    assert np.sum(test["confusion_matrix"]) == n_test  # every labelled test epoch is scored
+    assert test["n_subjects"] >= 2
+    assert on_disk["ckpt_hash"] and set(on_disk["split_hash"]) == {"train", "val", "test"}
+
+
+def _n_labelled(store, split, column="stage"):
+    idx = EpochStore(store).index
+    return int(((idx["split"] == split) & (idx[column] >= 0)).sum())
+
+
+def test_random_init_vs_pretrained_linear_probe(store, pretrained_ckpt, tmp_path):
+    csv = tmp_path / "results.csv"
+    rnd = run_downstream(_cfg(store, tmp_path / "rnd", results_csv=str(csv)))
+    pre = run_downstream(_cfg(store, tmp_path / "pre", ckpt_path=str(pretrained_ckpt), psg_encoder_name=None,
+                              results_csv=str(csv)))
+    n_test = _n_labelled(store, "test")
+    for rec in (rnd, pre):
+        _assert_complete(rec, n_test)
+        clf = load_classifier(rec["artifacts"]["classifier"])
+        assert clf.label_names == {"stage": list(config.STAGE_NAMES_4)} and clf.channels == list(config.CHANNELS)
+    table = read_results(csv)
+    assert table["method"].tolist() == ["random_init", "perturbed"]
+    assert table["ckpt_hash"].nunique() == 2 and table["test_kappa"].notna().all()
+    assert {"test_kappa_ci_low", "test_auroc", "test_f1_REM", "test_stage_fraction_mae"} <= set(table.columns)
+    assert rnd["backbone"]["backbone_hash"] != pre["backbone"]["backbone_hash"]
+
+    # Same backbone again with a missing-channel preset: train features come from the cache, test is new.
+    again = run_downstream(_cfg(store, tmp_path / "pre", ckpt_path=str(pretrained_ckpt), psg_encoder_name=None,
+                                eval_channels="cardio_respiratory", lr=3e-3))
+    t = again["timings"]
+    assert t["features_train_cache_hit"] and not t["features_test_cache_hit"]
+    assert again["setting"]["eval_channels"] == list(config.CHANNEL_PRESETS["cardio_respiratory"])
+    assert again["metrics"]["test"]["kappa"] != pre["metrics"]["test"]["kappa"]
+
+
+def test_k_shot_binary_task_reports_mean_and_std_over_seeds(store, tmp_path):
+    rec = run_downstream(_cfg(store, tmp_path, eval_label="Arousal", n_train_samples=3, n_seeds=2))
+    assert rec["setting"]["k_shot"] == 3 and rec["setting"]["seeds"] == [0, 1]
+    test = rec["metrics"]["test"]
+    for k in BINARY_KEYS:
+        assert set(test[k]) == {"mean", "std", "n"} and test[k]["n"] == 2, k
+    per_seed = rec["metrics_per_seed"]
+    assert [r["seed"] for r in per_seed] == [0, 1]
+    assert 0.0 <= per_seed[0]["metrics"]["test"]["threshold"] <= 1.0
+    row = read_results(tmp_path / "results.csv").iloc[0]
+    assert row["setting"] == "linear_probe_3shot" and row["test_auroc_std"] >= 0
+    assert load_classifier(tmp_path / "classifier.pt").label_names["arousal"] == ["No Arousal", "Arousal"]
+
+
+def test_finetune_runs_selects_on_validation_and_changes_the_backbone(store, tmp_path):
+    rec = run_downstream(_cfg(store, tmp_path, finetune_backbone=True, max_steps=4, eval_every=2, batch_size=16,
+                              layer_decay=0.8, warmup_steps=1, n_boot=20))
+    _assert_complete(rec, _n_labelled(store, "test"))
+    assert rec["selection"]["best_step"] in (2, 4) and len(rec["selection"]["history"]) == 2
+    clf = load_classifier(rec["artifacts"]["classifier"])
+    torch.manual_seed(0)
+    fresh = create_backbone("vit_nano")
+    changed = [k for k, v in clf.backbone.state_dict().items() if not torch.equal(v, fresh.state_dict()[k])]
+    assert changed  # the exported backbone is the fine-tuned one
+
+
+def test_eval_loaders_never_drop_an_epoch_and_presets_zero_and_mask(store):
+    dm = SleepDataModule(store, task="downstream", eval_label="Stage", channel_preset="cardio_respiratory")
+    dm.setup()
+    n = len(dm.test_dataset)
+    for bs in (1, 5, n - 1, n + 3):
+        seen = np.concatenate([b["epoch_index"].numpy() * 1000 + i for i, b in enumerate(full_loader(dm, "test", bs))])
+        assert sum(len(b["label"]) for b in full_loader(dm, "test", bs)) == n
+        assert len(seen) == n
+    batch = next(iter(full_loader(dm, "test", 8)))
+    absent = [config.CHANNEL_INDEX[c] for c in config.CHANNELS if c not in config.CHANNEL_PRESETS["cardio_respiratory"]]
+    assert not batch["channel_mask"][:, absent].any()
+    assert batch["signal"][:, absent].abs().sum() == 0
+    assert batch["signal"][:, config.CHANNEL_INDEX["ECG"]].abs().sum() > 0
+    train = next(iter(full_loader(dm, "train", 8)))  # without mask_train_channels training keeps every channel
+    assert train["channel_mask"][:, config.CHANNEL_INDEX["EMG_Chin"]].all()
+
+
+# --- bad input: a clear error before any feature or training step ---------------------------------
+def _edited_store(store: Path, tmp_path: Path, edit) -> Path:
+    copy = tmp_path / "store_copy"
+    shutil.copytree(store, copy)
+    index = pd.read_parquet(copy / "index.parquet")
+    edit(index)
+    index.to_parquet(copy / "index.parquet")
+    return copy
+
+
+def _nothing_written(out: Path) -> bool:
+    return not (out / "classifier.pt").exists() and not (out / "feature_cache").exists()
+
+
+def test_bad_input_is_refused_before_training(store, tmp_path):
+    out = tmp_path / "out"
+    cases = []
+
+    def no_apnea(index):
+        index["apnea"] = np.int8(-1)
+
+    cases.append((_cfg(_edited_store(store, tmp_path / "a", no_apnea), out, eval_label="Apnea"),
+                  r"no 'Apnea' labels \(column 'apnea' is all -1\)"))
+
+    def val_one_class(index):
+        index.loc[index["split"] == "val", "arousal"] = np.int8(0)
+
+    cases.append((_cfg(_edited_store(store, tmp_path / "b", val_one_class), out, eval_label="Arousal"),
+                  r"val split \(Arousal\): only one class"))
+    cases.append((_cfg(store, out, n_train_samples=500), r"k=500 per class is larger than the class size"))
+    cases.append((_cfg(store, out, eval_channels=" , "), r"empty channel preset"))
+    cases.append((_cfg(store, out, eval_channels="EEG_C3_A2,Fpz"), r"unknown channel\(s\) \['Fpz'\]"))
+    eight = create_backbone("vit_nano", num_leads=8)
+    pth8, _ = save_backbone(eight, tmp_path / "eight.pth")
+    cases.append((_cfg(store, out, ckpt_path=str(pth8), psg_encoder_name=None), r"eight.pth: channel contract mismatch"))
+    cases.append((_cfg(store, out, eval_label="Sleepiness"), r"unknown --eval_label"))
+    for cfg, message in cases:
+        with pytest.raises(ValueError, match=message):
+            run_downstream(cfg)
+        assert _nothing_written(out), message
+
+
+def _load_cli():
+    """main_pipelines/main_finetune.py is a script, not part of the package: import it by path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "main_pipelines" / "main_finetune.py"
+    spec = importlib.util.spec_from_file_location("main_finetune_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_exits_2_with_the_reason_and_help_works(store, tmp_path, capsys):
+    cli = _load_cli()
+    code = cli.main(["--data_dir", str(store), "--output_dir", str(tmp_path), "--psg_encoder_name", "vit_nano",
+                     "--eval_channels", ","])
+    assert code == 2
+    assert "empty channel preset" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    assert "--finetune_backbone" in capsys.readouterr().out
+    args = cli.build_parser().parse_args(["--data_dir", "d", "--output_dir", "o", "--finetune_backbone",
+                                          "--no-export_classifier", "--eval_label", "Oxygen Desaturation"])
+    assert args.finetune_backbone is True and args.export_classifier is False and args.use_mean_pool is False

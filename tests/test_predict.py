@@ -1,0 +1,147 @@
+"""Staging a night: summary statistics, QC report, hypnogram writers, figure, and the prediction command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mne
+import numpy as np
+import pytest
+
+import config
+from osf.predict.report import MissingChannelsError, build_qc_report, require_some_channels
+from osf.predict.summary import count_runs, event_indices, sleep_statistics, summarize_night
+from osf.datasets.synthetic.hypnogram import stage_runs
+from osf.predict.writers import write_edf_hypnogram, write_json, write_nsrr_xml
+
+STAGES_4 = list(config.STAGE_NAMES_4)
+W, LIGHT, DEEP, REM = range(4)
+
+
+def _night(sol: int, first_cycle: list[tuple[int, int]], tail_wake: int, unknown: int = 0) -> np.ndarray:
+    """A hypnogram: `sol` wake epochs, then (stage, n) runs, `unknown` unscorable, `tail_wake` wake."""
+    parts = [np.full(sol, W)] + [np.full(n, s) for s, n in first_cycle]
+    parts += [np.full(unknown, config.STAGE_UNKNOWN), np.full(tail_wake, W)]
+    return np.concatenate(parts).astype(np.int64)
+
+
+# --- summary statistics -----------------------------------------------------------------------
+def test_sleep_statistics_follow_the_aasm_definitions():
+    runs = [(LIGHT, 20), (DEEP, 30), (W, 4), (LIGHT, 10), (REM, 12), (W, 2), (LIGHT, 6)]
+    stages = _night(sol=14, first_cycle=runs, tail_wake=8, unknown=3)
+    stats = sleep_statistics(stages, STAGES_4)
+    sleep_epochs = 20 + 30 + 10 + 12 + 6
+    assert stats["time_in_bed_min"] == pytest.approx(len(stages) / 2)
+    assert stats["total_sleep_time_min"] == pytest.approx(sleep_epochs / 2)
+    assert stats["sleep_efficiency_pct"] == pytest.approx(100 * sleep_epochs / len(stages))
+    assert stats["sleep_onset_latency_min"] == pytest.approx(14 / 2)
+    # wake inside the sleep period only: the final awakening and unknown epochs are not WASO
+    assert stats["wake_after_sleep_onset_min"] == pytest.approx((4 + 2) / 2)
+    assert stats["rem_latency_min"] == pytest.approx((20 + 30 + 4 + 10) / 2)
+    minutes = stats["stage_minutes"]
+    assert sum(minutes.values()) == pytest.approx(stats["time_in_bed_min"])
+    assert minutes["unknown"] == pytest.approx(3 / 2)
+    sleep_pct = sum(stats["stage_percent"][s] for s in ("Light", "Deep", "REM"))
+    assert sleep_pct == pytest.approx(100.0)
+
+
+def test_sleep_statistics_of_a_night_without_sleep_or_rem():
+    awake = sleep_statistics(np.zeros(40, dtype=int), STAGES_4)
+    assert awake["total_sleep_time_min"] == 0 and awake["sleep_onset_latency_min"] is None
+    no_rem = sleep_statistics(_night(2, [(LIGHT, 5), (DEEP, 5)], 1), STAGES_4)
+    assert no_rem["rem_latency_min"] is None and no_rem["sleep_onset_latency_min"] == pytest.approx(1.0)
+
+
+def test_sleep_statistics_reject_labels_outside_the_stage_space():
+    with pytest.raises(ValueError, match="found \\[4\\]"):
+        sleep_statistics(np.array([0, 1, 4]), STAGES_4)
+    with pytest.raises(ValueError, match="no wake stage"):
+        sleep_statistics(np.array([0, 1]), ["A", "B"])
+
+
+def test_event_indices_count_runs_in_sleep_per_hour_of_sleep():
+    assert [count_runs(np.array(m, bool)) for m in ([], [0, 0], [1, 1, 0, 1], [0, 1, 0, 1, 1])] == [0, 0, 2, 2]
+    n = 240  # 2 h
+    sleep = np.ones(n, bool)
+    sleep[:40] = False  # 20 min awake: 100 min of sleep
+    hyp = np.zeros(n)
+    hyp[[50, 51, 52, 80, 120, 121]] = 0.9  # 3 runs
+    hyp[10] = 0.99  # during wake: not counted
+    apnea = np.zeros(n)
+    apnea[[53, 200]] = 0.7  # 53 touches the first hypopnea run: one respiratory event there
+    out = event_indices({"Hypopnea": hyp, "Apnea": apnea}, sleep, threshold=0.5)
+    hours = (n - 40) / 120
+    assert out["hypopnea_events"] == 3 and out["hypopnea_index"] == pytest.approx(3 / hours)
+    assert out["apnea_events"] == 2
+    assert out["respiratory_events"] == 4 and out["respiratory_event_index"] == pytest.approx(4 / hours)
+    with pytest.raises(ValueError, match="one per epoch"):
+        event_indices({"Arousal": np.zeros(3)}, sleep)
+
+
+def test_summarize_night_adds_event_indices_only_from_sleep_epochs():
+    stages = _night(10, [(LIGHT, 60)], 10)
+    arousal = np.zeros(len(stages))
+    arousal[[0, 20, 40]] = 1.0  # epoch 0 is wake
+    summary = summarize_night(stages, STAGES_4, {"Arousal": arousal})
+    assert summary["events"]["arousal_events"] == 2
+    assert summary["events"]["arousal_index"] == pytest.approx(2 / 0.5)
+
+
+# --- QC report ----------------------------------------------------------------------------------
+def test_a_recording_with_none_of_the_classifier_channels_is_refused():
+    require_some_channels(["NP"], ["ECG", "ABD", "NP"], ["ECG", "ABD"], "night.edf")  # some left: fine
+    with pytest.raises(MissingChannelsError, match=r"night\.edf.*none of the channels.*NP, SN.*found.*ECG"):
+        require_some_channels(["NP", "SN"], ["NP", "SN"], ["ECG"], "night.edf")
+
+
+def test_qc_report_names_missing_channels_low_confidence_and_flat_channels():
+    n = 10
+    present = [c for c in config.CHANNELS if c != "NP"]
+    probs = np.full((n, 4), 0.25)
+    probs[:3] = [0.9, 0.05, 0.03, 0.02]
+    flat = np.zeros(n, np.uint16)
+    flat[:8] = 1 << config.CHANNEL_INDEX["ECG"]
+    qc = build_qc_report("x.edf", {"resampled": {"ECG": 256}}, present, ["NP"], {"flat_mask": flat}, config.CHANNELS,
+                         probs, low_confidence=0.5)
+    assert qc["missing_classifier_channels"] == ["NP"]
+    assert qc["low_confidence_fraction"] == pytest.approx(0.7)
+    assert qc["quality"]["flat_epoch_fraction"] == {"ECG": pytest.approx(0.8)}
+    assert any("NP" in w for w in qc["warnings"]) and any("ECG is flat" in w for w in qc["warnings"])
+    assert qc["ingestion"] == {"resampled": {"ECG": 256}}
+
+
+# --- writers ------------------------------------------------------------------------------------
+def test_edf_hypnogram_reads_back_with_mne(tmp_path):
+    stages = _night(3, [(LIGHT, 4), (DEEP, 2), (REM, 3)], 2)
+    path = write_edf_hypnogram(tmp_path / "h.edf", stages, STAGES_4)
+    annotations = mne.read_annotations(path)
+    runs = stage_runs(stages)
+    assert len(annotations) == len(runs)
+    np.testing.assert_allclose(annotations.onset, [30 * first for _, first, _ in runs])
+    np.testing.assert_allclose(annotations.duration, [30 * n for _, _, n in runs])
+    assert list(annotations.description[:4]) == ["Sleep stage W", "Sleep stage 2", "Sleep stage 3", "Sleep stage R"]
+    assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed away
+
+
+def test_nsrr_xml_hypnogram_has_one_event_per_run_and_reads_back(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from osf.datasets.io.scoring import read_scoring
+
+    stages = _night(3, [(LIGHT, 4), (DEEP, 2), (REM, 3)], 2)
+    path = write_nsrr_xml(tmp_path / "h.xml", stages, STAGES_4)
+    events = ET.parse(path).getroot().findall("./ScoredEvents/ScoredEvent")
+    staged = [e for e in events if e.findtext("EventType") == "Stages|Stages"]
+    assert [e.findtext("EventConcept") for e in staged] == [
+        "Wake|0", "Stage 2 sleep|2", "Stage 3 sleep|3", "REM sleep|5", "Wake|0"]
+    # Light/Deep are written as stage 2/3: the project's parser reads the 4-class hypnogram back
+    scored = read_scoring(path).stages
+    np.testing.assert_array_equal([config.STAGE_5_TO_4[int(s)] for s in scored], stages)
+    with pytest.raises(ValueError, match="no hypnogram label"):
+        write_nsrr_xml(tmp_path / "bad.xml", np.array([0, 1]), ["W", "Sleep"])
+
+
+def test_write_json_turns_nan_and_numpy_into_plain_json(tmp_path):
+    path = write_json(tmp_path / "s.json", {"kappa": math.nan, "n": np.int64(3), "x": np.arange(2), "s": "NaN"})
+    assert json.loads(path.read_text()) == {"kappa": None, "n": 3, "x": [0, 1], "s": "NaN"}
