@@ -356,7 +356,7 @@ EVENT_NAMES: dict[str, tuple[str, ...]] = {
         "Wide Complex Tachycardia", "Narrow Complex Tachycardia", "Distal pH", "Proximal pH",
         "Distal pH artifact", "Proximal pH artifact", "EtCO2 artifact", "TcCO2 artifact", "TcC02 artifact",
         "Blood pressure artifact", "Body temperature artifact", "Signal artifact", "Lights On", "Lights Off",
-        "LIGHTS ON", "LIGHTS OUT", "Lights_On", "Lights_Off", "Lights Out", "LIGHTS-ON", "LIGHTS-OFF",
+        "LIGHTS ON", "LIGHTS OUT", "Lights_On", "Lights_Off", "LightsOn", "LightsOff", "Lights Out", "LIGHTS-ON", "LIGHTS-OFF",
         "ANALYSIS-START", "ANALYSIS-STOP", "SIGNAL-ARTIFACT", "RESERVED-SELECTION", "ACTIVITY-MOVE",
         "POSITION-SUPINE", "POSITION-PRONE", "POSITION-LEFT", "POSITION-RIGHT", "POSITION-UPRIGHT",
         "POSITION-UNKNOWN", "Central Apnea Index", "SRO:SpO2Artifact", "SRO:SignalArtifact", "SRO:AnalysisStart",

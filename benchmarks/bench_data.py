@@ -65,8 +65,14 @@ def bench_baseline(paths: list[Path]) -> dict:
         x = read_osf_style_epoch(p)
         assert x.shape == (config.NUM_CHANNELS, config.EPOCH_SAMPLES)
     dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return {"samples": len(paths), "seconds": dt, "samples_per_s": len(paths) / dt, "cores": 1, "cpu_seconds": cpu,
-            "samples_per_cpu_s": len(paths) / cpu}
+    return {
+        "samples": len(paths),
+        "seconds": dt,
+        "samples_per_s": len(paths) / dt,
+        "cores": 1,
+        "cpu_seconds": cpu,
+        "samples_per_cpu_s": len(paths) / cpu,
+    }
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -97,8 +103,14 @@ def bench_store(root: Path, num_workers: int, batch_size: int, passes: int) -> d
             n += batch["signal"].shape[0]
     dt, cpu = time.perf_counter() - t0, _cpu_seconds(pids) - cpu0
     cores = max(1, num_workers)
-    return {"samples": n, "seconds": dt, "samples_per_s": n / dt, "cores": cores, "cpu_seconds": cpu,
-            "samples_per_cpu_s": n / cpu}
+    return {
+        "samples": n,
+        "seconds": dt,
+        "samples_per_s": n / dt,
+        "cores": cores,
+        "cpu_seconds": cpu,
+        "samples_per_cpu_s": n / cpu,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -115,10 +127,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="osf_bench_data_") as tmp:
         tmp = Path(tmp)
-        root = make_random_store(tmp / "store", n_subjects=args.n_recordings, n_epochs=args.epochs, seed=0,
-                                 split_fractions=(1.0, 0.0, 0.0))
+        root = make_random_store(
+            tmp / "store",
+            n_subjects=args.n_recordings,
+            n_epochs=args.epochs,
+            seed=0,
+            split_fractions=(1.0, 0.0, 0.0),
+        )
         store = EpochStore(root)
-        rows = np.random.default_rng(0).choice(len(store), size=min(args.baseline_samples, len(store)), replace=False)
+        rows = np.random.default_rng(0).choice(
+            len(store), size=min(args.baseline_samples, len(store)), replace=False
+        )
         (tmp / "osf").mkdir()
         paths = write_osf_style_epochs(store, rows, tmp / "osf")
         # The baseline must return what the store returns (up to interpolation between the two grids).
@@ -130,16 +149,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     base = results["baseline"]["samples_per_s"] / results["baseline"]["cores"]
     base_cpu = results["baseline"]["samples_per_cpu_s"]
-    print(f"\nstore: {len(store)} epochs in {args.n_recordings} recordings, batch {args.batch_size}; "
-          f"baseline: {len(paths)} OSF-style parquet epochs (mean |diff| vs store {err:.3f})")
-    print(f"{'loader':<18}{'cores':>6}{'samples/s':>11}{'per core':>10}{'x base':>8}{'per CPU-s':>11}{'x base':>8}")
+    print(
+        f"\nstore: {len(store)} epochs in {args.n_recordings} recordings, batch {args.batch_size}; "
+        f"baseline: {len(paths)} OSF-style parquet epochs (mean |diff| vs store {err:.3f})"
+    )
+    print(
+        f"{'loader':<18}{'cores':>6}{'samples/s':>11}{'per core':>10}{'x base':>8}{'per CPU-s':>11}{'x base':>8}"
+    )
     for name, r in results.items():
         per_core = r["samples_per_s"] / r["cores"]
         r["samples_per_s_per_core"] = per_core
         r["ratio_per_core_vs_baseline"] = per_core / base
         r["ratio_per_cpu_s_vs_baseline"] = r["samples_per_cpu_s"] / base_cpu
-        print(f"{name:<18}{r['cores']:>6}{r['samples_per_s']:>11.0f}{per_core:>10.0f}{per_core / base:>8.1f}"
-              f"{r['samples_per_cpu_s']:>11.0f}{r['ratio_per_cpu_s_vs_baseline']:>8.1f}")
+        print(
+            f"{name:<18}{r['cores']:>6}{r['samples_per_s']:>11.0f}{per_core:>10.0f}{per_core / base:>8.1f}"
+            f"{r['samples_per_cpu_s']:>11.0f}{r['ratio_per_cpu_s_vs_baseline']:>8.1f}"
+        )
     report = {
         "benchmark": "bench_data (a): loader samples/s, store vs OSF one-parquet-per-epoch baseline",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

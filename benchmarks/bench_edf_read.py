@@ -22,9 +22,28 @@ import numpy as np
 from osf.datasets.io import edf_labels, read_edf, resolve_channels
 
 MONTAGE = {  # label -> rate (Hz)
-    "C3": 256, "C4": 256, "M1": 256, "M2": 256, "E1": 256, "E2": 256, "Chin1": 256, "Chin2": 256, "Chin3": 256,
-    "LAT1": 256, "LAT2": 256, "RAT1": 256, "RAT2": 256, "ECG": 512, "Thorax": 32, "Abdomen": 32,
-    "Nasal Pressure": 32, "Airflow": 32, "Snore": 256, "SpO2": 1, "HR": 1, "Position": 1,
+    "C3": 256,
+    "C4": 256,
+    "M1": 256,
+    "M2": 256,
+    "E1": 256,
+    "E2": 256,
+    "Chin1": 256,
+    "Chin2": 256,
+    "Chin3": 256,
+    "LAT1": 256,
+    "LAT2": 256,
+    "RAT1": 256,
+    "RAT2": 256,
+    "ECG": 512,
+    "Thorax": 32,
+    "Abdomen": 32,
+    "Nasal Pressure": 32,
+    "Airflow": 32,
+    "Snore": 256,
+    "SpO2": 1,
+    "HR": 1,
+    "Position": 1,
 }
 
 
@@ -33,8 +52,12 @@ def write_night(path: Path, hours: float) -> None:
     rng = np.random.default_rng(0)
     seconds = int(hours * 3600)
     sigs = [
-        edfio.EdfSignal(rng.standard_normal(rate * seconds).astype(np.float64) * 20, rate, label=lab,
-                        physical_range=(-200, 200))
+        edfio.EdfSignal(
+            rng.standard_normal(rate * seconds).astype(np.float64) * 20,
+            rate,
+            label=lab,
+            physical_range=(-200, 200),
+        )
         for lab, rate in MONTAGE.items()
     ]
     edfio.Edf(sigs).write(path)
@@ -93,7 +116,9 @@ def main() -> None:
     print(f"{args.hours:g} h mixed-rate EDF, {len(MONTAGE)} signals, {len(wanted)} wanted")
     print(f"{'case':<26}{'seconds':>10}{'samples':>14}{'x vs MNE':>10}")
     for name, r in results.items():
-        print(f"{name:<26}{r['seconds']:>10.3f}{r['samples_returned']:>14,}{r['speedup_vs_mne_wanted']:>10.1f}")
+        print(
+            f"{name:<26}{r['seconds']:>10.3f}{r['samples_returned']:>14,}{r['speedup_vs_mne_wanted']:>10.1f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"hours": args.hours, "wanted": wanted, "results": results}, indent=2))
 

@@ -53,7 +53,9 @@ def test_downstream_stage_labels_exclusions_and_batches(tiny_store):
     # val/test: every labelled epoch exactly once, label = the stored stage mapped to 4 classes.
     got = _collect(dm.test_dataloader())
     expected = idx[(idx["split"] == "test") & (idx["stage"] >= 0)]
-    assert sorted(got["key"]) == sorted(f"{r}:{e}" for r, e in zip(expected["recording_id"], expected["epoch_index"]))
+    assert sorted(got["key"]) == sorted(
+        f"{r}:{e}" for r, e in zip(expected["recording_id"], expected["epoch_index"])
+    )
     labels = torch.cat(got["label"]).numpy()
     stage_of = {f"{r}:{e}": s for r, e, s in zip(idx["recording_id"], idx["epoch_index"], idx["stage"])}
     assert [config.STAGE_5_TO_4[stage_of[k]] for k in got["key"]] == labels.tolist()
@@ -63,8 +65,10 @@ def test_downstream_stage_labels_exclusions_and_batches(tiny_store):
     assert b["signal"].dtype == torch.float32 and b["signal"].shape == (7, 12, 1920)
     assert b["channel_mask"].dtype == torch.bool and b["label"].dtype == torch.int64
     assert b["epoch_index"].dtype == torch.int64 and isinstance(b["subject_id"][0], str)
-    rows = [int(idx.index[(idx["recording_id"] == r) & (idx["epoch_index"] == e)][0])
-            for r, e in zip(b["recording_id"], b["epoch_index"].tolist())]
+    rows = [
+        int(idx.index[(idx["recording_id"] == r) & (idx["epoch_index"] == e)][0])
+        for r, e in zip(b["recording_id"], b["epoch_index"].tolist())
+    ]
     np.testing.assert_array_equal(b["signal"].numpy(), st.read(np.array(rows)))
     assert set(b["subject_id"]) <= set(idx.loc[idx["split"] == "train", "subject_id"])
 
@@ -84,15 +88,22 @@ def test_event_task_is_binary(tiny_store):
 
 def test_channel_preset_masks_eval_and_optionally_train(tiny_store):
     keep = np.array([c in config.CHANNEL_PRESETS["cardio_respiratory"] for c in config.CHANNELS])
-    dm = SleepDataModule(tiny_store, task="downstream", eval_label="Stage", batch_size=8,
-                         channel_preset="cardio_respiratory")
+    dm = SleepDataModule(
+        tiny_store, task="downstream", eval_label="Stage", batch_size=8, channel_preset="cardio_respiratory"
+    )
     for b in dm.val_dataloader():
         assert not b["channel_mask"][:, ~keep].any() and b["signal"][:, ~keep].abs().sum() == 0
         assert b["signal"][:, keep].abs().sum() > 0
     b = next(iter(dm.train_dataloader()))
     assert b["channel_mask"][:, ~keep].any()  # training sees the full montage by default
-    dm2 = SleepDataModule(tiny_store, task="downstream", eval_label="Stage", batch_size=8,
-                          channel_preset="cardio_respiratory", mask_train_channels=True)
+    dm2 = SleepDataModule(
+        tiny_store,
+        task="downstream",
+        eval_label="Stage",
+        batch_size=8,
+        channel_preset="cardio_respiratory",
+        mask_train_channels=True,
+    )
     b = next(iter(dm2.train_dataloader()))
     assert not b["channel_mask"][:, ~keep].any() and b["signal"][:, ~keep].abs().sum() == 0
     with pytest.raises(ValueError, match="unknown channel"):
@@ -126,7 +137,9 @@ def test_pretrain_cohorts_and_mixture_weights(two_dataset_store):
     down = SleepDataModule(two_dataset_store, task="downstream", eval_label="Stage")
     down.setup()
     assert down.summary()["datasets"] == ["small"]  # "big" is pretrain-only
-    pre = SleepDataModule(two_dataset_store, task="pretrain", batch_size=10, mixture_weights={"big": 1, "small": 3})
+    pre = SleepDataModule(
+        two_dataset_store, task="pretrain", batch_size=10, mixture_weights={"big": 1, "small": 3}
+    )
     pre.setup()
     assert pre.summary()["datasets"] == ["big", "small"]
     train = pre.train_dataset
@@ -185,7 +198,7 @@ def test_rank_shards_cover_everything_once(tiny_store):
 def test_samplers_direct():
     ds = list(range(10))
     shards = [list(EvalSampler(ds, num_replicas=3, rank=r)) for r in range(3)]
-    assert sum(shards, []) == ds and [len(s) for s in shards] == [3, 3, 4]
+    assert [i for s in shards for i in s] == ds and [len(s) for s in shards] == [3, 3, 4]
     s = TrainSampler(ds, num_replicas=2, rank=0, seed=1)
     t = TrainSampler(ds, num_replicas=2, rank=1, seed=1)
     assert sorted(list(s) + list(t)) == ds
@@ -223,13 +236,24 @@ def test_lightning_ddp_two_ranks_each_val_epoch_once(tiny_store, tmp_path):
     import pytorch_lightning as pl
 
     dm = SleepDataModule(tiny_store, task="downstream", eval_label="Stage", batch_size=8)
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", max_epochs=1, limit_train_batches=3,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_fork",
+        max_epochs=1,
+        limit_train_batches=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(_RecordingModule(tmp_path), datamodule=dm)
     val = [(tmp_path / f"val_{r}.txt").read_text().split() for r in range(2)]
     assert val[0] and val[1] and not set(val[0]) & set(val[1])
     dm.setup()
-    assert len(val[0]) + len(val[1]) == len(set(val[0]) | set(val[1])) == dm.summary()["splits"]["val"]["epochs"]
+    assert (
+        len(val[0]) + len(val[1]) == len(set(val[0]) | set(val[1])) == dm.summary()["splits"]["val"]["epochs"]
+    )
     train = [set((tmp_path / f"train_{r}.txt").read_text().split()) for r in range(2)]
     assert len(train[0]) == len(train[1]) == 24 and not train[0] & train[1]

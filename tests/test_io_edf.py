@@ -36,7 +36,9 @@ def write_edf(path: Path, labels: list[str] | None = None, annotations: bool = F
     data = _signals(seed)
     labels = labels or list(RATES)
     sigs = [
-        edfio.EdfSignal(data[orig], RATES[orig], label=lab, physical_dimension="uV", physical_range=(-100, 100))
+        edfio.EdfSignal(
+            data[orig], RATES[orig], label=lab, physical_dimension="uV", physical_range=(-100, 100)
+        )
         for lab, orig in zip(labels, RATES)
     ]
     ann = [edfio.EdfAnnotation(1.0, None, "note")] if annotations else ()
@@ -61,7 +63,9 @@ def test_reads_only_wanted_signals_at_native_rates(mixed_edf):
     rec = read_edf(path, ["ABD", "C3-M2"])
     assert list(rec.signals) == ["ABD", "C3-M2"]
     assert rec.rates == {"ABD": 10.0, "C3-M2": 256.0}
-    assert rec.signals["ABD"].shape == (10 * DURATION_S,) and rec.signals["C3-M2"].shape == (256 * DURATION_S,)
+    assert rec.signals["ABD"].shape == (10 * DURATION_S,) and rec.signals["C3-M2"].shape == (
+        256 * DURATION_S,
+    )
     assert rec.signals["ABD"].dtype == np.float64
     step = 200 / 65535  # physical range / digital range: the EDF quantisation step
     for lab in ("ABD", "C3-M2"):
@@ -120,7 +124,9 @@ def test_header_record_count_mismatch(mixed_edf):
     path, _ = mixed_edf
     n = read_edf_header(path).num_records
     _patch(path, 236, str(n - 2), 8)  # header claims fewer records than the file holds
-    with pytest.raises(EdfHeaderError, match=f"header declares {n - 2} data records but the file holds {n}") as err:
+    with pytest.raises(
+        EdfHeaderError, match=f"header declares {n - 2} data records but the file holds {n}"
+    ) as err:
         read_edf(path, ["ABD"])
     assert not isinstance(err.value, TruncatedEdfError)
     _patch(path, 236, str(n + 3), 8)  # ... and more than it holds
@@ -209,3 +215,19 @@ def test_edf_plus_d_without_gap_is_read(tmp_path):
     assert read_edf_header(path).variant == "EDF+D"
     rec = read_edf(path, ["ABD"])
     assert rec.signals["ABD"].shape == (10 * DURATION_S,) and "EDF Annotations" not in rec.labels
+
+
+def test_bdf_is_read_at_native_rates(tmp_path):
+    path = tmp_path / "night.bdf"
+    eeg = np.sin(np.arange(800) / 10) * 50
+    edfio.Bdf(
+        [
+            edfio.BdfSignal(eeg, 100, label="C3-M2", physical_range=(-100, 100)),
+            edfio.BdfSignal(np.arange(8.0) + 90, 1, label="SpO2", physical_range=(0, 100)),
+        ]
+    ).write(path)
+    assert read_edf_header(path).file_type == "BDF"
+    rec = read_edf(path)
+    assert rec.rates == {"C3-M2": 100.0, "SpO2": 1.0}
+    np.testing.assert_allclose(rec.signals["C3-M2"], eeg, atol=200 / 2**24)  # 24-bit quantisation
+    np.testing.assert_allclose(rec.signals["SpO2"], np.arange(8.0) + 90, atol=100 / 2**24)

@@ -145,3 +145,129 @@ def test_nsrr_xml_hypnogram_has_one_event_per_run_and_reads_back(tmp_path):
 def test_write_json_turns_nan_and_numpy_into_plain_json(tmp_path):
     path = write_json(tmp_path / "s.json", {"kappa": math.nan, "n": np.int64(3), "x": np.arange(2), "s": "NaN"})
     assert json.loads(path.read_text()) == {"kappa": None, "n": 3, "x": [0, 1], "s": "NaN"}
+
+
+# --- end to end on synthetic nights ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory):
+    """A full-montage night and an SHHS-style night (no leg EMG, nasal pressure or snore), 30 min each."""
+    from osf.datasets.synthetic.generate import generate_cohort
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_cohort(root, cohorts=("generic", "shhs"), nights_per_cohort=1, hours=0.5, seed=3, progress=False)
+
+    def night(cohort):
+        edf = next((root / cohort / "polysomnography" / "edfs").glob("*.edf"))
+        return edf, root / cohort / "polysomnography" / "annotations-events-nsrr" / f"{edf.stem}-nsrr.xml"
+
+    return {"generic": night("generic"), "shhs": night("shhs")}
+
+
+def _classifier(path, channels=config.CHANNELS, thresholds=None):
+    """A random-init vit_nano with a 4-class stage head and three event heads, saved as a classifier file."""
+    import torch
+
+    from osf.backbone.checkpoint import backbone_metadata
+    from osf.backbone.vit1d_cls import create_backbone
+    from osf.downstream.classifier import SleepClassifier, save_classifier
+
+    torch.manual_seed(0)
+    backbone = create_backbone("vit_nano")
+    tasks = {"stage": list(config.STAGE_NAMES_4), "arousal": ["absent", "present"],
+             "hypopnea": ["absent", "present"], "oxygen_desaturation": ["absent", "present"]}
+    heads = {t: torch.nn.Linear(backbone.width, len(names)) for t, names in tasks.items()}
+    clf = SleepClassifier(backbone, heads, tasks, channels=channels,
+                          backbone_metadata=backbone_metadata(backbone, "random"), thresholds=thresholds)
+    return save_classifier(clf, path)
+
+
+def test_predict_command_writes_consistent_outputs(nights, tmp_path, capsys):
+    import pandas as pd
+    from sklearn.metrics import cohen_kappa_score
+
+    from main_pipelines.main_predict import main
+    from osf.datasets.io.scoring import read_scoring
+
+    edf, xml = nights["generic"]
+    clf = _classifier(tmp_path / "clf.pt", thresholds={"arousal": 0.3})
+    out = tmp_path / "out"
+    assert main(["--edf", str(edf), "--classifier", str(clf), "--annotations", str(xml), "--output_dir", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "kappa" in printed.out and "proceeding without" not in printed.err
+
+    table = pd.read_csv(out / f"{edf.stem}_epochs.csv")
+    n = len(table)
+    assert n == 60  # 30 min of 30 s epochs
+    stage_p = table[[f"p_{s}" for s in config.STAGE_NAMES_4]].to_numpy()
+    np.testing.assert_allclose(stage_p.sum(axis=1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(stage_p.argmax(axis=1), table["stage_index"])
+    for column in ("p_arousal", "p_hypopnea", "p_oxygen_desaturation"):
+        assert table[column].between(0, 1).all()
+
+    summary = json.loads((out / f"{edf.stem}_summary.json").read_text())
+    assert sum(summary["stage_minutes"].values()) == pytest.approx(n / 2)
+    assert summary["total_sleep_time_min"] == pytest.approx((table["stage"] != "W").sum() / 2)
+    assert summary["events"]["event_thresholds"]["Arousal"] == 0.3  # the head's validation threshold
+    scored5 = read_scoring(xml).stages[:n]
+    scored4 = np.array([config.STAGE_5_TO_4[int(s)] for s in scored5])
+    np.testing.assert_array_equal(table["scored_stage_index"], scored4)
+    valid = scored4 >= 0
+    expected_kappa = cohen_kappa_score(scored4[valid], table["stage_index"][valid])
+    assert summary["scored"]["cohen_kappa"] == pytest.approx(expected_kappa, abs=1e-9)
+    assert summary["scored"]["agreement"] == pytest.approx((scored4[valid] == table["stage_index"][valid]).mean())
+
+    hypnogram = read_scoring(out / f"{edf.stem}_hypnogram.xml").stages
+    np.testing.assert_array_equal([config.STAGE_5_TO_4[int(s)] for s in hypnogram], table["stage_index"])
+    assert len(mne.read_annotations(out / f"{edf.stem}_hypnogram.edf")) >= 1
+    qc = json.loads((out / f"{edf.stem}_qc.json").read_text())
+    assert qc["missing_classifier_channels"] == [] and qc["n_epochs"] == n
+    assert 0 <= qc["low_confidence_fraction"] <= 1
+    assert qc["ingestion"]["channel_map"]  # the mapping ingestion used is reported
+    png = (out / f"{edf.stem}_night.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert not list(out.glob(".*tmp"))
+
+
+def test_missing_channels_are_warned_about_in_the_report_and_on_stderr(nights, tmp_path, capsys):
+    from main_pipelines.main_predict import main
+    from osf.predict.night import predict_night
+    from osf.predict.report import MissingChannelsWarning
+
+    edf, _ = nights["shhs"]
+    clf = _classifier(tmp_path / "clf.pt")
+    with pytest.warns(MissingChannelsWarning, match="EMG_LLeg, EMG_RLeg, NP, SN"):
+        result = predict_night(edf, clf, dataset="shhs")
+    assert result.qc["missing_classifier_channels"] == ["EMG_LLeg", "EMG_RLeg", "NP", "SN"]
+    assert any("proceeding without 4" in w for w in result.qc["warnings"])
+    assert main(["--edf", str(edf), "--classifier", str(clf), "--dataset", "shhs", "--output_dir", str(tmp_path / "o"),
+                 "--hypnogram_format", "xml"]) == 0
+    assert "WARNING: proceeding without 4 of the classifier's 12 channels" in capsys.readouterr().err
+    assert (tmp_path / "o" / f"{edf.stem}_hypnogram.xml").is_file()
+    assert not (tmp_path / "o" / f"{edf.stem}_hypnogram.edf").exists()
+
+
+def test_a_night_without_any_classifier_channel_is_refused(nights, tmp_path, capsys):
+    from main_pipelines.main_predict import main
+
+    edf, _ = nights["shhs"]
+    clf = _classifier(tmp_path / "clf.pt", channels=("EMG_LLeg", "EMG_RLeg", "NP", "SN"))
+    out = tmp_path / "out"
+    assert main(["--edf", str(edf), "--classifier", str(clf), "--dataset", "shhs", "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(edf) in err and "none of the channels the classifier needs" in err
+    assert not out.exists()  # nothing written
+
+
+def test_bad_inputs_exit_with_a_reason(nights, tmp_path, capsys):
+    from main_pipelines.main_predict import main
+
+    edf, _ = nights["generic"]
+    not_a_classifier = tmp_path / "x.pt"
+    not_a_classifier.write_bytes(b"junk")
+    assert main(["--edf", str(edf), "--classifier", str(not_a_classifier), "--output_dir", str(tmp_path)]) == 2
+    assert "x.pt" in capsys.readouterr().err
+    clf = _classifier(tmp_path / "clf.pt")
+    assert main(["--edf", str(tmp_path / "none.edf"), "--classifier", str(clf), "--output_dir", str(tmp_path)]) == 2
+    assert "none.edf" in capsys.readouterr().err
+    assert main(["--edf", str(edf), "--classifier", str(clf), "--channel_map", "{oops", "--output_dir", str(tmp_path)]) == 2
+    assert "--channel_map" in capsys.readouterr().err

@@ -20,7 +20,20 @@ from osf.datasets.io import (
     resolve_channels,
 )
 
-REQUIRED = {"shhs", "chat", "mros", "ccshs", "cfs", "mesa", "sof", "wsc", "stages", "nchsdb", "sleep_edf", "generic"}
+REQUIRED = {
+    "shhs",
+    "chat",
+    "mros",
+    "ccshs",
+    "cfs",
+    "mesa",
+    "sof",
+    "wsc",
+    "stages",
+    "nchsdb",
+    "sleep_edf",
+    "generic",
+}
 
 
 def test_registry_lists_every_dataset():

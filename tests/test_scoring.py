@@ -20,11 +20,20 @@ from osf.datasets.io import (
 # Plain-text stage code -> our stage (Profusion / R&K: 4 merges into N3, 5 is REM, 9 unscored).
 PROFUSION = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 3, "5": 4, "9": -1}
 PROFUSION_EVENTS = {
-    "Hypopnea": "Hypopnea", "SpO2 desaturation": "Oxygen Desaturation", "Arousal ()": "Arousal",
-    "Obstructive Apnea": "Apnea", "Central Apnea": "Apnea", "SpO2 artifact": "other",
+    "Hypopnea": "Hypopnea",
+    "SpO2 desaturation": "Oxygen Desaturation",
+    "Arousal ()": "Arousal",
+    "Obstructive Apnea": "Apnea",
+    "Central Apnea": "Apnea",
+    "SpO2 artifact": "other",
 }
-SRO_STAGES = {"SRO:Wake": 0, "SRO:Stage1Sleep": 1, "SRO:Stage2Sleep": 2, "SRO:Stage3Sleep": 3,
-              "SRO:RapidEyeMovement": 4}
+SRO_STAGES = {
+    "SRO:Wake": 0,
+    "SRO:Stage1Sleep": 1,
+    "SRO:Stage2Sleep": 2,
+    "SRO:Stage3Sleep": 3,
+    "SRO:RapidEyeMovement": 4,
+}
 SLEEP_EDF = {"W": 0, "1": 1, "2": 2, "3": 3, "4": 3, "R": 4, "?": -1}
 
 
@@ -38,7 +47,9 @@ def test_profusion_fixture_counts(shared_dir, name):
     path = _annotations(shared_dir) / "nsrr_profusion" / name
     text = path.read_text()
     expected_stages = Counter(PROFUSION[c] for c in re.findall(r"<SleepStage>(\d+)</SleepStage>", text))
-    scored = re.search(r"<ScoredEvents>(.*)</ScoredEvents>", text, re.DOTALL).group(1)  # not the settings palette
+    scored = re.search(r"<ScoredEvents>(.*)</ScoredEvents>", text, re.DOTALL).group(
+        1
+    )  # not the settings palette
     expected_events = Counter(PROFUSION_EVENTS[n] for n in re.findall(r"<Name>([^<]*)</Name>", scored))
     s = read_scoring(path)
     assert s.format == "profusion"
@@ -52,7 +63,9 @@ def test_profusion_fixture_by_hand(shared_dir):
     # 361 hypopneas and 37 obstructive apneas among the scored events.
     s = read_scoring(_annotations(shared_dir) / "nsrr_profusion" / "learn-nsrr01.xml")
     assert len(s.stages) == 1364 and (s.stages == 0).sum() == 477 and (s.stages == 3).sum() == 17
-    assert (s.events["label"] == "Hypopnea").sum() == 361 and (s.events["name"] == "Obstructive Apnea").sum() == 37
+    assert (s.events["label"] == "Hypopnea").sum() == 361 and (
+        s.events["name"] == "Obstructive Apnea"
+    ).sum() == 37
     first = s.events.iloc[0]
     assert (first["name"], first["onset"], first["duration"]) == ("SpO2 artifact", 380.0, 4.0)
 
@@ -109,7 +122,11 @@ def test_sro_fixture_with_vendor_clock_starts(shared_dir):
     concepts = Counter(c for c, _, _ in _sro_events(path.read_text()))
     s = read_scoring(path)
     assert len(s.stages) == 0
-    assert (s.events["label"] == "Apnea").sum() == concepts["SRO:MixedApnea"] + concepts["SRO:CentralApnea"] == 65
+    assert (
+        (s.events["label"] == "Apnea").sum()
+        == concepts["SRO:MixedApnea"] + concepts["SRO:CentralApnea"]
+        == 65
+    )
     assert (s.events["label"] == "Hypopnea").sum() == concepts["SRO:Hypopnea"]
     timed = s.events.dropna(subset=["onset"])
     assert timed["name"].tolist() == ["Recording Start Time"]  # clock stamps cannot be placed
@@ -274,12 +291,22 @@ def test_unknown_formats(tmp_path):
 
 # --- CSV / TSV -------------------------------------------------------------------------------
 def test_csv_and_tsv(tmp_path):
-    rows = [("0", "60", "Sleep stage W"), ("60", "30", "Sleep stage N2"), ("90", "30", "Sleep stage R"),
-            ("70", "15", "Obstructive Hypopnea"), ("95", "5", "EEG arousal"), ("100", "", "Mystery")]
+    rows = [
+        ("0", "60", "Sleep stage W"),
+        ("60", "30", "Sleep stage N2"),
+        ("90", "30", "Sleep stage R"),
+        ("70", "15", "Obstructive Hypopnea"),
+        ("95", "5", "EEG arousal"),
+        ("100", "", "Mystery"),
+    ]
     for sep, suffix in ((",", ".csv"), ("\t", ".tsv")):
         path = tmp_path / f"events{suffix}"
-        path.write_text(sep.join(["onset", "duration", "description"]) + "\n"
-                        + "\n".join(sep.join(r) for r in rows) + "\n")
+        path.write_text(
+            sep.join(["onset", "duration", "description"])
+            + "\n"
+            + "\n".join(sep.join(r) for r in rows)
+            + "\n"
+        )
         s = read_scoring(path)
         assert s.format == "csv" and s.stages.tolist() == [0, 0, 2, 4]
         labels = s.epoch_labels(4)
@@ -295,3 +322,18 @@ def test_csv_errors(tmp_path):
     path.write_text("time,what\n0,W\n")
     with pytest.raises(MalformedScoringError, match="no 'onset' column"):
         read_scoring(path)
+
+
+def test_csv_with_clock_time_onsets(tmp_path):
+    import datetime as dt
+
+    path = tmp_path / "BOGN00004.csv"  # STAGES style: clock times, across midnight
+    path.write_text(
+        "Start Time,Duration (seconds),Event\n23:59:00,0,LightsOff\n23:59:00,60,Wake\n"
+        "00:00:00,30,Stage2\n00:00:30,30,REM\n00:00:10,12,Obstructive Apnea\n"
+    )
+    with pytest.raises(MalformedScoringError, match="a clock time: pass recording_start"):
+        read_scoring(path)
+    s = read_scoring(path, recording_start=dt.datetime(2020, 1, 1, 23, 59, 0))
+    assert s.stages.tolist() == [0, 0, 2, 4] and not s.unknown_event_names
+    assert s.events.loc[s.events["label"] == "Apnea", "onset"].tolist() == [70.0]

@@ -133,7 +133,9 @@ def test_manifest_provenance_failures_and_events(tmp_path):
     assert "truncated" in m["excluded"][0]["reason"]
     assert m["unknown_event_names"] == {"shhs": {"Other thing": 4, "Weird event": 3}}
     assert m["channel_maps"] == [{"channel_map": {"ECG": "EKG"}, "datasets": {"shhs": 1}}]
-    assert m["pipeline"] == [{"settings": {"version": "1.2", "normalisation": "median_iqr"}, "datasets": {"shhs": 2}}]
+    assert m["pipeline"] == [
+        {"settings": {"version": "1.2", "normalisation": "median_iqr"}, "datasets": {"shhs": 2}}
+    ]
     rec_n1 = next(r for r in m["recordings"] if r["recording_id"] == "n1")
     assert rec_n1["source"]["sha256"]["edf"] == hashlib.sha256(edf.read_bytes()).hexdigest()
     assert m["cohort_groups"] == {"shhs": "pretrain"} and set(st.index["cohort_group"]) == {"pretrain"}
@@ -176,11 +178,15 @@ def test_subject_splits_deterministic_stable_and_proportional():
     subjects = pd.DataFrame({"dataset": "shhs", "subject_id": [f"p{i}" for i in range(3000)]})
     split = assign_subject_splits(subjects, (0.7, 0.2, 0.1), seed=3)
     frac = split.value_counts(normalize=True)
-    assert abs(frac["train"] - 0.7) < 0.03 and abs(frac["val"] - 0.2) < 0.03 and abs(frac["test"] - 0.1) < 0.03
+    assert (
+        abs(frac["train"] - 0.7) < 0.03 and abs(frac["val"] - 0.2) < 0.03 and abs(frac["test"] - 0.1) < 0.03
+    )
     pd.testing.assert_series_equal(split, assign_subject_splits(subjects, (0.7, 0.2, 0.1), seed=3))
     # Adding subjects never moves existing ones.
-    more = pd.concat([subjects, pd.DataFrame({"dataset": "shhs", "subject_id": [f"q{i}" for i in range(500)]})],
-                     ignore_index=True)
+    more = pd.concat(
+        [subjects, pd.DataFrame({"dataset": "shhs", "subject_id": [f"q{i}" for i in range(500)]})],
+        ignore_index=True,
+    )
     split_more = assign_subject_splits(more, (0.7, 0.2, 0.1), seed=3)
     pd.testing.assert_series_equal(split_more.iloc[:3000], split)
     assert (assign_subject_splits(subjects, (0.7, 0.2, 0.1), seed=4) != split).mean() > 0.2

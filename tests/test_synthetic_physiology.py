@@ -138,7 +138,8 @@ def test_rem_eye_movements_are_conjugate_and_nrem_bleed_through_in_phase(nights)
         for n in nights:
             e1, fs = _epochs(n, "E1-M2")
             e2, _ = _epochs(n, "E2-M1")
-            for i in np.flatnonzero(n.stages == stage):
+            ok = _clean_epochs(n, "E1-M2") & _clean_epochs(n, "E2-M1")
+            for i in np.flatnonzero((n.stages == stage) & ok):
                 cs.append(np.corrcoef(e1[i], e2[i])[0, 1])
         return float(np.median(cs))
     assert corr_by_stage(REM) < -0.3  # opposite polarity on E1 vs E2

@@ -29,7 +29,9 @@ from osf.datasets.store import EpochStore
 log = logging.getLogger(__name__)
 
 TASKS = ("pretrain", "downstream")
-_STAGE_LUT_4 = np.array([config.STAGE_5_TO_4[s] for s in range(-1, len(config.STAGE_NAMES_5))], dtype=np.int64)
+_STAGE_LUT_4 = np.array(
+    [config.STAGE_5_TO_4[s] for s in range(-1, len(config.STAGE_NAMES_5))], dtype=np.int64
+)
 
 
 def preset_keep_mask(channel_preset: str) -> np.ndarray:
@@ -39,7 +41,9 @@ def preset_keep_mask(channel_preset: str) -> np.ndarray:
     return keep
 
 
-def task_labels(raw: np.ndarray, eval_label: str, stage_classes: int = 4) -> tuple[np.ndarray, tuple[str, ...]]:
+def task_labels(
+    raw: np.ndarray, eval_label: str, stage_classes: int = 4
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Map a stored label column to task labels (int64, -1 unknown) and return them with the class names."""
     raw = np.asarray(raw, dtype=np.int64)
     if eval_label == "Stage":
@@ -86,7 +90,9 @@ class EpochDataset(Dataset):
         if keep_channels is not None:
             keep_channels = np.asarray(keep_channels, dtype=bool)
             if keep_channels.shape != (config.NUM_CHANNELS,):
-                raise ValueError(f"keep_channels must be bool [{config.NUM_CHANNELS}], got {keep_channels.shape}")
+                raise ValueError(
+                    f"keep_channels must be bool [{config.NUM_CHANNELS}], got {keep_channels.shape}"
+                )
             if keep_channels.all():
                 keep_channels = None
         self.keep_channels = keep_channels
@@ -165,7 +171,9 @@ class TrainSampler(DistributedSampler):
         group_weights: Mapping[Any, float] | None = None,
         num_samples: int | None = None,
     ):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False
+        )
         self.n_items = len(dataset)
         self.total = int(num_samples) if num_samples is not None else self.n_items
         self.mixture: list[tuple[np.ndarray, float]] | None = None
@@ -177,9 +185,13 @@ class TrainSampler(DistributedSampler):
             missing = sorted(present - set(group_weights))
             if missing:
                 raise ValueError(f"mixture weights lack group(s) {missing}; given {dict(group_weights)}")
-            members = [(np.flatnonzero(groups == g), float(w)) for g, w in group_weights.items() if g in present]
+            members = [
+                (np.flatnonzero(groups == g), float(w)) for g, w in group_weights.items() if g in present
+            ]
             if any(w < 0 for _, w in members) or sum(w for _, w in members) <= 0:
-                raise ValueError(f"mixture weights must be >= 0 with a positive sum, got {dict(group_weights)}")
+                raise ValueError(
+                    f"mixture weights must be >= 0 with a positive sum, got {dict(group_weights)}"
+                )
             self.mixture = [(m, w) for m, w in members if w > 0]
         self.num_samples = math.ceil(self.total / self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
@@ -193,7 +205,9 @@ class TrainSampler(DistributedSampler):
         picks = []
         for (members, _), k in zip(self.mixture, counts):
             reps = math.ceil(k / len(members)) if k else 0
-            picks.append(np.concatenate([rng.permutation(members) for _ in range(reps)])[:k] if reps else members[:0])
+            picks.append(
+                np.concatenate([rng.permutation(members) for _ in range(reps)])[:k] if reps else members[:0]
+            )
         return rng.permutation(np.concatenate(picks))
 
     def __iter__(self) -> Iterator[int]:
@@ -224,8 +238,9 @@ class EvalSampler(DistributedSampler):
         return self.num_samples
 
 
-def k_shot_rows(labels: np.ndarray, k: int, num_classes: int, seed: int = 0,
-                label_names: Sequence[str] | None = None) -> np.ndarray:
+def k_shot_rows(
+    labels: np.ndarray, k: int, num_classes: int, seed: int = 0, label_names: Sequence[str] | None = None
+) -> np.ndarray:
     """Positions of exactly `k` items per class (seeded); raises if a class has fewer than `k`."""
     if k < 1:
         raise ValueError(f"n_train_samples (k per class) must be >= 1, got {k}")
@@ -235,8 +250,10 @@ def k_shot_rows(labels: np.ndarray, k: int, num_classes: int, seed: int = 0,
         members = np.flatnonzero(labels == c)
         if members.size < k:
             name = label_names[c] if label_names else c
-            raise ValueError(f"k-shot: k={k} per class but class {name!r} has only {members.size} labelled "
-                             "training epochs; lower n_train_samples or raise train_data_pct")
+            raise ValueError(
+                f"k-shot: k={k} per class but class {name!r} has only {members.size} labelled "
+                "training epochs; lower n_train_samples or raise train_data_pct"
+            )
         picked.append(rng.choice(members, size=k, replace=False))
     return np.sort(np.concatenate(picked))
 
@@ -276,7 +293,9 @@ class SleepDataModule(pl.LightningDataModule):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if task == "downstream" and eval_label is None:
-            raise ValueError("task='downstream' needs an eval_label, one of " + str(list(config.LABEL_COLUMNS)))
+            raise ValueError(
+                "task='downstream' needs an eval_label, one of " + str(list(config.LABEL_COLUMNS))
+            )
         if eval_label is not None and eval_label not in config.LABEL_COLUMNS:
             raise ValueError(f"unknown eval_label {eval_label!r}; choose one of {list(config.LABEL_COLUMNS)}")
         if stage_classes not in (4, 5):
@@ -315,6 +334,10 @@ class SleepDataModule(pl.LightningDataModule):
     @property
     def class_counts(self) -> np.ndarray:
         """Training epochs per class (int64 [num_classes]), e.g. for class weights."""
+        if self.eval_label is None:
+            raise ValueError(
+                "class_counts needs an eval_label; this data module serves unlabelled pre-training"
+            )
         self._require_setup()
         return np.array(self._summary["splits"]["train"]["class_counts_array"], dtype=np.int64)
 
@@ -348,27 +371,41 @@ class SleepDataModule(pl.LightningDataModule):
         if self.include_datasets is not None:
             unknown = sorted(set(self.include_datasets) - set(available))
             if unknown:
-                raise ValueError(f"{self.data_dir}: include_datasets {unknown} not in the store; it has {available}")
+                raise ValueError(
+                    f"{self.data_dir}: include_datasets {unknown} not in the store; it has {available}"
+                )
         selected = in_cohort(index["cohort_group"], self.task)
         if self.include_datasets is not None:
             selected &= index["dataset"].isin(self.include_datasets).to_numpy()
         used = sorted(index.loc[selected, "dataset"].unique())
         if not used:
-            raise ValueError(f"{self.data_dir}: no datasets for task {self.task!r} (cohort groups "
-                             f"{store.manifest.get('cohort_groups')}, include_datasets={self.include_datasets})")
+            raise ValueError(
+                f"{self.data_dir}: no datasets for task {self.task!r} (cohort groups "
+                f"{store.manifest.get('cohort_groups')}, include_datasets={self.include_datasets})"
+            )
 
         labels_all = None
         if self.eval_label is not None:
-            labels_all, _ = task_labels(index[config.LABEL_COLUMNS[self.eval_label]].to_numpy(), self.eval_label,
-                                        self.stage_classes)
+            labels_all, _ = task_labels(
+                index[config.LABEL_COLUMNS[self.eval_label]].to_numpy(), self.eval_label, self.stage_classes
+            )
         split_col = index["split"].to_numpy(dtype=object)
-        subject_key = (index["dataset"].astype(str) + "/" + index["subject_id"].astype(str)).to_numpy(dtype=object)
+        subject_key = (index["dataset"].astype(str) + "/" + index["subject_id"].astype(str)).to_numpy(
+            dtype=object
+        )
         summary: dict[str, Any] = {
-            "store": str(self.data_dir), "task": self.task, "eval_label": self.eval_label,
-            "label_names": list(self.label_names), "datasets": used, "channel_preset": self.channel_preset,
+            "store": str(self.data_dir),
+            "task": self.task,
+            "eval_label": self.eval_label,
+            "label_names": list(self.label_names),
+            "datasets": used,
+            "channel_preset": self.channel_preset,
             "kept_channels": [c for c, k in zip(config.CHANNELS, self.keep_channels) if k],
-            "mask_train_channels": self.mask_train_channels, "train_data_pct": self.train_data_pct,
-            "n_train_samples": self.n_train_samples, "mixture_weights": self.mixture_weights, "splits": {},
+            "mask_train_channels": self.mask_train_channels,
+            "train_data_pct": self.train_data_pct,
+            "n_train_samples": self.n_train_samples,
+            "mixture_weights": self.mixture_weights,
+            "splits": {},
         }
         for split in SPLITS:
             rows = np.flatnonzero(selected & (split_col == split))
@@ -385,43 +422,62 @@ class SleepDataModule(pl.LightningDataModule):
                     info["excluded_unknown_label"] = int((~known).sum())
                     rows, labels = rows[known], labels[known]
                     if split == "train" and self.n_train_samples is not None:
-                        pick = k_shot_rows(labels, self.n_train_samples, self.num_classes, self.seed,
-                                           self.label_names)
+                        pick = k_shot_rows(
+                            labels, self.n_train_samples, self.num_classes, self.seed, self.label_names
+                        )
                         rows, labels = rows[pick], labels[pick]
                 counts = np.bincount(labels[labels >= 0], minlength=self.num_classes)
                 info["class_counts"] = dict(zip(self.label_names, counts.tolist()))
                 info["class_counts_array"] = counts.tolist()
-            recording_key = index["dataset"].to_numpy(dtype=object)[rows] + "/" + index["recording_id"].to_numpy(
-                dtype=object)[rows]
-            info.update(epochs=int(rows.size), subjects=len(set(subject_key[rows])), recordings=len(set(recording_key)))
+            recording_key = (
+                index["dataset"].to_numpy(dtype=object)[rows]
+                + "/"
+                + index["recording_id"].to_numpy(dtype=object)[rows]
+            )
+            info.update(
+                epochs=int(rows.size),
+                subjects=len(set(subject_key[rows])),
+                recordings=len(set(recording_key)),
+            )
             info["epochs_per_dataset"] = index["dataset"].iloc[rows].value_counts().sort_index().to_dict()
             keep = self.keep_channels if (split != "train" or self.mask_train_channels) else None
             self.datasets[split] = EpochDataset(store, rows, labels, keep)
             summary["splits"][split] = info
         if self.datasets["train"].rows.size == 0:
-            raise ValueError(f"{self.data_dir}: no training epochs for task {self.task!r} on datasets {used} "
-                             f"(summary: {summary['splits']['train']})")
+            raise ValueError(
+                f"{self.data_dir}: no training epochs for task {self.task!r} on datasets {used} "
+                f"(summary: {summary['splits']['train']})"
+            )
         if self.mixture_weights is not None:
             self._check_mixture(used)
         self._summary = summary
         for split, info in summary["splits"].items():
             if info.get("excluded_unknown_label"):
-                log.info("%s split: %d epochs with unknown %s excluded (kept %d)", split,
-                         info["excluded_unknown_label"], self.eval_label, info["epochs"])
+                log.info(
+                    "%s split: %d epochs with unknown %s excluded (kept %d)",
+                    split,
+                    info["excluded_unknown_label"],
+                    self.eval_label,
+                    info["epochs"],
+                )
 
     def _check_mixture(self, used: list[str]) -> None:
         unknown = sorted(set(self.mixture_weights) - set(used))
         missing = sorted(set(used) - set(self.mixture_weights))
         if unknown or missing:
-            raise ValueError(f"mixture_weights must name exactly the datasets in use {used}: "
-                             f"unknown {unknown}, missing {missing}")
+            raise ValueError(
+                f"mixture_weights must name exactly the datasets in use {used}: "
+                f"unknown {unknown}, missing {missing}"
+            )
 
     def summary(self) -> dict[str, Any]:
         """Counts per split (epochs, subjects, recordings, per class, unknown labels excluded), for logging."""
         self._require_setup()
         out = {k: v for k, v in self._summary.items() if k != "splits"}
-        out["splits"] = {s: {k: v for k, v in info.items() if k != "class_counts_array"}
-                         for s, info in self._summary["splits"].items()}
+        out["splits"] = {
+            s: {k: v for k, v in info.items() if k != "class_counts_array"}
+            for s, info in self._summary["splits"].items()
+        }
         return out
 
     def _world(self) -> tuple[int, int]:
@@ -449,9 +505,14 @@ class SleepDataModule(pl.LightningDataModule):
         self._require_setup()
         world, rank = self._world()
         ds = self.datasets["train"]
-        sampler = TrainSampler(ds, num_replicas=world, rank=rank, seed=self.seed,
-                               groups=ds.dataset_names() if self.mixture_weights else None,
-                               group_weights=self.mixture_weights)
+        sampler = TrainSampler(
+            ds,
+            num_replicas=world,
+            rank=rank,
+            seed=self.seed,
+            groups=ds.dataset_names() if self.mixture_weights else None,
+            group_weights=self.mixture_weights,
+        )
         # A trailing batch smaller than batch_size upsets batch statistics; it is reshuffled next epoch.
         return self._loader(ds, sampler, drop_last=len(sampler) > self.batch_size)
 

@@ -56,7 +56,9 @@ class RecordingEpochs:
         sig = self.signals
         if not isinstance(sig, np.ndarray) or sig.ndim != 3 or sig.shape[1:] != shape:
             got = getattr(sig, "shape", type(sig).__name__)
-            raise ValueError(f"{where}: signals must be an array [n_epochs, {shape[0]}, {shape[1]}], got {got}")
+            raise ValueError(
+                f"{where}: signals must be an array [n_epochs, {shape[0]}, {shape[1]}], got {got}"
+            )
         if sig.shape[0] == 0:
             raise ValueError(f"{where}: no epochs")
         if not np.issubdtype(sig.dtype, np.floating):
@@ -69,7 +71,9 @@ class RecordingEpochs:
             )
         unknown = sorted(set(self.labels) - set(LABEL_FIELDS))
         if unknown:
-            raise ValueError(f"{where}: unknown label column(s) {unknown}; expected a subset of {list(LABEL_FIELDS)}")
+            raise ValueError(
+                f"{where}: unknown label column(s) {unknown}; expected a subset of {list(LABEL_FIELDS)}"
+            )
         for col, values in self.labels.items():
             values = np.asarray(values)
             if values.shape != (n,):

@@ -28,7 +28,9 @@ def subject_hash_unit(dataset: str, subject_id: str, seed: int = 0) -> float:
 def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (len(SPLITS),) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
-        raise ValueError(f"split fractions must be 3 non-negative numbers (train, val, test) summing to 1, got {fractions}")
+        raise ValueError(
+            f"split fractions must be 3 non-negative numbers (train, val, test) summing to 1, got {fractions}"
+        )
     return fr
 
 
@@ -60,7 +62,10 @@ def assign_subject_splits(
 
 
 def split_for_rows(
-    datasets: Iterable[str], subject_ids: Iterable[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+    datasets: Iterable[str],
+    subject_ids: Iterable[str],
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
 ) -> np.ndarray:
     """Split name for every row (epoch or recording) given its dataset and subject id."""
     rows = pd.DataFrame({"dataset": list(datasets), "subject_id": list(subject_ids)}).astype(str)
@@ -69,7 +74,9 @@ def split_for_rows(
     return rows.merge(subjects, on=["dataset", "subject_id"], how="left")["split"].to_numpy(dtype=object)
 
 
-def resolve_cohort_groups(datasets: Iterable[str], cohort_groups: Mapping[str, str] | None = None) -> dict[str, str]:
+def resolve_cohort_groups(
+    datasets: Iterable[str], cohort_groups: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Cohort group per dataset: `cohort_groups` entries, every other dataset in "both"."""
     datasets = sorted(set(datasets))
     cohort_groups = dict(cohort_groups or {})
@@ -95,5 +102,5 @@ def subset_subjects(subject_keys: Sequence[str], fraction: float, seed: int = 0)
     if fraction >= 1.0:
         return set(keys)
     order = sorted(keys, key=lambda k: subject_hash_unit("subset", k, seed))
-    n = max(1, int(round(fraction * len(keys))))
+    n = max(1, round(fraction * len(keys)))
     return set(order[:n])

@@ -108,7 +108,9 @@ def _check_name(kind: str, value: str) -> str:
 class StoreWriter:
     """Writes recordings into a store folder; resumable; `finalize()` builds index, splits and manifest."""
 
-    def __init__(self, root: str | os.PathLike, overwrite: bool = False, pipeline: Mapping[str, Any] | None = None):
+    def __init__(
+        self, root: str | os.PathLike, overwrite: bool = False, pipeline: Mapping[str, Any] | None = None
+    ):
         """Open (or create) a store at `root`; `overwrite=True` deletes an existing one first.
 
         `pipeline` (version + settings of the preprocessing, JSON-serialisable) is stored with every
@@ -155,7 +157,9 @@ class StoreWriter:
         source = dict(source or {})
         if "sha256" not in source:
             source["sha256"] = {
-                k: file_sha256(v) for k, v in source.items() if isinstance(v, (str, os.PathLike)) and Path(v).is_file()
+                k: file_sha256(v)
+                for k, v in source.items()
+                if isinstance(v, (str, os.PathLike)) and Path(v).is_file()
             }
         qc = dict(epochs.qc)
         meta = {
@@ -176,10 +180,14 @@ class StoreWriter:
         meta_json = json.dumps(meta, default=_json_default)
 
         # Array first (an orphan array without sidecar is simply rewritten on resume).
-        fd, tmp_array = tempfile.mkstemp(prefix=f".{array_path.stem}.", suffix=".npy.tmp", dir=array_path.parent)
+        fd, tmp_array = tempfile.mkstemp(
+            prefix=f".{array_path.stem}.", suffix=".npy.tmp", dir=array_path.parent
+        )
         os.close(fd)
         try:
-            out = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=SIGNAL_DTYPE, shape=epochs.signals.shape)
+            out = np.lib.format.open_memmap(
+                tmp_array, mode="w+", dtype=SIGNAL_DTYPE, shape=epochs.signals.shape
+            )
             out[:] = epochs.signals
             out.flush()
             del out
@@ -201,7 +209,9 @@ class StoreWriter:
         for col in QUALITY_FIELDS:
             columns[col] = epochs.quality_array(col)
         table = pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _SIDECAR_META_KEY: meta_json.encode()})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), _SIDECAR_META_KEY: meta_json.encode()}
+        )
         tmp_sidecar = sidecar_path.with_name(f".{sidecar_path.name}.{os.getpid()}.tmp")
         try:
             pq.write_table(table, tmp_sidecar)
@@ -234,7 +244,7 @@ class StoreWriter:
             try:
                 table = pq.read_table(sidecar)
                 meta = json.loads(table.schema.metadata[_SIDECAR_META_KEY])
-            except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+            except Exception as exc:
                 raise ValueError(f"{sidecar}: unreadable recording sidecar ({exc})") from exc
             array_path = sidecar.with_suffix(".npy")
             if not array_path.is_file():
@@ -261,7 +271,9 @@ class StoreWriter:
         if not frames:
             raise ValueError(f"{self.root}: no recordings were written; nothing to finalize")
         index = pd.concat(frames, ignore_index=True)
-        index = index.sort_values(["dataset", "recording_id", "epoch_index"], kind="stable").reset_index(drop=True)
+        index = index.sort_values(["dataset", "recording_id", "epoch_index"], kind="stable").reset_index(
+            drop=True
+        )
         index["split"] = split_for_rows(index["dataset"], index["subject_id"], split_fractions, seed)
         groups = resolve_cohort_groups(index["dataset"], cohort_groups)
         missing = sorted(set(cohort_groups or {}) - set(groups))
@@ -332,8 +344,8 @@ class StoreWriter:
             "sample_rate": config.SAMPLE_RATE,
             "epoch_samples": config.EPOCH_SAMPLES,
             "signal_dtype": np.dtype(SIGNAL_DTYPE).name,
-            "n_epochs": int(len(index)),
-            "n_recordings": int(len(metas)),
+            "n_epochs": len(index),
+            "n_recordings": len(metas),
             "splits": {
                 "fractions": list(map(float, split_fractions)),
                 "seed": int(seed),
@@ -345,11 +357,26 @@ class StoreWriter:
             "cohort_groups": groups,
             "cohort_groups_unused": unused_groups,
             "pipeline": [{"settings": p["settings"], "datasets": dict(p["datasets"])} for p in pipelines],
-            "channel_maps": [{"channel_map": e["channel_map"], "datasets": dict(e["datasets"])} for e in channel_maps.values()],
+            "channel_maps": [
+                {"channel_map": e["channel_map"], "datasets": dict(e["datasets"])}
+                for e in channel_maps.values()
+            ],
             "unknown_event_names": {d: dict(c.most_common()) for d, c in unknown_events.items() if c},
             "recordings": [
-                {k: m.get(k) for k in ("dataset", "recording_id", "subject_id", "visit", "n_epochs", "duration_s",
-                                       "source_path", "source", "qc")}
+                {
+                    k: m.get(k)
+                    for k in (
+                        "dataset",
+                        "recording_id",
+                        "subject_id",
+                        "visit",
+                        "n_epochs",
+                        "duration_s",
+                        "source_path",
+                        "source",
+                        "qc",
+                    )
+                }
                 for m in metas
             ],
             "excluded": list(excluded.values()),
@@ -369,8 +396,10 @@ class EpochStore:
         index_path, manifest_path = self.root / "index.parquet", self.root / "manifest.json"
         for p in (index_path, manifest_path):
             if not p.is_file():
-                raise FileNotFoundError(f"{self.root} is not a finalized epoch store: {p.name} is missing "
-                                        "(write recordings with StoreWriter, then call finalize())")
+                raise FileNotFoundError(
+                    f"{self.root} is not a finalized epoch store: {p.name} is missing "
+                    "(write recordings with StoreWriter, then call finalize())"
+                )
         try:
             self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as exc:
@@ -405,15 +434,19 @@ class EpochStore:
                 raise ValueError(f"{path}: cannot open the signal array ({exc})") from exc
             expected = (int(self._file_lengths[file_id]), config.NUM_CHANNELS, config.EPOCH_SAMPLES)
             if mm.dtype != SIGNAL_DTYPE or mm.shape != expected:
-                raise ValueError(f"{path}: expected {np.dtype(SIGNAL_DTYPE).name} {expected} as in the index, "
-                                 f"found {mm.dtype} {mm.shape}")
+                raise ValueError(
+                    f"{path}: expected {np.dtype(SIGNAL_DTYPE).name} {expected} as in the index, "
+                    f"found {mm.dtype} {mm.shape}"
+                )
             self._maps[file_id] = mm
         return mm
 
     def _check_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self.index)):
-            raise IndexError(f"{self.root}: rows must be in [0, {len(self.index)}), got min {rows.min()} max {rows.max()}")
+            raise IndexError(
+                f"{self.root}: rows must be in [0, {len(self.index)}), got min {rows.min()} max {rows.max()}"
+            )
         return rows
 
     def read(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -505,8 +538,13 @@ def random_recording(n_epochs: int, rng: np.random.Generator, missing: Sequence[
     return RecordingEpochs(
         signals=x,
         channel_mask=mask,
-        labels={"stage": stage, "arousal": arousal, "hypopnea": hypopnea, "oxygen_desaturation": desat,
-                "apnea": apnea},
+        labels={
+            "stage": stage,
+            "arousal": arousal,
+            "hypopnea": hypopnea,
+            "oxygen_desaturation": desat,
+            "apnea": apnea,
+        },
         quality={"clipped_frac": (np.abs(x) >= 6).mean(axis=(1, 2)).astype(np.float32)},
         qc={"generator": "osf.datasets.store.random_recording", "missing_channels": list(missing)},
         source_path=None,

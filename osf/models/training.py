@@ -209,8 +209,10 @@ def build_datamodule(cfg: dict[str, Any]) -> pl.LightningDataModule:
     )
 
 
-def run_pretrain(cfg: dict[str, Any], datamodule: pl.LightningDataModule | None = None) -> PretrainResult:
-    """Train one method from a resolved config (see :func:`resolve_pretrain_config`)."""
+def run_pretrain(
+    cfg: dict[str, Any], datamodule: pl.LightningDataModule | None = None, callbacks: list | None = None
+) -> PretrainResult:
+    """Train one method from a resolved config (see :func:`resolve_pretrain_config`); ``callbacks`` are added."""
     run_dir = _run_dir(cfg)
     cfg = {**cfg, "run_dir": str(run_dir)}
     pl.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
@@ -228,7 +230,7 @@ def run_pretrain(cfg: dict[str, Any], datamodule: pl.LightningDataModule | None 
     datamodule.train_dataloader = position.wrap(datamodule.train_dataloader)
     val_ds = getattr(datamodule, "datasets", {}).get("val") if hasattr(datamodule, "datasets") else None
     has_val = val_ds is not None and len(val_ds) > 0
-    trainer = build_trainer(cfg, run_dir, has_val, extra_callbacks=[position])
+    trainer = build_trainer(cfg, run_dir, has_val, extra_callbacks=[position, *(callbacks or [])])
     if trainer.is_global_zero:
         _save_config(cfg, run_dir)
     periodic = trainer.checkpoint_callbacks[0]

@@ -214,7 +214,7 @@ def write_night_outputs(
     return files
 
 
-def print_warnings(result: NightPrediction, stream=sys.stderr) -> None:
-    """Print the QC report's warnings (one per line) to ``stream``."""
+def print_warnings(result: NightPrediction, stream=None) -> None:
+    """Print the QC report's warnings (one per line) to ``stream`` (default: stderr)."""
     for message in result.qc.get("warnings", []):
-        print(f"WARNING: {message}", file=stream)
+        print(f"WARNING: {message}", file=stream or sys.stderr)

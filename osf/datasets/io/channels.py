@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import config
@@ -77,7 +77,9 @@ def _index_labels(labels: list[str], path: str | Path | None) -> dict[str, list[
     return index
 
 
-def _pick(index: dict[str, list[str]], candidates: tuple[str, ...], path: str | Path | None, what: str) -> str | None:
+def _pick(
+    index: dict[str, list[str]], candidates: tuple[str, ...], path: str | Path | None, what: str
+) -> str | None:
     """The EDF label matching the first candidate present; duplicates of a needed label are errors."""
     for cand in candidates:
         hits = index.get(config.normalize_label(cand))
@@ -120,7 +122,9 @@ def load_channel_map(source: str | Path | Mapping[str, Any]) -> dict[str, str | 
             raise ChannelMapError(where, f"channel map must be a JSON object, got {type(raw).__name__}")
     unknown = [k for k in raw if k not in config.CHANNEL_INDEX]
     if unknown:
-        raise ChannelMapError(where, f"unknown canonical channel(s) {unknown}; known: {list(config.CHANNELS)}")
+        raise ChannelMapError(
+            where, f"unknown canonical channel(s) {unknown}; known: {list(config.CHANNELS)}"
+        )
     out: dict[str, str | tuple[str, str]] = {}
     for key, value in raw.items():
         if isinstance(value, str) and value.strip():
@@ -171,10 +175,13 @@ def resolve_channels(
                 hit = _pick(index, (lab,), path, canonical)
                 if hit is None:
                     raise ChannelMapError(
-                        path, f"channel map: {canonical} uses {lab!r}, which is not in the file; labels: {list(labels)}"
+                        path,
+                        f"channel map: {canonical} uses {lab!r}, which is not in the file; labels: {list(labels)}",
                     )
                 found.append(hit)
-            sources[canonical] = ChannelSource("direct" if len(found) == 1 else "derived", tuple(found), "channel_map")
+            sources[canonical] = ChannelSource(
+                "direct" if len(found) == 1 else "derived", tuple(found), "channel_map"
+            )
     else:
         dataset_aliases = spec.aliases
         for canonical in config.CHANNELS:
@@ -186,7 +193,10 @@ def resolve_channels(
 
 
 def _resolve_one(
-    canonical: str, index: dict[str, list[str]], dataset_aliases: dict[str, tuple[str, ...]], path: str | Path | None
+    canonical: str,
+    index: dict[str, list[str]],
+    dataset_aliases: dict[str, tuple[str, ...]],
+    path: str | Path | None,
 ) -> ChannelSource:
     hit = _pick(index, dataset_aliases.get(canonical, ()), path, canonical)
     if hit:

@@ -1,10 +1,14 @@
 """Plain event tables: CSV or TSV with a header row naming onset, duration and description columns
-(BIDS ``events.tsv`` and NCHSDB use exactly these). Onsets are seconds from the recording start.
+(BIDS ``events.tsv`` and NCHSDB use exactly these). Onsets are seconds from the recording start,
+or clock times ``HH:MM:SS[.f]`` (STAGES) which need the recording start time to become seconds; a
+clock time earlier than the start is taken to be after midnight.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,15 +16,27 @@ import pandas as pd
 from osf.datasets.io.errors import MalformedScoringError
 from osf.datasets.io.scoring import Scoring, build_scoring, split_named_events
 
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2}(?:\.\d*)?)$")
 _COLUMN_NAMES = {
-    "onset": ("onset", "start", "onset_s", "start_s", "start (s)", "onset (s)"),
+    "onset": ("onset", "start", "onset_s", "start_s", "start (s)", "onset (s)", "start time"),
     "duration": ("duration", "duration_s", "duration (s)", "duration (seconds)"),
     "description": ("description", "event", "annotation", "label", "name", "trial_type"),
 }
 
 
-def read_csv_scoring(path: str | Path) -> Scoring:
-    """Read an onset/duration/description CSV or TSV."""
+def _clock_onset(text: str, start: _dt.time | _dt.datetime | None) -> float | None:
+    """Seconds from ``start`` for a clock-time onset; None if ``text`` is not a clock time."""
+    m = _CLOCK.match(text)
+    if m is None or start is None:
+        return None
+    start_t = start.time() if isinstance(start, _dt.datetime) else start
+    t = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    s = start_t.hour * 3600 + start_t.minute * 60 + start_t.second + start_t.microsecond / 1e6
+    return (t - s) % 86400.0
+
+
+def read_csv_scoring(path: str | Path, recording_start: _dt.time | _dt.datetime | None = None) -> Scoring:
+    """Read an onset/duration/description CSV or TSV (clock-time onsets need ``recording_start``)."""
     path = Path(path)
     with path.open("r", encoding="utf-8-sig", errors="replace") as f:
         first = f.readline()
@@ -35,7 +51,8 @@ def read_csv_scoring(path: str | Path) -> Scoring:
         hit = next((lowered[o] for o in options if o in lowered), None)
         if hit is None and key != "duration":
             raise MalformedScoringError(
-                path, f"no {key!r} column; header is {list(table.columns)}, expected onset, duration, description"
+                path,
+                f"no {key!r} column; header is {list(table.columns)}, expected onset, duration, description",
             )
         cols[key] = hit
     items = []
@@ -50,9 +67,14 @@ def read_csv_scoring(path: str | Path) -> Scoring:
             try:
                 value = float(text)
             except ValueError:
-                raise MalformedScoringError(
-                    path, f"line {row}: {key} {text!r} is not a number of seconds from the recording start"
-                ) from None
+                clock = _clock_onset(text, recording_start) if key == "onset" else None
+                if clock is None:
+                    hint = " (a clock time: pass recording_start)" if _CLOCK.match(text) else ""
+                    raise MalformedScoringError(
+                        path,
+                        f"line {row}: {key} {text!r} is not a number of seconds from the recording start{hint}",
+                    ) from None
+                value = clock
             if not math.isfinite(value) or (key == "duration" and value < 0):
                 raise MalformedScoringError(path, f"line {row}: invalid {key} {value}")
             values.append(value)

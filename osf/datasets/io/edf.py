@@ -93,7 +93,9 @@ class EdfHeader:
         """The header of the ordinary signal with this label (must be unique)."""
         hits = [s for s in self.signals if s.label == label and not s.is_annotation]
         if not hits:
-            raise MissingChannelError(self.path, f"no signal labelled {label!r}; labels in the file: {self.labels}")
+            raise MissingChannelError(
+                self.path, f"no signal labelled {label!r}; labels in the file: {self.labels}"
+            )
         if len(hits) > 1:
             raise DuplicateLabelError(
                 self.path, f"label {label!r} occurs {len(hits)} times (signals {[s.index for s in hits]})"
@@ -155,7 +157,9 @@ def read_edf_header(path: str | Path) -> EdfHeader:
         elif version == _BDF_VERSION:
             file_type = "BDF"
         else:
-            raise NotEdfError(path, f"not an EDF/BDF file: version field is {version!r}, expected b'0       '")
+            raise NotEdfError(
+                path, f"not an EDF/BDF file: version field is {version!r}, expected b'0       '"
+            )
         header_bytes = _number(path, fixed[184:192], "'number of bytes in header'", int)
         variant = _text(fixed[192:236])[:5]
         num_records = _number(path, fixed[236:244], "'number of data records'", int)
@@ -169,7 +173,9 @@ def read_edf_header(path: str | Path) -> EdfHeader:
             )
         rest = f.read(256 * ns)
         if len(rest) < 256 * ns:
-            raise TruncatedEdfError(path, f"file ends inside the signal headers ({size} bytes, header is {header_bytes})")
+            raise TruncatedEdfError(
+                path, f"file ends inside the signal headers ({size} bytes, header is {header_bytes})"
+            )
 
     def fields(offset: int, width: int) -> list[bytes]:
         start = offset * ns
@@ -255,7 +261,9 @@ def _record_onsets(header: EdfHeader) -> np.ndarray:
         try:
             onsets[r] = float(tal.decode("latin-1"))
         except ValueError:
-            raise EdfHeaderError(header.path, f"data record {r} has no time-keeping annotation ({tal[:20]!r})") from None
+            raise EdfHeaderError(
+                header.path, f"data record {r} has no time-keeping annotation ({tal[:20]!r})"
+            ) from None
     return onsets
 
 
@@ -286,7 +294,9 @@ def _read_with_edfio(header: EdfHeader, wanted: list[str]) -> dict[str, np.ndarr
         rec = reader(header.path)
     ordinary = [s for s in header.signals if not s.is_annotation]
     if len(rec.signals) != len(ordinary):
-        raise EdfHeaderError(header.path, f"edfio sees {len(rec.signals)} signals, the header {len(ordinary)}")
+        raise EdfHeaderError(
+            header.path, f"edfio sees {len(rec.signals)} signals, the header {len(ordinary)}"
+        )
     by_label = {}
     for sig_header, sig in zip(ordinary, rec.signals):
         if sig_header.label in wanted:
@@ -300,8 +310,11 @@ def _read_with_mne(header: EdfHeader, wanted: list[str]) -> dict[str, np.ndarray
     out = {}
     for label in wanted:
         # One channel per call: MNE would resample a mixed-rate selection to the highest rate.
-        raw = mne.io.read_raw_edf(header.path, include=[label], preload=True, verbose="error") if header.file_type == "EDF" \
+        raw = (
+            mne.io.read_raw_edf(header.path, include=[label], preload=True, verbose="error")
+            if header.file_type == "EDF"
             else mne.io.read_raw_bdf(header.path, include=[label], preload=True, verbose="error")
+        )
         unit = header.signal(label).unit.strip().lower()
         out[label] = raw.get_data()[0].astype(np.float64) / _MNE_UNIT_SCALE.get(unit, 1.0)
     return out
@@ -338,7 +351,7 @@ def read_edf(path: str | Path, wanted_labels: list[str] | tuple[str, ...] | None
     except Exception as edfio_err:  # noqa: BLE001 - any edfio refusal means: try MNE, report both if it fails too
         try:
             data, reader = _read_with_mne(header, wanted), "mne"
-        except Exception as mne_err:  # noqa: BLE001 - reported with edfio's reason below
+        except Exception as mne_err:
             raise EdfHeaderError(
                 header.path, f"unreadable by edfio ({edfio_err}) and by MNE ({mne_err})"
             ) from mne_err
@@ -346,7 +359,9 @@ def read_edf(path: str | Path, wanted_labels: list[str] | tuple[str, ...] | None
     for s in sigs:
         expected = s.samples_per_record * header.num_records
         if data[s.label].shape != (expected,):
-            raise EdfHeaderError(header.path, f"signal {s.label!r}: read {data[s.label].shape[0]} samples, expected {expected}")
+            raise EdfHeaderError(
+                header.path, f"signal {s.label!r}: read {data[s.label].shape[0]} samples, expected {expected}"
+            )
     return EdfRecording(
         path=header.path,
         signals={lab: data[lab] for lab in wanted},

@@ -34,7 +34,9 @@ def parse_recording_name(edf_path: str | Path, dataset: str) -> tuple[str, str, 
     stem = Path(edf_path).stem
     m = re.match(spec.id_pattern, stem)
     if m is None:
-        raise IngestionError(edf_path, f"file name {stem!r} does not follow the {dataset} pattern {spec.id_pattern}")
+        raise IngestionError(
+            edf_path, f"file name {stem!r} does not follow the {dataset} pattern {spec.id_pattern}"
+        )
     groups = m.groupdict()
     visit_text = groups.get("visit")
     names = dict(spec.visit_names)
@@ -86,6 +88,8 @@ def find_recordings(dataset: str, input_dir: str | Path) -> list[RecordingSource
     for edf in edfs:
         recording_id, subject_id, visit = parse_recording_name(edf, dataset)
         out.append(
-            RecordingSource(dataset, edf, find_scoring(edf, dataset, input_dir), recording_id, subject_id, visit)
+            RecordingSource(
+                dataset, edf, find_scoring(edf, dataset, input_dir), recording_id, subject_id, visit
+            )
         )
     return out

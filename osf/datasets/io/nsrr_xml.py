@@ -39,7 +39,9 @@ def number(path: Path, text: str | None, what: str, index: int) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise MalformedScoringError(path, f"scored event {index}: {what} is not a number: {text.strip()!r}") from None
+        raise MalformedScoringError(
+            path, f"scored event {index}: {what} is not a number: {text.strip()!r}"
+        ) from None
     if not math.isfinite(value):
         raise MalformedScoringError(path, f"scored event {index}: {what} is {value}")
     return value
@@ -81,7 +83,9 @@ def read_psg_annotation(path: str | Path) -> Scoring:
         if duration is None:
             raise MalformedScoringError(path, f"scored event {i} ({concept!r}) has no <Duration>")
         if duration < 0:
-            raise MalformedScoringError(path, f"scored event {i} ({concept!r}) has a negative duration {duration:g}")
+            raise MalformedScoringError(
+                path, f"scored event {i} ({concept!r}) has a negative duration {duration:g}"
+            )
         if concept == "Recording Start Time":
             start_clock = _clock(ev.findtext("ClockTime"))
             record_duration = duration
@@ -113,7 +117,8 @@ def read_psg_annotation(path: str | Path) -> Scoring:
         )
     elif untimed_stages:
         raise MalformedScoringError(
-            path, f"{len(untimed_stages)} of {len(stage_items)} stage events have an empty <Start>; cannot place them"
+            path,
+            f"{len(untimed_stages)} of {len(stage_items)} stage events have an empty <Start>; cannot place them",
         )
     else:
         stage_runs = [(s, d, code) for s, d, _, _, code in stage_items]

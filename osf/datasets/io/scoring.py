@@ -88,7 +88,9 @@ def _overlap_mask(onset: np.ndarray, duration: np.ndarray, n_epochs: int) -> np.
 
 @lru_cache(maxsize=1)
 def _name_tables() -> tuple[dict[str, int], dict[str, str]]:
-    stages = {config.normalize_label(n): code for code, names in config.STAGE_EVENT_NAMES.items() for n in names}
+    stages = {
+        config.normalize_label(n): code for code, names in config.STAGE_EVENT_NAMES.items() for n in names
+    }
     events = {config.normalize_label(n): label for label, names in config.EVENT_NAMES.items() for n in names}
     return stages, events
 
@@ -113,7 +115,11 @@ def stages_from_runs(path: Path, runs: list[tuple[float, float, int]]) -> np.nda
     spans = []
     for onset, duration, code in runs:
         a, n = onset / EPOCH_SEC, duration / EPOCH_SEC
-        if onset < -_GRID_TOL or abs(a - round(a)) * EPOCH_SEC > _GRID_TOL or abs(n - round(n)) * EPOCH_SEC > _GRID_TOL:
+        if (
+            onset < -_GRID_TOL
+            or abs(a - round(a)) * EPOCH_SEC > _GRID_TOL
+            or abs(n - round(n)) * EPOCH_SEC > _GRID_TOL
+        ):
             raise EpochGridError(
                 path,
                 f"stage event at {onset:g} s lasting {duration:g} s is off the {EPOCH_SEC:g} s epoch grid "
@@ -129,7 +135,8 @@ def stages_from_runs(path: Path, runs: list[tuple[float, float, int]]) -> np.nda
         if clash.any():
             e = a + int(np.flatnonzero(clash)[0])
             raise MalformedScoringError(
-                path, f"epoch {e} ({e * EPOCH_SEC:g} s) is scored twice with different stages ({stages[e]} and {code})"
+                path,
+                f"epoch {e} ({e * EPOCH_SEC:g} s) is scored twice with different stages ({stages[e]} and {code})",
             )
         stages[a : a + n] = code
         filled[a : a + n] = True
@@ -157,7 +164,9 @@ def build_scoring(
             unknown[name] += 1
             label = "other"
         elif kind[0] == "stage":
-            raise AssertionError("stage names must be routed to stage_runs by the format parser")
+            label = (
+                "other"  # a stage name among events (formats with a separate stage list): known, not a stage
+            )
         else:
             label = kind[1]
         rows.append((onset, duration, label, name))
@@ -208,7 +217,8 @@ def detect_format(path: str | Path) -> str:
         if b"<PSGAnnotation" in head:
             return "nsrr_xml"  # the parser tells the SRO dialect apart
         raise UnknownScoringFormatError(
-            path, "XML file with neither a <PSGAnnotation> nor a <CMPStudyConfig> root: not a scoring file OSF reads"
+            path,
+            "XML file with neither a <PSGAnnotation> nor a <CMPStudyConfig> root: not a scoring file OSF reads",
         )
     if head.startswith(b"0       "):
         return "edfplus"
@@ -217,8 +227,12 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read_scoring(path: str | Path) -> Scoring:
-    """Read a scoring file of any supported format into a :class:`Scoring` (format auto-detected)."""
+def read_scoring(path: str | Path, recording_start: _dt.time | _dt.datetime | None = None) -> Scoring:
+    """Read a scoring file of any supported format into a :class:`Scoring` (format auto-detected).
+
+    ``recording_start`` (the EDF start, e.g. ``EdfRecording.start_time``) is needed only for event
+    tables whose onsets are clock times (STAGES CSV); other formats carry relative times.
+    """
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "nsrr_xml":
@@ -235,4 +249,4 @@ def read_scoring(path: str | Path) -> Scoring:
         return read_edfplus_scoring(path)
     from osf.datasets.io.csv_events import read_csv_scoring
 
-    return read_csv_scoring(path)
+    return read_csv_scoring(path, recording_start)

@@ -62,7 +62,7 @@ def pipeline_settings() -> dict[str, Any]:
         "clip": [-normalise.CLIP_VALUE, normalise.CLIP_VALUE],
         "nonfinite": "NaN/inf source samples set to the median before filtering, output samples they feed set to 0, epoch flagged",
         "quality": {
-            "flat_std": quality.FLAT_STD,
+            "flat_mad": quality.FLAT_MAD,
             "disconnected_clip_frac": quality.DISCONNECTED_CLIP_FRAC,
             "disconnected_level": quality.DISCONNECTED_LEVEL,
             "mostly_nonfinite": quality.MOSTLY_NONFINITE,

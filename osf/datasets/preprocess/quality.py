@@ -1,8 +1,9 @@
 """Per-epoch, per-channel quality flags, computed on the normalised signal before clipping.
 
 Definitions (one bit per channel, bit i = ``config.CHANNELS[i]``, packed into uint16 per epoch):
-- ``flat``: the channel's standard deviation within the epoch is below ``FLAT_STD`` (1 % of the
-  recording's IQR), i.e. no signal, whatever its level.
+- ``flat``: the channel's median absolute deviation within the epoch is below ``FLAT_MAD`` (1 % of
+  the recording's IQR), i.e. no signal, whatever its level. The MAD (not the standard deviation)
+  so that the resampler's ringing at the edges of a flat stretch does not hide it.
 - ``nan``: at least one source sample in the epoch was NaN or +-inf (those samples are zeroed).
 - ``disconnected``: the electrode looks off or saturated: at least ``DISCONNECTED_CLIP_FRAC`` of the
   epoch lies beyond the clip value, or the epoch is flat and pinned away from the median
@@ -19,7 +20,7 @@ import numpy as np
 
 from osf.datasets.preprocess.normalise import CLIP_VALUE
 
-FLAT_STD = 0.01
+FLAT_MAD = 0.01
 DISCONNECTED_CLIP_FRAC = 0.5
 DISCONNECTED_LEVEL = 3.0
 MOSTLY_NONFINITE = 0.5
@@ -52,12 +53,13 @@ def epoch_quality(
     """
     n, c, s = epochs.shape
     present_nc = np.broadcast_to(np.asarray(present, dtype=bool)[None, :], (n, c))
-    std = epochs.std(axis=2)
-    level = np.median(epochs, axis=2) if n else np.zeros((0, c), dtype=epochs.dtype)
+    level = np.median(epochs, axis=2, keepdims=True)
+    mad = np.median(np.abs(epochs - level), axis=2)
+    level = level[..., 0]
     clipped_frac_ch = (np.abs(epochs) > CLIP_VALUE).mean(axis=2, dtype=np.float32)
     nonfinite_frac = nonfinite.mean(axis=2, dtype=np.float32)
 
-    flat = present_nc & (std < FLAT_STD)
+    flat = present_nc & (mad < FLAT_MAD)
     nan = present_nc & (nonfinite_frac > 0)
     disconnected = present_nc & (
         (clipped_frac_ch >= DISCONNECTED_CLIP_FRAC) | (flat & (np.abs(level) >= DISCONNECTED_LEVEL))
