@@ -14,13 +14,24 @@ import torch
 
 import config
 from osf.backbone.checkpoint import backbone_metadata, save_backbone
-from osf.backbone.vit1d_cls import create_backbone
+from osf.backbone.vit1d_cls import BACKBONES, ViT1D, create_backbone, register_backbone
 from osf.datasets.datamodule import SleepDataModule
 from osf.datasets.store import EpochStore, make_random_store
 from osf.downstream.classifier import load_classifier
 from osf.downstream.pipeline import DownstreamConfig, full_loader, run_downstream
 from osf.downstream.results import RUN_JSON_KEYS, read_results
 
+if "vit_pico_test" not in BACKBONES:
+
+    @register_backbone
+    def vit_pico_test(num_leads=12, seq_len=1920, patch_size=64, lead_wise=1, patch_size_ch=4, **kwargs) -> ViT1D:
+        """A 2-block, width-32 ViT: the OSF layout at a size that keeps end-to-end tests fast."""
+        return ViT1D(num_leads=num_leads, seq_len=seq_len, patch_size=patch_size, width=32, depth=2, heads=2,
+                     dim_head=16, lead_wise=lead_wise, patch_size_ch=patch_size_ch, encoder_name="vit_pico_test",
+                     **kwargs)
+
+
+TINY = "vit_pico_test"
 MULTICLASS_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "kappa", "auroc", "auprc")
 BINARY_KEYS = ("auroc", "auprc", "f1", "sensitivity", "specificity", "prevalence")
 
@@ -34,9 +45,9 @@ def store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pretrained_ckpt(tmp_path_factory) -> Path:
-    """A 'briefly pre-trained' stand-in: a perturbed vit_nano in the released format."""
+    """A 'briefly pre-trained' stand-in: a perturbed backbone in the released format."""
     torch.manual_seed(1)
-    model = create_backbone("vit_nano")
+    model = create_backbone(TINY)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -45,7 +56,7 @@ def pretrained_ckpt(tmp_path_factory) -> Path:
 
 
 def _cfg(store, out, **kw) -> DownstreamConfig:
-    base = dict(data_dir=str(store), output_dir=str(out), psg_encoder_name="vit_nano", max_steps=40, eval_every=20,
+    base = dict(data_dir=str(store), output_dir=str(out), psg_encoder_name=TINY, max_steps=40, eval_every=20,
                 batch_size=64, n_boot=50, accelerator="cpu")
     base.update(kw)
     return DownstreamConfig(**base)
@@ -116,7 +127,7 @@ def test_finetune_runs_selects_on_validation_and_changes_the_backbone(store, tmp
     assert rec["selection"]["best_step"] in (2, 4) and len(rec["selection"]["history"]) == 2
     clf = load_classifier(rec["artifacts"]["classifier"])
     torch.manual_seed(0)
-    fresh = create_backbone("vit_nano")
+    fresh = create_backbone(TINY)
     changed = [k for k, v in clf.backbone.state_dict().items() if not torch.equal(v, fresh.state_dict()[k])]
     assert changed  # the exported backbone is the fine-tuned one
 
@@ -170,7 +181,7 @@ def test_bad_input_is_refused_before_training(store, tmp_path):
     cases.append((_cfg(store, out, n_train_samples=500), r"k=500 per class is larger than the class size"))
     cases.append((_cfg(store, out, eval_channels=" , "), r"empty channel preset"))
     cases.append((_cfg(store, out, eval_channels="EEG_C3_A2,Fpz"), r"unknown channel\(s\) \['Fpz'\]"))
-    eight = create_backbone("vit_nano", num_leads=8)
+    eight = create_backbone(TINY, num_leads=8)
     pth8, _ = save_backbone(eight, tmp_path / "eight.pth")
     cases.append((_cfg(store, out, ckpt_path=str(pth8), psg_encoder_name=None), r"eight.pth: channel contract mismatch"))
     cases.append((_cfg(store, out, eval_label="Sleepiness"), r"unknown --eval_label"))
@@ -193,7 +204,7 @@ def _load_cli():
 
 def test_cli_exits_2_with_the_reason_and_help_works(store, tmp_path, capsys):
     cli = _load_cli()
-    code = cli.main(["--data_dir", str(store), "--output_dir", str(tmp_path), "--psg_encoder_name", "vit_nano",
+    code = cli.main(["--data_dir", str(store), "--output_dir", str(tmp_path), "--psg_encoder_name", TINY,
                      "--eval_channels", ","])
     assert code == 2
     assert "empty channel preset" in capsys.readouterr().err
