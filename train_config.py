@@ -44,6 +44,30 @@ METHOD_DEFAULTS: dict[str, dict] = {
     "dino": {**_DINO_COMMON, "same_view_pairs": False},
 }
 
+# Baseline objectives of the SleepBench comparison (issue 7). AdamW recipes of MAE / MoCo v3 for ViTs
+# (lr 1.5e-4 at batch 256, betas (0.9, 0.95)); the same warm-up and clipping as the DINO methods.
+_BASELINE_COMMON: dict = {
+    "lr": 1.5e-4,
+    "min_lr_ratio": 0.0,
+    "weight_decay": 0.05,
+    "betas": (0.9, 0.95),
+    "grad_clip": 3.0,
+    "warmup_frac": 0.05,
+}
+METHOD_DEFAULTS.update({
+    "simclr": {**_BASELINE_COMMON, "weight_decay": 0.1, "temperature": 0.1, "proj_hidden_dim": 2048,
+               "proj_output_dim": 128, "crop_min_scale": 0.5, "noise_std": 0.05},
+    "sleepfm": {**_BASELINE_COMMON, "proj_dim": 128, "init_temperature": 0.07, "learn_temperature": True,
+                "separate_backbones": False},
+    "mae": {**_BASELINE_COMMON, "mask_ratio": 0.75, "decoder_width": 256, "decoder_depth": 4, "decoder_heads": 8,
+            "norm_target": False},
+    # The issue's 8192 x 32 codebook (the constructor's default is 1024 x 32, for CPU tests).
+    "vqvae": {**_BASELINE_COMMON, "codebook_size": 8192, "code_dim": 32, "commitment_weight": 0.25, "vq_ema": True,
+              "ema_decay": 0.99, "dead_code_threshold": 1.0, "decoder_width": 256, "decoder_depth": 4,
+              "decoder_heads": 8},
+    "ar": {**_BASELINE_COMMON},
+})
+
 # Per backbone size: a per-device batch that fits a 80 GB GPU in bf16, and stochastic depth.
 BACKBONE_DEFAULTS: dict[str, dict] = {
     "vit_nano": {"batch_size": 256, "drop_path_rate": 0.0},

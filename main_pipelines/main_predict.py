@@ -1,7 +1,10 @@
 """Stage a new night: EDF (+ optional scoring) -> hypnogram, event probabilities, summary, QC report, figure.
 
-    python main_pipelines/main_predict.py --edf NIGHT.edf --classifier CLASSIFIER.pth --output_dir OUT \
-        [--channel_map MAP.json] [--annotations SCORING.xml] [--dataset generic]
+    python main_pipelines/main_predict.py --edf NIGHT.edf --classifier CLASSIFIER.pt [MORE.pt ...] \
+        --output_dir OUT [--channel_map MAP.json] [--annotations SCORING.xml] [--dataset generic]
+
+Several classifier files each serve their own tasks (e.g. a fine-tuned staging classifier and
+linear-probe event heads); one of them must stage.
 
 Exit status 2 with a one-line reason when the night cannot be staged (unreadable EDF, none of the
 classifier's channels, bad checkpoint); missing channels that still allow a prediction are warned
@@ -39,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--edf", required=True, type=Path, help="the night's EDF file")
-    p.add_argument("--classifier", required=True, type=Path, help="classifier checkpoint (main_finetune.py --export_classifier)")
+    p.add_argument("--classifier", required=True, type=Path, nargs="+",
+                   help="classifier file(s) written by main_finetune.py (OUT/classifier.pt); several files each "
+                        "serve their own tasks, e.g. a fine-tuned staging classifier and event probes")
     p.add_argument("--output_dir", required=True, type=Path, help="folder for the outputs (created)")
     p.add_argument("--channel_map", default=None,
                    help="JSON file or inline JSON object: canonical channel -> EDF label(s), for generic EDFs")

@@ -57,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.annotations and not args.edf:
         build_parser().error("--annotations goes with --edf (with --input_dir scoring files are found by the layout)")
-    common = dict(
-        output_dir=args.output_dir, num_workers=args.num_workers, channel_map=args.channel_map,
-        split_fractions=args.split_fractions, seed=args.seed, cohort_group=args.cohort_group,
-        overwrite=args.overwrite, progress=args.progress,
-    )
+    common = {
+        "output_dir": args.output_dir, "num_workers": args.num_workers, "channel_map": args.channel_map,
+        "split_fractions": args.split_fractions, "seed": args.seed, "cohort_group": args.cohort_group,
+        "overwrite": args.overwrite, "progress": args.progress,
+    }
     try:
         if args.edf:
             sources = sources_from_files(args.dataset, args.edf, args.annotations)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(report.summary())
-    for path, reason in report.failed.items():
+    for reason in report.failed.values():
         print(f"  failed: {reason}", file=sys.stderr)
     return 1 if report.failed else 0
 

@@ -48,12 +48,28 @@ METHOD_FLAGS: dict[str, tuple[Any, str]] = {
     "channel_drop_p": (float, "OSF views: probability of zeroing each channel"),
     "span_min_frac": (float, "OSF views: shortest zeroed span, fraction of the epoch"),
     "span_max_frac": (float, "OSF views: longest zeroed span, fraction of the epoch"),
+    # Baselines (issue 7); other parameters of theirs via --method_kwargs.
+    "temperature": (float, "simclr: NT-Xent temperature (0.1)"),
+    "proj_hidden_dim": (int, "simclr: projection MLP hidden width"),
+    "proj_output_dim": (int, "simclr: projection output width"),
+    "proj_dim": (int, "sleepfm: per-modality projection width"),
+    "init_temperature": (float, "sleepfm: initial temperature of the leave-one-out InfoNCE"),
+    "mask_ratio": (float, "mae: fraction of patch tokens masked (0.75)"),
+    "decoder_width": (int, "mae/vqvae: decoder width (256)"),
+    "decoder_depth": (int, "mae/vqvae: decoder blocks (4)"),
+    "codebook_size": (int, "vqvae: number of codes (8192)"),
+    "code_dim": (int, "vqvae: code dimension (32)"),
+    "commitment_weight": (float, "vqvae: commitment loss weight (0.25)"),
 }
 METHOD_BOOL_FLAGS: dict[str, str] = {
     "same_view_pairs": "count (view i, view i) student/teacher pairs in the DINO loss (default: yes for dino_ours "
                        "as in OSF, no for dino)",
     "weight_decay_on_all": "decay every parameter (OSF's release) instead of sparing biases, norms, "
                            "position embedding and CLS/mask tokens",
+    "separate_backbones": "sleepfm: one backbone per modality instead of one shared backbone with the other channels masked",
+    "learn_temperature": "sleepfm: learn the InfoNCE temperature (default: yes)",
+    "norm_target": "mae: per-patch normalised reconstruction targets (MAE's norm_pix_loss; default: no)",
+    "vq_ema": "vqvae: EMA codebook updates (default) instead of a learned codebook with the codebook loss",
 }
 
 

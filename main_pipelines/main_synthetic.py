@@ -17,14 +17,30 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line interface of the synthetic cohort generator."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", required=True, help="folder to write (must be empty unless --overwrite)")
-    p.add_argument("--cohorts", default="shhs,mesa,mros",
-                   help=f"comma-separated cohort presets, from {sorted(COHORT_PRESETS)} (default: %(default)s)")
-    p.add_argument("--nights_per_cohort", type=int, default=6, help="nights (= subjects) per cohort (default: %(default)s)")
-    p.add_argument("--hours", type=float, default=2.0, help="recording length per night in hours (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: %(default)s)")
+    p.add_argument(
+        "--cohorts",
+        default="shhs,mesa,mros",
+        help=f"comma-separated cohort presets, from {sorted(COHORT_PRESETS)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--nights_per_cohort",
+        type=int,
+        default=6,
+        help="nights (= subjects) per cohort (default: %(default)s)",
+    )
+    p.add_argument(
+        "--hours", type=float, default=2.0, help="recording length per night in hours (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed; same seed, same bytes (default: %(default)s)"
+    )
     p.add_argument("--num_workers", type=int, default=1, help="parallel processes (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace this generator's output in a non-empty --output_dir")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace this generator's output in a non-empty --output_dir"
+    )
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
+    )
     return p
 
 

@@ -1,27 +1,34 @@
 """The quick start: the whole OSF pipeline on a synthetic cohort, from nothing to a staged night.
 
-Stages (each one a command-line entry point run as a subprocess, so the quick start also proves
-that the documented commands work):
+Every step is one of the documented command-line entry points, printed as a shell command and run
+(in this process by default, which saves re-importing torch for each step; ``subprocess=True``
+runs each as its own process):
 
-1. ``cohort``     main_synthetic.py: synthetic PSG cohorts (EDF + NSRR XML) in the NSRR layout
-2. ``heldout``    main_synthetic.py: one more night, never seen by any model, for step 8
-3. ``store``      main_preprocess.py: every cohort into one epoch store
-4. ``pretrain``   main_pretrain.py: OSF (``dino_ours``) self-supervised pre-training
-5. ``export``     main_export.py: the teacher backbone in the released checkpoint format
-6. ``probe_*``    main_finetune.py: linear probes on the four tasks, pre-trained vs random-init backbone
-7. ``finetune``   main_finetune.py --finetune_backbone: a staging classifier
-8. ``predict``    main_predict.py: stage the held-out night with the classifier (+ event heads)
+1. ``cohort``          main_synthetic.py   synthetic PSG cohorts (EDF + NSRR XML) in the NSRR layout
+2. ``heldout``         main_synthetic.py   one more night from another seed, never seen by any model
+3. ``store_<cohort>``  main_preprocess.py  every cohort into one epoch store
+4. ``pretrain``        main_pretrain.py    OSF (``dino_ours``) self-supervised pre-training
+5. ``export``          main_export.py      the teacher backbone in the released checkpoint format
+6. ``probe_*``         main_finetune.py    linear probes, four tasks x (pre-trained, random-init)
+7. ``finetune``        main_finetune.py    --finetune_backbone: the staging classifier
+8. ``predict``         main_predict.py     stage the held-out night: fine-tuned staging classifier
+                                           + the pre-trained backbone's event probes
 
-Every stage records a stamp (its command) under ``<output_dir>/.stages/`` once it succeeds and is
-skipped on a rerun when the stamp and its outputs are there; changing a flag that alters a stage's
-command reruns that stage and the stages after it.
+A step that succeeds leaves a stamp (its command) in ``<output_dir>/.stages/``. On a rerun a step is
+skipped when its stamp holds the same command, its outputs exist and none of the steps it depends on
+ran again; so a rerun with the same flags only prints the results, and changing e.g. ``--max_steps``
+reruns pre-training and what depends on it, nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import json
+import math
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -32,80 +39,107 @@ from pathlib import Path
 import config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ENTRY_POINTS = REPO_ROOT / "main_pipelines"
 TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
-# Headline metric per task in the results table (keys of the finetune results JSON).
+# Headline test metric per task in the results table (keys of the downstream run JSON).
 TASK_METRIC: dict[str, str] = {"Stage": "kappa", "Arousal": "auroc", "Hypopnea": "auroc", "Oxygen Desaturation": "auroc"}
 INITS: tuple[str, ...] = ("pretrained", "random")
 
 
 @dataclass
 class QuickstartConfig:
-    """Sizes of the quick start; the defaults finish in under 20 minutes on a 2-core CPU."""
+    """Sizes and places of the quick start; the defaults finish in under 20 minutes on a 2-core CPU."""
 
     output_dir: Path = Path("quickstart_out")
     weights_dir: Path = Path("pretrained_weights")
-    cohorts: tuple[str, ...] = ("shhs", "mros", "generic")
+    cohorts: tuple[str, ...] = ("shhs", "mros", "mesa")
     nights: int = 12  # in total, spread over the cohorts
     hours: float = 1.0  # per night
-    heldout_cohort: str = "generic"
+    heldout_cohort: str = "generic"  # full 12-channel montage
+    split_fractions: str = "0.6,0.2,0.2"  # of subjects: a dozen nights still leave some for val and test
     backbone: str = "vit_nano"
-    max_steps: int = 300  # pre-training optimizer steps
+    max_steps: int = 200  # pre-training optimizer steps
     batch_size: int = 32
     probe_steps: int = 300
-    finetune_steps: int = 200
+    finetune_steps: int = 100
     gpus: int = 0
     num_workers: int = 0
     seed: int = 0
+    subprocess: bool = False  # run each step as its own process instead of in this one
 
     @classmethod
-    def tiny(cls, **overrides) -> "QuickstartConfig":
-        """Seconds-scale sizes for the test suite: 2 cohorts x 2 nights x 0.5 h, a few steps."""
-        sizes = dict(cohorts=("shhs", "generic"), nights=4, hours=0.5, max_steps=10, batch_size=16,
-                     probe_steps=20, finetune_steps=10)
+    def tiny(cls, **overrides) -> QuickstartConfig:
+        """Sizes for the test suite: 2 cohorts x 2 nights x 0.5 h, a handful of steps."""
+        sizes = dict(cohorts=("shhs", "mros"), nights=4, hours=0.5, split_fractions="0.5,0.25,0.25",
+                     max_steps=4, batch_size=8, probe_steps=20, finetune_steps=4)
         return cls(**{**sizes, **overrides})
 
     @property
     def nights_per_cohort(self) -> int:
         """Nights generated per cohort (at least one each)."""
-        return max(1, round(self.nights / len(self.cohorts)))
+        return max(1, math.ceil(self.nights / len(self.cohorts)))
+
+    def as_dict(self) -> dict:
+        """JSON-friendly values."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
 
 @dataclass
-class Stage:
-    """One step of the quick start: a command, the files it leaves behind, and how to find them."""
+class Step:
+    """One step: an entry point with its arguments, the files it leaves, the steps it needs."""
 
     name: str
     description: str
-    command: Callable[[], list[str]]  # built lazily: later stages read earlier outputs
+    script: str  # file in main_pipelines/
+    args: Callable[[], list[str]]  # built when the step runs: later steps read earlier outputs
     outputs: Callable[[], list[Path]]
-    after: Callable[[], None] | None = None  # e.g. merge classifiers once the probes exist
+    needs: tuple[str, ...] = ()
+    clean: Callable[[], list[Path]] = lambda: []  # removed before the step runs (a previous attempt)
+    ran: bool = field(default=False, init=False)
     elapsed_s: float | None = field(default=None, init=False)
-    skipped: bool = field(default=False, init=False)
+
+    def command(self) -> list[str]:
+        """The shell command of this step."""
+        return ["python", f"main_pipelines/{self.script}", *self.args()]
 
 
-def _entry(script: str, *args: object) -> list[str]:
-    return [sys.executable, str(REPO_ROOT / "main_pipelines" / script), *map(str, args)]
+def run_entry_point(script: str, args: Sequence[str], in_process: bool = True) -> None:
+    """Run ``main_pipelines/<script>`` with ``args``; raise RuntimeError if it fails."""
+    if not in_process:
+        proc = subprocess.run([sys.executable, str(ENTRY_POINTS / script), *args], cwd=REPO_ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{script} exited with status {proc.returncode}")
+        return
+    spec = importlib.util.spec_from_file_location(f"osf_entry_{Path(script).stem}", ENTRY_POINTS / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        status = module.main(list(args))
+    except SystemExit as exit_:
+        status = exit_.code
+    if isinstance(status, int) and status != 0 or isinstance(status, str):
+        raise RuntimeError(f"{script} failed: {status}")
 
 
 class Quickstart:
-    """Build the stages for a config, run them in order, and collect the results table."""
+    """The steps for a config, run in order, and the results table."""
 
     def __init__(self, cfg: QuickstartConfig, log: Callable[[str], None] = print) -> None:
         self.cfg = cfg
         self.out = Path(cfg.output_dir).resolve()
         self.weights = Path(cfg.weights_dir).resolve()
         self.log = log
-        self.stages = self._build()
+        self.steps = self._build()
 
-    # --- paths ------------------------------------------------------------------------------------
+    # --- places ---------------------------------------------------------------------------------
     @property
-    def raw_dir(self) -> Path:
+    def synthetic_dir(self) -> Path:
         """Synthetic cohorts in the NSRR layout."""
         return self.out / "synthetic"
 
     @property
     def heldout_dir(self) -> Path:
-        """The held-out night's cohort folder."""
+        """The held-out night (its own synthetic cohort folder)."""
         return self.out / "heldout"
 
     @property
@@ -114,72 +148,242 @@ class Quickstart:
         return self.out / "store"
 
     @property
+    def pretrain_ckpt(self) -> Path:
+        """The pre-training run's last Lightning checkpoint."""
+        return self.out / "runs" / "pretrain" / "checkpoints" / "last.ckpt"
+
+    @property
     def backbone_path(self) -> Path:
-        """The exported backbone (released format)."""
+        """The exported backbone (released format, + .safetensors twin)."""
         return self.weights / f"osf_quickstart_{self.cfg.backbone}.pth"
 
     def probe_dir(self, init: str, task: str) -> Path:
         """Output folder of one linear probe."""
         return self.out / "probes" / init / config.LABEL_COLUMNS[task]
 
+    @property
+    def finetune_dir(self) -> Path:
+        """Output folder of the fine-tuned staging classifier."""
+        return self.out / "finetune_stage"
+
+    @property
+    def prediction_dir(self) -> Path:
+        """Outputs of main_predict.py on the held-out night."""
+        return self.out / "prediction"
+
     def heldout_night(self) -> tuple[Path, Path]:
-        """EDF and scoring file of the held-out night."""
-        edfs = sorted((self.heldout_dir / self.cfg.heldout_cohort / "polysomnography" / "edfs").glob("*.edf"))
+        """EDF and NSRR XML of the held-out night."""
+        cohort = self.heldout_dir / self.cfg.heldout_cohort / "polysomnography"
+        edfs = sorted((cohort / "edfs").glob("*.edf"))
         if not edfs:
-            raise FileNotFoundError(f"no held-out EDF under {self.heldout_dir}; rerun the 'heldout' stage")
-        xml = (self.heldout_dir / self.cfg.heldout_cohort / "polysomnography" / "annotations-events-nsrr"
-               / f"{edfs[0].stem}-nsrr.xml")
-        return edfs[0], xml
+            raise FileNotFoundError(f"no held-out EDF under {cohort / 'edfs'}; the 'heldout' step did not run")
+        return edfs[0], cohort / "annotations-events-nsrr" / f"{edfs[0].stem}-nsrr.xml"
 
-    # --- stages -----------------------------------------------------------------------------------
-    def _build(self) -> list[Stage]:
-        raise NotImplementedError  # filled in below once the entry points' flags are settled
+    # --- steps ----------------------------------------------------------------------------------
+    def _hardware(self) -> list[str]:
+        cfg = self.cfg
+        return ["--accelerator", "gpu" if cfg.gpus else "cpu", "--num_devices", str(max(1, cfg.gpus))]
 
-    # --- running ----------------------------------------------------------------------------------
-    def _stamp(self, stage: Stage) -> Path:
-        return self.out / ".stages" / f"{stage.name}.json"
+    def _probe_step(self, init: str, task: str, store_step: str) -> Step:
+        out = self.probe_dir(init, task)
+        column = config.LABEL_COLUMNS[task]
+        ckpt = ["--ckpt_path", str(self.backbone_path)] if init == "pretrained" else [
+            "--ckpt_path", "none", "--psg_encoder_name", self.cfg.backbone, "--model_name", "random_init"]
+        return Step(
+            f"probe_{init}_{column}", f"linear probe, {task}, {init} backbone", "main_finetune.py",
+            lambda: [*ckpt, "--data_dir", str(self.store_dir), "--eval_label", task,
+                     "--max_steps", str(self.cfg.probe_steps), "--batch_size", str(4 * self.cfg.batch_size),
+                     "--num_workers", str(self.cfg.num_workers), "--seed", str(self.cfg.seed),
+                     "--n_boot", "200", "--run_name", "probe", "--output_dir", str(out), *self._hardware()],
+            lambda: [out / "probe.json", out / "classifier.pt"],
+            needs=("export",) if init == "pretrained" else (store_step,),
+            clean=lambda: [out],
+        )
 
-    def is_done(self, stage: Stage, command: Sequence[str]) -> bool:
-        """True when the stage finished before with the same command and its outputs still exist."""
-        stamp = self._stamp(stage)
+    def _build(self) -> list[Step]:
+        cfg = self.cfg
+        store_steps = [
+            Step(
+                f"store_{cohort}", f"preprocess the {cohort} cohort into the epoch store", "main_preprocess.py",
+                lambda cohort=cohort, first=(i == 0): [
+                    "--dataset", cohort, "--input_dir", str(self.synthetic_dir / cohort),
+                    "--output_dir", str(self.store_dir), "--split_fractions", cfg.split_fractions,
+                    "--seed", str(cfg.seed), "--num_workers", str(cfg.num_workers), *(["--overwrite"] if first else [])],
+                lambda: [self.store_dir / "index.parquet"],
+                needs=("cohort", *(f"store_{c}" for c in cfg.cohorts[:i])),
+            )
+            for i, cohort in enumerate(cfg.cohorts)
+        ]
+        steps = [
+            Step(
+                "cohort", f"generate {cfg.nights_per_cohort * len(cfg.cohorts)} synthetic nights of {cfg.hours} h "
+                          f"({', '.join(cfg.cohorts)})", "main_synthetic.py",
+                lambda: ["--output_dir", str(self.synthetic_dir), "--cohorts", ",".join(cfg.cohorts),
+                         "--nights_per_cohort", str(cfg.nights_per_cohort), "--hours", str(cfg.hours),
+                         "--seed", str(cfg.seed), "--num_workers", str(max(1, cfg.num_workers)), "--overwrite"],
+                lambda: [self.synthetic_dir / "manifest.json"],
+            ),
+            Step(
+                "heldout", f"generate one held-out {cfg.heldout_cohort} night (another seed)", "main_synthetic.py",
+                lambda: ["--output_dir", str(self.heldout_dir), "--cohorts", cfg.heldout_cohort,
+                         "--nights_per_cohort", "1", "--hours", str(cfg.hours), "--seed", str(cfg.seed + 1000),
+                         "--overwrite"],
+                lambda: [self.heldout_dir / "manifest.json"],
+            ),
+            *store_steps,
+            Step(
+                "pretrain", f"pre-train OSF (dino_ours) on {cfg.backbone}, {cfg.max_steps} steps", "main_pretrain.py",
+                lambda: ["--model_name", "dino_ours", "--psg_encoder_name", cfg.backbone, "--data_dir", str(self.store_dir),
+                         "--batch_size", str(cfg.batch_size), "--max_steps", str(cfg.max_steps),
+                         "--num_workers", str(cfg.num_workers), "--seed", str(cfg.seed), *self._hardware(),
+                         "--output_dir", str(self.out / "runs"), "--run_name", "pretrain", "--logger", "csv",
+                         "--ckpt_every_n_steps", str(cfg.max_steps), "--log_every_n_steps", "10"],
+                lambda: [self.pretrain_ckpt],
+                needs=(store_steps[-1].name,),
+                clean=lambda: [self.out / "runs" / "pretrain"],
+            ),
+            Step(
+                "export", "export the teacher backbone in the released format", "main_export.py",
+                lambda: ["--ckpt_path", str(self.pretrain_ckpt), "--output", str(self.backbone_path)],
+                lambda: [self.backbone_path, self.backbone_path.with_suffix(".safetensors")],
+                needs=("pretrain",),
+            ),
+            *(self._probe_step(init, task, store_steps[-1].name) for init in INITS for task in TASKS),
+            Step(
+                "finetune", f"fine-tune a staging classifier ({cfg.finetune_steps} steps)", "main_finetune.py",
+                lambda: ["--ckpt_path", str(self.backbone_path), "--data_dir", str(self.store_dir),
+                         "--eval_label", "Stage", "--finetune_backbone", "--max_steps", str(cfg.finetune_steps),
+                         "--eval_every", str(max(1, cfg.finetune_steps // 4)), "--batch_size", str(cfg.batch_size),
+                         "--num_workers", str(cfg.num_workers), "--seed", str(cfg.seed), "--n_boot", "200",
+                         "--run_name", "finetune", "--output_dir", str(self.finetune_dir), *self._hardware()],
+                lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
+                needs=("export",),
+                clean=lambda: [self.finetune_dir],
+            ),
+            Step(
+                "predict", "stage the held-out night (fine-tuned staging + pre-trained event probes)", "main_predict.py",
+                lambda: ["--edf", str(self.heldout_night()[0]), "--annotations", str(self.heldout_night()[1]),
+                         "--classifier", str(self.finetune_dir / "classifier.pt"),
+                         *(str(self.probe_dir("pretrained", t) / "classifier.pt") for t in TASKS[1:]),
+                         "--output_dir", str(self.prediction_dir)],
+                lambda: [self.prediction_dir / f"{self.heldout_night()[0].stem}_summary.json"],
+                needs=("heldout", "finetune", *(f"probe_pretrained_{config.LABEL_COLUMNS[t]}" for t in TASKS[1:])),
+            ),
+        ]
+        return steps
+
+    # --- running --------------------------------------------------------------------------------
+    def _stamp(self, step: Step) -> Path:
+        return self.out / ".stages" / f"{step.name}.json"
+
+    def _is_done(self, step: Step, command: list[str]) -> bool:
+        stamp = self._stamp(step)
         if not stamp.is_file():
             return False
-        recorded = json.loads(stamp.read_text()).get("command")
-        return recorded == list(command) and all(p.exists() for p in stage.outputs())
+        with contextlib.suppress(json.JSONDecodeError, OSError):
+            if json.loads(stamp.read_text()).get("command") != command:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                return all(p.exists() for p in step.outputs())
+        return False
 
-    def run(self, only: Sequence[str] | None = None) -> dict:
-        """Run (or skip) every stage in order; return the results."""
+    def run(self) -> dict:
+        """Run (or skip) every step in order, write ``results.json`` and return the results."""
         self.out.mkdir(parents=True, exist_ok=True)
-        rerun_rest = False
-        for k, stage in enumerate(self.stages, 1):
-            command = stage.command()
-            if not rerun_rest and self.is_done(stage, command):
-                stage.skipped = True
-                self.log(f"[{k}/{len(self.stages)}] {stage.name}: done before, skipped ({stage.description})")
+        by_name = {s.name: s for s in self.steps}
+        t_start = time.perf_counter()
+        for k, step in enumerate(self.steps, 1):
+            command = step.command()
+            head = f"[{k:2d}/{len(self.steps)}] {step.name}"
+            if not any(by_name[n].ran for n in step.needs) and self._is_done(step, command):
+                self.log(f"{head}: done before, skipped")
                 continue
-            rerun_rest = True  # later stages depend on this one's outputs
-            self.log(f"[{k}/{len(self.stages)}] {stage.name}: {stage.description}")
-            self.log("    $ " + shlex.join(command))
+            self.log(f"{head}: {step.description}\n        $ {shlex.join(command)}")
+            for path in step.clean():
+                shutil.rmtree(path, ignore_errors=True)
+            self._stamp(step).unlink(missing_ok=True)
             t0 = time.perf_counter()
-            proc = subprocess.run(command, cwd=REPO_ROOT)
-            if proc.returncode != 0:
-                raise RuntimeError(f"quick start stage {stage.name!r} failed (exit {proc.returncode}): {shlex.join(command)}")
-            if stage.after is not None:
-                stage.after()
-            missing = [str(p) for p in stage.outputs() if not p.exists()]
+            try:
+                run_entry_point(step.script, command[2:], in_process=not self.cfg.subprocess)
+            except Exception as err:
+                raise RuntimeError(f"quick start step {step.name!r} failed: {err}\n  command: {shlex.join(command)}") from err
+            missing = [str(p) for p in step.outputs() if not p.exists()]
             if missing:
-                raise RuntimeError(f"quick start stage {stage.name!r} finished but did not write {missing}")
-            stage.elapsed_s = time.perf_counter() - t0
-            self._stamp(stage).parent.mkdir(parents=True, exist_ok=True)
-            self._stamp(stage).write_text(json.dumps({"command": command, "elapsed_s": stage.elapsed_s}))
-            self.log(f"    {stage.name} finished in {stage.elapsed_s:.0f} s")
-        return self.results()
+                raise RuntimeError(f"quick start step {step.name!r} finished without writing {missing}")
+            step.ran, step.elapsed_s = True, time.perf_counter() - t0
+            self._stamp(step).parent.mkdir(parents=True, exist_ok=True)
+            self._stamp(step).write_text(json.dumps({"command": command, "elapsed_s": step.elapsed_s}) + "\n")
+            self.log(f"        {step.name} finished in {step.elapsed_s:.1f} s")
+        results = self.results()
+        results["elapsed_s"] = time.perf_counter() - t_start
+        results["step_seconds"] = {s.name: s.elapsed_s for s in self.steps if s.ran}
+        from osf.predict.writers import write_json
 
+        write_json(self.out / "results.json", results)
+        return results
+
+    # --- results --------------------------------------------------------------------------------
     def results(self) -> dict:
-        """Collect the probe, fine-tuning and prediction results into one dict."""
-        raise NotImplementedError
+        """Probe / fine-tuning test metrics and the held-out night's summary, from the files written."""
+        probes: dict[str, dict[str, float | None]] = {}
+        for task in TASKS:
+            metric = TASK_METRIC[task]
+            probes[task] = {"metric": metric}
+            for init in INITS:
+                record = json.loads((self.probe_dir(init, task) / "probe.json").read_text())
+                probes[task][init] = record["metrics"]["test"].get(metric)
+        finetune = json.loads((self.finetune_dir / "finetune.json").read_text())["metrics"]["test"]
+        edf, _ = self.heldout_night()
+        stem = self.prediction_dir / edf.stem
+        summary = json.loads(Path(f"{stem}_summary.json").read_text())
+        return {
+            "config": self.cfg.as_dict(),
+            "probes": probes,
+            "finetune_stage": {m: finetune.get(m) for m in ("kappa", "accuracy", "macro_f1")},
+            "heldout_night": {
+                "edf": str(edf),
+                "agreement": summary.get("scored", {}).get("agreement"),
+                "cohen_kappa": summary.get("scored", {}).get("cohen_kappa"),
+                "total_sleep_time_min": summary["total_sleep_time_min"],
+                "scored_total_sleep_time_min": summary.get("scored", {}).get("statistics", {}).get("total_sleep_time_min"),
+            },
+            "paths": {
+                "backbone": str(self.backbone_path),
+                "staging_classifier": str(self.finetune_dir / "classifier.pt"),
+                "night_figure": f"{stem}_night.png",
+                "night_epochs_csv": f"{stem}_epochs.csv",
+                "night_hypnogram_xml": f"{stem}_hypnogram.xml",
+                "night_qc": f"{stem}_qc.json",
+                "store": str(self.store_dir),
+            },
+        }
 
 
-def config_dict(cfg: QuickstartConfig) -> dict:
-    """The config as JSON-friendly values."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.3f}"
+
+
+def format_results(results: dict) -> str:
+    """The results as a plain-text table plus the paths of the plots and files."""
+    lines = ["", "Linear probes on held-out test subjects (pre-trained OSF backbone vs random init):", "",
+             f"  {'task':22s} {'metric':8s} {'pre-trained':>12s} {'random init':>12s}"]
+    for task, row in results["probes"].items():
+        lines.append(f"  {task:22s} {row['metric']:8s} {_fmt(row['pretrained']):>12s} {_fmt(row['random']):>12s}")
+    ft = results["finetune_stage"]
+    lines += ["", f"Fine-tuned staging classifier (test): kappa {_fmt(ft['kappa'])}, accuracy {_fmt(ft['accuracy'])}, "
+                  f"macro-F1 {_fmt(ft['macro_f1'])}"]
+    night = results["heldout_night"]
+    lines += [f"Held-out night {Path(night['edf']).name}: agreement with its scoring {_fmt(night['agreement'])}, "
+              f"kappa {_fmt(night['cohen_kappa'])}, TST {night['total_sleep_time_min']:.1f} min predicted vs "
+              f"{night['scored_total_sleep_time_min'] or 0:.1f} min scored", ""]
+    lines += [f"  {name:22s} {path}" for name, path in results["paths"].items()]
+    if results.get("elapsed_s") is not None:
+        lines += ["", f"quick start took {results['elapsed_s'] / 60:.1f} min"]
+    return "\n".join(lines)
+
+
+def run_quickstart(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict:
+    """Run the quick start for ``cfg`` and print its results table; return the results."""
+    results = Quickstart(cfg, log=log).run()
+    log(format_results(results))
+    return results

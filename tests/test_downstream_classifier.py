@@ -13,6 +13,15 @@ from osf.downstream.classifier import SleepClassifier, load_classifier, merge_cl
 from osf.downstream.loading import load_any_backbone
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny models: intra-op threads only add contention on a shared CPU (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def nano() -> nn.Module:
     torch.manual_seed(0)

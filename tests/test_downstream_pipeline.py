@@ -31,6 +31,15 @@ if "vit_pico_test" not in BACKBONES:
                      **kwargs)
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny models: intra-op threads only add contention on a shared CPU (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY = "vit_pico_test"
 MULTICLASS_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "kappa", "auroc", "auprc")
 BINARY_KEYS = ("auroc", "auprc", "f1", "sensitivity", "specificity", "prevalence")

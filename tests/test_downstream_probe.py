@@ -11,6 +11,15 @@ from osf.downstream.linear_probe import check_labels, predict_proba, train_linea
 from osf.downstream.losses import BalancedSoftmaxLoss, FocalLoss, make_loss
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny models: intra-op threads only add contention on a shared CPU (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _planted(n: int, dim: int, num_classes: int, seed: int):
     """Features with a planted linear signal (class = argmax of a fixed projection), plus an offset/scale."""
     rng = np.random.default_rng(seed)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,7 +156,7 @@ def test_cli_generic_files_channel_map_and_exit_codes(generic_dir: Path, tmp_pat
 
 
 def test_cli_help_runs_as_a_script() -> None:
-    out = subprocess.run([sys.executable, "main_pipelines/main_preprocess.py", "--help"], cwd=REPO,
+    out = subprocess.run([sys.executable, "main_pipelines/main_preprocess.py", "--help"], check=False, cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--channel_map" in out.stdout and "--split_fractions" in out.stdout
 
@@ -196,3 +198,24 @@ def test_synthetic_cohorts_end_to_end_parallel_into_one_store(generic_dir: Path,
         absent = {"EMG_LLeg", "EMG_RLeg", "NP", "SN"}
         assert not masks[:, [config.CHANNEL_INDEX[c] for c in absent]].any()
         assert masks[:, config.CHANNEL_INDEX["EEG_C4_A1"]].mean() > 0.9
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the patch must reach forked workers")
+def test_a_dying_worker_fails_only_its_recording(generic_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """A worker killed mid-recording (as by the OOM killer) breaks the pool; the batch retries the
+    recordings that were in flight one by one and records only the one that kills its worker."""
+    real = ingest_mod.process_recording
+
+    def killer(edf_path, *args, **kwargs):
+        if Path(edf_path).name == "beta.edf":
+            os._exit(137)
+        return real(edf_path, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_mod, "process_recording", killer)
+    sources = sources_from_files("generic", [generic_dir / "alpha.edf", generic_dir / "beta.edf"],
+                                 [generic_dir / "alpha.csv", generic_dir / "beta.csv"])
+    report = ingest_recordings(sources, tmp_path / "store", num_workers=2, progress=False)
+    assert report.written == ["alpha"]
+    assert list(report.failed) == [str(generic_dir / "beta.edf")]
+    assert "worker process died" in report.failed[str(generic_dir / "beta.edf")]
+    assert EpochStore(tmp_path / "store").index.recording_id.unique().tolist() == ["alpha"]

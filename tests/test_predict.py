@@ -163,8 +163,11 @@ def nights(tmp_path_factory):
     return {"generic": night("generic"), "shhs": night("shhs")}
 
 
-def _classifier(path, channels=config.CHANNELS, thresholds=None):
-    """A random-init vit_nano with a 4-class stage head and three event heads, saved as a classifier file."""
+BINARY = ["absent", "present"]
+
+
+def _classifier(path, tasks, channels=config.CHANNELS, thresholds=None):
+    """A random-init vit_nano with one linear head per task (name -> class names), saved as a classifier file."""
     import torch
 
     from osf.backbone.checkpoint import backbone_metadata
@@ -173,15 +176,24 @@ def _classifier(path, channels=config.CHANNELS, thresholds=None):
 
     torch.manual_seed(0)
     backbone = create_backbone("vit_nano")
-    tasks = {"stage": list(config.STAGE_NAMES_4), "arousal": ["absent", "present"],
-             "hypopnea": ["absent", "present"], "oxygen_desaturation": ["absent", "present"]}
     heads = {t: torch.nn.Linear(backbone.width, len(names)) for t, names in tasks.items()}
     clf = SleepClassifier(backbone, heads, tasks, channels=channels,
                           backbone_metadata=backbone_metadata(backbone, "random"), thresholds=thresholds)
     return save_classifier(clf, path)
 
 
-def test_predict_command_writes_consistent_outputs(nights, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def classifiers(tmp_path_factory):
+    """A staging + arousal classifier on all channels and a respiratory-event classifier on a home-test montage."""
+    root = tmp_path_factory.mktemp("classifiers")
+    staging = _classifier(root / "staging.pt", {"stage": list(config.STAGE_NAMES_4), "arousal": BINARY},
+                          thresholds={"arousal": 0.3})
+    respiratory = _classifier(root / "respiratory.pt", {"hypopnea": BINARY, "oxygen_desaturation": BINARY},
+                              channels=config.CHANNEL_PRESETS["cardio_respiratory"])
+    return staging, respiratory
+
+
+def test_predict_command_writes_consistent_outputs(nights, classifiers, tmp_path, capsys):
     import pandas as pd
     from sklearn.metrics import cohen_kappa_score
 
@@ -189,9 +201,9 @@ def test_predict_command_writes_consistent_outputs(nights, tmp_path, capsys):
     from osf.datasets.io.scoring import read_scoring
 
     edf, xml = nights["generic"]
-    clf = _classifier(tmp_path / "clf.pt", thresholds={"arousal": 0.3})
     out = tmp_path / "out"
-    assert main(["--edf", str(edf), "--classifier", str(clf), "--annotations", str(xml), "--output_dir", str(out)]) == 0
+    args = ["--edf", str(edf), "--classifier", *map(str, classifiers), "--annotations", str(xml), "--output_dir", str(out)]
+    assert main(args) == 0
     printed = capsys.readouterr()
     assert "kappa" in printed.out and "proceeding without" not in printed.err
 
@@ -201,13 +213,13 @@ def test_predict_command_writes_consistent_outputs(nights, tmp_path, capsys):
     stage_p = table[[f"p_{s}" for s in config.STAGE_NAMES_4]].to_numpy()
     np.testing.assert_allclose(stage_p.sum(axis=1), 1.0, atol=1e-4)
     np.testing.assert_array_equal(stage_p.argmax(axis=1), table["stage_index"])
-    for column in ("p_arousal", "p_hypopnea", "p_oxygen_desaturation"):
+    for column in ("p_arousal", "p_hypopnea", "p_oxygen_desaturation"):  # from both classifiers
         assert table[column].between(0, 1).all()
 
     summary = json.loads((out / f"{edf.stem}_summary.json").read_text())
     assert sum(summary["stage_minutes"].values()) == pytest.approx(n / 2)
     assert summary["total_sleep_time_min"] == pytest.approx((table["stage"] != "W").sum() / 2)
-    assert summary["events"]["event_thresholds"]["Arousal"] == 0.3  # the head's validation threshold
+    assert summary["events"]["event_thresholds"] == {"Arousal": 0.3, "Hypopnea": 0.5, "Oxygen Desaturation": 0.5}
     scored5 = read_scoring(xml).stages[:n]
     scored4 = np.array([config.STAGE_5_TO_4[int(s)] for s in scored5])
     np.testing.assert_array_equal(table["scored_stage_index"], scored4)
@@ -228,13 +240,13 @@ def test_predict_command_writes_consistent_outputs(nights, tmp_path, capsys):
     assert not list(out.glob(".*tmp"))
 
 
-def test_missing_channels_are_warned_about_in_the_report_and_on_stderr(nights, tmp_path, capsys):
+def test_missing_channels_are_warned_about_in_the_report_and_on_stderr(nights, classifiers, tmp_path, capsys):
     from main_pipelines.main_predict import main
     from osf.predict.night import predict_night
     from osf.predict.report import MissingChannelsWarning
 
     edf, _ = nights["shhs"]
-    clf = _classifier(tmp_path / "clf.pt")
+    clf = classifiers[0]
     with pytest.warns(MissingChannelsWarning, match="EMG_LLeg, EMG_RLeg, NP, SN"):
         result = predict_night(edf, clf, dataset="shhs")
     assert result.qc["missing_classifier_channels"] == ["EMG_LLeg", "EMG_RLeg", "NP", "SN"]
@@ -250,7 +262,7 @@ def test_a_night_without_any_classifier_channel_is_refused(nights, tmp_path, cap
     from main_pipelines.main_predict import main
 
     edf, _ = nights["shhs"]
-    clf = _classifier(tmp_path / "clf.pt", channels=("EMG_LLeg", "EMG_RLeg", "NP", "SN"))
+    clf = _classifier(tmp_path / "clf.pt", {"stage": list(config.STAGE_NAMES_4)}, channels=("EMG_LLeg", "EMG_RLeg", "NP", "SN"))
     out = tmp_path / "out"
     assert main(["--edf", str(edf), "--classifier", str(clf), "--dataset", "shhs", "--output_dir", str(out)]) == 2
     err = capsys.readouterr().err
@@ -258,7 +270,7 @@ def test_a_night_without_any_classifier_channel_is_refused(nights, tmp_path, cap
     assert not out.exists()  # nothing written
 
 
-def test_bad_inputs_exit_with_a_reason(nights, tmp_path, capsys):
+def test_bad_inputs_exit_with_a_reason(nights, classifiers, tmp_path, capsys):
     from main_pipelines.main_predict import main
 
     edf, _ = nights["generic"]
@@ -266,7 +278,11 @@ def test_bad_inputs_exit_with_a_reason(nights, tmp_path, capsys):
     not_a_classifier.write_bytes(b"junk")
     assert main(["--edf", str(edf), "--classifier", str(not_a_classifier), "--output_dir", str(tmp_path)]) == 2
     assert "x.pt" in capsys.readouterr().err
-    clf = _classifier(tmp_path / "clf.pt")
+    clf = classifiers[0]
+    assert main(["--edf", str(edf), "--classifier", str(clf), str(clf), "--output_dir", str(tmp_path)]) == 2
+    assert "task 'stage' is predicted by classifiers 0 and 1" in capsys.readouterr().err
+    assert main(["--edf", str(edf), "--classifier", str(classifiers[1]), "--output_dir", str(tmp_path)]) == 2
+    assert "no classifier has a 'stage' head" in capsys.readouterr().err
     assert main(["--edf", str(tmp_path / "none.edf"), "--classifier", str(clf), "--output_dir", str(tmp_path)]) == 2
     assert "none.edf" in capsys.readouterr().err
     assert main(["--edf", str(edf), "--classifier", str(clf), "--channel_map", "{oops", "--output_dir", str(tmp_path)]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 from osf.datasets.synthetic import COHORT_PRESETS, GENERATOR_VERSION, generate_cohort, generate_night
+from osf.datasets.synthetic.events import EVENT_XML
 
 REPO = Path(__file__).resolve().parents[1]
 COHORTS = ("shhs", "mesa", "mros", "chat", "generic")
@@ -27,6 +29,21 @@ def cohort_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic") / "out"
     generate_cohort(out, cohorts=COHORTS, nights_per_cohort=1, hours=HOURS, seed=3, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def memory_nights() -> dict:
+    """The same nights as ``cohort_dir``, generated in memory."""
+    return {c: generate_night(c, 0, seed=3, hours=HOURS) for c in COHORTS}
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location(
+        "main_synthetic", REPO / "main_pipelines" / "main_synthetic.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _edf(cohort_dir: Path, cohort: str) -> Path:
@@ -49,13 +66,15 @@ def test_layout_and_manifest(cohort_dir):
         assert list(subjects["recording_id"]) == [rid]
         assert {"nsrrid", "age", "sex", "ahi", "severity"} <= set(subjects.columns)
     listed = {f["path"] for f in manifest["files"]}
-    written = {p.relative_to(cohort_dir).as_posix() for p in cohort_dir.rglob("*") if p.is_file()} - {"manifest.json"}
+    written = {p.relative_to(cohort_dir).as_posix() for p in cohort_dir.rglob("*") if p.is_file()} - {
+        "manifest.json"
+    }
     assert listed == written
     assert not list(cohort_dir.rglob("*.tmp"))
 
 
 @pytest.mark.parametrize("cohort", COHORTS)
-def test_edf_reads_back_with_mne_and_edfio(cohort_dir, cohort):
+def test_edf_reads_back_with_mne_and_edfio(cohort_dir, memory_nights, cohort):
     preset = COHORT_PRESETS[cohort]
     path = _edf(cohort_dir, cohort)
     edf = edfio.read_edf(path)
@@ -67,25 +86,27 @@ def test_edf_reads_back_with_mne_and_edfio(cohort_dir, cohort):
     assert raw.ch_names == list(preset.labels)
     assert raw.n_times / raw.info["sfreq"] == pytest.approx(HOURS * 3600)
     # the written values are the in-memory night's, up to 16-bit quantisation
-    night = generate_night(cohort, 0, seed=3, hours=HOURS)
+    night = memory_nights[cohort]
     assert raw.info["meas_date"].replace(tzinfo=None) == night.start
     for sig, ch in zip(edf.signals, preset.channels):
         lo, hi = ch.physical_range
         np.testing.assert_allclose(sig.data, night.signals[ch.label], atol=(hi - lo) / 65535 * 1.01)
 
 
-def test_cohorts_keep_their_own_labels_rates_and_gaps(cohort_dir):
+def test_cohorts_keep_their_own_labels_rates_and_gaps(cohort_dir, memory_nights):
     shhs = edfio.read_edf(_edf(cohort_dir, "shhs"))
     mesa = edfio.read_edf(_edf(cohort_dir, "mesa"))
-    rates = {c: {s.label: s.sampling_frequency for s in e.signals} for c, e in (("shhs", shhs), ("mesa", mesa))}
+    rates = {
+        c: {s.label: s.sampling_frequency for s in e.signals} for c, e in (("shhs", shhs), ("mesa", mesa))
+    }
     assert rates["shhs"]["EEG(sec)"] == 125 and rates["shhs"]["THOR RES"] == 10 and rates["shhs"]["SaO2"] == 1
     assert rates["mesa"]["EEG3"] == 256 and rates["mesa"]["Thor"] == 32
     measures = {c: {ch.measures for ch in COHORT_PRESETS[c].channels} for c in COHORTS}
     assert not measures["shhs"] & {"NP", "SN", "EMG_LLeg", "EMG_RLeg"}  # SHHS montage gaps
     assert {"EEG_C3", "EEG_A2", "EMG_LChin", "EMG_RChin", "EMG_LLeg1", "EMG_LLeg2"} <= measures["mros"]
     # paediatric cohort: faster heart
-    chat_hr = generate_night("chat", 0, seed=3, hours=HOURS).signals["Pulse"].mean()
-    adult_hr = generate_night("shhs", 0, seed=3, hours=HOURS).signals["H.R."].mean()
+    chat_hr = memory_nights["chat"].signals["Pulse"].mean()
+    adult_hr = memory_nights["shhs"].signals["H.R."].mean()
     assert chat_hr > adult_hr + 10
 
 
@@ -97,30 +118,42 @@ def test_labels_are_real_nsrr_aliases(shared_dir):
 
 
 def _parse_xml(path: Path) -> tuple[np.ndarray, list[dict]]:
-    stage_code = {"Wake|0": 0, "Stage 1 sleep|1": 1, "Stage 2 sleep|2": 2, "Stage 3 sleep|3": 3, "REM sleep|5": 4}
+    stage_code = {
+        "Wake|0": 0,
+        "Stage 1 sleep|1": 1,
+        "Stage 2 sleep|2": 2,
+        "Stage 3 sleep|3": 3,
+        "REM sleep|5": 4,
+    }
     root = ET.parse(path).getroot()
     assert root.tag == "PSGAnnotation" and root.findtext("EpochLength") == "30"
     stages, events = [], []
     for ev in root.iter("ScoredEvent"):
-        concept, start, dur = ev.findtext("EventConcept"), float(ev.findtext("Start")), float(ev.findtext("Duration"))
+        concept, start, dur = (
+            ev.findtext("EventConcept"),
+            float(ev.findtext("Start")),
+            float(ev.findtext("Duration")),
+        )
         if ev.findtext("EventType") == "Stages|Stages":
             assert start == 30 * len(stages) and dur % 30 == 0  # contiguous runs of whole epochs
             stages += [stage_code[concept]] * int(dur // 30)
         elif ev.findtext("EventType"):
-            events.append({"concept": concept, "onset": start, "duration": dur, "nadir": ev.findtext("SpO2Nadir")})
+            events.append(
+                {"concept": concept, "onset": start, "duration": dur, "nadir": ev.findtext("SpO2Nadir")}
+            )
     return np.asarray(stages), events
 
 
 @pytest.mark.parametrize("cohort", ["generic", "mros"])
-def test_xml_holds_exactly_the_rendered_events(cohort_dir, cohort):
+def test_xml_holds_exactly_the_rendered_events(cohort_dir, memory_nights, cohort):
     stages, events = _parse_xml(_xml(cohort_dir, cohort))
-    night = generate_night(cohort, 0, seed=3, hours=HOURS)
+    night = memory_nights[cohort]
     np.testing.assert_array_equal(stages, night.stages)
     assert len(events) == len(night.events)
     for parsed, ev in zip(events, night.events):
         assert parsed["onset"] == pytest.approx(ev.onset, abs=1e-9)
         assert parsed["duration"] == pytest.approx(ev.duration, abs=1e-9)
-        assert parsed["concept"].split("|")[0].lower().startswith(ev.kind.split("_")[0][:4])
+        assert parsed["concept"] == EVENT_XML[ev.kind][1]
     subjects = pd.read_csv(cohort_dir / cohort / "datasets" / f"{cohort}-subjects.csv")
     n_resp = sum(e["concept"].startswith(("Obstructive apnea", "Central apnea", "Hypopnea")) for e in events)
     tst_h = np.sum(stages > 0) * 30 / 3600
@@ -128,7 +161,7 @@ def test_xml_holds_exactly_the_rendered_events(cohort_dir, cohort):
 
 
 def test_same_seed_same_bytes_in_parallel_and_different_seed_differs(tmp_path):
-    kw = dict(cohorts="shhs,mros", nights_per_cohort=2, hours=0.1, progress=False)
+    kw = {"cohorts": "shhs,mros", "nights_per_cohort": 2, "hours": 0.1, "progress": False}
     a = generate_cohort(tmp_path / "a", seed=5, num_workers=1, **kw).parent
     b = generate_cohort(tmp_path / "b", seed=5, num_workers=2, **kw).parent
     c = generate_cohort(tmp_path / "c", seed=6, num_workers=1, **kw).parent
@@ -168,28 +201,40 @@ def test_non_empty_output_dir_needs_overwrite(tmp_path):
     stale = out / "shhs" / "polysomnography" / "edfs" / "stale.edf"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
-    manifest = generate_cohort(out, cohorts="shhs", nights_per_cohort=1, hours=0.05, overwrite=True, progress=False)
+    manifest = generate_cohort(
+        out, cohorts="shhs", nights_per_cohort=1, hours=0.05, overwrite=True, progress=False
+    )
     assert manifest.is_file() and keep.read_text() == "mine" and not stale.exists()
 
 
-def test_cli_help_and_bad_input(tmp_path):
+def test_cli_help_runs_as_a_script():
     script = REPO / "main_pipelines" / "main_synthetic.py"
-    help_ = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
-    assert help_.returncode == 0 and "--nights_per_cohort" in help_.stdout and "--overwrite" in help_.stdout
-    bad = subprocess.run(
-        [sys.executable, str(script), "--output_dir", str(tmp_path / "o"), "--cohorts", "shhs,xyz"],
-        capture_output=True, text=True, timeout=60,
+    help_ = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
     )
-    assert bad.returncode == 2 and "unknown synthetic cohort 'xyz'" in bad.stderr
+    assert help_.returncode == 0 and "--nights_per_cohort" in help_.stdout and "--overwrite" in help_.stdout
 
 
-def test_cli_writes_a_cohort(tmp_path):
-    script = REPO / "main_pipelines" / "main_synthetic.py"
+def test_cli_writes_a_cohort_and_rejects_bad_input(tmp_path, capsys):
+    cli = _load_cli()
+    assert cli.main(["--output_dir", str(tmp_path / "x"), "--cohorts", "shhs,xyz", "--no-progress"]) == 2
+    assert "unknown synthetic cohort 'xyz'" in capsys.readouterr().err
     out = tmp_path / "o"
-    args = ["--output_dir", str(out), "--cohorts", "generic", "--nights_per_cohort", "1", "--hours", "0.05",
-            "--seed", "1", "--no-progress"]
-    run = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
+    args = [
+        "--output_dir",
+        str(out),
+        "--cohorts",
+        "generic",
+        "--nights_per_cohort",
+        "1",
+        "--hours",
+        "0.05",
+        "--seed",
+        "1",
+        "--no-progress",
+    ]
+    assert cli.main(args) == 0
     assert json.loads((out / "manifest.json").read_text())["seed"] == 1
-    again = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    before = (out / "manifest.json").read_bytes()
+    assert cli.main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert cli.main(args + ["--overwrite"]) == 0 and (out / "manifest.json").read_bytes() == before

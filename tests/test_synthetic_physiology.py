@@ -11,8 +11,8 @@ import pytest
 from scipy import signal as sps
 
 from osf.datasets.synthetic import generate_night
-from osf.datasets.synthetic.subjects import draw_subject
 from osf.datasets.synthetic.cohorts import COHORT_PRESETS
+from osf.datasets.synthetic.subjects import draw_subject
 
 W, N1, N2, N3, REM = range(5)
 
@@ -26,7 +26,10 @@ def _subjects(cohort: str, severities: tuple[str, ...], k: int) -> list[int]:
 @pytest.fixture(scope="module")
 def nights():
     """Two generic (full bipolar montage) nights of moderate/severe apnoea, 1.5 h each."""
-    return [generate_night("generic", s, seed=0, hours=1.5) for s in _subjects("generic", ("moderate", "severe"), 2)]
+    return [
+        generate_night("generic", s, seed=0, hours=1.5)
+        for s in _subjects("generic", ("moderate", "severe"), 2)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,7 @@ def _band_fraction(lo: float, hi: float):
         freqs, p = sps.welch(x, fs=fs, nperseg=4 * fs, axis=-1)
         tot = p[:, (freqs >= 0.5) & (freqs <= 30)].sum(1)
         return p[:, (freqs >= lo) & (freqs < hi)].sum(1) / tot
+
     return f
 
 
@@ -93,6 +97,7 @@ def test_n3_slow_waves_meet_the_aasm_amplitude_rule(nights):
     def sws_fraction(x, fs):
         y = sps.sosfiltfilt(sps.butter(2, [0.5, 2.0], "bandpass", fs=fs, output="sos"), x, axis=-1)
         return (2 * np.abs(sps.hilbert(y, axis=-1)) > 75.0).mean(1)  # peak-to-peak > 75 uV
+
     frac, st = _pool(nights, "C3-M2", sws_fraction)
     assert np.mean(frac[st == N3] > 0.2) > 0.8
     assert np.mean(frac[st == N2] > 0.2) < 0.2
@@ -127,6 +132,7 @@ def test_eog_movement_power_higher_in_rem_and_wake_than_n2_n3(nights):
     def eog_power(x, fs):
         freqs, p = sps.welch(x, fs=fs, nperseg=4 * fs, axis=-1)
         return p[:, (freqs >= 0.5) & (freqs <= 5.0)].sum(1)
+
     for label in ("E1-M2", "E2-M1"):
         m = _median_by_stage(*_pool(nights, label, eog_power))
         assert min(m[REM], m[W]) > 2 * max(m[N2], m[N3])
@@ -136,12 +142,13 @@ def test_rem_eye_movements_are_conjugate_and_nrem_bleed_through_in_phase(nights)
     def corr_by_stage(stage):
         cs = []
         for n in nights:
-            e1, fs = _epochs(n, "E1-M2")
+            e1, _fs = _epochs(n, "E1-M2")
             e2, _ = _epochs(n, "E2-M1")
             ok = _clean_epochs(n, "E1-M2") & _clean_epochs(n, "E2-M1")
             for i in np.flatnonzero((n.stages == stage) & ok):
                 cs.append(np.corrcoef(e1[i], e2[i])[0, 1])
         return float(np.median(cs))
+
     assert corr_by_stage(REM) < -0.3  # opposite polarity on E1 vs E2
     assert corr_by_stage(N3) > 0.3  # EEG slow waves reach both leads with the same sign
 
@@ -272,7 +279,7 @@ def test_unipolar_leads_derive_to_bipolar_physiology_and_reject_mains(unipolar_n
 
 def test_nuisances_present(nights):
     n = nights[0]
-    lo, hi = n.preset.channel("C3-M2").physical_range
+    _lo, _hi = n.preset.channel("C3-M2").physical_range
     assert any(a["kind"] == "movement" for a in n.artifacts)
     fs = n.rates["C3-M2"]
     freqs, p = sps.welch(n.signals["C3-M2"], fs=fs, nperseg=4 * fs)

@@ -10,9 +10,11 @@ datasets ingested by separate calls end up in one store.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ class IngestReport:
 
 
 def _ingest_one(
-    root: str, pipeline: Mapping[str, Any], source: RecordingSource, channel_map: Mapping[str, Any] | None
+    root: str, pipeline: Mapping[str, Any], source: RecordingSource, channel_map: Mapping[str, Any] | None = None
 ) -> tuple[str, str]:
     """Worker: process and write one recording. Returns ("written", id) or ("failed", reason)."""
     try:
@@ -101,8 +103,6 @@ def _cohort_groups(root: Path, datasets: Sequence[str], cohort_group: str | None
         except (json.JSONDecodeError, AttributeError):
             groups = {}
     if cohort_group is not None:
-        if cohort_group not in COHORT_GROUPS:
-            raise ValueError(f"cohort group must be one of {COHORT_GROUPS}, got {cohort_group!r}")
         groups.update({d: cohort_group for d in datasets})
     return groups
 
@@ -124,7 +124,10 @@ def ingest_recordings(
     failed; it raises only when the store holds no recording at all.
     """
     root = Path(output_dir)
-    cmap = None if channel_map is None else load_channel_map(channel_map)  # validate once, fail early
+    # Validate the options before StoreWriter, which may delete an existing store (overwrite=True).
+    cmap = None if channel_map is None else load_channel_map(channel_map)
+    if cohort_group is not None and cohort_group not in COHORT_GROUPS:
+        raise ValueError(f"cohort group must be one of {COHORT_GROUPS}, got {cohort_group!r}")
     pipeline = pipeline_settings()
     writer = StoreWriter(root, overwrite=overwrite, pipeline=pipeline)
     report = IngestReport(store=root)
@@ -135,68 +138,92 @@ def ingest_recordings(
     for src in sources:
         key = (src.dataset, src.recording_id)
         if key in seen:
-            reason = f"{src.edf_path}: recording id {src.recording_id!r} already taken by {seen[key]}"
-            writer.record_failure(src.dataset, src.edf_path, reason)
-            report.failed[os.fspath(src.edf_path)] = reason
+            _fail(writer, report, src, f"{src.edf_path}: recording id {src.recording_id!r} already taken by {seen[key]}")
             continue
         seen[key] = src.edf_path
         try:
             done = writer.has_recording(src.dataset, src.recording_id)
         except ValueError as err:  # an id that cannot be a file name
-            writer.record_failure(src.dataset, src.edf_path, f"{src.edf_path}: {err}")
-            report.failed[os.fspath(src.edf_path)] = str(err)
+            _fail(writer, report, src, f"{src.edf_path}: {err}")
             continue
-        (report.skipped if done else todo).append(src.recording_id if done else src)
+        if done:
+            report.skipped.append(src.recording_id)
+        else:
+            todo.append(src)
 
     def handle(src: RecordingSource, status: str, message: str) -> None:
         if status == "written":
             report.written.append(src.recording_id)
         else:
-            writer.record_failure(src.dataset, src.edf_path, message)
-            report.failed[os.fspath(src.edf_path)] = message
+            _fail(writer, report, src, message)
+        bar.update()
 
     bar = tqdm(total=len(todo), desc="preprocess", unit="rec", disable=not progress)
     try:
         if num_workers <= 0:
             for src in todo:
                 handle(src, *_ingest_one(os.fspath(root), pipeline, src, cmap))
-                bar.update()
         else:
-            _run_parallel(todo, root, pipeline, cmap, num_workers, handle, bar)
+            job = functools.partial(_ingest_one, os.fspath(root), pipeline, channel_map=cmap)
+            _run_parallel(todo, job, num_workers, handle, writer.has_recording)
     finally:
         bar.close()
 
     try:
         writer.finalize(split_fractions=split_fractions, seed=seed, cohort_groups=groups)
-    except ValueError as err:
+    except ValueError as err:  # e.g. no recording in the store at all
         raise IngestionError(
-            root, f"nothing could be ingested ({len(report.failed)} failures, see {root / 'failures.jsonl'}): {err}"
+            root, f"cannot finalize the store: {err} ({len(report.failed)} recordings failed in this run, "
+            f"reasons in {root / 'failures.jsonl'})"
         ) from err
     return report
 
 
-def _run_parallel(todo, root, pipeline, cmap, num_workers, handle, bar) -> None:
-    """Keep ``2 * num_workers`` recordings in flight; a dead worker fails its recordings, not the batch."""
-    pending = list(reversed(todo))
-    while pending:
+def _fail(writer: StoreWriter, report: IngestReport, src: RecordingSource, reason: str) -> None:
+    writer.record_failure(src.dataset, src.edf_path, reason)
+    report.failed[os.fspath(src.edf_path)] = reason
+
+
+def _run_parallel(
+    todo: Sequence[RecordingSource],
+    job: Callable[[RecordingSource], tuple[str, str]],
+    num_workers: int,
+    handle: Callable[[RecordingSource, str, str], None],
+    is_written: Callable[[str, str], bool],
+) -> None:
+    """Run ``job`` over ``todo`` in worker processes, ``2 * num_workers`` recordings in flight.
+
+    A worker that dies (killed for memory, a crash in native code) breaks the whole pool; the
+    recordings that were in flight are then retried one at a time in a pool of their own, so only
+    the one that kills its worker is recorded as failed, and the batch goes on.
+    """
+    pending = deque(todo)
+    suspects: deque[RecordingSource] = deque()
+    while pending or suspects:
+        if suspects:
+            src = suspects.popleft()
+            if is_written(src.dataset, src.recording_id):  # finished just before the pool broke
+                handle(src, "written", src.recording_id)
+                continue
+            with ProcessPoolExecutor(max_workers=1) as pool:
+                try:
+                    handle(src, *pool.submit(job, src).result())
+                except BrokenProcessPool:
+                    handle(src, "failed", f"{src.edf_path}: the worker process died while processing it (out of memory?)")
+            continue
         in_flight: dict[Future, RecordingSource] = {}
         with ProcessPoolExecutor(max_workers=num_workers) as pool:
             try:
                 while pending or in_flight:
                     while pending and len(in_flight) < 2 * num_workers:
-                        src = pending.pop()
-                        in_flight[pool.submit(_ingest_one, os.fspath(root), pipeline, src, cmap)] = src
+                        src = pending.popleft()
+                        in_flight[pool.submit(job, src)] = src
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for fut in done:
-                        src = in_flight.pop(fut)
-                        handle(src, *fut.result())
-                        bar.update()
+                        result = fut.result()
+                        handle(in_flight.pop(fut), *result)
             except BrokenProcessPool:
-                # A worker was killed (e.g. out of memory): every recording it could have held fails;
-                # a later run retries them. The pool is rebuilt for the rest.
-                for src in in_flight.values():
-                    handle(src, "failed", f"{src.edf_path}: worker process died while processing it (out of memory?)")
-                    bar.update()
+                suspects.extend(in_flight.values())
 
 
 def ingest_dataset(

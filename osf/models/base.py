@@ -104,7 +104,6 @@ class PretrainModule(pl.LightningModule):
         self.teacher_backbone: nn.Module | None = None
         self.probe = nn.Linear(self.backbone.width, probe_num_classes)
         self._total_steps_override = total_steps
-        self._last_ema_step = -1
         self._compiled: dict[int, Any] = {}
         self.run_config: dict[str, Any] | None = None  # resolved CLI config, stored in checkpoints
 
@@ -242,21 +241,20 @@ class PretrainModule(pl.LightningModule):
         self._probe(out.probe_features, batch, "val")
         return out.loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """EMA teacher update once per optimizer step (not per micro-batch under accumulation)."""
-        step = self.global_step
-        if step > self._last_ema_step and step > 0:
-            self._last_ema_step = step
-            pairs = self.momentum_pairs()
-            if pairs:
-                momentum = self.momentum_at(step - 1)
-                for teacher, student in pairs:
-                    ema_update(teacher, student, momentum)
-                self.log("train/teacher_momentum", momentum, batch_size=1)
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Optimizer step, then the EMA teacher update for that step.
 
-    def on_train_start(self) -> None:
-        # After a resume global_step is restored; an EMA update is due only after the next step.
-        self._last_ema_step = self.global_step
+        Done here rather than in ``on_train_batch_end`` because checkpoint callbacks run before the
+        module's batch-end hook: a checkpoint would hold a teacher one update behind its student.
+        """
+        step = self.global_step  # 0-based index of the step being taken
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        pairs = self.momentum_pairs()
+        if pairs:
+            momentum = self.momentum_at(step)
+            for teacher, student in pairs:
+                ema_update(teacher, student, momentum)
+            self.log("train/teacher_momentum", momentum, batch_size=1)
 
     # --- checkpoints / export -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

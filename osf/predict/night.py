@@ -85,9 +85,26 @@ def _to_stage_space(stages_5: np.ndarray, stage_names: Sequence[str]) -> np.ndar
     raise ValueError(f"cannot compare scored 5-class stages with a classifier staging {list(stage_names)}")
 
 
+def _load_classifiers(
+    classifier: SleepClassifier | str | Path | Sequence[SleepClassifier | str | Path], device: str
+) -> list[SleepClassifier]:
+    """One classifier or several (each serving its own tasks), loaded from paths where needed."""
+    items = [classifier] if isinstance(classifier, (SleepClassifier, str, Path)) else list(classifier)
+    loaded = [load_classifier(c, map_location=device) if isinstance(c, (str, Path)) else c for c in items]
+    seen: dict[str, int] = {}
+    for i, clf in enumerate(loaded):
+        for task in clf.tasks:
+            if task in seen:
+                raise ValueError(f"task {task!r} is predicted by classifiers {seen[task]} and {i}; give each task once")
+            seen[task] = i
+    if STAGE_TASK not in seen:
+        raise ValueError(f"no classifier has a {STAGE_TASK!r} head (tasks: {sorted(seen)}); cannot stage a night")
+    return loaded
+
+
 def predict_night(
     edf: str | Path,
-    classifier: SleepClassifier | str | Path,
+    classifier: SleepClassifier | str | Path | Sequence[SleepClassifier | str | Path],
     channel_map: Mapping[str, str | Sequence[str]] | None = None,
     annotations: str | Path | None = None,
     dataset: str = "generic",
@@ -98,13 +115,16 @@ def predict_night(
     batch_size: int = 256,
     device: str = "cpu",
 ) -> NightPrediction:
-    """Stage a night from an EDF with a classifier (object or path) and write its outputs to ``output_dir``.
+    """Stage a night from an EDF and write its outputs to ``output_dir`` (when given).
 
-    Raises ``MissingChannelsError`` when the EDF has none of the classifier's channels; warns
-    (``MissingChannelsWarning``, also recorded in the QC report) when it proceeds without some.
-    ``event_threshold=None`` uses each event head's threshold chosen on validation (0.5 if none).
-    Files (all written atomically): ``<stem>_epochs.csv``, ``<stem>_hypnogram.xml`` /
-    ``<stem>_hypnogram.edf``, ``<stem>_summary.json``, ``<stem>_qc.json``, ``<stem>_night.png``.
+    ``classifier`` is a :class:`SleepClassifier` or its file, or several of them that each serve
+    their own tasks (e.g. a fine-tuned staging classifier plus linear-probe event heads); one of
+    them must have a ``stage`` head. Raises ``MissingChannelsError`` when the EDF has none of a
+    classifier's channels; warns (``MissingChannelsWarning``, also in the QC report) when it
+    proceeds without some. ``event_threshold=None`` uses each event head's threshold chosen on
+    validation (0.5 if none). Files (all written atomically): ``<stem>_epochs.csv``,
+    ``<stem>_hypnogram.xml`` / ``<stem>_hypnogram.edf``, ``<stem>_summary.json``, ``<stem>_qc.json``,
+    ``<stem>_night.png``.
     """
     from osf.datasets.preprocess import process_recording
 
@@ -112,15 +132,15 @@ def predict_night(
     unknown_formats = sorted(set(hypnogram_formats) - set(HYPNOGRAM_FORMATS))
     if unknown_formats:
         raise ValueError(f"unknown hypnogram format(s) {unknown_formats}; choose from {list(HYPNOGRAM_FORMATS)}")
-    if isinstance(classifier, (str, Path)):
-        classifier = load_classifier(classifier, map_location=device)
-    if STAGE_TASK not in classifier.tasks:
-        raise ValueError(f"the classifier has no {STAGE_TASK!r} head (tasks: {classifier.tasks}); cannot stage a night")
+    classifiers = _load_classifiers(classifier, device)
 
     recording = process_recording(edf, scoring_path=annotations, dataset=dataset, channel_map=channel_map)
     present = [c for c, p in zip(config.CHANNELS, recording.channel_mask.any(axis=0)) if p]
-    missing = classifier.missing_channels(torch.as_tensor(recording.channel_mask))
-    require_some_channels(missing, classifier.channels, present, edf)
+    mask = torch.as_tensor(recording.channel_mask)
+    for clf in classifiers:
+        require_some_channels(clf.missing_channels(mask), clf.channels, present, edf)
+    required = [c for c in config.CHANNELS if any(c in clf.channels for clf in classifiers)]
+    missing = [c for c in required if c not in present]
     if missing:
         warnings.warn(
             f"{edf}: proceeding without {len(missing)} of the classifier's channels ({', '.join(missing)}); "
@@ -129,10 +149,14 @@ def predict_night(
             stacklevel=2,
         )
 
-    # The classifier itself hides channels outside its training contract (SleepClassifier.effective_mask).
-    probs = run_classifier(classifier, recording.signals, recording.channel_mask, batch_size, device)
+    # Each classifier hides channels outside its own training contract (SleepClassifier.effective_mask).
+    probs: dict[str, np.ndarray] = {}
+    head_thresholds: dict[str, float] = {}
+    for clf in classifiers:
+        probs.update(run_classifier(clf, recording.signals, recording.channel_mask, batch_size, device))
+        head_thresholds.update(clf.thresholds)
     stage_probs = probs.pop(STAGE_TASK)
-    stage_names = list(classifier.label_names[STAGE_TASK])
+    stage_names = next(list(clf.label_names[STAGE_TASK]) for clf in classifiers if STAGE_TASK in clf.tasks)
     stages = stage_probs.argmax(axis=1)
     event_probs, thresholds = {}, {}
     for task, p in probs.items():
@@ -140,7 +164,7 @@ def predict_night(
             raise ValueError(f"classifier task {task!r} has {p.shape[1]} classes; event heads must be binary")
         name = TASK_NAMES.get(task, task)
         event_probs[name] = p[:, 1]
-        thresholds[name] = classifier.thresholds.get(task, 0.5) if event_threshold is None else event_threshold
+        thresholds[name] = head_thresholds.get(task, 0.5) if event_threshold is None else event_threshold
 
     scored = None
     summary = summarize_night(stages, stage_names, event_probs, event_threshold=thresholds)
@@ -156,7 +180,7 @@ def predict_night(
             "statistics": summarize_night(scored, stage_names),
         }
     qc = build_qc_report(
-        edf, recording.qc, present, missing, recording.quality, classifier.channels, stage_probs, low_confidence
+        edf, recording.qc, present, missing, recording.quality, required, stage_probs, low_confidence
     )
 
     result = NightPrediction(edf, stage_names, stage_probs, stages, event_probs, thresholds, scored, summary, qc)

@@ -19,6 +19,7 @@ import config
 from osf.datasets.preprocess.filters import emg_bandpass, emg_filter_description
 from osf.datasets.preprocess.resample import resample_to_model_rate, resampling_ratio, source_to_output_mask
 
+
 def source_labels(source: str | Sequence[str]) -> tuple[str, ...]:
     """The EDF labels a source reads (1 or 2)."""
     if isinstance(source, str):

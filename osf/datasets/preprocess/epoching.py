@@ -21,13 +21,6 @@ def count_epochs(n_samples: int, samples_per_epoch: int = config.EPOCH_SAMPLES) 
     return int(n_samples) // samples_per_epoch
 
 
-def cut_epochs(signals: np.ndarray, n_epochs: int, samples_per_epoch: int = config.EPOCH_SAMPLES) -> np.ndarray:
-    """``[C, T]`` -> ``[n_epochs, C, samples_per_epoch]`` (a copy, epoch-major for the store)."""
-    c = signals.shape[0]
-    used = signals[:, : n_epochs * samples_per_epoch]
-    return np.ascontiguousarray(used.reshape(c, n_epochs, samples_per_epoch).transpose(1, 0, 2))
-
-
 def unknown_labels(n_epochs: int) -> dict[str, np.ndarray]:
     """All label columns at -1 (no scoring)."""
     return {name: np.full(n_epochs, -1, dtype=np.int8) for name in LABEL_FIELDS}
@@ -41,7 +34,7 @@ def align_scoring(scoring: Any, n_epochs: int, epoch_sec: float = config.EPOCH_S
     signal end (dropped).
     """
     stages = np.asarray(scoring.stages)
-    n_scored = int(len(stages))
+    n_scored = len(stages)
     labels = scoring.epoch_labels(n_epochs)
     out = unknown_labels(n_epochs)
     for name in LABEL_FIELDS:

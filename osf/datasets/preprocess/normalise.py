@@ -35,9 +35,11 @@ class RobustScale:
 def robust_scale(x: np.ndarray, valid: np.ndarray | None = None) -> RobustScale:
     """Median and IQR of ``x`` over the ``valid`` samples (std fallback, "flat" when constant)."""
     values = np.asarray(x)
-    if valid is not None:
+    if valid is not None and not valid.all():
         values = values[valid]
-    values = values[np.isfinite(values)]
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = values[finite]
     if values.size == 0:
         return RobustScale(0.0, 1.0, "flat")
     q25, median, q75 = np.percentile(values, (25, 50, 75))

@@ -3,8 +3,9 @@
 Steps, in order (each documented in its module):
 1. resolve EDF labels to canonical channels (registry aliases and derivations, or a user channel
    map that overrides them) and read only those signals, each at its native rate;
-2. per channel: NaN/inf samples zeroed and flagged; bipolar derivations; EMG band-pass 10-30 Hz at
-   the source rate (``filters``); anti-aliased polyphase resampling to 64 Hz (``resample``);
+2. per channel (``channels``): NaN/inf samples replaced by the median and flagged; bipolar
+   derivations; EMG band-pass 10-30 Hz at the source rate (``filters``); anti-aliased polyphase
+   resampling to 64 Hz (``resample``);
 3. robust per-recording normalisation ``(x - median) / IQR`` (``normalise``);
 4. 30 s epochs from the EDF start, trailing partial epoch dropped (``epoching``);
 5. per-epoch quality flags and channel-present mask (``quality``), then clip to [-6, 6] and zero
@@ -12,7 +13,9 @@ Steps, in order (each documented in its module):
 6. labels from the scoring on the same epoch grid (-1 where the scoring does not reach).
 
 A channel the recording lacks is kept absent (zeros, mask False); the recording is refused
-(``NoUsableSignalError``) only when no channel carries signal, or when it is shorter than one epoch.
+(``NoUsableSignalError``) only when no channel carries signal, or when it is shorter than one epoch
+(``RecordingTooShortError``). Channels the scoring or the registry cannot place are reported in
+``RecordingEpochs.qc``, which the store keeps per recording in its manifest.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from osf.datasets.io.channels import ChannelResolution, resolve_channels
 from osf.datasets.io.edf import edf_labels, read_edf
 from osf.datasets.io.errors import IngestionError
 from osf.datasets.io.scoring import Scoring, read_scoring
-from osf.datasets.preprocess import epoching, filters, normalise, quality
-from osf.datasets.preprocess.channels import build_canonical_signal, describe_source
+from osf.datasets.preprocess import epoching, filters, normalise, quality, resample
+from osf.datasets.preprocess.channels import build_canonical_signal, describe_source, source_labels
 from osf.datasets.recording import RecordingEpochs
 
 PIPELINE_VERSION = "1.0"
@@ -52,7 +55,7 @@ def pipeline_settings() -> dict[str, Any]:
         "channels": list(config.CHANNELS),
         "sample_rate": config.SAMPLE_RATE,
         "epoch_sec": config.EPOCH_SEC,
-        "resampling": "scipy.signal.resample_poly (Kaiser-windowed FIR anti-alias), exact rational ratio, padtype=line",
+        "resampling": "scipy.signal.resample_poly (Kaiser-windowed FIR anti-alias), rational ratio, padtype=line",
         "emg_filter": {
             "channels": list(config.EMG_CHANNELS),
             "band_hz": list(filters.EMG_BAND_HZ),
@@ -137,9 +140,12 @@ def epochs_from_signals(
     if unknown:
         raise ValueError(f"{where}: unknown canonical channel(s) {unknown}")
 
-    canonical = {name: build_canonical_signal(name, src, signals, rates) for name, src in sources.items()}
-    for sig in canonical.values():  # rates off the exact grid can leave a channel a few samples short
-        n_epochs = min(n_epochs, epoching.count_epochs(len(sig.data)))
+    for name, src in sources.items():  # a signal shorter than the header duration limits the epochs
+        for label in source_labels(src):
+            if label not in signals or label not in rates:
+                raise ValueError(f"{where}: {name} needs signal {label!r}, which was not read")
+            up, down = resample.resampling_ratio(rates[label])
+            n_epochs = min(n_epochs, epoching.count_epochs(len(signals[label]) * up // down))
     if n_epochs < 1:
         raise RecordingTooShortError(where, "a channel holds less than one epoch of samples")
     n_samples = n_epochs * config.EPOCH_SAMPLES
@@ -156,7 +162,8 @@ def epochs_from_signals(
         "nonfinite_source_samples": {},
         "flat_channels": [],
     }
-    for name, sig in canonical.items():
+    for name, src in sources.items():  # one channel at a time keeps the peak memory low
+        sig = build_canonical_signal(name, src, signals, rates)
         i = config.CHANNEL_INDEX[name]
         data, bad = sig.data[:n_samples], sig.nonfinite[:n_samples]
         scale = normalise.robust_scale(data, valid=~bad)
@@ -173,7 +180,6 @@ def epochs_from_signals(
         present[i] = True
         epochs[:, i, :] = normalise.apply_scale(data, scale).reshape(n_epochs, config.EPOCH_SAMPLES)
         nonfinite[:, i, :] = bad.reshape(n_epochs, config.EPOCH_SAMPLES)
-    del canonical
 
     quality_columns, channel_mask, per_channel = quality.epoch_quality(epochs, nonfinite, present)
     if not channel_mask.any():

@@ -51,7 +51,7 @@ def epoch_quality(
     ``[C]`` marks channels mapped for the recording. Returns ``(quality columns, channel_mask [n, C],
     per-channel flags {flat, nan, disconnected, clipped_frac})``.
     """
-    n, c, s = epochs.shape
+    n, c, _ = epochs.shape
     present_nc = np.broadcast_to(np.asarray(present, dtype=bool)[None, :], (n, c))
     level = np.median(epochs, axis=2, keepdims=True)
     mad = np.median(np.abs(epochs - level), axis=2)

@@ -6,9 +6,9 @@ from osf.datasets.synthetic.generate import GENERATOR_VERSION, SyntheticNight, g
 
 __all__ = [
     "COHORT_PRESETS",
+    "GENERATOR_VERSION",
     "ChannelSpec",
     "CohortPreset",
-    "GENERATOR_VERSION",
     "ScoredEvent",
     "SyntheticNight",
     "generate_cohort",

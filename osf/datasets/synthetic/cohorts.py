@@ -263,4 +263,6 @@ def get_preset(name: str) -> CohortPreset:
     try:
         return COHORT_PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown synthetic cohort {name!r}; known cohorts: {sorted(COHORT_PRESETS)}") from None
+        raise ValueError(
+            f"unknown synthetic cohort {name!r}; known cohorts: {sorted(COHORT_PRESETS)}"
+        ) from None

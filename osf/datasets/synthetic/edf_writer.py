@@ -24,7 +24,9 @@ def write_edf(
     for ch in preset.channels:
         x = np.asarray(signals[ch.label], dtype=np.float64)
         if x.size % ch.rate:
-            raise ValueError(f"{path}: signal {ch.label!r} has {x.size} samples, not whole seconds at {ch.rate} Hz")
+            raise ValueError(
+                f"{path}: signal {ch.label!r} has {x.size} samples, not whole seconds at {ch.rate} Hz"
+            )
         lo, hi = ch.physical_range
         edf_signals.append(
             edfio.EdfSignal(

@@ -24,8 +24,16 @@ EVENT_XML: dict[str, tuple[str, str, str]] = {
     "hypopnea": ("Respiratory|Respiratory", "Hypopnea|Hypopnea", "Hypopnea"),
     "desaturation": ("Respiratory|Respiratory", "SpO2 desaturation|SpO2 desaturation", "Oxygen Desaturation"),
     "arousal": ("Arousals|Arousals", "Arousal|Arousal ()", "Arousal"),
-    "limb_left": ("Limb Movement|Limb Movement", "Limb movement - left|Limb Movement (Left)", "Limb Movement"),
-    "limb_right": ("Limb Movement|Limb Movement", "Limb movement - right|Limb Movement (Right)", "Limb Movement"),
+    "limb_left": (
+        "Limb Movement|Limb Movement",
+        "Limb movement - left|Limb Movement (Left)",
+        "Limb Movement",
+    ),
+    "limb_right": (
+        "Limb Movement|Limb Movement",
+        "Limb movement - right|Limb Movement (Right)",
+        "Limb Movement",
+    ),
 }
 
 
@@ -71,10 +79,12 @@ class _Timeline:
         self.iv.append((t0, t1))
 
 
-def schedule_respiratory(profile: SubjectProfile, stages: np.ndarray, rng: np.random.Generator) -> list[ScoredEvent]:
+def schedule_respiratory(
+    profile: SubjectProfile, stages: np.ndarray, rng: np.random.Generator
+) -> list[ScoredEvent]:
     """Apneas and hypopneas: AHI events per hour of sleep, more in REM, fewer in N3."""
     tst_h = float(np.sum(stages != W)) * EPOCH_SEC / 3600.0
-    n_target = int(round(profile.ahi_target * tst_h))
+    n_target = round(profile.ahi_target * tst_h)
     sleep_epochs = np.flatnonzero(stages != W)
     if n_target == 0 or sleep_epochs.size == 0:
         return []
@@ -105,7 +115,9 @@ def schedule_respiratory(profile: SubjectProfile, stages: np.ndarray, rng: np.ra
     return events
 
 
-def draw_desaturations(resp: list[ScoredEvent], profile: SubjectProfile, rng: np.random.Generator) -> list[ScoredEvent]:
+def draw_desaturations(
+    resp: list[ScoredEvent], profile: SubjectProfile, rng: np.random.Generator
+) -> list[ScoredEvent]:
     """Desaturations caused by respiratory events: the drop reaches its nadir 10-30 s after the event end."""
     out = []
     sev = ["none", "mild", "moderate", "severe"].index(profile.severity_target)

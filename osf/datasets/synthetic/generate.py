@@ -15,10 +15,10 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,7 @@ GENERATOR_VERSION = "1.0.0"
 EDF_DIR = Path("polysomnography") / "edfs"
 XML_DIR = Path("polysomnography") / "annotations-events-nsrr"
 CSV_DIR = Path("datasets")
+
 
 @dataclass
 class SyntheticNight:
@@ -98,9 +99,16 @@ class SyntheticNight:
 
     def subject_row(self) -> dict:
         """Row of the subjects CSV."""
-        counts = {k: len(self.events_of(*ks)) for k, ks in {
-            "n_apnea": APNEA_KINDS, "n_hypopnea": ("hypopnea",), "n_desaturation": ("desaturation",),
-            "n_arousal": ("arousal",), "n_limb_movement": ("limb_left", "limb_right")}.items()}
+        counts = {
+            k: len(self.events_of(*ks))
+            for k, ks in {
+                "n_apnea": APNEA_KINDS,
+                "n_hypopnea": ("hypopnea",),
+                "n_desaturation": ("desaturation",),
+                "n_arousal": ("arousal",),
+                "n_limb_movement": ("limb_left", "limb_right"),
+            }.items()
+        }
         p = self.profile
         return {
             "nsrrid": p.recording_id,
@@ -138,14 +146,16 @@ class NightScoring:
     def scored(self) -> list[ScoredEvent]:
         """Every scored event, sorted by onset."""
         ev = self.events
-        return sorted(ev.respiratory + ev.desaturations + ev.arousals + ev.limbs, key=lambda e: (e.onset, e.kind))
+        return sorted(
+            ev.respiratory + ev.desaturations + ev.arousals + ev.limbs, key=lambda e: (e.onset, e.kind)
+        )
 
 
 def simulate_scoring(preset: CohortPreset | str, subject: int, seed: int, hours: float = 2.0) -> NightScoring:
     """Draw a night's subject, hypnogram and scored events (what the XML holds) without rendering signals."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     _check_positive("hours", hours)
-    n_epochs = max(int(round(hours * 3600.0 / EPOCH_SEC)), 1)
+    n_epochs = max(round(hours * 3600.0 / EPOCH_SEC), 1)
     profile = draw_subject(preset, subject, seed)
     rng = night_rng(seed, preset.name, subject)
     rng.random(64)  # move away from the draws of the profile stream
@@ -170,19 +180,22 @@ def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: f
     resp, desats, arousals, limbs = events.respiratory, events.desaturations, events.arousals, events.limbs
     renderer = NightRenderer(profile, stages, events, spo2, seed)
 
-    artifacts: list[dict] = [{"kind": "movement", "label": "*", "onset": a, "duration": d} for a, d in movements]
+    artifacts: list[dict] = [
+        {"kind": "movement", "label": "*", "onset": a, "duration": d} for a, d in movements
+    ]
     signals: dict[str, np.ndarray] = {}
     flat_rng = night_rng(seed, preset.name + "/flat", subject)
-    for ch in preset.channels:
-        x = renderer.render(ch.measures, ch.rate).copy()
+    for i, ch in enumerate(preset.channels):
+        lo, hi = ch.physical_range
+        x = np.clip(renderer.render(ch.measures, ch.rate), lo, hi)  # a new array: the cache stays intact
         # a lead that came off for a while: the amplifier records a flat line
         for _ in range(flat_rng.poisson(0.05 * hours)):
             onset = float(np.round(flat_rng.uniform(0, max(n_epochs * EPOCH_SEC - 120, 1)), 1))
             dur = float(np.round(flat_rng.uniform(10, 120), 1))
             x[int(onset * ch.rate) : int((onset + dur) * ch.rate)] = 0.0
             artifacts.append({"kind": "flat", "label": ch.label, "onset": onset, "duration": dur})
-        lo, hi = ch.physical_range
-        signals[ch.label] = np.clip(x, lo, hi)
+        signals[ch.label] = x
+        renderer.release({c.measures for c in preset.channels[i + 1 :]})
     scored = sorted(resp + desats + arousals + limbs, key=lambda e: (e.onset, e.kind))
     return SyntheticNight(
         preset=preset,
@@ -196,7 +209,9 @@ def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: f
     )
 
 
-def _movements(stages: np.ndarray, arousals: list[ScoredEvent], rng: np.random.Generator) -> list[tuple[float, float]]:
+def _movements(
+    stages: np.ndarray, arousals: list[ScoredEvent], rng: np.random.Generator
+) -> list[tuple[float, float]]:
     """Movement artefacts: in wake, and with some arousals (unscored, like real data)."""
     out = []
     wake = np.flatnonzero(stages == W)
@@ -227,10 +242,16 @@ def signal_locations(preset: CohortPreset) -> dict[str, str]:
 def write_night(night: SyntheticNight, cohort_dir: Path) -> dict:
     """Write a night's EDF and NSRR XML under ``cohort_dir``; returns the subjects-CSV row + file info."""
     rid = night.recording_id
-    edf_path = write_edf(cohort_dir / EDF_DIR / f"{rid}.edf", night.preset, night.signals, night.start, rid, night.profile.sex)
+    edf_path = write_edf(
+        cohort_dir / EDF_DIR / f"{rid}.edf", night.preset, night.signals, night.start, rid, night.profile.sex
+    )
     xml_path = write_nsrr_xml(
-        cohort_dir / XML_DIR / f"{rid}-nsrr.xml", night.stages, night.events, night.start,
-        signal_locations(night.preset), night.preset.software,
+        cohort_dir / XML_DIR / f"{rid}-nsrr.xml",
+        night.stages,
+        night.events,
+        night.start,
+        signal_locations(night.preset),
+        night.preset.software,
     )
     return {"row": night.subject_row(), "files": [edf_path, xml_path]}
 
@@ -246,7 +267,11 @@ def _check_positive(name: str, value: float) -> None:
 
 
 def _parse_cohorts(cohorts: Iterable[str] | str) -> list[str]:
-    names = [c.strip() for c in cohorts.split(",")] if isinstance(cohorts, str) else [str(c).strip() for c in cohorts]
+    names = (
+        [c.strip() for c in cohorts.split(",")]
+        if isinstance(cohorts, str)
+        else [str(c).strip() for c in cohorts]
+    )
     names = [c for c in names if c]
     if not names:
         raise ValueError(f"no cohort given; choose from {sorted(COHORT_PRESETS)}")
@@ -277,7 +302,11 @@ def generate_cohort(
 ) -> Path:
     """Write synthetic cohorts (EDF + NSRR XML + subjects CSV) under ``output_dir``; returns the manifest path."""
     names = _parse_cohorts(cohorts)
-    if isinstance(nights_per_cohort, bool) or not isinstance(nights_per_cohort, (int, np.integer)) or nights_per_cohort <= 0:
+    if (
+        isinstance(nights_per_cohort, bool)
+        or not isinstance(nights_per_cohort, (int, np.integer))
+        or nights_per_cohort <= 0
+    ):
         raise ValueError(f"nights_per_cohort must be a positive integer, got {nights_per_cohort!r}")
     _check_positive("hours", hours)
     if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 1:
@@ -307,7 +336,7 @@ def generate_cohort(
         for c, s in jobs:
             try:
                 results[(c, s)] = _job(c, s, seed, hours, str(out / c))
-            except Exception as exc:  # keep going: record, write the rest, fail at the end
+            except Exception as exc:  # noqa: BLE001  (batch: record, write the rest, fail at the end)
                 failures.append({"cohort": c, "subject": s, "error": repr(exc)})
             bar.update(1)
     else:
@@ -317,7 +346,7 @@ def generate_cohort(
                 c, s = futures[fut]
                 try:
                     results[(c, s)] = fut.result()
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001  (same: a worker error must not lose the rest)
                     failures.append({"cohort": c, "subject": s, "error": repr(exc)})
                 bar.update(1)
     bar.close()
@@ -329,9 +358,13 @@ def generate_cohort(
         tmp = csv_path.with_name(csv_path.name + ".tmp")
         pd.DataFrame(rows).to_csv(tmp, index=False, lineterminator="\n")
         os.replace(tmp, csv_path)
-        paths = [p for s in range(int(nights_per_cohort)) if (c, s) in results for p in results[(c, s)]["files"]]
+        paths = [
+            p for s in range(int(nights_per_cohort)) if (c, s) in results for p in results[(c, s)]["files"]
+        ]
         for p in paths + [csv_path]:
-            files.append({"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)})
+            files.append(
+                {"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)}
+            )
     manifest = {
         "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,

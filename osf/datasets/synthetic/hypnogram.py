@@ -23,7 +23,7 @@ def cycle_compression(hours: float) -> float:
 
 
 def _epochs(minutes: float, c: float = 1.0) -> int:
-    return max(1, int(round(minutes * c * 2)))
+    return max(1, round(minutes * c * 2))
 
 
 def generate_hypnogram(profile: SubjectProfile, n_epochs: int, rng: np.random.Generator) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import signal as sps
 
 from osf.datasets.synthetic.cohorts import UNIPOLAR_PAIRS
-from osf.datasets.synthetic.events import APNEA_KINDS, ScoredEvent
+from osf.datasets.synthetic.events import ScoredEvent
 from osf.datasets.synthetic.hypnogram import EPOCH_SEC
 from osf.datasets.synthetic.subjects import SubjectProfile
 
@@ -49,7 +49,9 @@ def _stream(seed: int, profile: SubjectProfile, *names: object) -> np.random.Gen
     )
 
 
-def band_noise(rng: np.random.Generator, n: int, fs: float, lo: float | None, hi: float | None, order: int = 2) -> np.ndarray:
+def band_noise(
+    rng: np.random.Generator, n: int, fs: float, lo: float | None, hi: float | None, order: int = 2
+) -> np.ndarray:
     """Unit-rms Gaussian noise band-limited to [lo, hi] Hz (either may be None)."""
     x = rng.standard_normal(n)
     nyq = fs / 2.0
@@ -77,8 +79,8 @@ def pink_noise(rng: np.random.Generator, n: int, fs: float) -> np.ndarray:
 
 
 def _windowed(duration: float, fs: float, onset: float) -> tuple[int, int]:
-    a = int(round(onset * fs))
-    return a, a + max(int(round(duration * fs)), 1)
+    a = round(onset * fs)
+    return a, a + max(round(duration * fs), 1)
 
 
 def _add_bursts(x: np.ndarray, fs: float, bursts: list[tuple[float, float, float, float]], kind: str) -> None:
@@ -120,7 +122,9 @@ class NightEvents:
 class NightRenderer:
     """Latent state of one night and the renderers of every measured quantity."""
 
-    def __init__(self, profile: SubjectProfile, stages: np.ndarray, events: NightEvents, spo2: np.ndarray, seed: int):
+    def __init__(
+        self, profile: SubjectProfile, stages: np.ndarray, events: NightEvents, spo2: np.ndarray, seed: int
+    ):
         self.p, self.stages, self.ev, self.seed = profile, np.asarray(stages), events, seed
         self.spo2_1hz = spo2
         self.duration = len(stages) * EPOCH_SEC
@@ -154,7 +158,10 @@ class NightRenderer:
         env = np.zeros(self.nc)
         for ev in events:
             t = self.tc
-            a, b = int(max(ev.onset - ramp, 0) * CTRL_FS), int(min(ev.end + ramp, self.duration) * CTRL_FS) + 1
+            a, b = (
+                int(max(ev.onset - ramp, 0) * CTRL_FS),
+                int(min(ev.end + ramp, self.duration) * CTRL_FS) + 1,
+            )
             seg = t[a:b]
             up = np.clip((seg - (ev.onset - ramp)) / ramp, 0, 1)
             down = np.clip(((ev.end + ramp) - seg) / ramp, 0, 1)
@@ -194,7 +201,13 @@ class NightRenderer:
             flow_m[b:r] = 1 + 0.8 * rec
             eff_m[b:r] = 1 + 0.5 * rec
             snore_boost[b:r] = 2.5
-        self.flow_m, self.eff_m, self.paradox, self.snore_boost, self.flat = flow_m, eff_m, paradox, snore_boost, flat
+        self.flow_m, self.eff_m, self.paradox, self.snore_boost, self.flat = (
+            flow_m,
+            eff_m,
+            paradox,
+            snore_boost,
+            flat,
+        )
 
     def _heart_drivers(self) -> None:
         rng = self.rng("heart")
@@ -224,17 +237,24 @@ class NightRenderer:
             return sorted(times)
 
         g = self.p.eeg_gain
-        self.spindles = [(t, rng.uniform(0.5, 2.0), g * rng.uniform(15, 35), rng.uniform(11.0, 16.0))
-                         for t in per_epoch({2: 5.0, 3: 1.5})]
-        self.kcomplexes = [(t, rng.uniform(0.6, 1.0), g * rng.uniform(80, 150), 0.0) for t in per_epoch({2: 1.3})]
+        self.spindles = [
+            (t, rng.uniform(0.5, 2.0), g * rng.uniform(15, 35), rng.uniform(11.0, 16.0))
+            for t in per_epoch({2: 5.0, 3: 1.5})
+        ]
+        self.kcomplexes = [
+            (t, rng.uniform(0.6, 1.0), g * rng.uniform(80, 150), 0.0) for t in per_epoch({2: 1.3})
+        ]
         self.vertex = [(t, rng.uniform(0.2, 0.4), g * rng.uniform(40, 80), 0.0) for t in per_epoch({1: 1.5})]
-        self.sawtooth = [(t, rng.uniform(2, 5), g * rng.uniform(20, 40), rng.uniform(2.0, 4.0)) for t in per_epoch({4: 1.5})]
+        self.sawtooth = [
+            (t, rng.uniform(2, 5), g * rng.uniform(20, 40), rng.uniform(2.0, 4.0))
+            for t in per_epoch({4: 1.5})
+        ]
         self.alpha_env = np.clip(0.6 + 0.6 * band_noise(rng, self.nc, CTRL_FS, None, 0.3), 0.0, 2.0)
 
     def _latent_eye_events(self) -> None:
         rng = self.rng("eye-events")
         s, ep = self.stages, EPOCH_SEC
-        times, amps = [], []
+        times, _amps = [], []
         rem_burst = rng.gamma(1.0, 1.0, s.size)  # phasic REM: some epochs full of eye movements
         rate = np.select([s == 0, s == 1, s == 4], [20.0, 3.0, 40.0 * rem_burst], 0.0)
         n = rng.poisson(rate * 0.5)
@@ -252,9 +272,20 @@ class NightRenderer:
         """The signal of a measured quantity (key of MEASURED_QUANTITIES) at ``fs`` Hz."""
         key = (quantity, int(fs))
         if key not in self._cache:
-            n = int(round(self.duration * fs))
+            n = round(self.duration * fs)
             self._cache[key] = self._render(quantity, float(fs), n)
         return self._cache[key]
+
+    def release(self, still_needed: set[str]) -> None:
+        """Drop cached signals that no quantity in ``still_needed`` depends on (bounds memory)."""
+        keep: set[str] = {"ECG"}
+        for q in still_needed:
+            keep.add(q)
+            for bip, (lead, ref) in UNIPOLAR_PAIRS.items():
+                if q == lead:
+                    keep.update((bip, ref))
+        for key in [k for k in self._cache if k[0] not in keep]:
+            del self._cache[key]
 
     def _render(self, q: str, fs: float, n: int) -> np.ndarray:
         for bip, (lead, ref) in UNIPOLAR_PAIRS.items():
@@ -311,24 +342,32 @@ class NightRenderer:
         common = self.rng("eeg", "common", fs)
         g = self.p.eeg_gain
         x = np.zeros(n)
-        mix = lambda band: 0.75 * common_bands[band] + 0.66 * own_bands[band]  # noqa: E731
-        common_bands = {b: band_noise(common, n, fs, lo, hi, order=4 if b == "alpha" else 2) for b, (lo, hi) in EEG_BANDS.items()}
-        common_bands["pink"] = pink_noise(common, n, fs)
-        own_bands = {b: band_noise(own, n, fs, lo, hi, order=4 if b == "alpha" else 2) for b, (lo, hi) in EEG_BANDS.items()}
-        own_bands["pink"] = pink_noise(own, n, fs)
         arousal = self.at(self.arousal, fs, n)
-        for band, rms in EEG_RMS.items():
-            amp = self.at(self.by_stage(rms), fs, n)
+        # one band at a time keeps the memory of an 8 h, 256 Hz night low
+        for band in (*EEG_BANDS, "pink"):
+            if band == "pink":
+                mixed = 0.75 * pink_noise(common, n, fs) + 0.66 * pink_noise(own, n, fs)
+            else:
+                lo, hi = EEG_BANDS[band]
+                order = 4 if band == "alpha" else 2
+                mixed = 0.75 * band_noise(common, n, fs, lo, hi, order) + 0.66 * band_noise(
+                    own, n, fs, lo, hi, order
+                )
+            amp = self.at(self.by_stage(EEG_RMS[band]), fs, n)
             if band == "alpha":
                 amp = amp * self.p.alpha_gain * self.at(self.alpha_env, fs, n) + 12.0 * arousal
             if band == "beta":
                 amp = amp + 6.0 * arousal
             if band == "delta":
                 amp = amp * (1 - 0.7 * arousal)
-            x += g * amp * mix(band)
+            x += g * amp * mixed
         side = 1.0 if q == "EEG_C3_A2" else 0.9
-        for bursts, kind in ((self.spindles, "spindle"), (self.kcomplexes, "kcomplex"), (self.vertex, "vertex"),
-                             (self.sawtooth, "sawtooth")):
+        for bursts, kind in (
+            (self.spindles, "spindle"),
+            (self.kcomplexes, "kcomplex"),
+            (self.vertex, "vertex"),
+            (self.sawtooth, "sawtooth"),
+        ):
             _add_bursts(x, fs, [(t, d, a * side, f) for t, d, a, f in bursts], kind)
         drift = 5.0 * band_noise(own, n, fs, None, 0.05, order=1)
         return x + drift + self._line(fs, n, self.p.line_noise_uv, q) + self._movement(fs, n, 150.0, "eeg")
@@ -345,7 +384,9 @@ class NightRenderer:
         k = max(int(0.03 * fs), 1)
         gaze = np.convolve(gaze, np.ones(k) / k, mode="same")
         gaze = sps.sosfilt(sps.butter(1, 0.3, btype="highpass", fs=fs, output="sos"), gaze)
-        rolling = band_noise(self.rng("eog", "rolling", fs), n, fs, 0.15, 0.6) * self.at(self.by_stage((15, 60, 5, 0, 5)), fs, n)
+        rolling = band_noise(self.rng("eog", "rolling", fs), n, fs, 0.15, 0.6) * self.at(
+            self.by_stage((15, 60, 5, 0, 5)), fs, n
+        )
         x = sign * g * (150.0 * gaze + rolling)
         blinks = np.zeros(n)
         _add_bursts(blinks, fs, [(t, 0.35, 1.0, 0.0) for t in self.blinks], "gauss")
@@ -365,7 +406,9 @@ class NightRenderer:
         x = self.at(tone, fs, n) * band_noise(rng, n, fs, 10.0, None)
         rem = np.flatnonzero(self.stages == 4)
         k = rng.poisson(6.0 * 0.5, rem.size)  # phasic twitches during REM atonia
-        tw = np.concatenate([e * EPOCH_SEC + rng.uniform(0, EPOCH_SEC, m) for e, m in zip(rem, k) if m] or [np.zeros(0)])
+        tw = np.concatenate(
+            [e * EPOCH_SEC + rng.uniform(0, EPOCH_SEC, m) for e, m in zip(rem, k) if m] or [np.zeros(0)]
+        )
         _add_bursts(x, fs, [(t, rng.uniform(0.1, 0.3), 20.0 * self.p.emg_gain, 0.0) for t in tw], "burst")
         x += 0.003 * self.render("ECG", int(fs)) * 1000.0
         return x + self._line(fs, n, self.p.line_noise_uv, "chin") + self._movement(fs, n, 80.0, "chin")
@@ -374,21 +417,31 @@ class NightRenderer:
         rng = self.rng("leg", q, fs)
         kind = "limb_left" if q == "EMG_LLeg" else "limb_right"
         x = 2.0 * self.p.emg_gain * band_noise(rng, n, fs, 10.0, None)
-        lms = [(ev.onset, ev.duration, self.p.emg_gain * rng.uniform(20, 50), 0.0) for ev in self.ev.limbs if ev.kind == kind]
+        lms = [
+            (ev.onset, ev.duration, self.p.emg_gain * rng.uniform(20, 50), 0.0)
+            for ev in self.ev.limbs
+            if ev.kind == kind
+        ]
         _add_bursts(x, fs, lms, "burst")
         return x + self._line(fs, n, self.p.line_noise_uv, q) + self._movement(fs, n, 30.0, q)
 
     def _ecg(self, fs: float, n: int) -> np.ndarray:
         rng = self.rng("ecg", fs)
         tt = np.arange(-0.35, 0.45, 1.0 / fs)
-        waves = ((0.12, -0.2, 0.025), (-0.12, -0.03, 0.01), (1.0, 0.0, 0.012), (-0.25, 0.03, 0.012), (0.3, 0.25, 0.05))
+        waves = (
+            (0.12, -0.2, 0.025),
+            (-0.12, -0.03, 0.01),
+            (1.0, 0.0, 0.012),
+            (-0.25, 0.03, 0.012),
+            (0.3, 0.25, 0.05),
+        )
         template = sum(a * np.exp(-(((tt - mu) / sd) ** 2) / 2) for a, mu, sd in waves)
         imp = np.zeros(n)
         idx = np.round(self.beat_times * fs).astype(int)
         ok = idx < n
         resp_mod = 1 + 0.08 * np.sin(np.interp(self.beat_times[ok], self.tc, self.phase))
         np.add.at(imp, idx[ok], resp_mod)
-        x = sps.fftconvolve(imp, template, mode="full")[int(round(0.35 * fs)) : int(round(0.35 * fs)) + n]
+        x = sps.fftconvolve(imp, template, mode="full")[round(0.35 * fs) : round(0.35 * fs) + n]
         x = self.p.ecg_gain * x
         x += 0.08 * np.sin(self.at(self.phase, fs, n)) + 0.02 * band_noise(rng, n, fs, 0.5, None)
         return x + self._line(fs, n, 0.01 * self.p.line_noise_uv, "ecg") + self._movement(fs, n, 0.3, "ecg")

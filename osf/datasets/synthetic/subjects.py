@@ -25,7 +25,9 @@ def severity_class(ahi: float) -> str:
 
 def night_rng(seed: int, cohort: str, subject: int) -> np.random.Generator:
     """Independent, reproducible random stream of one night (stable across processes and runs)."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(cohort.encode()), int(subject)]))
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed), zlib.crc32(cohort.encode()), int(subject)])
+    )
 
 
 @dataclass(frozen=True)

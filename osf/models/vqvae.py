@@ -1,0 +1,70 @@
+"""VQ-VAE (``vqvae``; van den Oord et al., 2017) with the ViT as encoder of PSG patch tokens.
+
+The backbone encodes the full epoch; each patch token is projected to ``code_dim`` (factorised
+codes, as in ViT-VQGAN), replaced by its nearest of ``codebook_size`` codes
+(:class:`osf.losses.vq.VectorQuantizer`: EMA codebook by default, or a learned one with the
+codebook loss; commitment weight 0.25; dead-code restarts; straight-through gradient), and a light
+transformer decoder (:class:`osf.models.mae.PatchDecoder`, own position embeddings) reconstructs the
+patch signals. Loss: MSE of the reconstruction over recorded channels + the quantiser loss. Logged:
+``recon_loss``, ``vq_loss``, ``vq_perplexity`` (exp of the code entropy in the batch) and
+``vq_usage`` (fraction of codes used in the batch).
+
+Defaults: the issue's 8192 x 32 codebook in ``train_config``; the constructor's smaller 1024 x 32
+keeps CPU tests light.
+
+Downstream use: the exported backbone is used bidirectionally (standard ``forward_encoding``). The
+CLS is not decoded, so it learns only through the patch tokens attending to it; mean-pooling the
+patch tokens (``pooling="mean"``) is the representation the objective trains. The online probe
+reads the CLS of the (full-input) encoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from osf.losses.mae import masked_patch_mse
+from osf.losses.vq import VectorQuantizer
+from osf.models.base import PretrainModule, SSLStepOutput
+from osf.models.mae import PatchDecoder, patch_dim, patch_weights, patchify
+from osf.models.registry import register_method
+
+__all__ = ["VQVAE"]
+
+
+@register_method("vqvae")
+class VQVAE(PretrainModule):
+    """ViT encoder, vector quantiser and transformer decoder of patch signals (see module doc)."""
+
+    def __init__(
+        self,
+        codebook_size: int = 1024,
+        code_dim: int = 32,
+        commitment_weight: float = 0.25,
+        vq_ema: bool = True,
+        ema_decay: float = 0.99,
+        dead_code_threshold: float = 1.0,
+        decoder_width: int = 256,
+        decoder_depth: int = 4,
+        decoder_heads: int = 8,
+        **base_kwargs: Any,
+    ) -> None:
+        super().__init__(**base_kwargs)
+        self.pre_quant = nn.Linear(self.width, code_dim)
+        self.quantizer = VectorQuantizer(codebook_size, code_dim, commitment_weight, vq_ema, ema_decay,
+                                         dead_code_threshold=dead_code_threshold)
+        self.decoder = PatchDecoder(code_dim, self.backbone.num_tokens, patch_dim(self.backbone), decoder_width,
+                                    decoder_depth, decoder_heads, attn_impl=self.backbone.attn_impl)
+
+    def ssl_step(self, batch: dict[str, Any], generator: torch.Generator, update_state: bool) -> SSLStepOutput:
+        """Reconstruction MSE through the quantised bottleneck + quantiser loss."""
+        x, channel_mask = batch["signal"], batch.get("channel_mask")
+        cls, patches = self.encode(self.backbone, x, channel_mask=channel_mask)
+        vq = self.quantizer(self.pre_quant(patches), update=update_state and self.training)
+        pred = self.decoder(vq.quantized)
+        recon = masked_patch_mse(pred, patchify(x, self.backbone), weight=patch_weights(channel_mask, x, self.backbone))
+        logs = {"recon_loss": recon.detach(), "vq_loss": vq.loss.detach(), "vq_perplexity": vq.perplexity,
+                "vq_usage": vq.usage}
+        return SSLStepOutput(loss=recon + vq.loss, logs=logs, probe_features=cls)

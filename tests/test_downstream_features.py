@@ -1,0 +1,114 @@
+"""Feature extraction and its cache: keyed by backbone and split, equal to a fresh extraction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import config
+from osf.backbone.vit1d_cls import create_backbone
+from osf.downstream.features import (
+    FeatureSet,
+    apply_channel_preset,
+    backbone_hash,
+    cached_features,
+    extract_features,
+    split_hash,
+)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny models: intra-op threads only add contention on a shared CPU (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _loader(n=10, bs=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 12, 1920, generator=g)
+    mask = torch.ones(n, 12, dtype=torch.bool)
+    mask[0, config.CHANNEL_INDEX["ECG"]] = False
+    x[0, config.CHANNEL_INDEX["ECG"]] = 0.0
+    return [
+        {"signal": x[i : i + bs], "channel_mask": mask[i : i + bs], "label": torch.arange(i, min(i + bs, n)) % 3,
+         "subject_id": [f"s{j // 4}" for j in range(i, min(i + bs, n))],
+         "recording_id": [f"r{j // 4}" for j in range(i, min(i + bs, n))],
+         "epoch_index": torch.arange(i, min(i + bs, n))}
+        for i in range(0, n, bs)
+    ]
+
+
+@pytest.fixture(scope="module")
+def nano():
+    torch.manual_seed(0)
+    return create_backbone("vit_nano").eval()
+
+
+def test_extraction_matches_backbone_and_keeps_epoch_identity(nano):
+    loader = _loader()
+    fs = extract_features(nano, loader, pooling="mean")
+    assert fs.features.shape == (10, nano.width) and fs.features.dtype == np.float32
+    x = torch.cat([b["signal"] for b in loader])
+    m = torch.cat([b["channel_mask"] for b in loader])
+    with torch.no_grad():
+        _, patches = nano.forward_encoding(x, channel_mask=m)
+    np.testing.assert_allclose(fs.features, patches.mean(1).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(fs.epoch_index, np.arange(10))
+    assert fs.subject_ids.tolist()[:5] == ["s0"] * 4 + ["s1"]
+
+
+def test_preset_zeroes_and_masks_and_equals_manually_zeroed_input(nano):
+    loader = _loader(n=4)
+    keep = config.CHANNEL_PRESETS["respiratory_only"]
+    sig, mask = apply_channel_preset(loader[0]["signal"], loader[0]["channel_mask"], keep)
+    absent = [config.CHANNEL_INDEX[c] for c in config.CHANNELS if c not in keep]
+    assert not mask[:, absent].any() and sig[:, absent].abs().sum() == 0
+    assert torch.equal(sig[:, config.CHANNEL_INDEX["ABD"]], loader[0]["signal"][:, config.CHANNEL_INDEX["ABD"]])
+    via_preset = extract_features(nano, loader, channels=keep).features
+    manual = [dict(b, signal=b["signal"].clone()) for b in loader]
+    for b in manual:
+        b["signal"][:, absent] = 0.0
+        b["channel_mask"] = b["channel_mask"].clone()
+        b["channel_mask"][:, absent] = False
+    np.testing.assert_allclose(via_preset, extract_features(nano, manual).features, atol=1e-6)
+    assert not np.allclose(via_preset, extract_features(nano, loader).features)
+    with pytest.raises(ValueError, match="empty channel set"):
+        apply_channel_preset(sig, mask, [])
+
+
+def test_cache_hits_only_for_the_same_backbone_split_and_pooling(nano, tmp_path):
+    loader = _loader()
+    key = {"backbone_hash": backbone_hash(nano), "split_hash": split_hash(["r"] * 10, range(10), [0] * 10)}
+    first, info1 = cached_features(tmp_path, key, nano, loader)
+    second, info2 = cached_features(tmp_path, key, nano, loader)
+    assert not info1.hit and info2.hit and info1.path == info2.path
+    np.testing.assert_array_equal(first.features, second.features)
+    np.testing.assert_array_equal(first.subject_ids, second.subject_ids)
+    _, info3 = cached_features(tmp_path, key, nano, loader, pooling="mean")
+    _, info4 = cached_features(tmp_path, key, nano, loader, channels=["ECG"])
+    assert not info3.hit and not info4.hit and len({info1.path, info3.path, info4.path}) == 3
+    with pytest.raises(ValueError, match="needs backbone_hash and split_hash"):
+        cached_features(tmp_path, {"backbone_hash": "x"}, nano, loader)
+
+
+def test_hashes_change_with_weights_and_epochs(nano):
+    other = create_backbone("vit_nano")
+    other.load_state_dict(nano.state_dict())
+    assert backbone_hash(other) == backbone_hash(nano)
+    with torch.no_grad():
+        other.norm.weight[0] += 1e-3
+    assert backbone_hash(other) != backbone_hash(nano)
+    a = split_hash(["r1", "r1"], [0, 1], [0, 1])
+    assert a == split_hash(["r1", "r1"], [0, 1], [0, 1])
+    assert a != split_hash(["r1", "r1"], [0, 1], [0, 2]) and a != split_hash(["r1", "r2"], [0, 1], [0, 1])
+
+
+def test_corrupt_cache_file_is_reported(tmp_path):
+    bad = tmp_path / "features_x.npz"
+    bad.write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="features_x.npz is unreadable"):
+        FeatureSet.load(bad)
