@@ -81,8 +81,12 @@ def run_benchmark(
     iters: int = 5,
     min_time: float = 1.0,
     repeats: int = 3,
+    on_progress: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
-    """Time every configuration; one row per (size, batch, dtype, pass, variant) with a ratio to ``math``."""
+    """Time every configuration; one row per (size, batch, dtype, pass, variant) with a ratio to ``math``.
+
+    ``on_progress(rows)`` is called after each configuration (e.g. to save partial results).
+    """
     dev = torch.device(device)
     rows: list[dict] = []
     for size in sizes:
@@ -133,6 +137,8 @@ def run_benchmark(
                         }
                         rows.append(row)
                         print(_format_row(row), flush=True)
+                    if on_progress is not None:
+                        on_progress(rows)
         del model, variants
     return rows
 
@@ -195,6 +201,18 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    output = args.output or RESULTS_DIR / f"bench_backbone_{torch.device(args.device).type}.json"
+    env = environment(args.device)
+
+    def write(rows: list[dict], complete: bool = False) -> dict:
+        # Rewritten after every configuration so an interrupted run keeps what it measured.
+        result = {"environment": env, "lead_wise": args.lead_wise, "complete": complete, "rows": rows}
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, output)
+        return result
+
     print(f"{'size':<11}{'batch':>6}  {'dtype':<6}{'pass':<9}{'variant':<14}{'samples/s':>12}{'vs math':>10}")
     rows = run_benchmark(
         args.sizes,
@@ -208,13 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.iters,
         args.min_time,
         args.repeats,
+        on_progress=write,
     )
-    result = {"environment": environment(args.device), "lead_wise": args.lead_wise, "rows": rows}
-    output = args.output or RESULTS_DIR / f"bench_backbone_{torch.device(args.device).type}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, output)
+    result = write(rows, complete=True)
     print(f"wrote {output}")
     return result
 

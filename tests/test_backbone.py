@@ -313,11 +313,8 @@ def test_drop_path_is_stochastic_in_training_only(signal):
 def test_benchmark_script_runs_and_writes_json(tmp_path):
     import importlib.util
 
-    from conftest import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_backbone", REPO_ROOT / "benchmarks" / "bench_backbone.py"
-    )
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backbone.py"
+    spec = importlib.util.spec_from_file_location("bench_backbone", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "bench.json"
@@ -326,6 +323,7 @@ def test_benchmark_script_runs_and_writes_json(tmp_path):
         + ["--warmup", "0", "--iters", "1", "--min-time", "0", "--repeats", "1", "--output", str(out)]
     )
     rows = json.loads(out.read_text())["rows"]
+    assert json.loads(out.read_text())["complete"]
     assert rows == result["rows"] and {r["variant"] for r in rows} == {"math", "sdpa"}
     assert all(r["samples_per_s"] > 0 for r in rows)
     assert next(r for r in rows if r["variant"] == "math")["ratio_vs_math"] == 1.0

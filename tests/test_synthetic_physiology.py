@@ -290,3 +290,15 @@ def test_nuisances_present(nights):
         f = n.rates[a["label"]]
         seg = n.signals[a["label"]][int(a["onset"] * f) : int((a["onset"] + a["duration"]) * f)]
         assert np.all(seg == 0.0)
+
+
+def test_heart_rate_surges_with_arousals(nights):
+    ratios = []
+    for n in nights:
+        hr = n.signals["HR"]  # 1 Hz
+        for ar in n.events_of("arousal"):
+            a = int(ar.onset)
+            if a >= 15:
+                ratios.append(hr[a : a + int(ar.duration) + 5].max() / np.median(hr[a - 15 : a - 2]))
+    assert len(ratios) >= 10
+    assert np.median(ratios) > 1.08

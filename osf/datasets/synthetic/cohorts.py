@@ -24,7 +24,7 @@ Montage facts follow the NSRR cohorts loosely (rates and ranges are plausible, n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Measured quantities the renderer knows. Unipolar leads are referenced to a common (ground-like)
 # electrode; a bipolar quantity equals the difference of its two unipolar leads.
@@ -72,7 +72,6 @@ class CohortPreset:
     plm_prob: float = 0.25  # probability that a subject has periodic limb movement series
     start_hour_range: tuple[float, float] = (21.5, 23.5)  # clock time of lights off
     software: str = "Compumedics"
-    extra: dict = field(default_factory=dict)
 
     @property
     def labels(self) -> tuple[str, ...]:

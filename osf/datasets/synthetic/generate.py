@@ -178,7 +178,7 @@ def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: f
     n_epochs = len(stages)
     movements = events.movements
     resp, desats, arousals, limbs = events.respiratory, events.desaturations, events.arousals, events.limbs
-    renderer = NightRenderer(profile, stages, events, spo2, seed)
+    renderer = NightRenderer(profile, stages, events, spo2, seed, line_freq=preset.line_freq)
 
     artifacts: list[dict] = [
         {"kind": "movement", "label": "*", "onset": a, "duration": d} for a, d in movements

@@ -38,6 +38,8 @@ def generate_hypnogram(profile: SubjectProfile, n_epochs: int, rng: np.random.Ge
         length = rng.normal(92.0, 10.0) if cycle else rng.normal(80.0, 10.0)
         rem = min(6.0 + 9.0 * cycle, 40.0) * rng.uniform(0.7, 1.3) * (0.6 if cycle == 0 else 1.0)
         n3 = max(0.0, 38.0 - 17.0 * cycle) * profile.n3_scale * rng.uniform(0.7, 1.3)
+        if cycle >= 2 and rng.random() < 0.35:  # a little slow-wave sleep late in the night too
+            n3 += rng.uniform(2.0, 8.0) * profile.n3_scale
         n1 = rng.uniform(3.0, 7.0) if cycle == 0 else rng.uniform(1.0, 4.0)
         n2 = max(length - rem - n3 - n1, 10.0)
         n2_before = n2 * rng.uniform(0.45, 0.7)

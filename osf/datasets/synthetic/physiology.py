@@ -83,7 +83,13 @@ def _windowed(duration: float, fs: float, onset: float) -> tuple[int, int]:
     return a, a + max(round(duration * fs), 1)
 
 
-def _add_bursts(x: np.ndarray, fs: float, bursts: list[tuple[float, float, float, float]], kind: str) -> None:
+def _add_bursts(
+    x: np.ndarray,
+    fs: float,
+    bursts: list[tuple[float, float, float, float]],
+    kind: str,
+    rng: np.random.Generator | None = None,
+) -> None:
     """Add waveforms (onset s, duration s, amplitude, frequency Hz) in place; few thousand per night."""
     n = x.size
     for onset, dur, amp, freq in bursts:
@@ -104,7 +110,7 @@ def _add_bursts(x: np.ndarray, fs: float, bursts: list[tuple[float, float, float
         elif kind == "gauss":
             w = amp * np.exp(-(((u - 0.5) / 0.2) ** 2))
         else:  # "burst": noise burst, amplitude is rms
-            w = amp * np.sin(np.pi * u) * np.random.default_rng(a).standard_normal(b - a)
+            w = amp * np.sin(np.pi * u) * rng.standard_normal(b - a)
         x[a:b] += w
 
 
@@ -123,10 +129,17 @@ class NightRenderer:
     """Latent state of one night and the renderers of every measured quantity."""
 
     def __init__(
-        self, profile: SubjectProfile, stages: np.ndarray, events: NightEvents, spo2: np.ndarray, seed: int
-    ):
+        self,
+        profile: SubjectProfile,
+        stages: np.ndarray,
+        events: NightEvents,
+        spo2: np.ndarray,
+        seed: int,
+        line_freq: float = 60.0,
+    ) -> None:
         self.p, self.stages, self.ev, self.seed = profile, np.asarray(stages), events, seed
         self.spo2_1hz = spo2
+        self.line_freq = float(line_freq)  # mains frequency of the site
         self.duration = len(stages) * EPOCH_SEC
         self.nc = int(self.duration * CTRL_FS)
         self.tc = np.arange(self.nc) / CTRL_FS
@@ -318,7 +331,7 @@ class NightRenderer:
         raise ValueError(f"no renderer for measured quantity {q!r}")
 
     def _line(self, fs: float, n: int, amp: float, name: str) -> np.ndarray:
-        f = 60.0 if self.p.cohort != "generic" else 50.0
+        f = self.line_freq
         if f >= fs / 2 or amp <= 0:
             return np.zeros(n)
         phase = self.rng("line", name).uniform(0, 2 * np.pi)
@@ -409,7 +422,9 @@ class NightRenderer:
         tw = np.concatenate(
             [e * EPOCH_SEC + rng.uniform(0, EPOCH_SEC, m) for e, m in zip(rem, k) if m] or [np.zeros(0)]
         )
-        _add_bursts(x, fs, [(t, rng.uniform(0.1, 0.3), 20.0 * self.p.emg_gain, 0.0) for t in tw], "burst")
+        _add_bursts(
+            x, fs, [(t, rng.uniform(0.1, 0.3), 20.0 * self.p.emg_gain, 0.0) for t in tw], "burst", rng
+        )
         x += 0.003 * self.render("ECG", int(fs)) * 1000.0
         return x + self._line(fs, n, self.p.line_noise_uv, "chin") + self._movement(fs, n, 80.0, "chin")
 
@@ -422,7 +437,7 @@ class NightRenderer:
             for ev in self.ev.limbs
             if ev.kind == kind
         ]
-        _add_bursts(x, fs, lms, "burst")
+        _add_bursts(x, fs, lms, "burst", rng)
         return x + self._line(fs, n, self.p.line_noise_uv, q) + self._movement(fs, n, 30.0, q)
 
     def _ecg(self, fs: float, n: int) -> np.ndarray:

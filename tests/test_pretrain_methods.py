@@ -1,0 +1,172 @@
+"""Every registered pre-training method: runs, learns, exports; plus the shared base's guarantees."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from osf.backbone.checkpoint import load_backbone
+from osf.models import METHODS, create_method
+from osf.models.base import NonFiniteLossError, param_groups
+from osf.models.export import backbone_from_lightning_checkpoint, export_pretrained_backbone
+from osf.models.momentum import ema_update
+from osf.models.osf_dino import OSFDINO
+from osf.models.registry import resolve_method_name
+from osf.models.training import run_pretrain
+from pretrain_utils import SEQ_LEN, TINY_HEAD, TinyDataModule, one_thread, tiny_batch, tiny_run_config  # noqa: F401
+
+# Every registered method needs an entry here (its extra constructor kwargs for the tiny tests);
+# test_every_registered_method_is_tested fails otherwise.
+METHOD_TEST_CONFIGS: dict[str, dict] = {
+    "dino_ours": {},
+    "dino": {},
+}
+
+
+def test_every_registered_method_is_tested():
+    untested = sorted(set(METHODS) - set(METHOD_TEST_CONFIGS))
+    assert not untested, f"registered methods without tests: {untested}; add them to METHOD_TEST_CONFIGS"
+
+
+def test_registry_aliases_and_errors():
+    assert resolve_method_name("osf") == "dino_ours"
+    assert isinstance(create_method("osf", "vit_nano", backbone_kwargs={"seq_len": SEQ_LEN}, **TINY_HEAD), OSFDINO)
+    with pytest.raises(ValueError, match="unknown pre-training method 'nope'"):
+        create_method("nope", "vit_nano")
+
+
+class _Snapshot(pl.Callback):
+    def on_fit_start(self, trainer, pl_module):
+        self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+def _changed(before: dict, after: dict, prefix: str) -> bool:
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys, prefix
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_TEST_CONFIGS))
+def test_few_steps_run_learn_and_export_round_trip(method, tmp_path):
+    snap = _Snapshot()
+    cfg = tiny_run_config(method, tmp_path, max_steps=3, method_kwargs={**TINY_HEAD, **METHOD_TEST_CONFIGS[method]})
+    result = run_pretrain(cfg, datamodule=TinyDataModule(), callbacks=[snap])
+    model = result.model
+    assert model.trainer.global_step == 3
+    assert math.isfinite(float(model.trainer.callback_metrics["train/loss"]))
+    after = model.state_dict()
+    for prefix in ("backbone.", "head.", "probe."):  # the probe learns from the batch labels
+        assert _changed(snap.state, after, prefix), prefix
+    if model.has_teacher:
+        assert _changed(snap.state, after, "teacher_backbone.")  # EMA moved the teacher ...
+        assert not torch.equal(after["teacher_backbone.norm.weight"], after["backbone.norm.weight"])  # ... behind the student
+
+    x = tiny_batch(3)["signal"]
+    for which in ("teacher", "student"):
+        exported, metadata = backbone_from_lightning_checkpoint(result.last_checkpoint, which)
+        reference = model.export_backbone(which)
+        assert metadata["exported_from"] == (which if model.has_teacher else "student")
+        with torch.no_grad():
+            torch.testing.assert_close(exported(x), reference(x))
+    pth, st = export_pretrained_backbone(result.last_checkpoint, tmp_path / "export" / "backbone.pth")
+    for path in (pth, st):
+        loaded, metadata = load_backbone(path)
+        assert metadata["encoder_name"] == "vit_nano" and metadata["model_name"] == method
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model.export_backbone("teacher")(x))
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_TEST_CONFIGS))
+def test_fixed_batch_is_overfit(method):
+    torch.manual_seed(0)
+    model = create_method(method, "vit_nano", backbone_kwargs={"seq_len": SEQ_LEN}, total_steps=40, lr=1e-3,
+                          warmup_frac=0.0, momentum_base=0.9, **TINY_HEAD, **METHOD_TEST_CONFIGS[method])
+    optimizer = model.configure_optimizers()["optimizer"]
+    batch = tiny_batch(8)
+    losses = []
+    for step in range(25):
+        out = model.ssl_step(batch, torch.Generator().manual_seed(0), update_state=True)  # same views every step
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        for teacher, student in model.momentum_pairs():
+            ema_update(teacher, student, model.momentum_at(step))
+        losses.append(out.loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert sum(losses[-5:]) / 5 < 0.7 * losses[0], losses
+
+
+def test_param_groups_spare_biases_norms_embeddings_and_tokens():
+    model = create_method("dino_ours", "vit_nano", backbone_kwargs={"seq_len": SEQ_LEN}, ibot_lambda=0.5, **TINY_HEAD)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {g["name"]: g for g in param_groups(model.trainable_modules(), 0.2)}
+    no_decay = {names[id(p)] for p in groups["no_decay"]["params"]}
+    decay = {names[id(p)] for p in groups["decay"]["params"]}
+    for name in ("backbone.pos_embedding", "backbone.cls_token", "backbone.mask_token", "backbone.norm.weight",
+                 "backbone.block0.attn.fn.to_qkv.bias", "head.mlp.0.bias"):
+        assert name in no_decay, name
+    assert "backbone.block0.attn.fn.to_qkv.weight" in decay and "head.mlp.0.weight" in decay
+    assert groups["decay"]["weight_decay"] == 0.2 and groups["no_decay"]["weight_decay"] == 0.0
+    assert not any(n.startswith(("teacher", "probe")) for n in decay | no_decay)
+    assert "head.last_layer.parametrizations.weight.original0" not in decay | no_decay  # frozen weight-norm gain
+    everything = param_groups(model.trainable_modules(), 0.2, decay_all=True)
+    assert len(everything) == 1 and len(everything[0]["params"]) == len(decay) + len(no_decay)
+
+
+def test_ibot_and_koleo_run_only_when_weighted():
+    batch, gen = tiny_batch(4), lambda: torch.Generator().manual_seed(0)
+    kw = {"backbone_kwargs": {"seq_len": SEQ_LEN}, "total_steps": 10, **TINY_HEAD}
+    plain = create_method("dino_ours", "vit_nano", **kw)
+    assert plain.backbone.mask_token is None
+    out = plain.ssl_step(batch, gen(), update_state=False)
+    assert "ibot_loss" not in out.logs and "koleo_loss" not in out.logs
+    torch.testing.assert_close(out.loss, out.logs["dino_loss"])
+
+    weighted = create_method("dino_ours", "vit_nano", ibot_lambda=0.5, koleo_lambda=0.1, **kw)
+    out = weighted.ssl_step(batch, gen(), update_state=False)
+    expected = out.logs["dino_loss"] + 0.5 * out.logs["ibot_loss"] + 0.1 * out.logs["koleo_loss"]
+    torch.testing.assert_close(out.loss.detach(), expected)
+
+    released = create_method("dino_ours", "vit_nano", compute_zero_weight_losses=True, **kw)  # benchmark baseline
+    out = released.ssl_step(batch, gen(), update_state=False)
+    assert {"ibot_loss", "koleo_loss"} <= set(out.logs)
+    torch.testing.assert_close(out.loss.detach(), out.logs["dino_loss"])
+
+
+def test_osf_views_drop_channels_and_mask_spans():
+    model = create_method("dino_ours", "vit_nano", backbone_kwargs={"seq_len": SEQ_LEN}, **TINY_HEAD)
+    x = torch.randn(16, 12, SEQ_LEN) + 4.0
+    mask = torch.ones(16, 12, dtype=torch.bool)
+    mask[:, 10:] = False  # no EEG recorded
+    x[:, 10:] = 0.0
+    views = model.make_views(x, mask, torch.Generator().manual_seed(0))
+    assert views.shape == (4 * 16, 12, SEQ_LEN)
+    channel_zero = (views == 0).all(-1)
+    assert channel_zero[:, 10:].all() and (~channel_zero).any(dim=1).all()
+    kept_zero_frac = (views == 0).float().sum(-1)[~channel_zero] / SEQ_LEN
+    assert kept_zero_frac.min() >= 0.3 - 1e-6 and kept_zero_frac.max() <= 0.6 + 1e-6
+    assert not torch.equal(views[:16], views[16:32])  # the two global views differ
+
+
+class _PoisonAt(pl.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.backbone.norm.weight.fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_run_config("dino_ours", tmp_path, max_steps=6, ckpt_every_n_steps=3)
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss at step 3.*last.ckpt"):
+        run_pretrain(cfg, datamodule=TinyDataModule(), callbacks=[_PoisonAt(3)])
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert not (tmp_path / "run" / "checkpoints" / "step00000006.ckpt").exists()
