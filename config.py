@@ -265,7 +265,11 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "generic", "Any EDF with a scoring file of the same stem", r"^(?P<subject>.+)$", edf_dir=".",
             edf_glob="**/*.edf",
-            scoring=("{parent}/{stem}-nsrr.xml", "{parent}/{stem}.xml", "{parent}/{stem}.csv", "{parent}/{stem}.tsv"),
+            scoring=(
+                "{parent}/{stem}-nsrr.xml", "{parent}/{stem}.xml", "{parent}/{stem}.csv", "{parent}/{stem}.tsv",
+                # a generic cohort written in the NSRR layout (e.g. the synthetic `generic` preset)
+                "polysomnography/annotations-events-nsrr/{stem}-nsrr.xml",
+            ),
             annotation_format="auto",
         ),
     )

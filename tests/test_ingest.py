@@ -219,3 +219,17 @@ def test_a_dying_worker_fails_only_its_recording(generic_dir: Path, tmp_path: Pa
     assert list(report.failed) == [str(generic_dir / "beta.edf")]
     assert "worker process died" in report.failed[str(generic_dir / "beta.edf")]
     assert EpochStore(tmp_path / "store").index.recording_id.unique().tolist() == ["alpha"]
+
+
+def test_named_cohort_batch_records_misnamed_file_and_goes_on(tmp_path: Path) -> None:
+    """A file outside the cohort's naming pattern is recorded as a failure; the others are ingested."""
+    synthetic = pytest.importorskip("osf.datasets.synthetic")
+    synthetic.generate_cohort(tmp_path / "nsrr", cohorts="shhs", nights_per_cohort=1, hours=0.1, progress=False)
+    edfs = tmp_path / "nsrr" / "shhs" / "polysomnography" / "edfs"
+    (edfs / "notes-from-tech.edf").write_bytes(next(edfs.glob("*.edf")).read_bytes())
+    store = tmp_path / "store"
+    report = ingest_dataset("shhs", tmp_path / "nsrr", store, progress=False)
+    assert len(report.written) == 1
+    assert [Path(p).name for p in report.failed] == ["notes-from-tech.edf"]
+    excluded = json.loads((store / "manifest.json").read_text())["excluded"]
+    assert any("does not follow the shhs pattern" in e["reason"] for e in excluded)

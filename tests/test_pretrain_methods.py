@@ -83,7 +83,7 @@ def test_few_steps_run_learn_and_export_round_trip(method, tmp_path):
 def test_fixed_batch_is_overfit(method):
     torch.manual_seed(0)
     model = create_method(method, "vit_nano", backbone_kwargs={"seq_len": SEQ_LEN}, total_steps=40, lr=1e-3,
-                          warmup_frac=0.0, momentum_base=0.9, **TINY_HEAD, **METHOD_TEST_CONFIGS[method])
+                          warmup_frac=0.0, momentum_base=0.9, warmup_teacher_temp=0.04, teacher_temp=0.04, **TINY_HEAD, **METHOD_TEST_CONFIGS[method])
     optimizer = model.configure_optimizers()["optimizer"]
     batch = tiny_batch(8)
     losses = []

@@ -117,8 +117,12 @@ def ingest_recordings(
     cohort_group: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    rejected: Sequence[tuple[str, Path, str]] = (),
 ) -> IngestReport:
     """Process ``sources`` into the store at ``output_dir`` (resumable), then finalize it.
+
+    ``rejected`` lists ``(dataset, path, reason)`` of files found but unusable before processing
+    (e.g. a name outside the layout); they are recorded as failures like any other.
 
     ``num_workers=0`` runs in this process. The store is finalized even when some recordings
     failed; it raises only when the store holds no recording at all.
@@ -133,6 +137,9 @@ def ingest_recordings(
     report = IngestReport(store=root)
     groups = _cohort_groups(root, sorted({s.dataset for s in sources}), cohort_group)
 
+    for dataset, path, reason in rejected:
+        writer.record_failure(dataset, path, reason)
+        report.failed[os.fspath(path)] = reason
     todo: list[RecordingSource] = []
     seen: dict[tuple[str, str], Path] = {}
     for src in sources:
@@ -243,13 +250,18 @@ def ingest_dataset(
 
     ``limit`` keeps the first K recordings in path order (the same K on every call, so resuming works).
     """
-    sources = find_recordings(dataset, resolve_input_dir(dataset, input_dir))
+    rejected: list[tuple[Path, str]] = []
+    sources = find_recordings(dataset, resolve_input_dir(dataset, input_dir), rejected=rejected)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         sources = sources[:limit]
     if not sources:
-        raise IngestionError(input_dir, f"no {dataset} recordings found (layout: {config.get_dataset(dataset).edf_dir}/)")
+        why = f"; {len(rejected)} EDF names did not fit the layout, e.g. {rejected[0][1]}" if rejected else ""
+        raise IngestionError(
+            input_dir, f"no {dataset} recordings found (layout: {config.get_dataset(dataset).edf_dir}/){why}"
+        )
     return ingest_recordings(
-        sources, output_dir, num_workers, channel_map, split_fractions, seed, cohort_group, overwrite, progress
+        sources, output_dir, num_workers, channel_map, split_fractions, seed, cohort_group, overwrite, progress,
+        rejected=[(dataset, path, reason) for path, reason in rejected],
     )

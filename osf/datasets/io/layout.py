@@ -71,12 +71,13 @@ def find_scoring(edf_path: str | Path, dataset: str, input_dir: str | Path) -> P
     return None
 
 
-def find_recordings(dataset: str, input_dir: str | Path) -> list[RecordingSource]:
+def find_recordings(
+    dataset: str, input_dir: str | Path, rejected: list[tuple[Path, str]] | None = None
+) -> list[RecordingSource]:
     """Every EDF of ``dataset`` under ``input_dir`` with its scoring file and ids, sorted by path.
 
-    EDFs whose names do not match the dataset's pattern are skipped only for ``generic`` (whose
-    pattern matches anything); for a named cohort a foreign file name is an error, since it means
-    the folder or ``--dataset`` is wrong.
+    An EDF whose name does not follow the dataset's pattern raises, unless ``rejected`` is given:
+    then it is appended there as ``(path, reason)`` and skipped, so a batch goes on past it.
     """
     spec = config.get_dataset(dataset)
     input_dir = Path(input_dir)
@@ -86,7 +87,13 @@ def find_recordings(dataset: str, input_dir: str | Path) -> list[RecordingSource
     edfs = sorted(p for p in root.glob(spec.edf_glob) if p.suffix.lower() in (".edf", ".bdf", ".rec"))
     out = []
     for edf in edfs:
-        recording_id, subject_id, visit = parse_recording_name(edf, dataset)
+        try:
+            recording_id, subject_id, visit = parse_recording_name(edf, dataset)
+        except IngestionError as err:
+            if rejected is None:
+                raise
+            rejected.append((edf, str(err)))
+            continue
         out.append(
             RecordingSource(
                 dataset, edf, find_scoring(edf, dataset, input_dir), recording_id, subject_id, visit
