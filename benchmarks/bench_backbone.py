@@ -41,8 +41,8 @@ def time_samples_per_second(
     warmup: int,
     iters: int,
     min_time: float,
-) -> float:
-    """Samples/s of ``encode(x)`` (optionally with backward) over >= ``iters`` steps and >= ``min_time`` s."""
+) -> tuple[float, float]:
+    """(samples per wall second, samples per process CPU second) of ``encode(x)`` (optionally with backward) over >= ``iters`` steps and >= ``min_time`` s."""
     device = x.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
@@ -58,15 +58,17 @@ def time_samples_per_second(
     for _ in range(warmup):
         step()
     _sync(device)
-    done, start = 0, time.perf_counter()
+    done, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while done < iters or time.perf_counter() - start < min_time:
         step()
         done += 1
         _sync(device)
     elapsed = time.perf_counter() - start
+    # Process CPU time (all threads) is far less sensitive than wall time to other jobs' load.
+    cpu_elapsed = max(time.process_time() - cpu_start, 1e-9)
     if backward:
         model.zero_grad(set_to_none=True)
-    return done * x.shape[0] / elapsed
+    return done * x.shape[0] / elapsed, done * x.shape[0] / cpu_elapsed
 
 
 def run_benchmark(
@@ -106,7 +108,7 @@ def run_benchmark(
                 for pass_name in passes:
                     # Variants are interleaved over rounds and the median kept, so load that drifts
                     # during the run (shared machines) hits baseline and candidate alike.
-                    samples: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+                    samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
                     for round_index in range(repeats):
                         for variant, fn, impl in variants:
                             model.set_attn_impl(impl)
@@ -122,9 +124,11 @@ def run_benchmark(
                                     min_time,
                                 )
                             )
-                    baseline = statistics.median(samples["math"])
+                    baseline = statistics.median(v[0] for v in samples["math"])
+                    baseline_cpu = statistics.median(v[1] for v in samples["math"])
                     for variant, values in samples.items():
-                        sps = statistics.median(values)
+                        sps = statistics.median(v[0] for v in values)
+                        cpu_sps = statistics.median(v[1] for v in values)
                         row = {
                             "size": size,
                             "batch": batch,
@@ -133,7 +137,9 @@ def run_benchmark(
                             "variant": variant,
                             "samples_per_s": sps,
                             "ratio_vs_math": sps / baseline,
-                            "rounds": values,
+                            "samples_per_cpu_s": cpu_sps,
+                            "cpu_ratio_vs_math": cpu_sps / baseline_cpu,
+                            "rounds": [list(v) for v in values],
                         }
                         rows.append(row)
                         print(_format_row(row), flush=True)
@@ -147,6 +153,7 @@ def _format_row(row: dict) -> str:
     return (
         f"{row['size']:<11}{row['batch']:>6}  {row['dtype']:<6}{row['pass']:<9}{row['variant']:<14}"
         f"{row['samples_per_s']:>12.1f}{row['ratio_vs_math']:>9.2f}x"
+        f"{row['samples_per_cpu_s']:>12.1f}{row['cpu_ratio_vs_math']:>9.2f}x"
     )
 
 
@@ -213,7 +220,9 @@ def main(argv: list[str] | None = None) -> dict:
         os.replace(tmp, output)
         return result
 
-    print(f"{'size':<11}{'batch':>6}  {'dtype':<6}{'pass':<9}{'variant':<14}{'samples/s':>12}{'vs math':>10}")
+    print(
+        f"{'size':<11}{'batch':>6}  {'dtype':<6}{'pass':<9}{'variant':<14}{'samples/s':>12}{'vs math':>10}{'per CPU-s':>12}{'vs math':>10}"
+    )
     rows = run_benchmark(
         args.sizes,
         args.batch_sizes,

@@ -24,10 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", type=Path, default=Path("quickstart_out"), help="everything but the backbone goes here")
     p.add_argument("--weights_dir", type=Path, default=Path("pretrained_weights"), help="where the backbone is exported")
-    p.add_argument("--tiny", action="store_true", help="2 cohorts x 2 nights x 0.5 h and a handful of steps (tests)")
+    p.add_argument("--tiny", action="store_true",
+                   help="2 cohorts x 2 nights x 0.5 h, Stage and Arousal only, a handful of steps (the test suite's)")
     p.add_argument("--cohorts", default=None, help="comma-separated synthetic cohort presets (default shhs,mros,mesa)")
     p.add_argument("--nights", type=int, default=None, help="nights in total, spread over the cohorts (default 12)")
     p.add_argument("--hours", type=float, default=None, help="hours per night (default 1.0)")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated probe tasks, Stage first (default Stage,Arousal,Hypopnea,Oxygen Desaturation)")
     p.add_argument("--backbone", default=None, help="backbone constructor, e.g. vit_nano, vit_small, vit_base")
     p.add_argument("--max_steps", type=int, default=None, help="pre-training steps")
     p.add_argument("--probe_steps", type=int, default=None, help="linear-probe steps per task")
@@ -44,14 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> QuickstartConfig:
     """The configuration: defaults (or --tiny sizes) overridden by the flags given."""
     given = {k: v for k, v in vars(args).items() if v is not None and k != "tiny"}
-    if "cohorts" in given:
-        given["cohorts"] = tuple(c.strip() for c in given["cohorts"].split(",") if c.strip())
+    for key in ("cohorts", "tasks"):
+        if key in given:
+            given[key] = tuple(c.strip() for c in given[key].split(",") if c.strip())
     return QuickstartConfig.tiny(**given) if args.tiny else QuickstartConfig(**given)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the quick start; exit status 1 with the failing step's command when a step fails."""
-    cfg = config_from_args(build_parser().parse_args(argv))
+    """Run the quick start; exit status 1 with the failing step's command when a step fails, 2 on bad flags."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except (TypeError, ValueError) as err:
+        print(f"main_quickstart: {err}", file=sys.stderr)
+        return 2
     try:
         run_quickstart(cfg)
     except RuntimeError as err:

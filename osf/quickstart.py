@@ -22,7 +22,6 @@ reruns pre-training and what depends on it, nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -57,11 +56,13 @@ class QuickstartConfig:
     hours: float = 1.0  # per night
     heldout_cohort: str = "generic"  # full 12-channel montage
     split_fractions: str = "0.6,0.2,0.2"  # of subjects: a dozen nights still leave some for val and test
+    tasks: tuple[str, ...] = TASKS  # probed tasks; the first must be Stage, the others give the event heads
     backbone: str = "vit_nano"
-    max_steps: int = 200  # pre-training optimizer steps
+    max_steps: int = 120  # pre-training optimizer steps
     batch_size: int = 32
+    val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
     probe_steps: int = 300
-    finetune_steps: int = 100
+    finetune_steps: int = 60
     gpus: int = 0
     num_workers: int = 0
     seed: int = 0
@@ -69,10 +70,16 @@ class QuickstartConfig:
 
     @classmethod
     def tiny(cls, **overrides) -> QuickstartConfig:
-        """Sizes for the test suite: 2 cohorts x 2 nights x 0.5 h, a handful of steps."""
+        """Sizes for the test suite: 2 cohorts x 2 nights x 0.5 h, two tasks, a handful of steps."""
         sizes = dict(cohorts=("shhs", "mros"), nights=4, hours=0.5, split_fractions="0.5,0.25,0.25",
-                     max_steps=4, batch_size=8, probe_steps=20, finetune_steps=4)
+                     tasks=("Stage", "Arousal"), max_steps=2, batch_size=8, val_batches=1, probe_steps=20,
+                     finetune_steps=2)
         return cls(**{**sizes, **overrides})
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks or self.tasks[0] != "Stage":
+            raise ValueError(f"tasks must start with 'Stage' and come from {list(TASKS)}, got {list(self.tasks)}")
 
     @property
     def nights_per_cohort(self) -> int:
@@ -194,7 +201,8 @@ class Quickstart:
             lambda: [*ckpt, "--data_dir", str(self.store_dir), "--eval_label", task,
                      "--max_steps", str(self.cfg.probe_steps), "--batch_size", str(4 * self.cfg.batch_size),
                      "--num_workers", str(self.cfg.num_workers), "--seed", str(self.cfg.seed),
-                     "--n_boot", "200", "--run_name", "probe", "--output_dir", str(out), *self._hardware()],
+                     "--n_boot", "200", "--run_name", "probe", "--output_dir", str(out),
+                     "--feature_cache_dir", str(self.out / "feature_cache"), *self._hardware()],
             lambda: [out / "probe.json", out / "classifier.pt"],
             needs=("export",) if init == "pretrained" else (store_step,),
             clean=lambda: [out],
@@ -237,7 +245,8 @@ class Quickstart:
                          "--batch_size", str(cfg.batch_size), "--max_steps", str(cfg.max_steps),
                          "--num_workers", str(cfg.num_workers), "--seed", str(cfg.seed), *self._hardware(),
                          "--output_dir", str(self.out / "runs"), "--run_name", "pretrain", "--logger", "csv",
-                         "--ckpt_every_n_steps", str(cfg.max_steps), "--log_every_n_steps", "10"],
+                         "--ckpt_every_n_steps", str(cfg.max_steps), "--limit_val_batches", str(cfg.val_batches),
+                         "--log_every_n_steps", "10"],
                 lambda: [self.pretrain_ckpt],
                 needs=(store_steps[-1].name,),
                 clean=lambda: [self.out / "runs" / "pretrain"],
@@ -248,12 +257,12 @@ class Quickstart:
                 lambda: [self.backbone_path, self.backbone_path.with_suffix(".safetensors")],
                 needs=("pretrain",),
             ),
-            *(self._probe_step(init, task, store_steps[-1].name) for init in INITS for task in TASKS),
+            *(self._probe_step(init, task, store_steps[-1].name) for init in INITS for task in cfg.tasks),
             Step(
                 "finetune", f"fine-tune a staging classifier ({cfg.finetune_steps} steps)", "main_finetune.py",
                 lambda: ["--ckpt_path", str(self.backbone_path), "--data_dir", str(self.store_dir),
                          "--eval_label", "Stage", "--finetune_backbone", "--max_steps", str(cfg.finetune_steps),
-                         "--eval_every", str(max(1, cfg.finetune_steps // 4)), "--batch_size", str(cfg.batch_size),
+                         "--eval_every", str(max(1, cfg.finetune_steps // 2)), "--batch_size", str(cfg.batch_size),
                          "--num_workers", str(cfg.num_workers), "--seed", str(cfg.seed), "--n_boot", "200",
                          "--run_name", "finetune", "--output_dir", str(self.finetune_dir), *self._hardware()],
                 lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
@@ -264,10 +273,10 @@ class Quickstart:
                 "predict", "stage the held-out night (fine-tuned staging + pre-trained event probes)", "main_predict.py",
                 lambda: ["--edf", str(self.heldout_night()[0]), "--annotations", str(self.heldout_night()[1]),
                          "--classifier", str(self.finetune_dir / "classifier.pt"),
-                         *(str(self.probe_dir("pretrained", t) / "classifier.pt") for t in TASKS[1:]),
+                         *(str(self.probe_dir("pretrained", t) / "classifier.pt") for t in cfg.tasks[1:]),
                          "--output_dir", str(self.prediction_dir)],
                 lambda: [self.prediction_dir / f"{self.heldout_night()[0].stem}_summary.json"],
-                needs=("heldout", "finetune", *(f"probe_pretrained_{config.LABEL_COLUMNS[t]}" for t in TASKS[1:])),
+                needs=("heldout", "finetune", *(f"probe_pretrained_{config.LABEL_COLUMNS[t]}" for t in cfg.tasks[1:])),
             ),
         ]
         return steps
@@ -277,15 +286,22 @@ class Quickstart:
         return self.out / ".stages" / f"{step.name}.json"
 
     def _is_done(self, step: Step, command: list[str]) -> bool:
-        stamp = self._stamp(step)
-        if not stamp.is_file():
+        try:
+            stamp = json.loads(self._stamp(step).read_text())
+            return stamp.get("command") == command and all(p.exists() for p in step.outputs())
+        except (OSError, ValueError):  # no or unreadable stamp, or outputs that cannot be located yet
             return False
-        with contextlib.suppress(json.JSONDecodeError, OSError):
-            if json.loads(stamp.read_text()).get("command") != command:
-                return False
-            with contextlib.suppress(FileNotFoundError):
-                return all(p.exists() for p in step.outputs())
-        return False
+
+    def plan(self) -> dict[str, bool]:
+        """Which steps a run would execute now (True) and which it would skip (False)."""
+        will_run: dict[str, bool] = {}
+        for step in self.steps:
+            try:
+                done = self._is_done(step, step.command())
+            except FileNotFoundError:  # its command names an output of a step that has not run
+                done = False
+            will_run[step.name] = any(will_run[n] for n in step.needs) or not done
+        return will_run
 
     def run(self) -> dict:
         """Run (or skip) every step in order, write ``results.json`` and return the results."""
@@ -326,7 +342,7 @@ class Quickstart:
     def results(self) -> dict:
         """Probe / fine-tuning test metrics and the held-out night's summary, from the files written."""
         probes: dict[str, dict[str, float | None]] = {}
-        for task in TASKS:
+        for task in self.cfg.tasks:
             metric = TASK_METRIC[task]
             probes[task] = {"metric": metric}
             for init in INITS:
@@ -350,6 +366,7 @@ class Quickstart:
             "paths": {
                 "backbone": str(self.backbone_path),
                 "staging_classifier": str(self.finetune_dir / "classifier.pt"),
+                "event_classifiers": [str(self.probe_dir("pretrained", t) / "classifier.pt") for t in self.cfg.tasks[1:]],
                 "night_figure": f"{stem}_night.png",
                 "night_epochs_csv": f"{stem}_epochs.csv",
                 "night_hypnogram_xml": f"{stem}_hypnogram.xml",
@@ -376,7 +393,7 @@ def format_results(results: dict) -> str:
     lines += [f"Held-out night {Path(night['edf']).name}: agreement with its scoring {_fmt(night['agreement'])}, "
               f"kappa {_fmt(night['cohen_kappa'])}, TST {night['total_sleep_time_min']:.1f} min predicted vs "
               f"{night['scored_total_sleep_time_min'] or 0:.1f} min scored", ""]
-    lines += [f"  {name:22s} {path}" for name, path in results["paths"].items()]
+    lines += [f"  {name:22s} {path if isinstance(path, str) else ' '.join(path)}" for name, path in results["paths"].items()]
     if results.get("elapsed_s") is not None:
         lines += ["", f"quick start took {results['elapsed_s'] / 60:.1f} min"]
     return "\n".join(lines)

@@ -6,12 +6,17 @@ import math
 
 import pytest
 import torch
+from pretrain_utils import one_thread  # noqa: F401  (autouse fixture)
 
 from osf.augmentations.channel_drop import random_channel_drop
 from osf.augmentations.span_mask import random_span_mask
-from osf.augmentations.timeseries import (TimeSeriesAugment, gaussian_noise, random_amplitude_scale, random_crop_resize,
-                                          random_time_shift)
-from pretrain_utils import one_thread  # noqa: F401  (autouse fixture)
+from osf.augmentations.timeseries import (
+    TimeSeriesAugment,
+    gaussian_noise,
+    random_amplitude_scale,
+    random_crop_resize,
+    random_time_shift,
+)
 
 
 def test_channel_drop_rate_near_half_and_never_empty():

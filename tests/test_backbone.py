@@ -32,30 +32,38 @@ def _nano(lead_wise: int = 1, seed: int = 0, **kw) -> ViT1D:
     return vit_nano(lead_wise=lead_wise, **kw).eval()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    # Tiny models gain nothing from threads; on a loaded 2-core box thread contention costs seconds.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def signal() -> torch.Tensor:
     return torch.randn(3, 12, 1920, generator=torch.Generator().manual_seed(1))
 
 
 # --- reference equivalence -------------------------------------------------------------------
-@pytest.mark.parametrize("attn_impl", ["sdpa", "math"])
 @pytest.mark.parametrize("lead_wise", [0, 1])
-def test_reproduces_reference_outputs(shared_dir, lead_wise, attn_impl):
+def test_reproduces_reference_outputs(shared_dir, lead_wise):
     folder = shared_dir / "fixtures" / "osf_compat"
     ckpt = torch.load(folder / f"vit_nano_lead_wise{lead_wise}_backbone.pth", weights_only=True)
     ref = torch.load(folder / f"vit_nano_lead_wise{lead_wise}_io.pt", weights_only=True)
-    model = vit_nano(lead_wise=lead_wise, attn_impl=attn_impl)
+    model = vit_nano(lead_wise=lead_wise)
     model.load_state_dict(ckpt["state_dict"], strict=True)
     model.eval()
     with torch.no_grad():
         cls, patches = model.forward_encoding(ref["x"])
         sequence = model.forward_encoding(ref["x"], return_sequence=True)
-        cls_fwd = model(ref["x"])
+        cls_fwd = model(ref["x"][:1])
     for out, name in ((cls, "cls"), (patches, "patches"), (sequence, "sequence")):
         assert out.shape == ref[name].shape
         for i in range(out.shape[0]):  # per sample: sample 1 has the respiratory channels zeroed
             assert _rel(out[i], ref[name][i]) < 1e-5, (name, i)
-    torch.testing.assert_close(cls_fwd, cls)
+    torch.testing.assert_close(cls_fwd, cls[:1])
 
 
 def test_vit_base_layout_matches_osf_base(shared_dir):
@@ -143,7 +151,7 @@ def test_sdpa_and_math_attention_agree_forward_and_backward(signal, lead_wise):
         model.set_attn_impl(impl)
         assert model.attn_impl == impl
         model.zero_grad()
-        seq = model.forward_encoding(signal, return_sequence=True)
+        seq = model.forward_encoding(signal[:1], return_sequence=True)
         seq.square().mean().backward()
         outs.append(seq.detach())
         grads.append(model.block0.attn.fn.to_qkv.weight.grad.clone())

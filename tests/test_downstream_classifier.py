@@ -109,27 +109,6 @@ def test_pth_safetensors_and_random_init_load_the_same_architecture(nano, tmp_pa
     assert rnd.state_dict().keys() == nano.state_dict().keys()
 
 
-def test_lightning_checkpoint_loads_into_the_same_backbone(nano, tmp_path):
-    export = pytest.importorskip("osf.models.export", reason="pre-training export not available")
-    registry = pytest.importorskip("osf.models.registry")
-    method = registry.create_method("dino", "vit_nano") if hasattr(registry, "create_method") else None
-    if method is None:
-        pytest.skip("create_method not available")
-    method.backbone.load_state_dict(nano.state_dict())
-    if getattr(method, "teacher_backbone", None) is not None:
-        method.teacher_backbone.load_state_dict(nano.state_dict())
-    import pytorch_lightning as pl
-
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, max_steps=0, accelerator="cpu")
-    trainer.strategy.connect(method)
-    ckpt = tmp_path / "last.ckpt"
-    trainer.save_checkpoint(ckpt)
-    model, meta, _ = load_any_backbone(str(ckpt))
-    x, m = _batch(2)
-    torch.testing.assert_close(model(x, channel_mask=m), nano(x, channel_mask=m))
-    assert export is not None and meta["encoder_name"] == "vit_nano"
-
-
 def test_released_reference_backbone_loads(shared_dir):
     model, meta, _ = load_any_backbone(str(shared_dir / "fixtures/osf_compat/vit_nano_lead_wise1_backbone.pth"))
     io = torch.load(shared_dir / "fixtures/osf_compat/vit_nano_lead_wise1_io.pt", weights_only=True)

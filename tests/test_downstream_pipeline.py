@@ -52,16 +52,33 @@ def store(tmp_path_factory) -> Path:
                              split_fractions=(0.5, 0.25, 0.25))
 
 
+def _load_script(name: str):
+    """Entry points in main_pipelines/ are scripts, not package modules: import one by path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "main_pipelines" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_osf_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
-def pretrained_ckpt(tmp_path_factory) -> Path:
-    """A 'briefly pre-trained' stand-in: a perturbed backbone in the released format."""
-    torch.manual_seed(1)
-    model = create_backbone(TINY)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    pth, _ = save_backbone(model, tmp_path_factory.mktemp("ckpt") / "osf_backbone.pth", backbone_metadata(model, "perturbed"))
-    return pth
+def lightning_ckpt(store, tmp_path_factory) -> Path:
+    """A briefly pre-trained backbone: two steps of the pre-training CLI (OSF recipe) on the store."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("pretrain")
+        result = _load_script("main_pretrain").main([
+            "--model_name", "dino_ours", "--psg_encoder_name", TINY, "--data_dir", str(store), "--batch_size", "4",
+            "--max_steps", "2", "--accelerator", "cpu", "--output_dir", str(out), "--run_name", "brief",
+            "--logger", "csv", "--no-progress_bar", "--probe_label", "",
+        ])
+    finally:
+        torch.set_num_threads(n)
+    assert result.last_checkpoint is not None and result.last_checkpoint.is_file()
+    return result.last_checkpoint
 
 
 def _cfg(store, out, **kw) -> DownstreamConfig:
@@ -90,10 +107,10 @@ def _n_labelled(store, split, column="stage"):
     return int(((idx["split"] == split) & (idx[column] >= 0)).sum())
 
 
-def test_random_init_vs_pretrained_linear_probe(store, pretrained_ckpt, tmp_path):
+def test_random_init_vs_pretrained_linear_probe(store, lightning_ckpt, tmp_path):
     csv = tmp_path / "results.csv"
     rnd = run_downstream(_cfg(store, tmp_path / "rnd", results_csv=str(csv)))
-    pre = run_downstream(_cfg(store, tmp_path / "pre", ckpt_path=str(pretrained_ckpt), psg_encoder_name=None,
+    pre = run_downstream(_cfg(store, tmp_path / "pre", ckpt_path=str(lightning_ckpt), psg_encoder_name=None,
                               results_csv=str(csv)))
     n_test = _n_labelled(store, "test")
     for rec in (rnd, pre):
@@ -101,13 +118,13 @@ def test_random_init_vs_pretrained_linear_probe(store, pretrained_ckpt, tmp_path
         clf = load_classifier(rec["artifacts"]["classifier"])
         assert clf.label_names == {"stage": list(config.STAGE_NAMES_4)} and clf.channels == list(config.CHANNELS)
     table = read_results(csv)
-    assert table["method"].tolist() == ["random_init", "perturbed"]
+    assert table["method"].tolist() == ["random_init", "dino_ours"]
     assert table["ckpt_hash"].nunique() == 2 and table["test_kappa"].notna().all()
     assert {"test_kappa_ci_low", "test_auroc", "test_f1_REM", "test_stage_fraction_mae"} <= set(table.columns)
     assert rnd["backbone"]["backbone_hash"] != pre["backbone"]["backbone_hash"]
 
     # Same backbone again with a missing-channel preset: train features come from the cache, test is new.
-    again = run_downstream(_cfg(store, tmp_path / "pre", ckpt_path=str(pretrained_ckpt), psg_encoder_name=None,
+    again = run_downstream(_cfg(store, tmp_path / "pre", ckpt_path=str(lightning_ckpt), psg_encoder_name=None,
                                 eval_channels="cardio_respiratory", lr=3e-3))
     t = again["timings"]
     assert t["features_train_cache_hit"] and not t["features_test_cache_hit"]
@@ -200,19 +217,8 @@ def test_bad_input_is_refused_before_training(store, tmp_path):
         assert _nothing_written(out), message
 
 
-def _load_cli():
-    """main_pipelines/main_finetune.py is a script, not part of the package: import it by path."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "main_pipelines" / "main_finetune.py"
-    spec = importlib.util.spec_from_file_location("main_finetune_cli", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_exits_2_with_the_reason_and_help_works(store, tmp_path, capsys):
-    cli = _load_cli()
+    cli = _load_script("main_finetune")
     code = cli.main(["--data_dir", str(store), "--output_dir", str(tmp_path), "--psg_encoder_name", TINY,
                      "--eval_channels", ","])
     assert code == 2
@@ -224,3 +230,24 @@ def test_cli_exits_2_with_the_reason_and_help_works(store, tmp_path, capsys):
     args = cli.build_parser().parse_args(["--data_dir", "d", "--output_dir", "o", "--finetune_backbone",
                                           "--no-export_classifier", "--eval_label", "Oxygen Desaturation"])
     assert args.finetune_backbone is True and args.export_classifier is False and args.use_mean_pool is False
+
+
+def test_checkpoint_formats_load_into_the_same_backbone(lightning_ckpt, tmp_path):
+    from osf.downstream.features import backbone_hash
+    from osf.downstream.loading import load_any_backbone
+    from osf.models.export import export_pretrained_backbone
+
+    pth, st = export_pretrained_backbone(lightning_ckpt, tmp_path / "osf_backbone.pth")
+    x = torch.randn(2, 12, 1920, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, :4] = False
+    outputs, hashes = [], set()
+    for path in (lightning_ckpt, pth, st):
+        model, meta, _ = load_any_backbone(str(path))
+        assert meta["encoder_name"] == TINY and meta["model_name"] == "dino_ours"
+        with torch.no_grad():
+            outputs.append(model(x, channel_mask=mask))
+        hashes.add(backbone_hash(model))
+    assert len(hashes) == 1  # identical weights from all three files
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0])

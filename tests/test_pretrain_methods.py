@@ -7,16 +7,15 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from pretrain_utils import SEQ_LEN, TINY_HEAD, TinyDataModule, one_thread, tiny_batch, tiny_run_config  # noqa: F401
 
 from osf.backbone.checkpoint import load_backbone
 from osf.models import METHODS, create_method
 from osf.models.base import NonFiniteLossError, param_groups
 from osf.models.export import backbone_from_lightning_checkpoint, export_pretrained_backbone
-from osf.models.momentum import ema_update
 from osf.models.osf_dino import OSFDINO
 from osf.models.registry import resolve_method_name
 from osf.models.training import run_pretrain
-from pretrain_utils import SEQ_LEN, TINY_HEAD, TinyDataModule, one_thread, tiny_batch, tiny_run_config  # noqa: F401
 
 # Every registered method needs an entry here (its extra constructor kwargs for the tiny tests);
 # test_every_registered_method_is_tested fails otherwise.
@@ -81,22 +80,35 @@ def test_few_steps_run_learn_and_export_round_trip(method, tmp_path):
 
 @pytest.mark.parametrize("method", sorted(METHOD_TEST_CONFIGS))
 def test_fixed_batch_is_overfit(method):
+    """Fixed batch, fixed views, frozen teacher and center: the student must approach the teacher.
+
+    With the teacher fixed, the loss is H(teacher) + KL(teacher || student); only the KL can fall.
+    (With the EMA teacher and centering running, a single batch shows DINO's collapse/anti-collapse
+    dynamics instead of a monotone loss, which is not what this test is about.)
+    """
     torch.manual_seed(0)
     model = create_method(method, "vit_nano", backbone_kwargs={"seq_len": SEQ_LEN}, total_steps=40, lr=1e-3,
-                          warmup_frac=0.0, momentum_base=0.9, warmup_teacher_temp=0.04, teacher_temp=0.04, **TINY_HEAD, **METHOD_TEST_CONFIGS[method])
+                          warmup_frac=0.0, **TINY_HEAD, **METHOD_TEST_CONFIGS[method])
     optimizer = model.configure_optimizers()["optimizer"]
     batch = tiny_batch(8)
-    losses = []
-    for step in range(25):
-        out = model.ssl_step(batch, torch.Generator().manual_seed(0), update_state=True)  # same views every step
+    gen = lambda: torch.Generator().manual_seed(0)
+    entropy = None
+    if model.has_teacher and hasattr(model, "make_views"):
+        with torch.no_grad():
+            views = model.make_views(batch["signal"], batch["channel_mask"], gen())
+            n_teacher = model.hparams.n_global_views * batch["signal"].shape[0]
+            logits = model.teacher_head(model.teacher_backbone.forward_encoding(views[:n_teacher])[0])
+            p = model.dino_loss.centering.teacher_probs(logits, model.teacher_temp_at(0))
+            entropy = float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
+    excess = []
+    for _ in range(20):
+        out = model.ssl_step(batch, gen(), update_state=False)
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
-        for teacher, student in model.momentum_pairs():
-            ema_update(teacher, student, model.momentum_at(step))
-        losses.append(out.loss.item())
-    assert all(math.isfinite(v) for v in losses)
-    assert sum(losses[-5:]) / 5 < 0.7 * losses[0], losses
+        excess.append(out.loss.item() - (entropy or 0.0))
+    assert all(math.isfinite(v) for v in excess)
+    assert sum(excess[-3:]) / 3 < 0.6 * excess[0], f"loss above the teacher entropy did not fall: {excess}"
 
 
 def test_param_groups_spare_biases_norms_embeddings_and_tokens():

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from pretrain_utils import TINY_HEAD, TinyDataModule, one_thread  # noqa: F401  (autouse fixture)
 
 from osf.models.momentum import cosine_momentum, ema_update, make_momentum_copy
-from osf.utils.schedules import cosine_schedule, linear_warmup_then_constant, warmup_cosine_factor, warmup_steps_from
-from pretrain_utils import TINY_HEAD, TinyDataModule, one_thread  # noqa: F401  (autouse fixture)
+from osf.utils.schedules import (
+    cosine_schedule,
+    linear_warmup_then_constant,
+    warmup_cosine_factor,
+    warmup_steps_from,
+)
 
 
 def test_cosine_schedule_endpoints_midpoint_and_monotone():
     values = [cosine_schedule(s, 11, 0.996, 1.0) for s in range(11)]
     assert values[0] == pytest.approx(0.996) and values[-1] == pytest.approx(1.0)
     assert values[5] == pytest.approx((0.996 + 1.0) / 2)
-    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(values))
     assert cosine_schedule(50, 11, 0.996, 1.0) == pytest.approx(1.0)  # past the end: stays at the end value
 
 
@@ -25,9 +31,9 @@ def test_warmup_cosine_factor_shape():
     total, warmup = 20, 5
     f = [warmup_cosine_factor(s, total, warmup, min_ratio=0.1) for s in range(total)]
     assert f[0] == pytest.approx(1 / warmup) and f[warmup - 1] == pytest.approx(1.0)
-    assert all(b > a for a, b in zip(f[:warmup], f[1:warmup]))  # rising during warm-up
+    assert all(b > a for a, b in itertools.pairwise(f[:warmup]))  # rising during warm-up
     assert f[warmup] == pytest.approx(1.0) and f[-1] == pytest.approx(0.1)
-    assert all(b <= a for a, b in zip(f[warmup:], f[warmup + 1:]))  # decaying after
+    assert all(b <= a for a, b in itertools.pairwise(f[warmup:]))  # decaying after
     mid = warmup + (total - warmup - 1) // 2  # halfway through the decay (14 decay intervals)
     assert f[mid] == pytest.approx(0.1 + 0.9 * 0.5)
 
@@ -88,7 +94,7 @@ def test_teacher_schedules_cover_the_whole_run(limit, tmp_path):
     assert trainer.global_step == 9 and model.total_steps == 9
     m, t = record.momentum, record.temp
     assert m[0] == pytest.approx(0.996) and m[4] == pytest.approx(0.998) and m[8] == pytest.approx(1.0)
-    warm = int(round(0.5 * 9))
+    warm = round(0.5 * 9)
     assert t[0] == pytest.approx(0.04) and t[warm // 2] == pytest.approx(0.04 + 0.03 * (warm // 2) / warm)
     assert t[warm] == pytest.approx(0.07) and t[8] == pytest.approx(0.07)
     assert not math.isclose(m[1], m[0])

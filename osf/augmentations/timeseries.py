@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["random_crop_resize", "random_amplitude_scale", "gaussian_noise", "random_time_shift", "TimeSeriesAugment"]
+__all__ = ["TimeSeriesAugment", "gaussian_noise", "random_amplitude_scale", "random_crop_resize", "random_time_shift"]
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, generator, device) -> torch.Tensor:

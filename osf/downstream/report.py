@@ -45,6 +45,13 @@ def aggregate(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     # groupby drops NaN keys by default; unset options (k_shot, pretrain_samples) are NaN, so keep them
     grouped = table.groupby(keys, dropna=False, sort=False)
     out = grouped[metric].agg(["mean", "std", "count"]).reset_index()
+    # A k-shot run already averaged its seeds: one row carries the mean and `<metric>_std`.
+    std_col = f"{metric}_std"
+    if std_col in table.columns and "n_seeds" in table.columns:
+        first = grouped[[std_col, "n_seeds"]].first().reset_index(drop=True)
+        single = (out["count"] == 1) & pd.to_numeric(first["n_seeds"], errors="coerce").gt(1).to_numpy()
+        out.loc[single, "std"] = pd.to_numeric(first.loc[single, std_col], errors="coerce").to_numpy()
+        out.loc[single, "count"] = pd.to_numeric(first.loc[single, "n_seeds"]).to_numpy()
     low, high = f"{metric}_ci_low", f"{metric}_ci_high"
     if low in table.columns and high in table.columns:
         ci = grouped[[low, high]].first().reset_index(drop=True)
@@ -81,6 +88,13 @@ def markdown_table(agg: pd.DataFrame, rows: Sequence[str] = ("method",), cols: S
     return "\n".join(lines) + "\n"
 
 
+def _with_series(agg: pd.DataFrame) -> pd.DataFrame:
+    """Label of one bar / line: the method, plus the setting when several settings are present."""
+    several = agg["setting"].astype(str).nunique() > 1
+    series = agg["method"].astype(str) + (" (" + agg["setting"].astype(str) + ")" if several else "")
+    return agg.assign(series=series)
+
+
 def _preset_order(values: Sequence[str]) -> list[str]:
     known = [p for p in CHANNEL_PRESETS if p in set(values)]
     return known + sorted(set(values) - set(known))
@@ -93,12 +107,13 @@ def plot_by_method(agg: pd.DataFrame, metric: str, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    agg = _with_series(agg)
     tasks = sorted(agg["task"].astype(str).unique())
-    methods = sorted(agg["method"].astype(str).unique())
+    methods = sorted(agg["series"].unique())
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(tasks) + 1), 3.2))
     for j, method in enumerate(methods):
-        sub = agg[agg["method"].astype(str) == method].groupby("task").first()
+        sub = agg[agg["series"] == method].groupby("task").first()
         means = [sub["mean"].get(t, np.nan) for t in tasks]
         err = _errors(sub, tasks)
         ax.bar(np.arange(len(tasks)) + (j - (len(methods) - 1) / 2) * width, means, width, yerr=err, capsize=2,
@@ -134,13 +149,14 @@ def plot_vs_channels(agg: pd.DataFrame, metric: str, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    agg = _with_series(agg)
     tasks = sorted(agg["task"].astype(str).unique())
     presets = _preset_order(agg["eval_channels"].astype(str).unique())
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.2), squeeze=False, sharey=True)
     for ax, task in zip(axes[0], tasks):
         sub_t = agg[agg["task"].astype(str) == task]
-        for method in sorted(sub_t["method"].astype(str).unique()):
-            sub = sub_t[sub_t["method"].astype(str) == method].groupby("eval_channels").first()
+        for method in sorted(sub_t["series"].unique()):
+            sub = sub_t[sub_t["series"] == method].groupby("eval_channels").first()
             xs = [i for i, p in enumerate(presets) if p in sub.index]
             ax.errorbar(xs, [sub.loc[presets[i], "mean"] for i in xs], yerr=_errors(sub, [presets[i] for i in xs]),
                         marker="o", capsize=2, label=method)
@@ -221,7 +237,8 @@ def make_benchmark_report(
              "Cells: mean [95% CI by subject] for one seed, mean ± std over seeds.\n",
              "\n## Full montage\n\n", markdown_table(main, rows=("method",), cols=("task", "setting"))]
     if agg["eval_channels"].astype(str).nunique() > 1:
-        parts += ["\n## Missing channels\n\n", markdown_table(agg, rows=("method", "task"), cols=("eval_channels",))]
+        parts += ["\n## Missing channels\n\n",
+                  markdown_table(agg, rows=("method", "task", "setting"), cols=("eval_channels",))]
     md_path = output_dir / "benchmark_table.md"
     md_path.write_text("".join(parts))
     name = metric.replace("/", "_")

@@ -22,7 +22,7 @@ def random_token_mask(batch: int, num_tokens: int, ratio: float, generator: torc
     """Bool ``[batch, num_tokens]`` with exactly ``round(ratio * num_tokens)`` (>= 1) True per row."""
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"mask ratio must be in (0, 1), got {ratio}")
-    n_mask = max(1, int(round(ratio * num_tokens)))
+    n_mask = max(1, round(ratio * num_tokens))
     noise = torch.rand(batch, num_tokens, generator=generator, device=device)
     ranks = noise.argsort(dim=1).argsort(dim=1)
     return ranks < n_mask

@@ -26,7 +26,7 @@ from osf.backbone.vit1d_cls import create_backbone
 from osf.models.momentum import cosine_momentum, ema_update
 from osf.utils.schedules import warmup_cosine_factor, warmup_steps_from
 
-__all__ = ["PretrainModule", "SSLStepOutput", "NonFiniteLossError", "param_groups"]
+__all__ = ["NonFiniteLossError", "PretrainModule", "SSLStepOutput", "param_groups"]
 
 # Parameter names (last component) that never get weight decay, whatever their shape.
 NO_DECAY_NAMES: tuple[str, ...] = ("pos_embedding", "cls_token", "mask_token", "lead_emb")
@@ -54,7 +54,7 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
 def param_groups(modules: dict[str, nn.Module], weight_decay: float, decay_all: bool = False) -> list[dict[str, Any]]:
     """AdamW groups: decayed weights and undecayed biases/norms/embeddings/tokens (or all decayed)."""
     decay, no_decay, seen = [], [], set()
-    for prefix, module in modules.items():
+    for module in modules.values():
         for name, p in module.named_parameters():
             if not p.requires_grad or id(p) in seen:
                 continue

@@ -72,7 +72,7 @@ class DINO(PretrainModule):
         """Backbone and head are both EMA copies of the student."""
         return [(self.teacher_backbone, self.backbone), (self.teacher_head, self.head)]
 
-    def train(self, mode: bool = True) -> "DINO":
+    def train(self, mode: bool = True) -> DINO:
         """The teacher always runs in eval mode (no stochastic depth / dropout)."""
         super().train(mode)
         self.teacher_backbone.eval()
@@ -81,7 +81,7 @@ class DINO(PretrainModule):
 
     def teacher_temp_at(self, step: int) -> float:
         """Teacher temperature: linear warm-up over the first ``teacher_temp_warmup_frac`` of the steps."""
-        warmup = int(round(self.hparams.teacher_temp_warmup_frac * self.total_steps))
+        warmup = round(self.hparams.teacher_temp_warmup_frac * self.total_steps)
         return linear_warmup_then_constant(step, warmup, self.hparams.warmup_teacher_temp, self.hparams.teacher_temp)
 
     # --- views --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from torch import nn
 from osf.backbone.checkpoint import CheckpointError, backbone_metadata, save_backbone
 from osf.backbone.vit1d_cls import create_backbone
 
-__all__ = ["backbone_from_lightning_checkpoint", "export_pretrained_backbone", "WHICH"]
+__all__ = ["WHICH", "backbone_from_lightning_checkpoint", "export_pretrained_backbone"]
 
 log = logging.getLogger(__name__)
 WHICH: tuple[str, ...] = ("teacher", "student")

@@ -9,7 +9,7 @@ from torch import nn
 
 from osf.utils.schedules import cosine_schedule
 
-__all__ = ["cosine_momentum", "make_momentum_copy", "ema_update"]
+__all__ = ["cosine_momentum", "ema_update", "make_momentum_copy"]
 
 
 def cosine_momentum(step: int, total_steps: int, base: float = 0.996, final: float = 1.0) -> float:

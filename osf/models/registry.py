@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["METHODS", "ALIASES", "register_method", "resolve_method_name", "create_method", "list_methods"]
+__all__ = ["ALIASES", "METHODS", "create_method", "list_methods", "register_method", "resolve_method_name"]
 
 METHODS: dict[str, type] = {}
 ALIASES: dict[str, str] = {}

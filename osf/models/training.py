@@ -27,7 +27,7 @@ from osf.models.base import NonFiniteLossError, PretrainModule
 from osf.models.registry import METHODS, create_method, resolve_method_name
 from osf.utils.resumable import DataPosition
 
-__all__ = ["PretrainResult", "method_parameters", "resolve_pretrain_config", "build_trainer", "run_pretrain", "LOGGERS"]
+__all__ = ["LOGGERS", "PretrainResult", "build_trainer", "method_parameters", "resolve_pretrain_config", "run_pretrain"]
 
 log = logging.getLogger(__name__)
 

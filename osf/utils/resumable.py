@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["SkipFirstSampler", "DataPosition"]
+__all__ = ["DataPosition", "SkipFirstSampler"]
 
 
 class SkipFirstSampler(Sampler):

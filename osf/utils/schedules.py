@@ -62,4 +62,4 @@ def warmup_steps_from(total_steps: int, warmup_frac: float = 0.0, warmup_steps: 
         return int(warmup_steps)
     if not 0.0 <= warmup_frac <= 1.0:
         raise ValueError(f"warmup_frac must be in [0, 1], got {warmup_frac}")
-    return int(round(warmup_frac * total_steps))
+    return round(warmup_frac * total_steps)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# OSF pre-training, the published recipe, on one node with several GPUs (Lightning DDP):
+# dino_ours on vit_base (12 channels, 64x4 patches, lead_wise=1), batch 256 per GPU, lr 5e-5,
+# 30 epochs, bf16. Method defaults (AdamW betas 0.9/0.95, weight decay 0.2, clipping 3.0, teacher
+# temperature 0.04->0.07, EMA 0.996->1.0, same-view pairs counted) come from train_config.py.
+#
+#   DATA_DIR=/data/osf_store NUM_GPUS=8 bash bash_scripts/pretrain_osf.sh [extra main_pretrain flags]
+#
+# Resume after a preemption: add --ckpt_path runs/<run>/checkpoints/last.ckpt (same other flags).
+# Export afterwards:
+#   python main_pipelines/main_export.py --ckpt_path runs/<run>/checkpoints/last.ckpt \
+#       --output pretrained_weights/osf_backbone.pth      # exports the teacher (default)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+DATA_DIR=${DATA_DIR:?set DATA_DIR to an epoch store (main_pipelines/main_preprocess.py output)}
+NUM_GPUS=${NUM_GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+OUTPUT_DIR=${OUTPUT_DIR:-runs}
+export WANDB_MODE=${WANDB_MODE:-offline}
+
+python main_pipelines/main_pretrain.py \
+    --model_name dino_ours \
+    --psg_encoder_name vit_base \
+    --patch_size_time 64 --patch_size_ch 4 --lead_wise 1 \
+    --batch_size 256 \
+    --lr 5e-5 \
+    --max_epochs 30 \
+    --precision bf16-mixed \
+    --accelerator gpu \
+    --num_devices "${NUM_GPUS}" \
+    --num_nodes 1 \
+    --num_workers 8 \
+    --data_dir "${DATA_DIR}" \
+    --output_dir "${OUTPUT_DIR}" \
+    --logger wandb,csv \
+    "$@"

@@ -1,0 +1,83 @@
+"""main_pretrain.py / main_export.py end to end on a tiny store, including a 2-process CPU DDP run."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from pretrain_utils import one_thread  # noqa: F401  (autouse fixture)
+
+from osf.backbone.checkpoint import load_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--psg_encoder_name", "vit_nano", "--batch_size", "4", "--accelerator", "cpu", "--logger", "csv",
+        "--dino_out_dim", "64", "--dino_hidden_dim", "64", "--dino_bottleneck_dim", "32", "--no-progress_bar",
+        "--limit_val_batches", "1", "--log_every_n_steps", "1"]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "main_pipelines" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pretrain_and_export_cli_in_process(tiny_store, tmp_path):
+    main_pretrain, main_export = _script("main_pretrain"), _script("main_export")
+    result = main_pretrain.main(["--model_name", "osf", "--data_dir", str(tiny_store), "--max_steps", "3",
+                                 "--ckpt_every_n_steps", "2", "--output_dir", str(tmp_path), "--run_name", "r", *TINY])
+    run = tmp_path / "r"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model_name"] == "dino_ours"  # alias resolved
+    assert saved["method_kwargs"]["weight_decay"] == 0.2 and saved["method_kwargs"]["same_view_pairs"] is True  # train_config
+    assert saved["method_kwargs"]["dino_out_dim"] == 64  # flag overrides the default
+    ckpt = torch.load(result.last_checkpoint, weights_only=True)
+    assert ckpt["global_step"] == 3 and ckpt["osf"]["run_config"]["method_kwargs"] == saved["method_kwargs"]
+    assert {p.name for p in (run / "checkpoints").iterdir()} >= {"step00000002.ckpt", "last.ckpt", "best.ckpt"}
+    metrics = pd.read_csv(next((run / "csv_logs").rglob("metrics.csv")))
+    assert metrics["train/loss"].notna().sum() == 3 and metrics["val/loss"].notna().any()
+    assert "lr-AdamW/decay" in metrics.columns or any(c.startswith("lr-") for c in metrics.columns)
+
+    pth, st = main_export.main(["--ckpt_path", str(result.last_checkpoint), "--output", str(tmp_path / "w" / "osf_backbone.pth")])
+    model, metadata = load_backbone(pth)
+    assert metadata["exported_from"] == "teacher" and metadata["seq_len"] == 1920
+    x = torch.randn(2, 12, 1920)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), result.model.export_backbone("teacher")(x))
+        torch.testing.assert_close(load_backbone(st)[0](x), model(x))
+
+
+def test_cli_errors_and_help(tiny_store, tmp_path, capsys):
+    main_pretrain, main_export = _script("main_pretrain"), _script("main_export")
+    with pytest.raises(ValueError, match="method 'dino' has no parameter.*channel_drop_p"):
+        main_pretrain.main(["--model_name", "dino", "--data_dir", str(tiny_store), "--channel_drop_p", "0.3", *TINY])
+    with pytest.raises(ValueError, match="unknown pre-training method 'dinov9'"):
+        main_pretrain.main(["--model_name", "dinov9", "--data_dir", str(tiny_store), *TINY])
+    with pytest.raises(SystemExit) as exit_info:
+        main_pretrain.main(["--help"])
+    assert exit_info.value.code == 0 and "--same_view_pairs" in capsys.readouterr().out
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="bad.ckpt"):
+        main_export.main(["--ckpt_path", str(bad), "--output", str(tmp_path / "x.pth")])
+
+
+def test_two_process_cpu_ddp(tiny_store, tmp_path):
+    """Lightning DDP with gloo, 2 CPU processes, 2 steps: both ranks step in sync and rank 0 checkpoints."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "main_pipelines/main_pretrain.py", "--model_name", "dino_ours", "--data_dir", str(tiny_store),
+           "--max_steps", "2", "--num_devices", "2", "--output_dir", str(tmp_path), "--run_name", "ddp",
+           "--ckpt_every_n_steps", "2", *TINY]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert ckpt["osf"]["run_config"]["num_devices"] == 2
+    assert "world_size: 2" in proc.stderr + proc.stdout or "distributed_backend=gloo" in proc.stderr + proc.stdout

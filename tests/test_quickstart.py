@@ -1,0 +1,105 @@
+"""The quick start end to end: `--tiny` in the default suite, the full-size run marked slow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from osf.quickstart import INITS, Quickstart, QuickstartConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Run `main_quickstart.py --tiny` once into a temporary folder; returns (config, printed output)."""
+    import contextlib
+    import io
+
+    from main_pipelines.main_quickstart import main
+
+    out = tmp_path_factory.mktemp("quickstart")
+    argv = ["--tiny", "--output_dir", str(out / "run"), "--weights_dir", str(out / "weights")]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    cfg = QuickstartConfig.tiny(output_dir=out / "run", weights_dir=out / "weights")
+    return cfg, printed.getvalue(), argv
+
+
+def test_tiny_quickstart_runs_end_to_end(tiny_run):
+    from osf.backbone.checkpoint import load_backbone
+    from osf.downstream.classifier import load_classifier
+
+    cfg, printed, _ = tiny_run
+    results = json.loads((cfg.output_dir / "results.json").read_text())
+    assert set(results["probes"]) == set(cfg.tasks)
+    for task, row in results["probes"].items():
+        for init in INITS:
+            value = row[init]
+            assert value is not None and math.isfinite(value), (task, init, value)
+            assert -1.0 <= value <= 1.0
+    backbone, metadata = load_backbone(results["paths"]["backbone"])  # the released format
+    assert metadata["encoder_name"] == cfg.backbone and backbone.width == metadata["width"]
+    assert load_classifier(results["paths"]["staging_classifier"]).tasks == ["stage"]
+    night = results["heldout_night"]
+    assert 0.0 <= night["agreement"] <= 1.0 and night["scored_total_sleep_time_min"] > 0
+    assert json.loads(open(results["paths"]["night_qc"]).read())["n_epochs"] == cfg.hours * 120
+    assert open(results["paths"]["night_figure"], "rb").read(4) == b"\x89PNG"
+    # the printed table: a row per task, the commands that were run, the plot path
+    assert "Stage" in printed and "Arousal" in printed and results["paths"]["night_figure"] in printed
+    assert "$ python main_pipelines/main_pretrain.py --model_name dino_ours" in printed
+
+
+def test_a_rerun_skips_every_finished_step(tiny_run, capsys):
+    from main_pipelines.main_quickstart import main
+
+    cfg, _, argv = tiny_run
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    steps = Quickstart(cfg).steps
+    assert printed.count("done before, skipped") == len(steps)
+    assert "$ python" not in printed  # nothing ran
+    assert "Linear probes" in printed  # the results table is printed again
+
+
+def test_changing_a_flag_reruns_exactly_the_steps_that_depend_on_it(tiny_run):
+    cfg, _, _ = tiny_run
+    assert not any(Quickstart(cfg).plan().values())
+    plan = Quickstart(dataclasses.replace(cfg, finetune_steps=cfg.finetune_steps + 1)).plan()
+    assert {name for name, run in plan.items() if run} == {"finetune", "predict"}
+    plan = Quickstart(dataclasses.replace(cfg, max_steps=cfg.max_steps + 1)).plan()
+    rerun = {name for name, run in plan.items() if run}
+    assert rerun == {"pretrain", "export", "probe_pretrained_stage", "probe_pretrained_arousal", "finetune", "predict"}
+    plan = Quickstart(dataclasses.replace(cfg, hours=1.0)).plan()
+    assert all(plan.values())  # new nights: everything again
+
+
+def test_bad_flags_are_refused(capsys):
+    from main_pipelines.main_quickstart import main
+
+    assert main(["--tasks", "Arousal,Stage"]) == 2
+    assert "must start with 'Stage'" in capsys.readouterr().err
+
+
+def test_the_demo_notebook_runs_after_the_quick_start(tiny_run, tmp_path):
+    from test_notebook import notebook_text, run_demo
+
+    cfg, _, _ = tiny_run
+    nb = run_demo(tmp_path, quickstart_dir=cfg.output_dir)
+    text = notebook_text(nb)
+    assert "after the quick start" in text and "osf_quickstart_vit_nano.pth" in text
+    assert list((tmp_path / "demo" / "prediction").glob("*_summary.json"))
+
+
+@pytest.mark.slow
+def test_full_quickstart(tmp_path):
+    """The default sizes (a dozen 1 h nights, vit_nano): the README's main command; ~20 min on 2 CPU cores."""
+    from osf.quickstart import run_quickstart
+
+    cfg = QuickstartConfig(output_dir=tmp_path / "run", weights_dir=tmp_path / "weights")
+    results = run_quickstart(cfg)
+    assert set(results["probes"]) == set(cfg.tasks)
+    assert all(math.isfinite(row[init]) for row in results["probes"].values() for init in INITS)
+    assert results["heldout_night"]["cohen_kappa"] is not None
