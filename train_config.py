@@ -78,3 +78,13 @@ BACKBONE_DEFAULTS: dict[str, dict] = {
     "vit_large": {"batch_size": 128, "drop_path_rate": 0.1},
     "vit_xl": {"batch_size": 64, "drop_path_rate": 0.1},
 }
+
+# --- Downstream evaluation (osf.downstream, main_pipelines/main_finetune.py) ---------------------
+# Per setting; a flag given on the command line overrides each. The probe trains on standardised
+# cached features (hence the large lr); fine-tuning gives the backbone lr * backbone_lr_scale.
+DOWNSTREAM_DEFAULTS: dict[str, dict] = {
+    "linear_probe": {"lr": 1e-2, "max_steps": 500, "batch_size": 256, "weight_decay": 1e-4, "eval_every": 50,
+                     "layer_decay": 1.0, "warmup_steps": 0},
+    "finetune": {"lr": 1e-3, "max_steps": 2000, "batch_size": 64, "weight_decay": 0.05, "eval_every": 100,
+                 "layer_decay": 0.75, "warmup_steps": 100},
+}

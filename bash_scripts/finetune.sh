@@ -11,7 +11,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CKPT="${CKPT:?set CKPT to a checkpoint path or none}"
 DATA="${DATA:?set DATA to an epoch store folder}"
-METHOD="${METHOD:-$(basename "$(dirname "$(dirname "$CKPT")")")}"  # e.g. runs/<method_run>/checkpoints/last.ckpt
+if [ "$CKPT" = "none" ]; then
+  METHOD="${METHOD:-random_init}"
+else
+  METHOD="${METHOD:-$(basename "$(dirname "$(dirname "$CKPT")")")}"  # runs/<run>/checkpoints/last.ckpt -> <run>
+fi
 ENCODER="${ENCODER:-}"                # required with CKPT=none, e.g. vit_base
 LABEL="${LABEL:-Stage}"               # Stage | Arousal | Hypopnea | "Oxygen Desaturation" | Apnea
 OUT="${OUT:-runs/downstream}"

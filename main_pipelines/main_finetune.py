@@ -18,8 +18,15 @@ import logging
 import sys
 
 import config
+import train_config
 from osf.downstream.losses import LOSS_TYPES
 from osf.downstream.pipeline import DownstreamConfig, run_downstream
+
+
+def _defaults(name: str) -> str:
+    """Help text: the per-setting default from train_config.DOWNSTREAM_DEFAULTS."""
+    d = train_config.DOWNSTREAM_DEFAULTS
+    return f"{d['linear_probe'][name]} probe, {d['finetune'][name]} fine-tuning"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"montage preset ({', '.join(config.CHANNEL_PRESETS)}) or comma-separated channels present at test time")
     g.add_argument("--mask_train_channels", action=argparse.BooleanOptionalAction, default=False,
                    help="also hide the channels outside --eval_channels during training")
-    g.add_argument("--batch_size", type=int, default=256)
+    g.add_argument("--batch_size", type=int, default=None, help=f"default {_defaults('batch_size')}")
     g.add_argument("--num_workers", type=int, default=0)
     g = p.add_argument_group("training")
     g.add_argument("--finetune_backbone", action=argparse.BooleanOptionalAction, default=False,
@@ -53,13 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--use_mean_pool", action=argparse.BooleanOptionalAction, default=False,
                    help="mean of patch tokens instead of the CLS token")
     g.add_argument("--loss_type", default="ce", choices=list(LOSS_TYPES))
-    g.add_argument("--max_steps", type=int, default=500)
-    g.add_argument("--lr", type=float, default=None, help="head learning rate (default 1e-2 probe, 1e-3 fine-tuning)")
+    g.add_argument("--max_steps", type=int, default=None, help=f"default {_defaults('max_steps')}")
+    g.add_argument("--lr", type=float, default=None, help=f"head learning rate (default {_defaults('lr')})")
     g.add_argument("--backbone_lr_scale", type=float, default=0.1, help="fine-tuning: backbone lr = lr x this")
-    g.add_argument("--layer_decay", type=float, default=1.0, help="fine-tuning: layer-wise lr decay (1 = off)")
-    g.add_argument("--weight_decay", type=float, default=1e-4)
-    g.add_argument("--warmup_steps", type=int, default=0, help="fine-tuning: linear warm-up steps before the cosine")
-    g.add_argument("--eval_every", type=int, default=50, help="validate (model selection) every N steps")
+    g.add_argument("--layer_decay", type=float, default=None,
+                   help=f"fine-tuning: layer-wise lr decay, 1 = off (default {_defaults('layer_decay')})")
+    g.add_argument("--weight_decay", type=float, default=None, help=f"default {_defaults('weight_decay')}")
+    g.add_argument("--warmup_steps", type=int, default=None,
+                   help=f"fine-tuning: linear warm-up steps before the cosine (default {_defaults('warmup_steps')})")
+    g.add_argument("--eval_every", type=int, default=None,
+                   help=f"validate (model selection) every N steps (default {_defaults('eval_every')})")
     g.add_argument("--early_stopping", action=argparse.BooleanOptionalAction, default=False,
                    help="fine-tuning: stop when validation has not improved for --patience checks")
     g.add_argument("--patience", type=int, default=5)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import config
+from osf.predict.writers import write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = REPO_ROOT / "main_pipelines"
@@ -63,6 +64,8 @@ class QuickstartConfig:
     val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
     probe_steps: int = 300
     finetune_steps: int = 60
+    finetune_eval_every: int = 20  # validation (model selection) interval of fine-tuning
+    n_boot: int = 200  # bootstrap resamples for the confidence intervals
     gpus: int = 0
     num_workers: int = 0
     seed: int = 0
@@ -73,7 +76,7 @@ class QuickstartConfig:
         """Sizes for the test suite: 2 cohorts x 2 nights x 0.5 h, two tasks, a handful of steps."""
         sizes = dict(cohorts=("shhs", "mros"), nights=4, hours=0.5, split_fractions="0.5,0.25,0.25",
                      tasks=("Stage", "Arousal"), max_steps=2, batch_size=8, val_batches=1, probe_steps=20,
-                     finetune_steps=2)
+                     finetune_steps=2, finetune_eval_every=2, n_boot=20)
         return cls(**{**sizes, **overrides})
 
     def __post_init__(self) -> None:
@@ -102,8 +105,7 @@ class Step:
     outputs: Callable[[], list[Path]]
     needs: tuple[str, ...] = ()
     clean: Callable[[], list[Path]] = lambda: []  # removed before the step runs (a previous attempt)
-    ran: bool = field(default=False, init=False)
-    elapsed_s: float | None = field(default=None, init=False)
+    elapsed_s: float | None = field(default=None, init=False)  # set when the step ran in this process
 
     def command(self) -> list[str]:
         """The shell command of this step."""
@@ -124,7 +126,7 @@ def run_entry_point(script: str, args: Sequence[str], in_process: bool = True) -
         status = module.main(list(args))
     except SystemExit as exit_:
         status = exit_.code
-    if isinstance(status, int) and status != 0 or isinstance(status, str):
+    if isinstance(status, str) or (isinstance(status, int) and status != 0):  # sys.exit("message") or a status
         raise RuntimeError(f"{script} failed: {status}")
 
 
@@ -201,7 +203,7 @@ class Quickstart:
             lambda: [*ckpt, "--data_dir", str(self.store_dir), "--eval_label", task,
                      "--max_steps", str(self.cfg.probe_steps), "--batch_size", str(4 * self.cfg.batch_size),
                      "--num_workers", str(self.cfg.num_workers), "--seed", str(self.cfg.seed),
-                     "--n_boot", "200", "--run_name", "probe", "--output_dir", str(out),
+                     "--n_boot", str(self.cfg.n_boot), "--run_name", "probe", "--output_dir", str(out),
                      "--feature_cache_dir", str(self.out / "feature_cache"), *self._hardware()],
             lambda: [out / "probe.json", out / "classifier.pt"],
             needs=("export",) if init == "pretrained" else (store_step,),
@@ -262,8 +264,8 @@ class Quickstart:
                 "finetune", f"fine-tune a staging classifier ({cfg.finetune_steps} steps)", "main_finetune.py",
                 lambda: ["--ckpt_path", str(self.backbone_path), "--data_dir", str(self.store_dir),
                          "--eval_label", "Stage", "--finetune_backbone", "--max_steps", str(cfg.finetune_steps),
-                         "--eval_every", str(max(1, cfg.finetune_steps // 2)), "--batch_size", str(cfg.batch_size),
-                         "--num_workers", str(cfg.num_workers), "--seed", str(cfg.seed), "--n_boot", "200",
+                         "--eval_every", str(cfg.finetune_eval_every), "--batch_size", str(cfg.batch_size),
+                         "--num_workers", str(cfg.num_workers), "--seed", str(cfg.seed), "--n_boot", str(cfg.n_boot),
                          "--run_name", "finetune", "--output_dir", str(self.finetune_dir), *self._hardware()],
                 lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
                 needs=("export",),
@@ -292,28 +294,34 @@ class Quickstart:
         except (OSError, ValueError):  # no or unreadable stamp, or outputs that cannot be located yet
             return False
 
+    def _must_run(self, step: Step, rerun: dict[str, bool]) -> bool:
+        """A step runs when a step it needs reruns, or when it has no valid stamp for its command."""
+        if any(rerun[n] for n in step.needs):
+            return True
+        try:
+            return not self._is_done(step, step.command())
+        except FileNotFoundError:  # its command names an output of a step that has not run yet
+            return True
+
     def plan(self) -> dict[str, bool]:
         """Which steps a run would execute now (True) and which it would skip (False)."""
-        will_run: dict[str, bool] = {}
+        rerun: dict[str, bool] = {}
         for step in self.steps:
-            try:
-                done = self._is_done(step, step.command())
-            except FileNotFoundError:  # its command names an output of a step that has not run
-                done = False
-            will_run[step.name] = any(will_run[n] for n in step.needs) or not done
-        return will_run
+            rerun[step.name] = self._must_run(step, rerun)
+        return rerun
 
     def run(self) -> dict:
         """Run (or skip) every step in order, write ``results.json`` and return the results."""
         self.out.mkdir(parents=True, exist_ok=True)
-        by_name = {s.name: s for s in self.steps}
         t_start = time.perf_counter()
+        rerun: dict[str, bool] = {}
         for k, step in enumerate(self.steps, 1):
-            command = step.command()
             head = f"[{k:2d}/{len(self.steps)}] {step.name}"
-            if not any(by_name[n].ran for n in step.needs) and self._is_done(step, command):
+            rerun[step.name] = self._must_run(step, rerun)
+            if not rerun[step.name]:
                 self.log(f"{head}: done before, skipped")
                 continue
+            command = step.command()
             self.log(f"{head}: {step.description}\n        $ {shlex.join(command)}")
             for path in step.clean():
                 shutil.rmtree(path, ignore_errors=True)
@@ -326,15 +334,12 @@ class Quickstart:
             missing = [str(p) for p in step.outputs() if not p.exists()]
             if missing:
                 raise RuntimeError(f"quick start step {step.name!r} finished without writing {missing}")
-            step.ran, step.elapsed_s = True, time.perf_counter() - t0
-            self._stamp(step).parent.mkdir(parents=True, exist_ok=True)
-            self._stamp(step).write_text(json.dumps({"command": command, "elapsed_s": step.elapsed_s}) + "\n")
+            step.elapsed_s = time.perf_counter() - t0
+            write_json(self._stamp(step), {"command": command, "elapsed_s": step.elapsed_s})
             self.log(f"        {step.name} finished in {step.elapsed_s:.1f} s")
         results = self.results()
         results["elapsed_s"] = time.perf_counter() - t_start
-        results["step_seconds"] = {s.name: s.elapsed_s for s in self.steps if s.ran}
-        from osf.predict.writers import write_json
-
+        results["step_seconds"] = {s.name: s.elapsed_s for s in self.steps if s.elapsed_s is not None}
         write_json(self.out / "results.json", results)
         return results
 

@@ -104,13 +104,14 @@ def test_pth_safetensors_and_random_init_load_the_same_architecture(nano, tmp_pa
         assert meta["model_name"] == "dino"
         hashes.add(h)
     assert len(hashes) == 2  # file hashes of two different files
-    rnd, meta, h = load_any_backbone("none", psg_encoder_name="vit_nano")
-    assert h == "random_init" and meta["encoder_name"] == "vit_nano"
+    rnd, rnd_meta, h = load_any_backbone("none", psg_encoder_name="vit_nano")
+    assert h == "random_init" and rnd_meta["encoder_name"] == "vit_nano"
     assert rnd.state_dict().keys() == nano.state_dict().keys()
 
 
 def test_released_reference_backbone_loads(shared_dir):
     model, meta, _ = load_any_backbone(str(shared_dir / "fixtures/osf_compat/vit_nano_lead_wise1_backbone.pth"))
+    assert meta["encoder_name"] == "vit_nano" and meta["lead_wise"] == 1
     io = torch.load(shared_dir / "fixtures/osf_compat/vit_nano_lead_wise1_io.pt", weights_only=True)
     cls, _ = model.forward_encoding(io["x"])
     torch.testing.assert_close(cls, io["cls"], atol=1e-4, rtol=1e-4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 import config
-from osf.backbone.checkpoint import backbone_metadata, save_backbone
+from osf.backbone.checkpoint import save_backbone
 from osf.backbone.vit1d_cls import BACKBONES, ViT1D, create_backbone, register_backbone
 from osf.datasets.datamodule import SleepDataModule
 from osf.datasets.store import EpochStore, make_random_store
@@ -82,8 +81,8 @@ def lightning_ckpt(store, tmp_path_factory) -> Path:
 
 
 def _cfg(store, out, **kw) -> DownstreamConfig:
-    base = dict(data_dir=str(store), output_dir=str(out), psg_encoder_name=TINY, max_steps=40, eval_every=20,
-                batch_size=64, n_boot=50, accelerator="cpu")
+    base = {"data_dir": str(store), "output_dir": str(out), "psg_encoder_name": TINY, "max_steps": 40,
+            "eval_every": 20, "batch_size": 64, "n_boot": 50, "accelerator": "cpu"}
     base.update(kw)
     return DownstreamConfig(**base)
 
@@ -156,6 +155,29 @@ def test_finetune_runs_selects_on_validation_and_changes_the_backbone(store, tmp
     fresh = create_backbone(TINY)
     changed = [k for k, v in clf.backbone.state_dict().items() if not torch.equal(v, fresh.state_dict()[k])]
     assert changed  # the exported backbone is the fine-tuned one
+
+
+def test_k_shot_finetune_exports_the_seed_selected_on_validation(store, tmp_path):
+    from osf.downstream.metrics import evaluate_predictions
+
+    rec = run_downstream(_cfg(store, tmp_path, finetune_backbone=True, n_train_samples=2, n_seeds=2, max_steps=3,
+                              eval_every=1, batch_size=8, n_boot=0, lr=1e-2))
+    chosen = rec["selection"]["seed"]
+    scores = {r["seed"]: r["metrics"]["val"]["macro_f1"] for r in rec["metrics_per_seed"]}
+    assert scores[chosen] == max(scores.values())
+    cms = [r["metrics"]["test"]["confusion_matrix"] for r in rec["metrics_per_seed"]]
+    assert cms[0] != cms[1]  # the seeds' models differ, so exporting the wrong one would show
+    # the exported classifier reproduces the chosen seed's test predictions
+    clf = load_classifier(rec["artifacts"]["classifier"])
+    dm = SleepDataModule(store, task="downstream", eval_label="Stage")
+    dm.setup()
+    batches = list(full_loader(dm, "test", 16))
+    proba = torch.cat([clf.predict_proba(b["signal"], b["channel_mask"])["stage"] for b in batches]).numpy()
+    labels = torch.cat([b["label"] for b in batches]).numpy()
+    ids = np.concatenate([b["subject_id"] for b in batches])
+    got = evaluate_predictions(labels, proba, ids, ids, config.STAGE_NAMES_4, n_boot=0)
+    want = next(r for r in rec["metrics_per_seed"] if r["seed"] == chosen)["metrics"]["test"]
+    assert got["confusion_matrix"] == want["confusion_matrix"]
 
 
 def test_eval_loaders_never_drop_an_epoch_and_presets_zero_and_mask(store):
@@ -251,3 +273,22 @@ def test_checkpoint_formats_load_into_the_same_backbone(lightning_ckpt, tmp_path
     assert len(hashes) == 1  # identical weights from all three files
     for out in outputs[1:]:
         torch.testing.assert_close(out, outputs[0])
+
+
+@pytest.mark.slow
+def test_finetune_ddp_two_cpu_processes(store, tmp_path):
+    """The published command with --num_devices 2 on CPU (gloo): rank 0 writes one complete record."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "main_pipelines" / "main_finetune.py"), "--data_dir", str(store),
+           "--output_dir", str(tmp_path), "--psg_encoder_name", "vit_nano", "--finetune_backbone", "--num_devices", "2",
+           "--accelerator", "cpu", "--max_steps", "4", "--eval_every", "2", "--batch_size", "8", "--n_boot", "20"]
+    proc = subprocess.run(cmd, check=False, cwd=root, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list(tmp_path.glob("*.json"))
+    assert len(records) == 1 and len(read_results(tmp_path / "results.csv")) == 1
+    _assert_complete(json.loads(records[0].read_text()), _n_labelled(store, "test"))

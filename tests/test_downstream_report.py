@@ -64,3 +64,13 @@ def test_unknown_metric_and_setting_are_reported(results, tmp_path):
         make_benchmark_report([results], tmp_path, setting="finetune")
     assert make_benchmark_report([results], tmp_path / "r")["scaling"] is None  # no pretrain_samples: no figure
     assert isinstance(pd.read_csv(results), pd.DataFrame)
+
+
+def test_k_shot_row_shows_its_own_seed_spread(tmp_path):
+    csv = tmp_path / "results.csv"
+    row = _row("dino", "Stage", 0.7)
+    row.update(setting="linear_probe_5shot", k_shot=5, n_seeds=3, test_auroc_std=0.05)
+    append_results_row(csv, row)
+    agg = aggregate(load_results([csv]), "test_auroc")
+    assert agg.iloc[0]["count"] == 3 and agg.iloc[0]["std"] == pytest.approx(0.05)
+    assert "0.700 ± 0.050" in markdown_table(agg, cols=("task", "setting"))

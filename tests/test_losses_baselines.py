@@ -200,7 +200,7 @@ def test_negatives_are_gathered_across_ranks_with_gradient(tmp_path):
     """Two gloo ranks with 4 samples each give the 8-sample loss, and its gradient after DDP averaging."""
     import torch.multiprocessing as mp
 
-    mp.start_processes(_gather_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="fork")
+    mp.start_processes(_gather_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="spawn")
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     z1 = torch.randn(8, 6, generator=_gen(20)).requires_grad_(True)
     z2 = torch.randn(8, 6, generator=_gen(21)).requires_grad_(True)

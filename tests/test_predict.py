@@ -228,6 +228,10 @@ def test_predict_command_writes_consistent_outputs(nights, classifiers, tmp_path
     assert summary["scored"]["cohen_kappa"] == pytest.approx(expected_kappa, abs=1e-9)
     assert summary["scored"]["agreement"] == pytest.approx((scored4[valid] == table["stage_index"][valid]).mean())
 
+    from osf.datasets.io.edf import read_edf_header
+
+    xml_text = (out / f"{edf.stem}_hypnogram.xml").read_text()
+    assert f"<ClockTime>00.00.00 {read_edf_header(edf).start_time:%H.%M.%S}</ClockTime>" in xml_text
     hypnogram = read_scoring(out / f"{edf.stem}_hypnogram.xml").stages
     np.testing.assert_array_equal([config.STAGE_5_TO_4[int(s)] for s in hypnogram], table["stage_index"])
     assert len(mne.read_annotations(out / f"{edf.stem}_hypnogram.edf")) >= 1

@@ -17,12 +17,15 @@ from osf.models.osf_dino import OSFDINO
 from osf.models.registry import resolve_method_name
 from osf.models.training import run_pretrain
 
-# Every registered method needs an entry here (its extra constructor kwargs for the tiny tests);
-# test_every_registered_method_is_tested fails otherwise.
+# Every registered method needs an entry here: the constructor kwargs that make it tiny for these
+# tests (vit_nano on SEQ_LEN samples); test_every_registered_method_is_tested fails otherwise.
 METHOD_TEST_CONFIGS: dict[str, dict] = {
-    "dino_ours": {},
-    "dino": {},
+    "dino_ours": dict(TINY_HEAD),
+    "dino": dict(TINY_HEAD),
 }
+# After 20 steps on a fixed batch the loss (minus the frozen teacher's entropy, for DINO-style
+# methods) must fall below this fraction of its first value; a method may set its own.
+OVERFIT_MAX_RATIO: dict[str, float] = {}
 
 
 def test_every_registered_method_is_tested():
@@ -51,14 +54,16 @@ def _changed(before: dict, after: dict, prefix: str) -> bool:
 @pytest.mark.parametrize("method", sorted(METHOD_TEST_CONFIGS))
 def test_few_steps_run_learn_and_export_round_trip(method, tmp_path):
     snap = _Snapshot()
-    cfg = tiny_run_config(method, tmp_path, max_steps=3, method_kwargs={**TINY_HEAD, **METHOD_TEST_CONFIGS[method]})
+    cfg = tiny_run_config(method, tmp_path, max_steps=3, method_kwargs=dict(METHOD_TEST_CONFIGS[method]))
     result = run_pretrain(cfg, datamodule=TinyDataModule(), callbacks=[snap])
     model = result.model
     assert model.trainer.global_step == 3
     assert math.isfinite(float(model.trainer.callback_metrics["train/loss"]))
     after = model.state_dict()
-    for prefix in ("backbone.", "head.", "probe."):  # the probe learns from the batch labels
-        assert _changed(snap.state, after, prefix), prefix
+    trained = [name for name, module in model.trainable_modules().items()
+               if any(p.requires_grad for p in module.parameters())]
+    for name in [*trained, "probe"]:  # backbone, heads/decoders, and the probe (the batches carry labels)
+        assert _changed(snap.state, after, f"{name}."), name
     if model.has_teacher:
         assert _changed(snap.state, after, "teacher_backbone.")  # EMA moved the teacher ...
         assert not torch.equal(after["teacher_backbone.norm.weight"], after["backbone.norm.weight"])  # ... behind the student
@@ -88,7 +93,7 @@ def test_fixed_batch_is_overfit(method):
     """
     torch.manual_seed(0)
     model = create_method(method, "vit_nano", backbone_kwargs={"seq_len": SEQ_LEN}, total_steps=40, lr=1e-3,
-                          warmup_frac=0.0, **TINY_HEAD, **METHOD_TEST_CONFIGS[method])
+                          warmup_frac=0.0, **METHOD_TEST_CONFIGS[method])
     optimizer = model.configure_optimizers()["optimizer"]
     batch = tiny_batch(8)
     gen = lambda: torch.Generator().manual_seed(0)
@@ -108,7 +113,8 @@ def test_fixed_batch_is_overfit(method):
         optimizer.step()
         excess.append(out.loss.item() - (entropy or 0.0))
     assert all(math.isfinite(v) for v in excess)
-    assert sum(excess[-3:]) / 3 < 0.6 * excess[0], f"loss above the teacher entropy did not fall: {excess}"
+    ratio = OVERFIT_MAX_RATIO.get(method, 0.6)
+    assert sum(excess[-3:]) / 3 < ratio * excess[0], f"loss (above the teacher entropy) did not fall: {excess}"
 
 
 def test_param_groups_spare_biases_norms_embeddings_and_tokens():

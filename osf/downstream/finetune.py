@@ -135,7 +135,8 @@ class FinetuneModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         score = selection_score(label.cpu().numpy(), proba.cpu().numpy(), self.selection_metric)
-        self.log("val_select", score if np.isfinite(score) else -1.0, prog_bar=True, sync_dist=False)
+        # every rank holds the same gathered score; sync_dist only silences the DDP warning
+        self.log("val_select", score if np.isfinite(score) else -1.0, prog_bar=True, sync_dist=True)
         self.history.append({"step": int(self.global_step), f"val_{self.selection_metric}": float(score)})
         if score > self.best_score:
             self.best_score, self.best_step = float(score), int(self.global_step)

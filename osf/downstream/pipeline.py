@@ -11,9 +11,8 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,19 @@ import torch
 from torch.utils.data import DataLoader
 
 import config
+import train_config
 from osf.datasets.datamodule import EvalSampler, SleepDataModule, collate_epochs
 from osf.datasets.store import EpochStore
 from osf.downstream.classifier import SleepClassifier, save_classifier
 from osf.downstream.features import backbone_hash, cached_features, split_hash
 from osf.downstream.fewshot import aggregate_over_seeds, sample_k_per_class
 from osf.downstream.finetune import FinetuneModule, predict_loader
-from osf.downstream.linear_probe import check_labels, default_selection_metric, predict_proba, train_linear_probe
+from osf.downstream.linear_probe import (
+    check_labels,
+    default_selection_metric,
+    predict_proba,
+    train_linear_probe,
+)
 from osf.downstream.loading import load_any_backbone
 from osf.downstream.losses import LOSS_TYPES
 from osf.downstream.metrics import choose_threshold, evaluate_predictions
@@ -38,8 +43,8 @@ from osf.downstream.results import append_results_row, flatten_metrics, write_ru
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-DEFAULT_PROBE_LR = 1e-2
-DEFAULT_FINETUNE_LR = 1e-3  # head; the backbone gets lr * backbone_lr_scale
+# Fields left at None take train_config.DOWNSTREAM_DEFAULTS[linear_probe | finetune].
+PER_SETTING_FIELDS = ("lr", "max_steps", "batch_size", "weight_decay", "eval_every", "layer_decay", "warmup_steps")
 
 
 @dataclass
@@ -57,14 +62,14 @@ class DownstreamConfig:
     train_data_pct: float = 1.0
     n_train_samples: int | None = None  # k-shot: labelled epochs per class
     n_seeds: int | None = None  # default: 3 for k-shot, else 1
-    max_steps: int = 500
-    lr: float | None = None
+    max_steps: int | None = None
+    lr: float | None = None  # head lr (fine-tuning: the backbone gets lr * backbone_lr_scale)
     backbone_lr_scale: float = 0.1
-    layer_decay: float = 1.0
-    weight_decay: float = 1e-4
-    warmup_steps: int = 0
-    batch_size: int = 256
-    eval_every: int = 50
+    layer_decay: float | None = None
+    weight_decay: float | None = None
+    warmup_steps: int | None = None
+    batch_size: int | None = None
+    eval_every: int | None = None
     finetune_backbone: bool = False
     use_mean_pool: bool = False
     loss_type: str = "ce"
@@ -103,9 +108,15 @@ class DownstreamConfig:
         return [self.seed + i for i in range(max(1, n))]
 
 
+    def resolved(self) -> DownstreamConfig:
+        """A copy with every unset per-setting field taken from ``train_config.DOWNSTREAM_DEFAULTS``."""
+        defaults = train_config.DOWNSTREAM_DEFAULTS["finetune" if self.finetune_backbone else "linear_probe"]
+        return replace(self, **{f: defaults[f] for f in PER_SETTING_FIELDS if getattr(self, f) is None})
+
+
 # --- input checks (all before training) ---------------------------------------------------------
 def validate_config(cfg: DownstreamConfig) -> tuple[str, ...]:
-    """Check flag values; returns the eval channel names. Raises ``ValueError`` with the fix."""
+    """Check flag values of a resolved config; returns the eval channel names. Raises ``ValueError``."""
     if cfg.eval_label not in config.LABEL_COLUMNS:
         raise ValueError(f"unknown --eval_label {cfg.eval_label!r}; choose one of {list(config.LABEL_COLUMNS)}")
     if cfg.loss_type not in LOSS_TYPES:
@@ -187,8 +198,14 @@ def _evaluate_split(pred: dict, names: tuple[str, ...], cfg: DownstreamConfig, t
 
 
 # --- the two settings ------------------------------------------------------------------------------
-def _run_probe(cfg, dm, backbone, bb_hash, names, seed, features_cache, timings):
-    """Linear probe (optionally k-shot) on cached features; returns (head, metrics, selection info, preds)."""
+def _run_probe(
+    cfg: DownstreamConfig, dm: SleepDataModule, backbone: torch.nn.Module, bb_hash: str, names: tuple[str, ...],
+    seed: int, features_cache: dict, timings: dict,
+) -> tuple[torch.nn.Linear, dict, dict, float]:
+    """Linear probe (optionally k-shot) on cached features; returns (head, selection info, val/test preds, seconds).
+
+    ``features_cache`` (split -> FeatureSet) carries features across seeds within the run.
+    """
     feats = {}
     cache_dir = None if cfg.feature_cache_dir == "off" else (cfg.feature_cache_dir or Path(cfg.output_dir) / "feature_cache")
     for split in SPLITS:
@@ -204,7 +221,7 @@ def _run_probe(cfg, dm, backbone, bb_hash, names, seed, features_cache, timings)
     if cfg.n_train_samples:
         train = train.subset(sample_k_per_class(train.labels, cfg.n_train_samples, seed, dm.num_classes, names))
     res = train_linear_probe(train.features, train.labels, feats["val"].features, feats["val"].labels, dm.num_classes,
-                             max_steps=cfg.max_steps, lr=cfg.lr or DEFAULT_PROBE_LR,
+                             max_steps=cfg.max_steps, lr=cfg.lr,
                              batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, loss_type=cfg.loss_type,
                              eval_every=cfg.eval_every, seed=seed, device=_device(cfg))
     preds = {}
@@ -217,8 +234,14 @@ def _run_probe(cfg, dm, backbone, bb_hash, names, seed, features_cache, timings)
     return res.head, selection, preds, res.train_seconds
 
 
-def _run_finetune(cfg, dm, backbone, names, seed, counts):
-    """Full fine-tuning with Lightning; returns (module restored to best, selection info, preds, seconds)."""
+def _run_finetune(
+    cfg: DownstreamConfig, dm: SleepDataModule, backbone: torch.nn.Module, seed: int, class_counts: np.ndarray,
+) -> tuple[FinetuneModule, dict, dict, float, bool]:
+    """Full fine-tuning with Lightning; returns (module at its best val step, selection, preds, seconds, is rank 0).
+
+    The data module already hides the channels outside the preset (val/test, and train with
+    ``mask_train_channels``), so the module applies no preset itself.
+    """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping
 
@@ -226,13 +249,10 @@ def _run_finetune(cfg, dm, backbone, names, seed, counts):
     pl.seed_everything(seed, workers=True)
     if getattr(backbone, "lead_emb", None) is not None:
         backbone.lead_emb.requires_grad_(False)  # unused by forward; DDP would wait for its gradient
-    eval_channels = config.resolve_channel_preset(cfg.eval_channels)
-    lr = cfg.lr or DEFAULT_FINETUNE_LR
     module = FinetuneModule(
-        backbone, dm.num_classes, pooling=cfg.pooling, head_lr=lr, backbone_lr=lr * cfg.backbone_lr_scale,
+        backbone, dm.num_classes, pooling=cfg.pooling, head_lr=cfg.lr, backbone_lr=cfg.lr * cfg.backbone_lr_scale,
         layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-        max_steps=cfg.max_steps, loss_type=cfg.loss_type, class_counts=counts["train"].tolist(),
-        train_channels=eval_channels if cfg.mask_train_channels else None, eval_channels=None,
+        max_steps=cfg.max_steps, loss_type=cfg.loss_type, class_counts=np.asarray(class_counts).tolist(),
         selection_metric=default_selection_metric(dm.num_classes),
     )
     callbacks = []
@@ -264,6 +284,7 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
     """
     t_start = time.perf_counter()
     timings: dict[str, Any] = {}
+    cfg = cfg.resolved()
     eval_channels = validate_config(cfg)
     output_dir = Path(cfg.output_dir)
     datasets = [d.strip() for d in cfg.downstream_dataset_name.split(",")] if cfg.downstream_dataset_name else None
@@ -282,7 +303,7 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
         seed=cfg.seed, stage_classes=cfg.stage_classes,
     )
     dm.setup()
-    counts = check_splits(dm, cfg.n_train_samples)
+    check_splits(dm, cfg.n_train_samples)
     names = tuple(dm.label_names)
     task = config.LABEL_COLUMNS[cfg.eval_label]
     split_hashes = {s: dataset_split_hash(dm, s) for s in SPLITS}
@@ -290,6 +311,7 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
     initial_state = copy.deepcopy(backbone.state_dict()) if cfg.finetune_backbone and len(cfg.seeds) > 1 else None
 
     runs: list[dict] = []
+    best: dict | None = None  # the seed whose classifier is exported: best validation score
     features_cache: dict = {}
     is_zero = True
     for seed in cfg.seeds:
@@ -307,8 +329,7 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
                 dm_seed.setup()
             else:
                 dm_seed = dm
-            seed_counts = {"train": dm_seed.class_counts}
-            module, selection, preds, train_s, is_zero = _run_finetune(cfg, dm_seed, backbone, names, seed, seed_counts)
+            module, selection, preds, train_s, is_zero = _run_finetune(cfg, dm_seed, backbone, seed, dm_seed.class_counts)
             head, model_backbone = module.head, module.backbone
         else:
             head, selection, preds, train_s = _run_probe(cfg, dm, backbone, bb_hash, names, seed, features_cache, timings)
@@ -320,15 +341,19 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
                                      preds["val"]["proba"][preds["val"]["labels"] >= 0]) if len(names) == 2 else None
         metrics = {"val": _evaluate_split(preds["val"], names, cfg, threshold),
                    "test": _evaluate_split(preds["test"], names, cfg, threshold)}
-        runs.append({"seed": seed, "metrics": metrics, "selection": selection, "threshold": threshold,
-                     "head": copy.deepcopy(head).cpu(), "backbone": model_backbone,
-                     "train_s": train_s, "eval_s": time.perf_counter() - t_eval, "run_s": time.perf_counter() - t0})
+        run = {"seed": seed, "metrics": metrics, "selection": selection, "threshold": threshold,
+               "train_s": train_s, "eval_s": time.perf_counter() - t_eval, "run_s": time.perf_counter() - t0}
+        runs.append(run)
+        score = selection["best_val_score"]
+        if best is None or (np.isfinite(score) and not score <= best["selection"]["best_val_score"]):
+            # later seeds fine-tune the same module again, so keep a copy of this one's weights
+            best = {**run, "head": copy.deepcopy(head).cpu(),
+                    "backbone_state": ({k: v.detach().cpu().clone() for k, v in model_backbone.state_dict().items()}
+                                       if cfg.finetune_backbone and len(cfg.seeds) > 1 else None)}
     if not is_zero:
         return None
-
-    # The classifier of the seed with the best validation score is the one exported.
-    best = max(runs, key=lambda r: -math.inf if not np.isfinite(r["selection"]["best_val_score"])
-               else r["selection"]["best_val_score"])
+    if best["backbone_state"] is not None:
+        model_backbone.load_state_dict(best["backbone_state"])
     if len(runs) == 1:
         metrics = runs[0]["metrics"]
     else:
@@ -342,7 +367,7 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     clf = SleepClassifier(
-        best["backbone"].cpu(), {task: best["head"]}, {task: list(names)}, pooling=cfg.pooling,
+        model_backbone.cpu(), {task: best["head"]}, {task: list(names)}, pooling=cfg.pooling,
         channels=list(eval_channels) if cfg.mask_train_channels else list(config.CHANNELS),
         backbone_metadata=metadata, thresholds={task: best["threshold"]} if best["threshold"] is not None else None,
         info={"run_id": run_id, "eval_label": cfg.eval_label, "setting": cfg.setting, "ckpt_hash": ckpt_hash,
@@ -357,7 +382,7 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
     record = {
         "run_id": run_id,
         "timestamp": timestamp,
-        "config": {k: v for k, v in asdict(cfg).items()},
+        "config": asdict(cfg),
         "backbone": {**metadata, "backbone_hash": bb_hash},
         "ckpt_hash": ckpt_hash,
         "split_hash": split_hashes,

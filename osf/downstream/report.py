@@ -233,9 +233,11 @@ def make_benchmark_report(
     output_dir.mkdir(parents=True, exist_ok=True)
     full = agg[agg["eval_channels"].astype(str) == "full"]
     main = full if not full.empty else agg
+    # scaling runs share a method name: tell them apart by backbone size and pre-training samples
+    row_keys = ("method", *[c for c in ("encoder_name", "pretrain_samples") if main[c].nunique(dropna=True) > 1])
     parts = [f"# Benchmark: {metric}\n", f"Rows: {len(table)} runs from {', '.join(map(str, results_csv))}.\n",
              "Cells: mean [95% CI by subject] for one seed, mean ± std over seeds.\n",
-             "\n## Full montage\n\n", markdown_table(main, rows=("method",), cols=("task", "setting"))]
+             "\n## Full montage\n\n", markdown_table(main, rows=row_keys, cols=("task", "setting"))]
     if agg["eval_channels"].astype(str).nunique() > 1:
         parts += ["\n## Missing channels\n\n",
                   markdown_table(agg, rows=("method", "task", "setting"), cols=("eval_channels",))]
@@ -245,9 +247,16 @@ def make_benchmark_report(
     written: dict[str, Path | None] = {"table": md_path}
     written["by_method"] = plot_by_method(main, metric, output_dir / f"{name}_by_method.png")
     written["vs_channels"] = plot_vs_channels(agg, metric, output_dir / f"{name}_vs_channels.png")
-    written["scaling"] = plot_scaling(agg, metric, output_dir / f"{name}_scaling.png")
+    written["scaling"] = plot_scaling(main, metric, output_dir / f"{name}_scaling.png")
     return written
 
 
-__all__ = ["load_results", "aggregate", "markdown_table", "plot_by_method", "plot_vs_channels", "plot_scaling",
-           "make_benchmark_report"]
+__all__ = [
+    "aggregate",
+    "load_results",
+    "make_benchmark_report",
+    "markdown_table",
+    "plot_by_method",
+    "plot_scaling",
+    "plot_vs_channels",
+]

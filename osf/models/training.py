@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -228,6 +229,9 @@ def run_pretrain(
 
     position = DataPosition()
     datamodule.train_dataloader = position.wrap(datamodule.train_dataloader)
+    # Lightning warns that a mid-epoch resume repeats data unless the loader is stateful; DataPosition
+    # makes the resumed loader skip exactly the consumed batches (tested), so the warning is moot.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     val_ds = getattr(datamodule, "datasets", {}).get("val") if hasattr(datamodule, "datasets") else None
     has_val = val_ds is not None and len(val_ds) > 0
     trainer = build_trainer(cfg, run_dir, has_val, extra_callbacks=[position, *(callbacks or [])])

@@ -6,6 +6,7 @@ Entry point: :func:`predict_night` (``main_pipelines/main_predict.py`` is its co
 
 from __future__ import annotations
 
+import datetime
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ import pandas as pd
 import torch
 
 import config
+from osf.datasets.io.edf import read_edf_header
 from osf.downstream.classifier import SleepClassifier, load_classifier
 from osf.downstream.metrics import confusion_matrix, kappa_from_confusion
 from osf.predict.plots import plot_night
@@ -42,6 +44,7 @@ class NightPrediction:
     scored_stages: np.ndarray | None  # [n_epochs] in the classifier's stage space, -1 unknown
     summary: dict
     qc: dict
+    start_time: datetime.datetime | None = None  # EDF header clock time (None when anonymised)
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -52,7 +55,7 @@ class NightPrediction:
 
 @torch.inference_mode()
 def run_classifier(
-    classifier, signals: np.ndarray, channel_mask: np.ndarray, batch_size: int = 256, device: str = "cpu"
+    classifier: SleepClassifier, signals: np.ndarray, channel_mask: np.ndarray, batch_size: int = 256, device: str = "cpu"
 ) -> dict[str, np.ndarray]:
     """Class probabilities per task over all epochs of a night, in batches."""
     classifier.eval().to(device)
@@ -183,7 +186,8 @@ def predict_night(
         edf, recording.qc, present, missing, recording.quality, required, stage_probs, low_confidence
     )
 
-    result = NightPrediction(edf, stage_names, stage_probs, stages, event_probs, thresholds, scored, summary, qc)
+    result = NightPrediction(edf, stage_names, stage_probs, stages, event_probs, thresholds, scored, summary, qc,
+                             start_time=read_edf_header(edf).start_time)
     if output_dir is not None:
         result.files = write_night_outputs(result, output_dir, hypnogram_formats)
     return result
@@ -215,7 +219,9 @@ def write_night_outputs(
     stem = result.source.stem
     files = {"epochs": write_table(output_dir / f"{stem}_epochs.csv", epoch_table(result))}
     if "xml" in hypnogram_formats:
-        files["hypnogram_xml"] = write_nsrr_xml(output_dir / f"{stem}_hypnogram.xml", result.stages, result.stage_names)
+        files["hypnogram_xml"] = write_nsrr_xml(
+            output_dir / f"{stem}_hypnogram.xml", result.stages, result.stage_names, start=result.start_time
+        )
     if "edf" in hypnogram_formats:
         files["hypnogram_edf"] = write_edf_hypnogram(
             output_dir / f"{stem}_hypnogram.edf", result.stages, result.stage_names

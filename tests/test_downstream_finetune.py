@@ -1,0 +1,72 @@
+"""Fine-tuning optimiser: separate head/backbone learning rates, layer-wise decay, warm-up + cosine."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from osf.backbone.vit1d_cls import create_backbone
+from osf.downstream.finetune import FinetuneModule, layer_id, param_groups
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny models: intra-op threads only add contention on a shared CPU (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def nano():
+    return create_backbone("vit_nano")  # depth 6
+
+
+def test_layer_ids_follow_depth(nano):
+    assert layer_id("pos_embedding", 6) == 0 and layer_id("to_patch_embedding.weight", 6) == 0
+    assert layer_id("block0.attn.fn.to_qkv.weight", 6) == 1
+    assert layer_id("block5.ff.fn.net.3.bias", 6) == 6
+    assert layer_id("norm.weight", 6) == 7
+    assert {layer_id(n, 6) for n, _ in nano.named_parameters()} == set(range(8))
+
+
+def test_param_groups_decay_lr_with_depth_and_keep_every_parameter(nano):
+    head = nn.Linear(nano.width, 4)
+    groups = param_groups(nano, head, backbone_lr=1e-4, head_lr=1e-2, weight_decay=0.05, layer_decay=0.5)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["head"]["lr"] == 1e-2
+    assert by_name["backbone_layer7_no_wd"]["lr"] == pytest.approx(1e-4)  # final norm: no decay of lr
+    assert by_name["backbone_layer6"]["lr"] == pytest.approx(1e-4 * 0.5)
+    assert by_name["backbone_layer0_no_wd"]["lr"] == pytest.approx(1e-4 * 0.5**7)
+    assert all(g["weight_decay"] == 0.0 for n, g in by_name.items() if n.endswith("_no_wd"))
+    n_params = sum(len(g["params"]) for g in groups)
+    assert n_params == len(list(nano.parameters())) + 2
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_schedule_warms_up_then_decays(nano):
+    module = FinetuneModule(nano, 4, head_lr=1e-2, backbone_lr=1e-3, warmup_steps=4, max_steps=20)
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    head = next(g for g in opt.param_groups if g["name"] == "head")
+    lrs = []
+    for _ in range(20):
+        lrs.append(head["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-2 / 4) and lrs[3] == pytest.approx(1e-2)  # linear warm-up
+    assert all(a >= b for a, b in itertools.pairwise(lrs[3:])) and lrs[-1] < 1e-3  # cosine down
+
+
+def test_training_step_ignores_unknown_labels(nano):
+    module = FinetuneModule(create_backbone("vit_nano"), 2)
+    batch = {"signal": torch.randn(3, 12, 1920), "channel_mask": torch.ones(3, 12, dtype=torch.bool),
+             "label": torch.tensor([-1, -1, -1])}
+    module.log = lambda *a, **k: None
+    loss = module.training_step(batch, 0)
+    assert loss.item() == 0.0 and loss.requires_grad
