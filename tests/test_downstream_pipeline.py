@@ -20,26 +20,23 @@ from osf.downstream.classifier import load_classifier
 from osf.downstream.pipeline import DownstreamConfig, full_loader, run_downstream
 from osf.downstream.results import RUN_JSON_KEYS, read_results
 
-if "vit_pico_test" not in BACKBONES:
-
-    @register_backbone
-    def vit_pico_test(num_leads=12, seq_len=1920, patch_size=64, lead_wise=1, patch_size_ch=4, **kwargs) -> ViT1D:
-        """A 2-block, width-32 ViT: the OSF layout at a size that keeps end-to-end tests fast."""
-        return ViT1D(num_leads=num_leads, seq_len=seq_len, patch_size=patch_size, width=32, depth=2, heads=2,
-                     dim_head=16, lead_wise=lead_wise, patch_size_ch=patch_size_ch, encoder_name="vit_pico_test",
-                     **kwargs)
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = "vit_pico_test"
+
+
+def vit_pico_test(num_leads=12, seq_len=1920, patch_size=64, lead_wise=1, patch_size_ch=4, **kwargs) -> ViT1D:
+    """A 2-block, width-32 ViT: the OSF layout at a size that keeps end-to-end tests fast."""
+    return ViT1D(num_leads=num_leads, seq_len=seq_len, patch_size=patch_size, width=32, depth=2, heads=2,
+                 dim_head=16, lead_wise=lead_wise, patch_size_ch=patch_size_ch, encoder_name=TINY, **kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_backbone_registered():
+    """Register the test-size backbone for this module only (the registry is process-global)."""
+    register_backbone(vit_pico_test)
+    yield
+    BACKBONES.pop(TINY, None)
+
+
 MULTICLASS_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "kappa", "auroc", "auprc")
 BINARY_KEYS = ("auroc", "auprc", "f1", "sensitivity", "specificity", "prevalence")
 

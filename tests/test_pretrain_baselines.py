@@ -53,10 +53,11 @@ def _main_pretrain():
 
 
 def _structured_batch(batch: int = 8, seq_len: int = SEQ_LEN, seed: int = 0) -> dict:
-    """Per-channel sinusoids (learnable structure) with channels and whole modalities missing."""
+    """Sinusoids whose frequency is shared by the channels of an epoch (so modalities carry common
+    information, as sleep stage does), with channels and whole modalities missing."""
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(seq_len) / config.SAMPLE_RATE
-    freq = 0.3 + 2.0 * torch.rand(batch, 12, 1, generator=g)
+    freq = 0.3 + 2.0 * torch.rand(batch, 1, 1, generator=g) + 0.1 * torch.rand(batch, 12, 1, generator=g)
     phase = 2 * math.pi * torch.rand(batch, 12, 1, generator=g)
     x = torch.sin(2 * math.pi * freq * t + phase) + 0.1 * torch.randn(batch, 12, seq_len, generator=g)
     mask = torch.ones(batch, 12, dtype=torch.bool)
@@ -66,7 +67,7 @@ def _structured_batch(batch: int = 8, seq_len: int = SEQ_LEN, seed: int = 0) -> 
     mask[2, ecg] = False
     mask[2, resp] = False  # brain only: no leave-one-out partner at all
     mask[3, [config.CHANNEL_INDEX["EEG_C3_A2"], config.CHANNEL_INDEX["EEG_C4_A1"]]] = False
-    return {"signal": x * mask.unsqueeze(-1), "channel_mask": mask, "label": torch.randint(0, 4, (batch,), generator=g)}
+    return {"signal": x * mask.unsqueeze(-1), "channel_mask": mask}
 
 
 def _method(name: str, seq_len: int = SEQ_LEN, **overrides):
@@ -111,8 +112,8 @@ def test_main_pretrain_runs_and_exports(method, tiny_store, tmp_path):
             torch.testing.assert_close(patches, ref_patches)
 
 
-# SimCLR and SleepFM reach near zero on a fixed batch; the reconstruction methods are bounded by noise.
-OVERFIT = {"simclr": (20, 0.2, {}), "sleepfm": (20, 0.2, {}), "mae": (40, 0.5, {"mask_ratio": 0.5}),
+# (steps, final / first loss ratio to beat, overrides). The reconstruction losses are bounded by the noise.
+OVERFIT = {"simclr": (20, 0.2, {}), "sleepfm": (25, 0.5, {"lr": 1e-3}), "mae": (40, 0.5, {"mask_ratio": 0.5}),
            "vqvae": (40, 0.7, {}), "ar": (40, 0.3, {})}
 
 
@@ -157,16 +158,10 @@ def test_mae_masks_exactly_the_ratio():
 def test_mae_loss_covers_masked_tokens_only():
     model = _method("mae").eval()
     batch = _structured_batch(4)
-    decoder = model.decoder
     keep, _ = random_keep_indices(4, model.backbone.num_tokens, 0.75, torch.Generator().manual_seed(5))
-    tamper: dict[str, torch.Tensor | None] = {"add": None}
-
-    def tampered(tokens, keep=None, cls=None):
-        pred = type(decoder).forward(decoder, tokens, keep=keep, cls=cls)
-        return pred if tamper["add"] is None else pred + tamper["add"]
-
-    model.decoder = tampered  # plain attribute shadowing the submodule in this test only
-    model._modules.pop("decoder")
+    tamper: dict[str, torch.Tensor | float] = {"add": 0.0}
+    # Same generator seed as the step below, so `keep` is the step's set of visible tokens.
+    model.decoder.register_forward_hook(lambda module, args, output: output + tamper["add"])
 
     def loss() -> float:
         with torch.no_grad():
@@ -196,7 +191,7 @@ def test_vqvae_straight_through_gradient_reaches_the_encoder():
 def test_ar_outputs_at_time_t_ignore_later_inputs():
     model = _method("ar").eval()
     backbone, n_time = model.backbone, model.backbone.num_time_patches
-    x = _structured_batch(2)["signal"]
+    x = _structured_batch(4)["signal"][:2]
     t0 = 4
     later = x.clone()
     later[..., (t0 + 1) * backbone.patch_size:] = torch.randn_like(later[..., (t0 + 1) * backbone.patch_size:])
@@ -243,4 +238,5 @@ def test_sleepfm_separate_backbones_train_and_export_the_first_modality():
     for module in (model.backbone, *model.modality_backbones.values()):
         assert module.block0.attn.fn.to_qkv.weight.grad.abs().sum() > 0
     exported = model.export_backbone()
-    torch.testing.assert_close(exported.state_dict()["block0.ff.net.0.weight"], model.backbone.block0.ff.net.0.weight)
+    for key, value in model.backbone.state_dict().items():
+        torch.testing.assert_close(exported.state_dict()[key], value)
