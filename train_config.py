@@ -61,7 +61,6 @@ METHOD_DEFAULTS.update({
                 "separate_backbones": False},
     "mae": {**_BASELINE_COMMON, "mask_ratio": 0.75, "decoder_width": 256, "decoder_depth": 4, "decoder_heads": 8,
             "norm_target": False},
-    # The 8192 x 32 codebook (the constructor's default is 1024 x 32, for CPU tests).
     "vqvae": {**_BASELINE_COMMON, "codebook_size": 8192, "code_dim": 32, "commitment_weight": 0.25, "vq_ema": True,
               "ema_decay": 0.99, "dead_code_threshold": 1.0, "decoder_width": 256, "decoder_depth": 4,
               "decoder_heads": 8},

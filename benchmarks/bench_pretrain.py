@@ -91,7 +91,8 @@ def step_flops(step) -> int:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark, print the table, write JSON; returns the rows."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="dino_ours,dino", help="comma-separated registered methods")
+    p.add_argument("--methods", default="dino_ours,dino,simclr,sleepfm,mae,vqvae,ar",
+                   help="comma-separated registered methods (default: all seven)")
     p.add_argument("--sizes", default="vit_nano,vit_tiny", help="comma-separated backbone sizes")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--steps", type=int, default=5, help="timed steps per row")

@@ -14,28 +14,13 @@ about on stderr and in the QC report.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
 
+import config
 from osf.predict.night import HYPNOGRAM_FORMATS, predict_night, print_warnings
-
-
-def load_channel_map(spec: str | None) -> dict | None:
-    """A channel map from a JSON file path or an inline JSON object: canonical channel -> EDF label(s)."""
-    if spec is None:
-        return None
-    path = Path(spec)
-    text = path.read_text() if path.is_file() else spec
-    where = str(path) if path.is_file() else "--channel_map"
-    try:
-        mapping = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: not a JSON file or object ({err})") from err
-    if not isinstance(mapping, dict):
-        raise ValueError(f"{where}: expected a JSON object canonical channel -> EDF label(s), got {type(mapping).__name__}")
-    return mapping
+from osf.predict.report import MissingChannelsWarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,10 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "serve their own tasks, e.g. a fine-tuned staging classifier and event probes")
     p.add_argument("--output_dir", required=True, type=Path, help="folder for the outputs (created)")
     p.add_argument("--channel_map", default=None,
-                   help="JSON file or inline JSON object: canonical channel -> EDF label(s), for generic EDFs")
+                   help='JSON file or inline object, canonical channel -> EDF label or [a, b] for a - b, e.g. '
+                        '\'{"EEG_C3_A2": "C3-M2", "EMG_Chin": ["LChin", "RChin"]}\'; replaces the dataset\'s aliases')
     p.add_argument("--annotations", type=Path, default=None,
                    help="scoring file of the night (NSRR XML, Profusion XML, EDF+): adds agreement and kappa")
-    p.add_argument("--dataset", default="generic", help="dataset layout the EDF comes from (channel aliases), e.g. shhs")
+    p.add_argument("--dataset", default="generic", choices=sorted(config.DATASETS),
+                   help="cohort the EDF comes from: its channel aliases (default: generic)")
     p.add_argument("--hypnogram_format", choices=(*HYPNOGRAM_FORMATS, "both"), default="both",
                    help="hypnogram file(s) to write: NSRR XML, EDF+ annotations or both")
     p.add_argument("--event_threshold", type=float, default=None,
@@ -67,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     formats = HYPNOGRAM_FORMATS if args.hypnogram_format == "both" else (args.hypnogram_format,)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the QC report's warnings are printed below, once
+            warnings.simplefilter("ignore", MissingChannelsWarning)  # printed below with the QC report's warnings
             result = predict_night(
-                args.edf, args.classifier, channel_map=load_channel_map(args.channel_map),
+                args.edf, args.classifier, channel_map=args.channel_map,
                 annotations=args.annotations, dataset=args.dataset, output_dir=args.output_dir,
                 hypnogram_formats=formats, event_threshold=args.event_threshold,
                 low_confidence=args.low_confidence, batch_size=args.batch_size, device=args.device,

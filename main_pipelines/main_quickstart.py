@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated probe tasks, Stage first (default Stage,Arousal,Hypopnea,Oxygen Desaturation)")
     p.add_argument("--backbone", default=None, help="backbone constructor, e.g. vit_nano, vit_small, vit_base")
     p.add_argument("--max_steps", type=int, default=None, help="pre-training steps")
+    p.add_argument("--lr", type=float, default=None, help="pre-training peak learning rate (default 5e-4)")
     p.add_argument("--probe_steps", type=int, default=None, help="linear-probe steps per task")
     p.add_argument("--finetune_steps", type=int, default=None, help="fine-tuning steps of the staging classifier")
     p.add_argument("--batch_size", type=int, default=None)

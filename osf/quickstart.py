@@ -60,6 +60,7 @@ class QuickstartConfig:
     tasks: tuple[str, ...] = TASKS  # probed tasks; the first must be Stage, the others give the event heads
     backbone: str = "vit_nano"
     max_steps: int = 120  # pre-training optimizer steps
+    lr: float = 5e-4  # pre-training peak learning rate: 10x the OSF recipe's, for a run of minutes, not days
     batch_size: int = 32
     val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
     probe_steps: int = 300
@@ -74,9 +75,9 @@ class QuickstartConfig:
     @classmethod
     def tiny(cls, **overrides) -> QuickstartConfig:
         """Sizes for the test suite: 2 cohorts x 2 nights x 0.5 h, two tasks, a handful of steps."""
-        sizes = dict(cohorts=("shhs", "mros"), nights=4, hours=0.5, split_fractions="0.5,0.25,0.25",
-                     tasks=("Stage", "Arousal"), max_steps=2, batch_size=8, val_batches=1, probe_steps=20,
-                     finetune_steps=2, finetune_eval_every=2, n_boot=20)
+        sizes = {"cohorts": ("shhs", "mros"), "nights": 4, "hours": 0.5, "split_fractions": "0.5,0.25,0.25",
+                 "tasks": ("Stage", "Arousal"), "max_steps": 2, "batch_size": 8, "val_batches": 1,
+                 "probe_steps": 20, "finetune_steps": 2, "finetune_eval_every": 2, "n_boot": 20}
         return cls(**{**sizes, **overrides})
 
     def __post_init__(self) -> None:
@@ -104,7 +105,7 @@ class Step:
     args: Callable[[], list[str]]  # built when the step runs: later steps read earlier outputs
     outputs: Callable[[], list[Path]]
     needs: tuple[str, ...] = ()
-    clean: Callable[[], list[Path]] = lambda: []  # removed before the step runs (a previous attempt)
+    clean: Callable[[], list[Path]] = list  # removed before the step runs (a previous attempt)
     elapsed_s: float | None = field(default=None, init=False)  # set when the step ran in this process
 
     def command(self) -> list[str]:
@@ -115,7 +116,7 @@ class Step:
 def run_entry_point(script: str, args: Sequence[str], in_process: bool = True) -> None:
     """Run ``main_pipelines/<script>`` with ``args``; raise RuntimeError if it fails."""
     if not in_process:
-        proc = subprocess.run([sys.executable, str(ENTRY_POINTS / script), *args], cwd=REPO_ROOT)
+        proc = subprocess.run([sys.executable, str(ENTRY_POINTS / script), *args], cwd=REPO_ROOT, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{script} exited with status {proc.returncode}")
         return
@@ -244,7 +245,7 @@ class Quickstart:
             Step(
                 "pretrain", f"pre-train OSF (dino_ours) on {cfg.backbone}, {cfg.max_steps} steps", "main_pretrain.py",
                 lambda: ["--model_name", "dino_ours", "--psg_encoder_name", cfg.backbone, "--data_dir", str(self.store_dir),
-                         "--batch_size", str(cfg.batch_size), "--max_steps", str(cfg.max_steps),
+                         "--batch_size", str(cfg.batch_size), "--max_steps", str(cfg.max_steps), "--lr", str(cfg.lr),
                          "--num_workers", str(cfg.num_workers), "--seed", str(cfg.seed), *self._hardware(),
                          "--output_dir", str(self.out / "runs"), "--run_name", "pretrain", "--logger", "csv",
                          "--ckpt_every_n_steps", str(cfg.max_steps), "--limit_val_batches", str(cfg.val_batches),
@@ -392,12 +393,12 @@ def format_results(results: dict) -> str:
     for task, row in results["probes"].items():
         lines.append(f"  {task:22s} {row['metric']:8s} {_fmt(row['pretrained']):>12s} {_fmt(row['random']):>12s}")
     ft = results["finetune_stage"]
-    lines += ["", f"Fine-tuned staging classifier (test): kappa {_fmt(ft['kappa'])}, accuracy {_fmt(ft['accuracy'])}, "
-                  f"macro-F1 {_fmt(ft['macro_f1'])}"]
+    lines += ["", (f"Fine-tuned staging classifier (test): kappa {_fmt(ft['kappa'])}, "
+                   f"accuracy {_fmt(ft['accuracy'])}, macro-F1 {_fmt(ft['macro_f1'])}")]
     night = results["heldout_night"]
-    lines += [f"Held-out night {Path(night['edf']).name}: agreement with its scoring {_fmt(night['agreement'])}, "
-              f"kappa {_fmt(night['cohen_kappa'])}, TST {night['total_sleep_time_min']:.1f} min predicted vs "
-              f"{night['scored_total_sleep_time_min'] or 0:.1f} min scored", ""]
+    lines += [(f"Held-out night {Path(night['edf']).name}: agreement with its scoring {_fmt(night['agreement'])}, "
+               f"kappa {_fmt(night['cohen_kappa'])}, TST {night['total_sleep_time_min']:.1f} min predicted vs "
+               f"{night['scored_total_sleep_time_min'] or 0:.1f} min scored"), ""]
     lines += [f"  {name:22s} {path if isinstance(path, str) else ' '.join(path)}" for name, path in results["paths"].items()]
     if results.get("elapsed_s") is not None:
         lines += ["", f"quick start took {results['elapsed_s'] / 60:.1f} min"]

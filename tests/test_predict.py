@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import config
+from osf.datasets.synthetic.hypnogram import stage_runs
 from osf.predict.report import MissingChannelsError, build_qc_report, require_some_channels
 from osf.predict.summary import count_runs, event_indices, sleep_statistics, summarize_night
-from osf.datasets.synthetic.hypnogram import stage_runs
 from osf.predict.writers import write_edf_hypnogram, write_json, write_nsrr_xml
 
 STAGES_4 = list(config.STAGE_NAMES_4)
@@ -290,4 +290,4 @@ def test_bad_inputs_exit_with_a_reason(nights, classifiers, tmp_path, capsys):
     assert main(["--edf", str(tmp_path / "none.edf"), "--classifier", str(clf), "--output_dir", str(tmp_path)]) == 2
     assert "none.edf" in capsys.readouterr().err
     assert main(["--edf", str(edf), "--classifier", str(clf), "--channel_map", "{oops", "--output_dir", str(tmp_path)]) == 2
-    assert "--channel_map" in capsys.readouterr().err
+    assert "channel map is not valid JSON" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pretrain_utils import one_thread  # noqa: F401  (autouse: single-threaded torch on the shared CPU)
 
 import config
 from osf.backbone.checkpoint import load_backbone, save_backbone
@@ -36,13 +37,6 @@ METHOD_CONFIGS: dict[str, dict] = {
 SEQ_LEN = 640  # 10 time patches x 3 channel groups = 30 tokens for the in-process tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a loaded 2-core machine two intra-op threads run ~5x slower than one (oversubscription).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _main_pretrain():
@@ -80,24 +74,27 @@ def _method(name: str, seq_len: int = SEQ_LEN, **overrides):
 @pytest.mark.parametrize("method", BASELINES)
 def test_main_pretrain_runs_and_exports(method, tiny_store, tmp_path):
     argv = ["--model_name", method, "--psg_encoder_name", "vit_nano", "--data_dir", str(tiny_store), "--batch_size", "4",
-            "--max_steps", "2", "--accelerator", "cpu", "--output_dir", str(tmp_path), "--run_name", "run",
+            "--max_steps", "3", "--accelerator", "cpu", "--output_dir", str(tmp_path), "--run_name", "run",
             "--ckpt_every_n_steps", "1", "--log_every_n_steps", "1", "--logger", "csv", "--no-progress_bar"]
     for key, value in METHOD_CONFIGS[method].items():
         argv += ["--method_kwargs", f"{key}={value}"]
     result = _main_pretrain().main(argv)
     assert result.config["model_name"] == method and result.config["method_kwargs"]["lr"] == 1.5e-4  # train_config
 
-    rows = list(csv.DictReader(open(next((result.run_dir / "csv_logs").rglob("metrics.csv")))))
+    metrics = next((result.run_dir / "csv_logs").rglob("metrics.csv"))
+    rows = list(csv.DictReader(metrics.read_text().splitlines()))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
-    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
 
     from osf.models.export import backbone_from_lightning_checkpoint
 
     ckpts = result.run_dir / "checkpoints"
+    # Steps 1 -> 2 (the cosine LR reaches 0 at the last step, so that one may not move the weights).
     first, _ = backbone_from_lightning_checkpoint(ckpts / "step00000001.ckpt")
+    second, _ = backbone_from_lightning_checkpoint(ckpts / "step00000002.ckpt")
+    changed = [k for k, v in second.state_dict().items() if not torch.equal(v, first.state_dict()[k])]
+    assert len(changed) > 0.5 * len(second.state_dict())  # the backbone trains, not just a head
     last, metadata = backbone_from_lightning_checkpoint(result.last_checkpoint)
-    changed = [k for k, v in last.state_dict().items() if not torch.equal(v, first.state_dict()[k])]
-    assert len(changed) > 0.5 * len(last.state_dict())  # the backbone trains, not just a head
 
     # Export round-trip: checkpoint -> released format -> load, same embeddings as the trained module.
     x = torch.randn(2, 12, config.EPOCH_SAMPLES, generator=torch.Generator().manual_seed(1))
@@ -125,10 +122,13 @@ def test_fixed_batch_is_overfit(method):
     optimizer = model.configure_optimizers()["optimizer"]
     model.train()
     losses = []
-    for _ in range(steps):
+    for step in range(steps):
         out = model.ssl_step(batch, torch.Generator().manual_seed(0), update_state=True)  # same views every step
         optimizer.zero_grad()
         (out.loss + model._probe(out.probe_features, batch, "train")).backward()
+        if step == 0:  # DDP runs without find_unused_parameters: every trainable parameter needs a gradient
+            missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            assert not missing, missing
         optimizer.step()
         losses.append(float(out.loss.detach()))
         assert math.isfinite(losses[-1]), (method, losses)
@@ -185,6 +185,16 @@ def test_vqvae_straight_through_gradient_reaches_the_encoder():
     for module in (model.backbone.block0, model.backbone.to_patch_embedding, model.pre_quant):
         grads = [p.grad for p in module.parameters() if p.requires_grad]
         assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_vqvae_learned_codebook_trains_without_weight_decay():
+    model = _method("vqvae", vq_ema=False, weight_decay=0.05)
+    groups = {g["name"]: g["params"] for g in model.configure_optimizers()["optimizer"].param_groups}
+    assert any(p is model.quantizer.codebook for p in groups["no_decay"])
+    assert not any(p is model.quantizer.codebook for p in groups["decay"])
+    out = model.ssl_step(_structured_batch(4), torch.Generator().manual_seed(0), update_state=True)
+    out.loss.backward()
+    assert model.quantizer.codebook.grad.abs().sum() > 0
 
 
 # --- AR -------------------------------------------------------------------------------------------

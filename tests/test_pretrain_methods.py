@@ -22,10 +22,20 @@ from osf.models.training import run_pretrain
 METHOD_TEST_CONFIGS: dict[str, dict] = {
     "dino_ours": dict(TINY_HEAD),
     "dino": dict(TINY_HEAD),
+    # Baselines (issue 7): small projections, decoders and codebook; more in test_pretrain_baselines.py.
+    "simclr": {"proj_hidden_dim": 64, "proj_output_dim": 32},
+    "sleepfm": {"proj_dim": 32},
+    "mae": {"decoder_width": 64, "decoder_depth": 1, "decoder_heads": 2},
+    "vqvae": {"codebook_size": 32, "decoder_width": 64, "decoder_depth": 1, "decoder_heads": 2},
+    "ar": {},
 }
 # After 20 steps on a fixed batch the loss (minus the frozen teacher's entropy, for DINO-style
 # methods) must fall below this fraction of its first value; a method may set its own.
-OVERFIT_MAX_RATIO: dict[str, float] = {}
+OVERFIT_MAX_RATIO: dict[str, float] = {
+    # tiny_batch is white noise, which no reconstruction fully learns, and whose modalities share
+    # nothing for SleepFM to align; test_pretrain_baselines.py overfits these on structured signals.
+    "mae": 0.9, "vqvae": 0.9, "sleepfm": 0.8,
+}
 
 
 def test_every_registered_method_is_tested():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -45,8 +46,8 @@ def test_tiny_quickstart_runs_end_to_end(tiny_run):
     assert load_classifier(results["paths"]["staging_classifier"]).tasks == ["stage"]
     night = results["heldout_night"]
     assert 0.0 <= night["agreement"] <= 1.0 and night["scored_total_sleep_time_min"] > 0
-    assert json.loads(open(results["paths"]["night_qc"]).read())["n_epochs"] == cfg.hours * 120
-    assert open(results["paths"]["night_figure"], "rb").read(4) == b"\x89PNG"
+    assert json.loads(Path(results["paths"]["night_qc"]).read_text())["n_epochs"] == cfg.hours * 120
+    assert Path(results["paths"]["night_figure"]).read_bytes()[:4] == b"\x89PNG"
     # the printed table: a row per task, the commands that were run, the plot path
     assert "Stage" in printed and "Arousal" in printed and results["paths"]["night_figure"] in printed
     assert "$ python main_pipelines/main_pretrain.py --model_name dino_ours" in printed

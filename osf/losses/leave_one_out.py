@@ -30,7 +30,7 @@ from torch import nn
 
 from osf.losses.ntxent import gather_with_grad
 
-__all__ = ["LeaveOneOutLoss", "leave_one_out_targets", "leave_one_out_loss"]
+__all__ = ["LeaveOneOutLoss", "leave_one_out_loss", "leave_one_out_targets"]
 
 MAX_LOGIT_SCALE: float = 100.0  # CLIP's clamp: temperature never below 0.01
 
@@ -96,6 +96,8 @@ class LeaveOneOutLoss(nn.Module):
         """Current temperature ``1 / exp(logit_scale)`` (after the clamp)."""
         return 1.0 / min(float(self.logit_scale.detach().exp()), MAX_LOGIT_SCALE)
 
-    def forward(self, embeddings: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss, per_modality)`` for ``embeddings`` ``[M, B, D]`` and ``present`` ``[M, B]``."""
-        return leave_one_out_loss(embeddings, present, self.logit_scale, self.gather)
+    def forward(
+        self, embeddings: torch.Tensor, present: torch.Tensor, gather: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, per_modality)`` for ``embeddings`` ``[M, B, D]``, ``present`` ``[M, B]``; ``gather`` overrides."""
+        return leave_one_out_loss(embeddings, present, self.logit_scale, self.gather if gather is None else gather)

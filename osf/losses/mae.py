@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["normalize_patches", "masked_patch_mse"]
+__all__ = ["masked_patch_mse", "normalize_patches"]
 
 
 def normalize_patches(target: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:

@@ -14,7 +14,8 @@ Dead-code restarts (Dhariwal et al., 2020, Jukebox): a code whose EMA count fall
 ``dead_code_threshold`` is moved onto a random input vector of the current batch. The counts start at
 zero, so the first training step initialises the whole codebook from data. Under
 ``torch.distributed`` counts and sums are all-reduced and rank 0's restarts are broadcast, so every
-rank keeps the same codebook. ``stats`` reports perplexity ``exp(H(p))`` of the code distribution
+rank keeps the same codebook (in training only: with ``update=False`` no collective runs, as
+validation shards may differ in length between ranks). ``stats`` reports perplexity ``exp(H(p))`` of the code distribution
 in the batch (all ranks) and the fraction of codes used.
 """
 
@@ -27,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VQOutput", "VectorQuantizer", "nearest_codes", "codebook_stats"]
+__all__ = ["VQOutput", "VectorQuantizer", "codebook_stats", "nearest_codes"]
 
 
 def _distributed() -> bool:
@@ -103,7 +104,7 @@ class VectorQuantizer(nn.Module):
         sums = None
         if update and self.ema:
             sums = torch.zeros(self.num_codes, self.code_dim, device=flat.device).index_add_(0, codes, flat.detach().float())
-        if _distributed():
+        if update and _distributed():  # validation shards may be uneven across ranks: no collectives there
             dist.all_reduce(counts)
             if sums is not None:
                 dist.all_reduce(sums)

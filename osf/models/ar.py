@@ -30,7 +30,7 @@ from osf.models.base import PretrainModule, SSLStepOutput
 from osf.models.mae import patch_dim, patch_weights, patchify
 from osf.models.registry import register_method
 
-__all__ = ["AR", "time_causal_attn_bias", "next_patch_targets"]
+__all__ = ["AR", "next_patch_targets", "time_causal_attn_bias"]
 
 
 def time_causal_attn_bias(backbone: ViT1D, device: torch.device | str | None = None) -> torch.Tensor:

@@ -28,8 +28,9 @@ from osf.utils.schedules import warmup_cosine_factor, warmup_steps_from
 
 __all__ = ["NonFiniteLossError", "PretrainModule", "SSLStepOutput", "param_groups"]
 
-# Parameter names (last component) that never get weight decay, whatever their shape.
-NO_DECAY_NAMES: tuple[str, ...] = ("pos_embedding", "cls_token", "mask_token", "lead_emb")
+# Parameter names (last component) that never get weight decay, whatever their shape (a learned VQ
+# codebook too: decay would pull unused codes to zero).
+NO_DECAY_NAMES: tuple[str, ...] = ("pos_embedding", "cls_token", "mask_token", "lead_emb", "codebook")
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -36,7 +36,7 @@ from osf.losses.mae import masked_patch_mse
 from osf.models.base import PretrainModule, SSLStepOutput
 from osf.models.registry import register_method
 
-__all__ = ["MAE", "PatchDecoder", "patch_dim", "patchify", "patch_weights", "random_keep_indices"]
+__all__ = ["MAE", "PatchDecoder", "patch_dim", "patch_weights", "patchify", "random_keep_indices"]
 
 
 def patch_dim(backbone: ViT1D) -> int:

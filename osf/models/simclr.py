@@ -5,7 +5,7 @@ views (crop of ``crop_min_scale``-1 of the epoch resized back, amplitude scaling
 shift; no channel dropping). Both go through the backbone (CLS) and a projection MLP
 ``width -> proj_hidden_dim -> BN -> ReLU -> proj_output_dim``; NT-Xent with ``temperature`` (0.1)
 pulls the two views of an epoch together against every other view of the global batch (negatives
-are gathered across ranks with their gradient).
+are gathered across ranks with their gradient; in validation each rank uses its own batch).
 
 Downstream use: the backbone's CLS, bidirectional (standard ``forward_encoding``); the projection head
 is dropped. The online probe reads the CLS of the first view.
@@ -66,5 +66,6 @@ class SimCLR(PretrainModule):
         mask = None if channel_mask is None else channel_mask.repeat(2, 1)
         cls, _ = self.encode(self.backbone, views, channel_mask=mask)
         z = self.projector(cls)
-        loss = nt_xent_loss(z[:batch_size], z[batch_size:], self.hparams.temperature)
+        # Validation shards may differ in length between ranks, so negatives are gathered in training only.
+        loss = nt_xent_loss(z[:batch_size], z[batch_size:], self.hparams.temperature, gather=update_state)
         return SSLStepOutput(loss=loss, probe_features=cls[:batch_size])

@@ -99,7 +99,8 @@ class SleepFM(PretrainModule):
         cls = self.encode_modalities(x, channel_mask)
         z = torch.stack([self.projectors[name](cls[m]) for m, name in enumerate(self.modality_names)])
         present = self.modality_presence(channel_mask, x.shape[0])
-        loss, per_modality = self.loo_loss(z, present)
+        # Validation shards may differ in length between ranks, so targets are gathered in training only.
+        loss, per_modality = self.loo_loss(z, present, gather=update_state)
         logs: dict[str, Any] = {"temperature": self.loo_loss.temperature}
         for m, name in enumerate(self.modality_names):
             logs[f"loo_{name}"] = per_modality[m].detach()

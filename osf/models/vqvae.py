@@ -9,8 +9,7 @@ patch signals. Loss: MSE of the reconstruction over recorded channels + the quan
 ``recon_loss``, ``vq_loss``, ``vq_perplexity`` (exp of the code entropy in the batch) and
 ``vq_usage`` (fraction of codes used in the batch).
 
-Defaults: the issue's 8192 x 32 codebook in ``train_config``; the constructor's smaller 1024 x 32
-keeps CPU tests light.
+Defaults: a codebook of 8192 codes x 32 dimensions (tests use 32 codes to stay light on CPU).
 
 Downstream use: the exported backbone is used bidirectionally (standard ``forward_encoding``). The
 CLS is not decoded, so it learns only through the patch tokens attending to it; mean-pooling the
@@ -40,7 +39,7 @@ class VQVAE(PretrainModule):
 
     def __init__(
         self,
-        codebook_size: int = 1024,
+        codebook_size: int = 8192,
         code_dim: int = 32,
         commitment_weight: float = 0.25,
         vq_ema: bool = True,

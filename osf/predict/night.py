@@ -50,7 +50,7 @@ class NightPrediction:
     @property
     def n_epochs(self) -> int:
         """Number of 30 s epochs."""
-        return int(len(self.stages))
+        return len(self.stages)
 
 
 @torch.inference_mode()

@@ -70,7 +70,9 @@ def plot_night(
     axes = np.atleast_1d(axes)
     if title:
         fig.suptitle(title, fontsize=11)
-    step = lambda a: np.append(a, a[-1]) if len(a) else a  # noqa: E731 - repeat the last value for step plots
+
+    def step(values: np.ndarray) -> np.ndarray:  # one value per epoch edge: repeat the last for step plots
+        return np.append(values, values[-1]) if len(values) else values
 
     for ax, (kind, _) in zip(axes, rows):
         if kind == "predicted":

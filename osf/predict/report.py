@@ -86,7 +86,7 @@ def build_qc_report(
                 warnings.append(f"{channel} is {column.split('_')[0]} in {100 * fraction:.0f}% of epochs")
     return {
         "source": str(source),
-        "n_epochs": int(len(confidence)),
+        "n_epochs": len(confidence),
         "channels_present": list(present),
         "classifier_channels": list(classifier_channels),
         "missing_classifier_channels": list(missing),

@@ -81,7 +81,7 @@ def sleep_statistics(
     }
 
     stats: dict = {
-        "n_epochs": int(len(stages)),
+        "n_epochs": len(stages),
         "epoch_sec": float(epoch_sec),
         "time_in_bed_min": tib,
         "total_sleep_time_min": tst,
