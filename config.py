@@ -77,7 +77,7 @@ CHANNEL_PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def channel_mask_bits(present: "list[bool] | tuple[bool, ...]") -> int:
+def channel_mask_bits(present: list[bool] | tuple[bool, ...]) -> int:
     """Pack a 12-long presence vector into an int (bit i = channel i present)."""
     return sum(1 << i for i, p in enumerate(present) if p)
 

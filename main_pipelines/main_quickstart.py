@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", type=int, default=None, help="data-loading / generation workers")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--subprocess", action=argparse.BooleanOptionalAction, default=None,
-                   help="run each step as its own process (default: in this process)")
+                   help="run each step as its own process (default: in this process, except with --gpus > 1)")
     return p
 
 

@@ -59,18 +59,18 @@ class QuickstartConfig:
     split_fractions: str = "0.6,0.2,0.2"  # of subjects: a dozen nights still leave some for val and test
     tasks: tuple[str, ...] = TASKS  # probed tasks; the first must be Stage, the others give the event heads
     backbone: str = "vit_nano"
-    max_steps: int = 120  # pre-training optimizer steps
+    max_steps: int = 200  # pre-training optimizer steps
     lr: float = 5e-4  # pre-training peak learning rate: 10x the OSF recipe's, for a run of minutes, not days
     batch_size: int = 32
     val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
     probe_steps: int = 300
-    finetune_steps: int = 60
-    finetune_eval_every: int = 20  # validation (model selection) interval of fine-tuning
+    finetune_steps: int = 200
+    finetune_eval_every: int = 50  # validation (model selection) interval of fine-tuning
     n_boot: int = 200  # bootstrap resamples for the confidence intervals
     gpus: int = 0
     num_workers: int = 0
     seed: int = 0
-    subprocess: bool = False  # run each step as its own process instead of in this one
+    subprocess: bool = False  # run each step as its own process (always so with gpus > 1: DDP)
 
     @classmethod
     def tiny(cls, **overrides) -> QuickstartConfig:
@@ -140,6 +140,12 @@ class Quickstart:
         self.weights = Path(cfg.weights_dir).resolve()
         self.log = log
         self.steps = self._build()
+
+    @property
+    def in_process(self) -> bool:
+        """Run steps in this process, unless asked not to or training uses DDP: Lightning's DDP
+        launcher re-executes the running script for each extra rank, which must be the entry point."""
+        return not self.cfg.subprocess and self.cfg.gpus <= 1
 
     # --- places ---------------------------------------------------------------------------------
     @property
@@ -329,7 +335,7 @@ class Quickstart:
             self._stamp(step).unlink(missing_ok=True)
             t0 = time.perf_counter()
             try:
-                run_entry_point(step.script, command[2:], in_process=not self.cfg.subprocess)
+                run_entry_point(step.script, command[2:], in_process=self.in_process)
             except Exception as err:
                 raise RuntimeError(f"quick start step {step.name!r} failed: {err}\n  command: {shlex.join(command)}") from err
             missing = [str(p) for p in step.outputs() if not p.exists()]

@@ -94,6 +94,23 @@ def test_the_demo_notebook_runs_after_the_quick_start(tiny_run, tmp_path):
     assert list((tmp_path / "demo" / "prediction").glob("*_summary.json"))
 
 
+def test_entry_points_fail_loudly_in_process_and_as_subprocesses():
+    from osf.quickstart import run_entry_point
+
+    run_entry_point("main_predict.py", ["--help"], in_process=False)  # exits 0: no error
+    for in_process in (True, False):
+        with pytest.raises(RuntimeError, match="main_predict.py"):
+            run_entry_point("main_predict.py", ["--edf", "x.edf"], in_process=in_process)  # missing flags: exit 2
+
+
+def test_multi_gpu_runs_steps_as_subprocesses():
+    multi = Quickstart(QuickstartConfig(gpus=2))
+    assert not multi.in_process  # Lightning DDP re-executes the entry point for each extra rank
+    pretrain = next(s for s in multi.steps if s.name == "pretrain").command()
+    assert pretrain[pretrain.index("--num_devices") + 1] == "2" and "gpu" in pretrain
+    assert Quickstart(QuickstartConfig()).in_process
+
+
 @pytest.mark.slow
 def test_full_quickstart(tmp_path):
     """The default sizes (a dozen 1 h nights, vit_nano): the README's main command; ~20 min on 2 CPU cores."""

@@ -1,7 +1,6 @@
 """Self-supervised pre-training methods. Importing the package registers every method module below."""
 
-from osf.models import dino, osf_dino  # noqa: F401  (registration by import)
-from osf.models import ar, mae, simclr, sleepfm, vqvae  # noqa: F401  (baselines, issue 7)
+from osf.models import ar, dino, mae, osf_dino, simclr, sleepfm, vqvae  # noqa: F401  (registration by import)  # noqa: F401  (baselines, issue 7)
 from osf.models.registry import METHODS, create_method, list_methods, register_method
 
 __all__ = ["METHODS", "create_method", "list_methods", "register_method"]
