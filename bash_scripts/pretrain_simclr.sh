@@ -10,25 +10,4 @@
 #   python main_pipelines/main_export.py --ckpt_path runs/<run>/checkpoints/last.ckpt \
 #       --output pretrained_weights/simclr_backbone.pth
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-DATA_DIR=${DATA_DIR:?set DATA_DIR to an epoch store (main_pipelines/main_preprocess.py output)}
-NUM_GPUS=${NUM_GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
-OUTPUT_DIR=${OUTPUT_DIR:-runs}
-export WANDB_MODE=${WANDB_MODE:-offline}
-
-python main_pipelines/main_pretrain.py \
-    --model_name simclr \
-    --psg_encoder_name vit_base \
-    --patch_size_time 64 --patch_size_ch 4 --lead_wise 1 \
-    --batch_size 256 \
-    --max_epochs 30 \
-    --precision bf16-mixed \
-    --accelerator gpu \
-    --num_devices "${NUM_GPUS}" \
-    --num_nodes 1 \
-    --num_workers 8 \
-    --data_dir "${DATA_DIR}" \
-    --output_dir "${OUTPUT_DIR}" \
-    --logger wandb,csv \
-    --temperature 0.1 \
-    "$@"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/pretrain_recipe.sh" --model_name simclr --temperature 0.1 "$@"
