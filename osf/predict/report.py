@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import config
+from osf.datasets.store import unpack_channel_mask
 
 
 class MissingChannelsError(ValueError):
@@ -32,15 +33,9 @@ def require_some_channels(
 
 
 def _per_channel_fraction(bits: np.ndarray) -> dict[str, float]:
-    """Fraction of epochs each channel's bit is set in a per-epoch channel bit mask."""
-    bits = np.asarray(bits).astype(np.int64)
-    if bits.size == 0:
-        return {}
-    return {
-        name: float(((bits >> i) & 1).mean())
-        for i, name in enumerate(config.CHANNELS)
-        if ((bits >> i) & 1).any()
-    }
+    """Fraction of epochs each channel's bit is set, for the channels set at least once."""
+    fractions = unpack_channel_mask(bits).mean(axis=0)
+    return {name: float(f) for name, f in zip(config.CHANNELS, fractions) if f > 0}
 
 
 def summarize_quality(quality: Mapping[str, np.ndarray]) -> dict:
