@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _run(script: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "MPLBACKEND": "Agg", **env}
-    return subprocess.run(["bash", str(REPO / "bash_scripts" / script)], env=full_env, cwd=tmp_path,
+    return subprocess.run(["bash", str(REPO / "bash_scripts" / script)], check=False, env=full_env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
 
 

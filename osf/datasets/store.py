@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import config
 from osf.datasets.recording import LABEL_FIELDS, QUALITY_FIELDS, RecordingEpochs
 from osf.datasets.splits import resolve_cohort_groups, split_for_rows
+from osf.utils.atomic import atomic_write_bytes
 
 STORE_FORMAT_VERSION = 1
 SIGNAL_DTYPE = np.float16
@@ -75,12 +76,6 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _json_default(obj: Any) -> Any:
@@ -283,10 +278,10 @@ class StoreWriter:
         index = index[list(INDEX_COLUMNS)]
         buf = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_pandas(index, preserve_index=False), buf)
-        _atomic_write_bytes(self.root / "index.parquet", buf.getvalue().to_pybytes())
+        atomic_write_bytes(self.root / "index.parquet", buf.getvalue().to_pybytes())
 
         manifest = self._manifest(index, metas, split_fractions, seed, groups, missing)
-        _atomic_write_bytes(
+        atomic_write_bytes(
             self.root / "manifest.json", json.dumps(manifest, indent=2, default=_json_default).encode()
         )
         return self.root

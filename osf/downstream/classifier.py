@@ -25,6 +25,7 @@ import config
 from osf.backbone.checkpoint import METADATA_KEYS, CheckpointError
 from osf.backbone.vit1d_cls import create_backbone
 from osf.downstream.features import POOLINGS, channel_presence, encode
+from osf.utils.atomic import atomic_path
 
 CLASSIFIER_FORMAT = "osf_classifier"
 CLASSIFIER_VERSION = 1
@@ -139,10 +140,8 @@ def save_classifier(clf: SleepClassifier, path: str | os.PathLike) -> Path:
     if missing:
         raise ValueError(f"classifier for {path}: backbone metadata lacks {missing}; cannot rebuild it later")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(classifier_payload(clf), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(classifier_payload(clf), tmp)
     return path
 
 

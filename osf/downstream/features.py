@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ import torch
 from torch import nn
 
 from config import CHANNEL_INDEX, CHANNELS, NUM_CHANNELS
+from osf.utils.atomic import atomic_path
 
 POOLINGS: tuple[str, ...] = ("cls", "mean")
 
@@ -80,9 +79,7 @@ class FeatureSet:
         """Write as ``.npz`` to a temp file, then rename (a killed run leaves no partial cache)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".npz") as tmp:
             np.savez(
                 tmp,
                 features=self.features,
@@ -91,11 +88,6 @@ class FeatureSet:
                 recording_ids=self.recording_ids.astype(str),
                 epoch_index=self.epoch_index,
             )
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return path
 
     @classmethod

@@ -26,6 +26,7 @@ import config
 import train_config
 from osf.models.base import NonFiniteLossError, PretrainModule
 from osf.models.registry import METHODS, create_method, resolve_method_name
+from osf.utils.atomic import atomic_write_text
 from osf.utils.resumable import DataPosition
 
 __all__ = ["LOGGERS", "PretrainResult", "build_trainer", "method_parameters", "resolve_pretrain_config", "run_pretrain"]
@@ -188,11 +189,7 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, has_val: bool, extra_callb
 
 def _save_config(cfg: dict[str, Any], run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.yaml"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=True))
 
 
 def build_datamodule(cfg: dict[str, Any]) -> pl.LightningDataModule:

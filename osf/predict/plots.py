@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import config
-from osf.predict.writers import atomic_path
+from osf.utils.atomic import atomic_path
 
 # Conventional hypnogram order, top to bottom: wake, REM, then sleep from light to deep.
 _STAGE_COLOURS = {

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import edfio
 import numpy as np
 
 from osf.datasets.synthetic.cohorts import CohortPreset
+from osf.utils.atomic import atomic_path
 
 
 def write_edf(
@@ -47,7 +47,6 @@ def write_edf(
         data_record_duration=1.0,
     )
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    edf.write(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".edf") as tmp:
+        edf.write(tmp)
     return path

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -40,6 +39,7 @@ from osf.datasets.synthetic.hypnogram import EPOCH_SEC, W, generate_hypnogram
 from osf.datasets.synthetic.physiology import NightEvents, NightRenderer
 from osf.datasets.synthetic.subjects import SubjectProfile, draw_subject, night_rng, severity_class
 from osf.datasets.synthetic.xml_writer import write_nsrr_xml
+from osf.utils.atomic import atomic_write_text
 
 GENERATOR_NAME = "osf.datasets.synthetic"
 GENERATOR_VERSION = "1.0.0"
@@ -355,9 +355,7 @@ def generate_cohort(
     for c in names:
         rows = [results[(c, s)]["row"] for s in range(int(nights_per_cohort)) if (c, s) in results]
         csv_path = out / c / CSV_DIR / f"{c}-subjects.csv"
-        tmp = csv_path.with_name(csv_path.name + ".tmp")
-        pd.DataFrame(rows).to_csv(tmp, index=False, lineterminator="\n")
-        os.replace(tmp, csv_path)
+        atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False, lineterminator="\n"))
         paths = [
             p for s in range(int(nights_per_cohort)) if (c, s) in results for p in results[(c, s)]["files"]
         ]
@@ -377,9 +375,7 @@ def generate_cohort(
         "failures": sorted(failures, key=lambda f: (f["cohort"], f["subject"])),
     }
     manifest_path = out / "manifest.json"
-    tmp = manifest_path.with_name("manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, manifest_path)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
     if failures:
         raise RuntimeError(f"{len(failures)} synthetic night(s) failed (see {manifest_path}): {failures[:3]}")
     return manifest_path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from osf.datasets.synthetic.events import EVENT_XML, ScoredEvent
 from osf.datasets.synthetic.hypnogram import EPOCH_SEC, stage_runs
+from osf.utils.atomic import atomic_write_bytes
 
 STAGE_CONCEPTS: dict[int, str] = {
     0: "Wake|0",
@@ -65,8 +65,4 @@ def nsrr_xml(
 
 def write_nsrr_xml(path: Path, *args, **kwargs) -> Path:
     """Write :func:`nsrr_xml` to ``path`` atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(nsrr_xml(*args, **kwargs))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, nsrr_xml(*args, **kwargs))

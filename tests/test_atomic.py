@@ -1,0 +1,27 @@
+"""Atomic writes keep the old file until the new one is complete and leave no temp files behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from osf.utils.atomic import atomic_path, atomic_write_text
+
+
+def test_failed_write_keeps_previous_content_and_no_temp(tmp_path: Path) -> None:
+    target = atomic_write_text(tmp_path / "sub" / "result.json", "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half-writ")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]
+
+
+def test_successful_write_replaces_and_suffix_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "cache.npz"
+    with atomic_path(target, suffix=".npz") as tmp:
+        assert tmp.name.endswith(".npz") and tmp.parent == tmp_path
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz"]
