@@ -289,3 +289,15 @@ def test_process_recording_refuses_files_without_any_model_channel(write_test_ed
     not_edf.write_text("this is not an EDF file" * 20)
     with pytest.raises(IngestionError, match=r"notes\.edf.*not an EDF"):
         process_recording(not_edf)
+
+
+def test_clock_time_scoring_is_anchored_at_the_edf_start(write_test_edf, tmp_path) -> None:
+    """A STAGES-style CSV with clock-time onsets is placed using the EDF header's start time."""
+    rng = np.random.default_rng(0)
+    edf = write_test_edf(tmp_path / "BOGN00007.edf", {"C4-M1": (rng.standard_normal(120 * 128), 128)})
+    csv = tmp_path / "BOGN00007.csv"  # the test EDF starts at 00:00:00
+    csv.write_text("Start Time,Duration (seconds),Event\n00:00:00,60,Wake\n00:01:00,30,Stage2\n00:01:30,30,REM\n"
+                   "00:01:05,12,Obstructive Apnea\n")
+    epochs = process_recording(edf, csv)
+    assert epochs.labels["stage"].tolist() == [0, 0, 2, 4]
+    assert epochs.labels["apnea"].tolist() == [0, 0, 1, 0]

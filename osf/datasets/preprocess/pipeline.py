@@ -29,7 +29,7 @@ import numpy as np
 
 import config
 from osf.datasets.io.channels import ChannelResolution, resolve_channels
-from osf.datasets.io.edf import edf_labels, read_edf
+from osf.datasets.io.edf import read_edf, read_edf_header
 from osf.datasets.io.errors import IngestionError
 from osf.datasets.io.scoring import Scoring, read_scoring
 from osf.datasets.preprocess import epoching, filters, normalise, quality, resample
@@ -87,9 +87,11 @@ def process_recording(
     ``IngestionError`` subclass naming the file for unreadable input or when nothing is usable.
     """
     edf_path = Path(edf_path)
-    # Scoring first: it is small, and a broken one should fail before the expensive EDF read.
-    scoring = read_scoring(scoring_path) if scoring_path is not None else None
-    labels = edf_labels(edf_path)
+    # Header, then scoring (small; a broken one fails before the expensive signal read). The header's
+    # start time anchors scoring files whose onsets are clock times (STAGES CSV).
+    header = read_edf_header(edf_path)
+    labels = header.labels
+    scoring = read_scoring(scoring_path, recording_start=header.start_time) if scoring_path is not None else None
     resolution = resolve_channels(labels, dataset, channel_map, path=edf_path)
     if not resolution.present:
         raise NoUsableSignalError(
