@@ -27,6 +27,16 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of the preprocessing entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", type=int, default=0, help="worker processes (0 = in this process)")
     p.add_argument("--channel_map", help="JSON file or object: canonical channel -> EDF label or [a, b] for a - b; "
                    "replaces the dataset's aliases, unlisted channels are absent")
-    p.add_argument("--limit", type=int, help="ingest only the first K recordings (in path order)")
+    p.add_argument("--limit", type=_positive_int, help="ingest only the first K recordings (in path order)")
     p.add_argument("--split_fractions", type=_fractions, default=(0.8, 0.1, 0.1),
                    help="train,val,test fractions of subjects (default 0.8,0.1,0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subject-level split")
@@ -65,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.edf:
             sources = sources_from_files(args.dataset, args.edf, args.annotations)
-            report = ingest_recordings(sources[: args.limit] if args.limit else sources, **common)
+            report = ingest_recordings(sources[: args.limit], **common)
         else:
             report = ingest_dataset(args.dataset, args.input_dir, limit=args.limit, **common)
     except (IngestionError, ValueError) as err:

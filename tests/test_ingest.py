@@ -153,6 +153,11 @@ def test_cli_generic_files_channel_map_and_exit_codes(generic_dir: Path, tmp_pat
     with pytest.raises(SystemExit):
         main(["--dataset", "generic", "--input_dir", str(generic_dir), "--output_dir", str(store),
               "--split_fractions", "0.5,0.1"])
+    # --limit 0 is refused for explicit files as for a dataset folder (it once meant "no limit" with --edf).
+    for source in (["--edf", str(generic_dir / "alpha.edf")], ["--input_dir", str(generic_dir)]):
+        with pytest.raises(SystemExit):
+            main(["--dataset", "generic", *source, "--output_dir", str(tmp_path / "limit0"), "--limit", "0"])
+    assert not (tmp_path / "limit0").exists()
 
 
 def test_cli_help_runs_as_a_script() -> None:

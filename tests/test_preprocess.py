@@ -20,8 +20,8 @@ from osf.datasets.preprocess import (
 )
 from osf.datasets.preprocess.filters import emg_bandpass, emg_filter_description
 from osf.datasets.preprocess.normalise import robust_scale
-from osf.datasets.preprocess.quality import pack_bits, unpack_bits
 from osf.datasets.preprocess.resample import resample_to_model_rate, resampling_ratio, source_to_output_mask
+from osf.datasets.recording import pack_bits, unpack_bits
 
 CH = config.CHANNEL_INDEX
 PSG_RATES = (1, 8, 10, 32, 50, 100, 125, 200, 250, 256, 500, 512)
@@ -301,3 +301,22 @@ def test_clock_time_scoring_is_anchored_at_the_edf_start(write_test_edf, tmp_pat
     epochs = process_recording(edf, csv)
     assert epochs.labels["stage"].tolist() == [0, 0, 2, 4]
     assert epochs.labels["apnea"].tolist() == [0, 0, 1, 0]
+
+
+def test_scoring_with_another_start_time_is_flagged(write_test_edf, tmp_path) -> None:
+    """An XML whose stated recording start differs from the EDF's gets a QC warning (labels may be shifted)."""
+    import datetime as dt
+
+    from osf.datasets.synthetic.xml_writer import write_nsrr_xml
+
+    rng = np.random.default_rng(0)
+    edf = write_test_edf(tmp_path / "n.edf", {"C4-M1": (rng.standard_normal(90 * 128), 128)})  # starts 00:00:00
+    stages = np.array([0, 2, 4], dtype=np.int8)
+    for clock, flagged in (("23:59:59.5", False), ("22:30:00", True)):
+        start = dt.datetime.combine(dt.date(2020, 1, 1), dt.time.fromisoformat(clock))
+        xml = write_nsrr_xml(tmp_path / "n-nsrr.xml", stages, [], start, {})
+        qc = process_recording(edf, xml).qc
+        warnings = [w for w in qc.get("scoring_warnings", []) if "recording start" in w]
+        assert bool(warnings) == flagged, (clock, qc.get("scoring_warnings"))
+    assert "22:30:00" in warnings[0] and "00:00:00" in warnings[0] and "n-nsrr.xml" in warnings[0]
+

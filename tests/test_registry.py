@@ -119,10 +119,12 @@ def test_nsrr_layout_prefers_nsrr_xml_then_profusion(tmp_path):
     nsrr = _touch(psg / "annotations-events-nsrr" / "shhs1" / "shhs1-200001-nsrr.xml")
     _touch(psg / "annotations-events-profusion" / "shhs1" / "shhs1-200001-profusion.xml")
     prof = _touch(psg / "annotations-events-profusion" / "shhs1" / "shhs1-200002-profusion.xml")
+    _touch(psg / "edfs" / "shhs1" / "shhs1-200004.EDF")  # upper-case suffix: still an EDF
+    _touch(psg / "edfs" / "shhs1" / "shhs1-200005-nsrr.xml")  # not an EDF
     recs = find_recordings("shhs", tmp_path)
-    assert [r.recording_id for r in recs] == ["shhs1-200001", "shhs1-200002", "shhs1-200003"]
-    assert [r.scoring_path for r in recs] == [nsrr, prof, None]
-    assert {(r.subject_id, r.visit) for r in recs} == {("200001", 1), ("200002", 1), ("200003", 1)}
+    assert [r.recording_id for r in recs] == ["shhs1-200001", "shhs1-200002", "shhs1-200003", "shhs1-200004"]
+    assert [r.scoring_path for r in recs] == [nsrr, prof, None, None]
+    assert {(r.subject_id, r.visit) for r in recs} == {(s, 1) for s in ("200001", "200002", "200003", "200004")}
     with pytest.raises(IngestionError, match="layout expects EDFs under polysomnography/edfs"):
         find_recordings("mesa", tmp_path / "elsewhere")
 

@@ -314,6 +314,18 @@ def test_csv_and_tsv(tmp_path):
         assert s.unknown_event_names == Counter({"Mystery": 1})
 
 
+def test_csv_with_stages_and_markers_only_does_not_score_events(tmp_path):
+    # Lights markers and unknown names are no evidence that arousals were scored: event columns stay -1.
+    path = tmp_path / "stages.csv"
+    path.write_text("onset,duration,description\n0,30,Lights Off\n0,60,Sleep stage W\n60,30,Sleep stage N2\n10,0,Mystery\n")
+    s = read_scoring(path)
+    assert len(s.events) == 2 and not s.scores_events
+    labels = s.epoch_labels(3)
+    assert labels["stage"].tolist() == [0, 0, 2] and (labels["arousal"] == -1).all()
+    path.write_text("onset,duration,description\n0,60,Sleep stage W\n60,30,Sleep stage N2\n40,5,Arousal\n")
+    assert read_scoring(path).epoch_labels(3)["arousal"].tolist() == [0, 1, 0]
+
+
 def test_csv_errors(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("onset,duration,description\n0,30,Sleep stage W\n22:01:00,30,Sleep stage W\n")

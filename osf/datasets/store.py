@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import config
-from osf.datasets.recording import LABEL_FIELDS, QUALITY_FIELDS, RecordingEpochs
+from osf.datasets.recording import LABEL_FIELDS, QUALITY_FIELDS, RecordingEpochs, pack_bits, unpack_bits
 from osf.datasets.splits import resolve_cohort_groups, split_for_rows
 from osf.utils.atomic import atomic_write_bytes
 
@@ -56,17 +56,16 @@ INDEX_COLUMNS: tuple[str, ...] = (
     "path",
     "row",
 )
-_BIT_WEIGHTS = (1 << np.arange(config.NUM_CHANNELS)).astype(np.uint16)
 
 
 def pack_channel_mask(mask: np.ndarray) -> np.ndarray:
     """Bool `[n, 12]` -> uint16 `[n]` (bit i = `config.CHANNELS[i]` present)."""
-    return (np.asarray(mask, dtype=np.uint16) * _BIT_WEIGHTS).sum(axis=1).astype(np.uint16)
+    return pack_bits(mask)
 
 
 def unpack_channel_mask(bits: np.ndarray) -> np.ndarray:
     """uint16 `[n]` -> bool `[n, 12]`, inverse of `pack_channel_mask`."""
-    return (np.asarray(bits, dtype=np.uint16)[:, None] & _BIT_WEIGHTS) != 0
+    return unpack_bits(bits, config.NUM_CHANNELS)
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

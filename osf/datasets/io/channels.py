@@ -70,7 +70,7 @@ class ChannelResolution:
         return out
 
 
-def _index_labels(labels: list[str], path: str | Path | None) -> dict[str, list[str]]:
+def _index_labels(labels: list[str]) -> dict[str, list[str]]:
     index: dict[str, list[str]] = {}
     for lab in labels:
         index.setdefault(config.normalize_label(lab), []).append(lab)
@@ -160,7 +160,7 @@ def resolve_channels(
     and the others are absent.
     """
     spec = config.get_dataset(dataset)
-    index = _index_labels(list(labels), path)
+    index = _index_labels(list(labels))
     sources: dict[str, ChannelSource] = {}
     if channel_map is not None:
         cmap = load_channel_map(channel_map)

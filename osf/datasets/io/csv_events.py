@@ -81,4 +81,4 @@ def read_csv_scoring(path: str | Path, recording_start: _dt.time | _dt.datetime 
         if desc:
             items.append((values[0], values[1], desc))
     stage_runs, events = split_named_events(items)
-    return build_scoring(path, "csv", stage_runs, events, scores_events=bool(events))
+    return build_scoring(path, "csv", stage_runs, events, scores_events=None)

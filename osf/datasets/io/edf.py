@@ -32,6 +32,7 @@ from osf.datasets.io.errors import (
 ANNOTATION_LABELS: frozenset[str] = frozenset({"EDF Annotations", "BDF Annotations"})
 _EDF_VERSION = b"0       "
 _BDF_VERSION = b"\xffBIOSEMI"
+_BYTES_PER_SAMPLE = {"EDF": 2, "BDF": 3}  # 16-bit / 24-bit samples
 # MNE converts voltages to volts; we return the file's physical units, so undo its scaling.
 _MNE_UNIT_SCALE = {"uv": 1e-6, "µv": 1e-6, "μv": 1e-6, "mv": 1e-3, "nv": 1e-9, "v": 1.0}
 
@@ -73,7 +74,7 @@ class EdfHeader:
     @property
     def bytes_per_sample(self) -> int:
         """2 for EDF, 3 for BDF."""
-        return 3 if self.file_type == "BDF" else 2
+        return _BYTES_PER_SAMPLE[self.file_type]
 
     @property
     def labels(self) -> list[str]:
@@ -208,8 +209,7 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     if record_duration < 0 or (record_duration == 0 and not only_annotations):
         raise EdfHeaderError(path, f"data record duration is {record_duration} s")
 
-    bps = 3 if file_type == "BDF" else 2
-    record_bytes = bps * sum(s.samples_per_record for s in signals)
+    record_bytes = _BYTES_PER_SAMPLE[file_type] * sum(s.samples_per_record for s in signals)
     data_bytes = size - header_bytes
     complete, leftover = divmod(data_bytes, record_bytes)
     if num_records == -1:  # allowed by the spec while recording; the file size decides

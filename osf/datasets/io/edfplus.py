@@ -37,6 +37,6 @@ def read_edfplus_scoring(path: str | Path) -> Scoring:
         "edfplus",
         stage_runs,
         events,
-        scores_events=bool(events),
+        scores_events=None,
         start_clock=header.start_time.time() if header.start_time else None,
     )

@@ -71,6 +71,14 @@ def find_scoring(edf_path: str | Path, dataset: str, input_dir: str | Path) -> P
     return None
 
 
+def _any_case(pattern: str) -> str:
+    """``pattern`` with its file-name letters matching either case, so "*.edf" also finds "NIGHT.EDF"."""
+    head, sep, name = pattern.rpartition("/")
+    if "[" in name:  # already a character class: leave it as written
+        return pattern
+    return head + sep + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name)
+
+
 def find_recordings(
     dataset: str, input_dir: str | Path, rejected: list[tuple[Path, str]] | None = None
 ) -> list[RecordingSource]:
@@ -84,7 +92,7 @@ def find_recordings(
     root = input_dir / spec.edf_dir
     if not root.is_dir():
         raise IngestionError(root, f"no such folder; the {dataset} layout expects EDFs under {spec.edf_dir}/")
-    edfs = sorted(p for p in root.glob(spec.edf_glob) if p.suffix.lower() in (".edf", ".bdf", ".rec"))
+    edfs = sorted(p for p in root.glob(_any_case(spec.edf_glob)) if p.suffix.lower() in (".edf", ".bdf", ".rec"))
     out = []
     for edf in edfs:
         try:

@@ -150,12 +150,17 @@ def build_scoring(
     raw_events: list[tuple[float, float, str]],
     *,
     stages: np.ndarray | None = None,
-    scores_events: bool = True,
+    scores_events: bool | None = True,
     start_clock: _dt.time | None = None,
     warnings: list[str] | None = None,
     extra_unknown: Counter | None = None,
 ) -> Scoring:
-    """Classify raw (onset, duration, name) events and assemble a :class:`Scoring`."""
+    """Classify raw (onset, duration, name) events and assemble a :class:`Scoring`.
+
+    ``scores_events=None`` (formats that may hold stages only: CSV, EDF+) infers it: the file scores
+    events when at least one event has a label (Arousal, Apnea, ...); lights or position markers
+    and unknown names alone do not make "no arousal in any epoch" a fact.
+    """
     rows = []
     unknown: Counter = Counter(extra_unknown or {})
     for onset, duration, name in raw_events:
@@ -173,6 +178,8 @@ def build_scoring(
     events = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
     events = events.astype({"onset": float, "duration": float, "label": str, "name": str})
     events = events.sort_values("onset", kind="stable", na_position="last").reset_index(drop=True)
+    if scores_events is None:
+        scores_events = bool((events["label"] != "other").any())
     return Scoring(
         stages=stages_from_runs(path, stage_runs) if stages is None else stages.astype(np.int8),
         events=events,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 import config
+from osf.datasets.io.scoring import Scoring
 from osf.datasets.recording import LABEL_FIELDS
 
 
@@ -26,10 +27,10 @@ def unknown_labels(n_epochs: int) -> dict[str, np.ndarray]:
     return {name: np.full(n_epochs, -1, dtype=np.int8) for name in LABEL_FIELDS}
 
 
-def align_scoring(scoring: Any, n_epochs: int, epoch_sec: float = config.EPOCH_SEC) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def align_scoring(scoring: Scoring, n_epochs: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Per-epoch labels of ``scoring`` on the signal's ``n_epochs`` grid, and a report of the fit.
 
-    ``scoring`` is an ``osf.datasets.io`` ``Scoring``. The report says how many epochs were scored,
+    The report says how many epochs were scored,
     how many signal epochs had no scoring (-1) and how many scored epochs / events lay past the
     signal end (dropped).
     """
@@ -45,11 +46,8 @@ def align_scoring(scoring: Any, n_epochs: int, epoch_sec: float = config.EPOCH_S
                     f"{scoring.source}: scoring gave {column.shape[0]} {name!r} labels for {n_epochs} signal epochs"
                 )
             out[name] = column
-    events = getattr(scoring, "events", None)
-    signal_end = n_epochs * epoch_sec
-    events_past_end = 0
-    if events is not None and len(events):
-        events_past_end = int((np.asarray(events["onset"], dtype=float) >= signal_end).sum())
+    # NaN onsets (untimed events) compare False: they are not counted as past the end.
+    events_past_end = int((scoring.events["onset"].to_numpy(float) >= n_epochs * config.EPOCH_SEC).sum())
     if n_scored == n_epochs:
         status = "match"
     elif n_scored < n_epochs:

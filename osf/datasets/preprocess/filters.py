@@ -20,29 +20,31 @@ EMG_FILTER_ORDER = 4
 _EDGE_HEADROOM = 1.1
 
 
-def emg_filter_description(rate: float) -> str:
-    """Describe the EMG filter ``emg_bandpass`` applies at ``rate`` Hz (for the QC report)."""
-    low, high = EMG_BAND_HZ
-    nyquist = rate / 2.0
-    if nyquist > high * _EDGE_HEADROOM:
-        return f"butterworth{EMG_FILTER_ORDER} bandpass {low:g}-{high:g} Hz zero-phase"
-    if nyquist > low * _EDGE_HEADROOM:
-        return f"butterworth{EMG_FILTER_ORDER} highpass {low:g} Hz zero-phase (source rate {rate:g} Hz too low for {high:g} Hz)"
-    return f"none (source rate {rate:g} Hz too low for an EMG band)"
-
-
-def emg_bandpass(x: np.ndarray, rate: float) -> np.ndarray:
-    """Band-pass an EMG channel to ``EMG_BAND_HZ`` (or what ``rate`` allows), zero-phase."""
+def _emg_design(rate: float) -> tuple[np.ndarray | None, str]:
+    """The EMG filter (SOS, or None) that fits ``rate`` Hz and its description for the QC report."""
     low, high = EMG_BAND_HZ
     nyquist = rate / 2.0
     if nyquist > high * _EDGE_HEADROOM:
         sos = butter(EMG_FILTER_ORDER, (low, high), btype="bandpass", fs=rate, output="sos")
-    elif nyquist > low * _EDGE_HEADROOM:
+        return sos, f"butterworth{EMG_FILTER_ORDER} bandpass {low:g}-{high:g} Hz zero-phase"
+    if nyquist > low * _EDGE_HEADROOM:
         sos = butter(EMG_FILTER_ORDER, low, btype="highpass", fs=rate, output="sos")
-    else:
-        return np.asarray(x, dtype=np.float64)
+        return sos, (
+            f"butterworth{EMG_FILTER_ORDER} highpass {low:g} Hz zero-phase (source rate {rate:g} Hz too low for {high:g} Hz)"
+        )
+    return None, f"none (source rate {rate:g} Hz too low for an EMG band)"
+
+
+def emg_filter_description(rate: float) -> str:
+    """Describe the EMG filter ``emg_bandpass`` applies at ``rate`` Hz (for the QC report)."""
+    return _emg_design(rate)[1]
+
+
+def emg_bandpass(x: np.ndarray, rate: float) -> np.ndarray:
+    """Band-pass an EMG channel to ``EMG_BAND_HZ`` (or what ``rate`` allows), zero-phase."""
+    sos = _emg_design(rate)[0]
     x = np.asarray(x, dtype=np.float64)
     # sosfiltfilt needs more samples than its padding; shorter inputs are left unfiltered.
-    if len(x) <= 3 * (2 * len(sos) + 1):
+    if sos is None or len(x) <= 3 * (2 * len(sos) + 1):
         return x
     return sosfiltfilt(sos, x)

@@ -20,6 +20,7 @@ A channel the recording lacks is kept absent (zeros, mask False); the recording 
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -92,6 +93,10 @@ def process_recording(
     header = read_edf_header(edf_path)
     labels = header.labels
     scoring = read_scoring(scoring_path, recording_start=header.start_time) if scoring_path is not None else None
+    if scoring is not None:
+        mismatch = _start_mismatch(scoring, header.start_time)
+        if mismatch:
+            scoring.warnings.append(mismatch)
     resolution = resolve_channels(labels, dataset, channel_map, path=edf_path)
     if not resolution.present:
         raise NoUsableSignalError(
@@ -109,6 +114,26 @@ def process_recording(
     if scoring_path is not None:
         epochs.qc["scoring_path"] = os.fspath(scoring_path)
     return epochs
+
+
+def _start_mismatch(scoring: Scoring, edf_start: _dt.datetime | None) -> str | None:
+    """A warning when the scoring file states a start time of day other than the EDF's (> 1 s apart).
+
+    Onsets are read as seconds from the EDF start either way; a different stated start hints that
+    the file belongs to another recording or was exported with an offset, so the labels may be shifted.
+    """
+    if scoring.start_clock is None or edf_start is None:
+        return None
+    day = _dt.date(2000, 1, 1)
+    offset = _dt.datetime.combine(day, scoring.start_clock) - _dt.datetime.combine(day, edf_start.time())
+    diff = offset.total_seconds() % 86400.0
+    diff = min(diff, 86400.0 - diff)
+    if diff <= 1.0:
+        return None
+    return (
+        f"{scoring.source}: the scoring states a recording start at {scoring.start_clock} but the EDF starts at "
+        f"{edf_start.time()} ({diff:g} s apart); onsets are taken from the EDF start: check the labels' alignment"
+    )
 
 
 def _resolution_qc(resolution: ChannelResolution) -> dict[str, Any]:

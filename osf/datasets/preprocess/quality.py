@@ -19,27 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from osf.datasets.preprocess.normalise import CLIP_VALUE
+from osf.datasets.recording import pack_bits
 
 FLAT_MAD = 0.01
 DISCONNECTED_CLIP_FRAC = 0.5
 DISCONNECTED_LEVEL = 3.0
 MOSTLY_NONFINITE = 0.5
-
-_BIT_WEIGHTS = (1 << np.arange(16, dtype=np.uint32)).astype(np.uint16)
-
-
-def pack_bits(flags: np.ndarray) -> np.ndarray:
-    """Pack bool ``[n, C]`` (C <= 16) into uint16 ``[n]``, bit i = column i."""
-    flags = np.asarray(flags, dtype=bool)
-    if flags.ndim != 2 or flags.shape[1] > 16:
-        raise ValueError(f"expected bool [n, C<=16], got shape {flags.shape}")
-    return (flags.astype(np.uint16) * _BIT_WEIGHTS[: flags.shape[1]]).sum(axis=1, dtype=np.uint16)
-
-
-def unpack_bits(bits: np.ndarray, n_channels: int) -> np.ndarray:
-    """Inverse of ``pack_bits``: uint16 ``[n]`` -> bool ``[n, n_channels]``."""
-    bits = np.asarray(bits, dtype=np.uint16)
-    return (bits[:, None] & _BIT_WEIGHTS[None, :n_channels]) > 0
 
 
 def epoch_quality(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import edfio
@@ -15,7 +16,7 @@ def write_edf(
     path: Path,
     preset: CohortPreset,
     signals: dict[str, np.ndarray],
-    start,
+    start: dt.datetime,
     recording_id: str,
     sex: str,
 ) -> Path:

@@ -11,7 +11,6 @@ Layout written by :func:`generate_cohort` (the NSRR layout the ingestion reads):
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 from collections.abc import Iterable
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from osf.datasets.store import file_sha256
 from osf.datasets.synthetic.cohorts import COHORT_PRESETS, CohortPreset, get_preset
 from osf.datasets.synthetic.edf_writer import write_edf
 from osf.datasets.synthetic.events import (
@@ -177,7 +177,6 @@ def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: f
     preset, profile, stages, events, spo2 = sim.preset, sim.profile, sim.stages, sim.events, sim.spo2
     n_epochs = len(stages)
     movements = events.movements
-    resp, desats, arousals, limbs = events.respiratory, events.desaturations, events.arousals, events.limbs
     renderer = NightRenderer(profile, stages, events, spo2, seed, line_freq=preset.line_freq)
 
     artifacts: list[dict] = [
@@ -196,12 +195,11 @@ def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: f
             artifacts.append({"kind": "flat", "label": ch.label, "onset": onset, "duration": dur})
         signals[ch.label] = x
         renderer.release({c.measures for c in preset.channels[i + 1 :]})
-    scored = sorted(resp + desats + arousals + limbs, key=lambda e: (e.onset, e.kind))
     return SyntheticNight(
         preset=preset,
         profile=profile,
         stages=stages,
-        events=scored,
+        events=sim.scored,
         signals=signals,
         rates={c.label: c.rate for c in preset.channels},
         units={c.label: c.unit for c in preset.channels},
@@ -282,14 +280,6 @@ def _parse_cohorts(cohorts: Iterable[str] | str) -> list[str]:
     return names
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def generate_cohort(
     output_dir: str | Path,
     cohorts: Iterable[str] | str = ("shhs", "mesa", "mros"),
@@ -361,7 +351,7 @@ def generate_cohort(
         ]
         for p in paths + [csv_path]:
             files.append(
-                {"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)}
+                {"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": file_sha256(p)}
             )
     manifest = {
         "generator": GENERATOR_NAME,
