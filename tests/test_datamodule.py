@@ -159,6 +159,8 @@ def test_pretrain_cohorts_and_mixture_weights(two_dataset_store):
         SleepDataModule(two_dataset_store, mixture_weights={"big": 1}).setup()
     with pytest.raises(ValueError, match="include_datasets \\['nope'\\]"):
         SleepDataModule(two_dataset_store, include_datasets=["nope"]).setup()
+    with pytest.raises(ValueError, match="include_datasets \\['big'\\] do not serve task 'downstream'"):
+        SleepDataModule(two_dataset_store, task="downstream", eval_label="Stage", include_datasets=["big", "small"]).setup()
     only = SleepDataModule(two_dataset_store, include_datasets=["small"], eval_label="Stage")
     only.setup()
     assert set(only.train_dataset.dataset_names()) == {"small"}

@@ -378,6 +378,15 @@ class SleepDataModule(pl.LightningDataModule):
         if self.include_datasets is not None:
             selected &= index["dataset"].isin(self.include_datasets).to_numpy()
         used = sorted(index.loc[selected, "dataset"].unique())
+        if self.include_datasets is not None:
+            # A dataset the user asked for by name must not vanish quietly because of its cohort group.
+            outside = sorted(set(self.include_datasets) - set(used))
+            if outside:
+                raise ValueError(
+                    f"{self.data_dir}: include_datasets {outside} do not serve task {self.task!r}: their cohort "
+                    f"group ({store.manifest.get('cohort_groups')}) excludes it; re-ingest them with "
+                    f"--cohort_group both (or {self.task}), or leave them out"
+                )
         if not used:
             raise ValueError(
                 f"{self.data_dir}: no datasets for task {self.task!r} (cohort groups "
