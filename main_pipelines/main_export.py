@@ -14,7 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from osf.backbone.checkpoint import CheckpointError
 from osf.models.export import WHICH, export_pretrained_backbone
 
 
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     args = build_parser().parse_args(argv)
     try:
         pth, st = export_pretrained_backbone(args.ckpt_path, args.output, args.which)
-    except CheckpointError as err:
+    except ValueError as err:  # CheckpointError (bad checkpoint) or an --output without .pth/.safetensors
         sys.exit(f"main_export: {err}")
     print(f"wrote {pth}\nwrote {st}")
     return pth, st

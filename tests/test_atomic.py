@@ -25,3 +25,14 @@ def test_successful_write_replaces_and_suffix_is_kept(tmp_path: Path) -> None:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz"]
+
+
+def test_written_file_gets_the_usual_permissions_not_mkstemps_private_ones(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # what open() gives a new file under this umask
+    target = atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert (target.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777) == 0o666 & ~umask

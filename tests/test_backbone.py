@@ -188,6 +188,10 @@ def test_channel_mask_zero_fill_equals_manual_zeroing(signal, lead_wise):
         unmasked = model.forward_encoding(signal, return_sequence=True)
     torch.testing.assert_close(masked, manual)
     torch.testing.assert_close(masked_garbage, manual)  # absent content cannot leak in
+    for bad in (float("nan"), float("inf")):  # not even non-finite values (NaN * 0 is NaN)
+        with torch.no_grad():
+            out = model.forward_encoding(torch.where(mask[..., None], signal, bad), return_sequence=True, channel_mask=mask)
+        torch.testing.assert_close(out, manual)
     torch.testing.assert_close(masked[2], unmasked[2])  # all-present sample untouched
     assert not torch.allclose(masked[0], unmasked[0])
 

@@ -89,6 +89,24 @@ def test_round_trip_both_formats(tmp_path, model, x, suffix):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
+def test_failed_save_keeps_the_previous_pair_and_leaves_no_temp_files(tmp_path, model, monkeypatch):
+    import safetensors.torch
+
+    pth, st = save_backbone(model, tmp_path / "bb.pth")
+    before = (pth.read_bytes(), st.read_bytes())
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    with torch.no_grad():
+        model.norm.weight.add_(1.0)
+    with pytest.raises(OSError, match="No space"):
+        save_backbone(model, pth)
+    assert (pth.read_bytes(), st.read_bytes()) == before  # neither twin half-updated
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bb.pth", "bb.safetensors"]
+
+
 def test_load_kwargs_reach_the_constructor(saved):
     loaded, _ = load_backbone(saved, attn_impl="math", drop_path_rate=0.1)
     assert loaded.attn_impl == "math" and loaded.block5.drop_path.drop_prob == pytest.approx(0.1)

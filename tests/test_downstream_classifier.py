@@ -90,6 +90,11 @@ def test_load_classifier_rejects_other_files(nano, tmp_path):
     save_backbone(nano, path)
     with pytest.raises(CheckpointError, match="not an OSF classifier"):
         load_classifier(path)
+    payload = torch.load(save_classifier(_clf(nano), tmp_path / "full.pt"), weights_only=True)
+    del payload["heads"]
+    torch.save(payload, tmp_path / "headless.pt")
+    with pytest.raises(CheckpointError, match=r"headless.pt: classifier file lacks \['heads'\]"):
+        load_classifier(tmp_path / "headless.pt")
 
 
 # --- backbone sources -------------------------------------------------------------------------

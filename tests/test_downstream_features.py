@@ -91,6 +91,9 @@ def test_cache_hits_only_for_the_same_backbone_split_and_pooling(nano, tmp_path)
     _, info3 = cached_features(tmp_path, key, nano, loader, pooling="mean")
     _, info4 = cached_features(tmp_path, key, nano, loader, channels=["ECG"])
     assert not info3.hit and not info4.hit and len({info1.path, info3.path, info4.path}) == 3
+    low, info5 = cached_features(tmp_path, key, nano, loader, autocast_dtype=torch.bfloat16)
+    assert not info5.hit and info5.path != info1.path  # bf16 features never stand in for float32 ones
+    assert not np.array_equal(low.features, first.features)
     with pytest.raises(ValueError, match="needs backbone_hash and split_hash"):
         cached_features(tmp_path, {"backbone_hash": "x"}, nano, loader)
 
@@ -112,3 +115,9 @@ def test_corrupt_cache_file_is_reported(tmp_path):
     bad.write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="features_x.npz is unreadable"):
         FeatureSet.load(bad)
+    truncated = tmp_path / "features_t.npz"
+    FeatureSet(np.zeros((50, 8), np.float32), np.zeros(50, np.int64), np.array(["s"] * 50), np.array(["r"] * 50),
+               np.arange(50)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:-200])  # e.g. an interrupted copy of the cache folder
+    with pytest.raises(ValueError, match="features_t.npz is unreadable"):
+        FeatureSet.load(truncated)

@@ -70,3 +70,38 @@ def test_training_step_ignores_unknown_labels(nano):
     module.log = lambda *a, **k: None
     loss = module.training_step(batch, 0)
     assert loss.item() == 0.0 and loss.requires_grad
+
+
+def _gather_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from osf.downstream.finetune import gather_uneven
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        n = 3 if rank == 0 else 2  # EvalSampler shards of 5 validation epochs over 2 ranks
+        proba = torch.arange(n * 4, dtype=torch.float32).reshape(n, 4) + 100 * rank
+        label = torch.arange(n) + 10 * rank
+        torch.save({"proba": gather_uneven(proba), "label": gather_uneven(label)}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_validation_gather_handles_shards_of_unequal_length(tmp_path):
+    """Two gloo ranks with 3 and 2 validation epochs: both see all 5, in rank order, no padding rows."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_gather_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="spawn")
+    expected_proba = torch.cat([torch.arange(12.0).reshape(3, 4), torch.arange(8.0).reshape(2, 4) + 100])
+    expected_label = torch.tensor([0, 1, 2, 10, 11])
+    for rank in range(2):
+        out = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        torch.testing.assert_close(out["proba"], expected_proba)
+        torch.testing.assert_close(out["label"], expected_label)
+
+
+def test_loaded_backbone_is_fine_tuned_in_train_mode():
+    """load_backbone returns eval-mode models; fine-tuning must not keep dropout / drop-path off."""
+    backbone = create_backbone("vit_nano", drop_path_rate=0.1).eval()
+    module = FinetuneModule(backbone, num_classes=4)
+    assert module.backbone.training and all(m.training for m in module.backbone.modules())

@@ -63,3 +63,17 @@ def test_read_results_errors(tmp_path):
     pd.DataFrame({"run_id": []}).to_csv(tmp_path / "empty.csv", index=False)
     with pytest.raises(ValueError, match="has no rows"):
         read_results(tmp_path / "empty.csv")
+
+
+def test_run_json_holds_numpy_scalars_sets_and_paths(tmp_path):
+    """What data summaries and configs carry (np.bool_, np.float32, sets, paths) is written, not a crash."""
+    from pathlib import Path
+
+    import numpy as np
+
+    record = {k: None for k in RUN_JSON_KEYS}
+    record["config"] = {"has_val": np.bool_(True), "lr": np.float32(0.5), "n": np.int64(3), "datasets": {"shhs"},
+                        "store": Path("/data/store"), "bad": np.float64("nan")}
+    path = write_run_json(record, tmp_path / "run.json")
+    assert json.loads(path.read_text())["config"] == {"has_val": True, "lr": 0.5, "n": 3, "datasets": ["shhs"],
+                                                      "store": "/data/store", "bad": None}

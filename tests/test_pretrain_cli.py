@@ -82,3 +82,14 @@ def test_two_process_cpu_ddp(tiny_store, tmp_path):
     assert ckpt["osf"]["run_config"]["num_devices"] == 2
     log = proc.stderr + proc.stdout
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log  # Lightning's DDP banner
+
+
+def test_validation_interval_counts_optimizer_steps_with_gradient_accumulation(tmp_path):
+    """--val_every_n_steps is in optimizer steps, as checkpoints are; Lightning counts batches."""
+    from pretrain_utils import tiny_run_config
+
+    from osf.models.training import build_trainer
+
+    cfg = tiny_run_config("dino", tmp_path, accumulate_grad_batches=4, val_every_n_steps=5)
+    trainer = build_trainer(cfg, tmp_path / "run", has_val=True)
+    assert trainer.val_check_interval == 20 and trainer.accumulate_grad_batches == 4

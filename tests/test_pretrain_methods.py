@@ -179,6 +179,18 @@ def test_osf_views_drop_channels_and_mask_spans():
     assert not torch.equal(views[:16], views[16:32])  # the two global views differ
 
 
+def test_dino_views_keep_absent_channels_zero():
+    """Augmentation noise must not fill channels the recording does not have."""
+    model = create_method("dino", "vit_nano", backbone_kwargs={"seq_len": SEQ_LEN}, **TINY_HEAD)
+    x = torch.randn(8, 12, SEQ_LEN)
+    mask = torch.ones(8, 12, dtype=torch.bool)
+    mask[:4, :4] = False  # the first epochs lack ECG and EMG
+    x[~mask] = 0.0
+    views = model.make_views(x, mask, torch.Generator().manual_seed(0))
+    absent = (~mask).repeat(4, 1)  # 2 global + 2 local views, view-major
+    assert (views[absent] == 0).all() and (views[~absent] != 0).any(-1).all()
+
+
 class _PoisonAt(pl.Callback):
     def __init__(self, step: int) -> None:
         self.step = step

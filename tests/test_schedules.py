@@ -59,7 +59,9 @@ def test_ema_update_moves_teacher_towards_student():
     ema_update(teacher, student, 0.9)
     for b, t, s in zip(before, teacher.parameters(), student.parameters()):
         torch.testing.assert_close(t, 0.9 * b + 0.1 * s)
+    after = [p.clone() for p in teacher.parameters()]
     ema_update(teacher, student, 1.0)  # momentum 1: frozen
+    assert all(torch.equal(a, t) for a, t in zip(after, teacher.parameters()))
     assert cosine_momentum(0, 10) == pytest.approx(0.996) and cosine_momentum(9, 10) == pytest.approx(1.0)
 
 

@@ -21,6 +21,7 @@ import torch
 
 import config
 from osf.backbone.vit1d_cls import BACKBONES, ViT1D, create_backbone, list_backbones
+from osf.utils.atomic import atomic_path
 
 __all__ = ["METADATA_KEYS", "CheckpointError", "backbone_metadata", "load_backbone", "save_backbone"]
 
@@ -132,14 +133,11 @@ def save_backbone(
         for k, v in model.state_dict().items()
         if include_mask_token or k != "mask_token"
     }
-    pth_path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to temp names then rename, so an interrupted save never leaves a half file under the real name.
-    tmp_pth = pth_path.with_name(pth_path.name + ".tmp")
-    tmp_st = st_path.with_name(st_path.name + ".tmp")
-    torch.save({"state_dict": state, "metadata": metadata}, tmp_pth)
-    save_file(state, str(tmp_st), metadata={SAFETENSORS_METADATA_KEY: meta_json, "format": "pt"})
-    os.replace(tmp_pth, pth_path)
-    os.replace(tmp_st, st_path)
+    # Both files are complete in temp siblings before either is renamed into place, and a failed
+    # save leaves neither a half file nor a stray temp file behind.
+    with atomic_path(pth_path) as tmp_pth, atomic_path(st_path) as tmp_st:
+        torch.save({"state_dict": state, "metadata": metadata}, tmp_pth)
+        save_file(state, str(tmp_st), metadata={SAFETENSORS_METADATA_KEY: meta_json, "format": "pt"})
     return pth_path, st_path
 
 

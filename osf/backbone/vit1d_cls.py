@@ -87,6 +87,7 @@ class DropPath(nn.Module):
         self.drop_prob = float(drop_prob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with each sample's branch zeroed with probability ``drop_prob`` (rescaled; identity in eval)."""
         if self.drop_prob == 0.0 or not self.training:
             return x
         keep = 1.0 - self.drop_prob
@@ -94,6 +95,7 @@ class DropPath(nn.Module):
         return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
 
     def extra_repr(self) -> str:
+        """Shown in the module's repr."""
         return f"drop_prob={self.drop_prob}"
 
 
@@ -106,6 +108,7 @@ class PreNorm(nn.Module):
         self.fn = fn
 
     def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """``fn(norm(x), **kwargs)``."""
         return self.fn(self.norm(x), **kwargs)
 
 
@@ -123,6 +126,7 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """MLP of ``x`` ``[..., dim]``."""
         return self.net(x)
 
 
@@ -185,6 +189,7 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One block over ``x`` ``[B, L, dim]``; ``attn_mask`` as in :meth:`Attention.forward`."""
         x = x + self.drop_path(self.attn(x, attn_mask=attn_mask))
         return x + self.drop_path(self.ff(x))
 
@@ -362,7 +367,8 @@ class ViT1D(nn.Module):
                 "drop_absent_groups needs lead_wise=1 (with lead_wise=0 every token spans all channels)"
             )
         if channel_mask is not None:
-            x = x * channel_mask.unsqueeze(-1).to(x.dtype)
+            # masked_fill, not a product: NaN * 0 is NaN, and an absent channel's content must not matter.
+            x = x.masked_fill(~channel_mask.unsqueeze(-1), 0.0)
 
         tokens = self.patch_embed(x)
         if token_mask is not None:

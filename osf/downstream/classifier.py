@@ -29,6 +29,8 @@ from osf.utils.atomic import atomic_path
 
 CLASSIFIER_FORMAT = "osf_classifier"
 CLASSIFIER_VERSION = 1
+# Entries load_classifier needs (thresholds and info are optional).
+CLASSIFIER_KEYS: tuple[str, ...] = ("backbone_state", "backbone_metadata", "heads", "label_names", "pooling", "channels")
 
 
 class SleepClassifier(nn.Module):
@@ -83,8 +85,7 @@ class SleepClassifier(nn.Module):
         """Pooled backbone features ``[B, width]``."""
         if channel_mask is None:
             channel_mask = torch.ones(signal.shape[0], config.NUM_CHANNELS, dtype=torch.bool, device=signal.device)
-        mask = self.effective_mask(channel_mask)
-        return encode(self.backbone, signal * mask.unsqueeze(-1).to(signal.dtype), mask, self.pooling)
+        return encode(self.backbone, signal, self.effective_mask(channel_mask), self.pooling)  # zero-fills absent ones
 
     def forward(self, signal: torch.Tensor, channel_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Logits per task."""
@@ -161,6 +162,9 @@ def load_classifier(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(path, f"is not an OSF classifier (format tag missing; found {kind})")
     if payload.get("version", 0) > CLASSIFIER_VERSION:
         raise CheckpointError(path, f"classifier format version {payload['version']} is newer than this code ({CLASSIFIER_VERSION})")
+    missing = [k for k in CLASSIFIER_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(path, f"classifier file lacks {missing} (truncated or written by other code?)")
     meta = payload["backbone_metadata"]
     try:
         backbone = create_backbone(

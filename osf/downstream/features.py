@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from config import CHANNEL_INDEX, CHANNELS, NUM_CHANNELS
-from osf.utils.atomic import atomic_path
+from osf.utils.atomic import atomic_path, atomic_write_text
 
 POOLINGS: tuple[str, ...] = ("cls", "mean")
 
@@ -45,7 +46,7 @@ def apply_channel_preset(
         return signal, channel_mask
     keep = channel_presence(channels).to(channel_mask.device)
     mask = channel_mask & keep
-    return signal * mask.unsqueeze(-1).to(signal.dtype), mask
+    return signal.masked_fill(~mask.unsqueeze(-1), 0.0), mask
 
 
 def encode(backbone: nn.Module, signal: torch.Tensor, channel_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -78,7 +79,6 @@ class FeatureSet:
     def save(self, path: str | Path) -> Path:
         """Write as ``.npz`` to a temp file, then rename (a killed run leaves no partial cache)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(
                 tmp,
@@ -96,7 +96,7 @@ class FeatureSet:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(z["features"], z["labels"], z["subject_ids"], z["recording_ids"], z["epoch_index"])
-        except (OSError, KeyError, ValueError) as err:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a truncated .npz is a BadZipFile
             raise ValueError(f"feature cache {path} is unreadable or incomplete: {err}") from err
 
 
@@ -125,6 +125,37 @@ def cache_key(parts: Mapping[str, object]) -> str:
 
 
 @torch.no_grad()
+def run_over_loader(
+    loader: Iterable[Mapping],
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    channels: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, np.ndarray]:
+    """``forward(signal, channel_mask)`` over every batch of ``loader``, with each row's epoch identity.
+
+    ``channels``: if given, channels outside it are zeroed and masked first. Returns ``outputs``
+    (float32 ``[N, ...]``), ``labels``, ``subject_ids``, ``recording_ids`` and ``epoch_index``.
+    """
+    outputs, labels, subjects, recordings, epochs = [], [], [], [], []
+    for batch in loader:
+        signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), channels)
+        out = forward(signal.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+        outputs.append(out.float().cpu())
+        labels.append(torch.as_tensor(batch["label"]).long().cpu())
+        subjects.extend(map(str, batch["subject_id"]))
+        recordings.extend(map(str, batch["recording_id"]))
+        epochs.append(torch.as_tensor(batch["epoch_index"]).long().cpu())
+    if not outputs:
+        raise ValueError("the data loader produced no batches: the split is empty")
+    return {
+        "outputs": torch.cat(outputs).numpy(),
+        "labels": torch.cat(labels).numpy(),
+        "subject_ids": np.asarray(subjects),
+        "recording_ids": np.asarray(recordings),
+        "epoch_index": torch.cat(epochs).numpy(),
+    }
+
+
 def extract_features(
     backbone: nn.Module,
     loader: Iterable[Mapping],
@@ -137,31 +168,19 @@ def extract_features(
 
     ``channels``: if given, channels outside it are zeroed and masked before the backbone sees them.
     """
+    device_type = torch.device(device).type
+
+    def embed(signal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            return encode(backbone, signal, mask, pooling)
+
     was_training = backbone.training
     backbone.eval().to(device)
-    feats, labels, subjects, recordings, epochs = [], [], [], [], []
     try:
-        for batch in loader:
-            signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), channels)
-            signal, mask = signal.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-            with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                emb = encode(backbone, signal, mask, pooling)
-            feats.append(emb.float().cpu())
-            labels.append(torch.as_tensor(batch["label"]).long().cpu())
-            subjects.extend(map(str, batch["subject_id"]))
-            recordings.extend(map(str, batch["recording_id"]))
-            epochs.append(torch.as_tensor(batch["epoch_index"]).long().cpu())
+        out = run_over_loader(loader, embed, channels, device)
     finally:
         backbone.train(was_training)
-    if not feats:
-        raise ValueError("the data loader produced no batches: the split is empty")
-    return FeatureSet(
-        torch.cat(feats).numpy(),
-        torch.cat(labels).numpy(),
-        np.asarray(subjects),
-        np.asarray(recordings),
-        torch.cat(epochs).numpy(),
-    )
+    return FeatureSet(out["outputs"], out["labels"], out["subject_ids"], out["recording_ids"], out["epoch_index"])
 
 
 @dataclass
@@ -185,11 +204,13 @@ def cached_features(
 ) -> tuple[FeatureSet, CacheInfo]:
     """Features from ``<cache_dir>/<key>.npz`` when present, else extracted and stored there.
 
-    ``key_parts`` must identify the backbone (hash) and the split (hash); pooling and channels are
-    added here. ``cache_dir=None`` disables caching.
+    ``key_parts`` must identify the backbone (hash) and the split (hash); pooling, channels and the
+    autocast dtype are added here. ``cache_dir=None`` disables caching.
     """
     t0 = time.perf_counter()
-    parts = dict(key_parts, pooling=pooling, channels=list(channels) if channels is not None else "store")
+    # Reduced-precision features are not the float32 ones: the autocast dtype is part of the key.
+    parts = dict(key_parts, pooling=pooling, channels=list(channels) if channels is not None else "store",
+                 autocast=str(autocast_dtype) if autocast_dtype is not None else "off")
     if not {"backbone_hash", "split_hash"} <= parts.keys():
         raise ValueError(f"feature cache key needs backbone_hash and split_hash, got {sorted(parts)}")
     path = Path(cache_dir) / f"features_{cache_key(parts)}.npz" if cache_dir is not None else None
@@ -198,5 +219,5 @@ def cached_features(
     fs = extract_features(backbone, loader, pooling, channels, device, autocast_dtype)
     if path is not None:
         fs.save(path)
-        path.with_suffix(".json").write_text(json.dumps(parts, indent=1, default=str))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(parts, indent=1, default=str))
     return fs, CacheInfo(path, False, time.perf_counter() - t0)

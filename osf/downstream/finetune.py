@@ -14,9 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from osf.downstream.features import apply_channel_preset, encode
+from osf.downstream.features import apply_channel_preset, encode, run_over_loader
 from osf.downstream.linear_probe import selection_score
 from osf.downstream.losses import make_loss
 from osf.utils.schedules import warmup_cosine_factor
@@ -67,6 +68,25 @@ def param_groups(
     return out
 
 
+def gather_uneven(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` ``[n_rank, ...]`` over all ranks in rank order; ``n_rank`` may differ per rank.
+
+    Validation shards are contiguous and never padded (``EvalSampler``), so their lengths differ by
+    up to one epoch; ``all_gather`` needs equal shapes, hence pad to the longest shard and trim.
+    Without ``torch.distributed`` (or with one process) returns ``x``.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    world = dist.get_world_size()
+    sizes = [torch.zeros(1, dtype=torch.int64, device=x.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.int64, device=x.device))
+    longest = int(max(int(n) for n in sizes))
+    padded = torch.cat([x, x.new_zeros((longest - x.shape[0], *x.shape[1:]))]).contiguous()
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(n)] for part, n in zip(parts, sizes)])
+
+
 class FinetuneModule(pl.LightningModule):
     """Backbone + linear head trained end to end on ``batch["label"]`` (``-1`` ignored)."""
 
@@ -105,12 +125,16 @@ class FinetuneModule(pl.LightningModule):
         self.history: list[dict] = []
         self._val_proba: list[torch.Tensor] = []
         self._val_label: list[torch.Tensor] = []
+        # Loaded backbones come in eval mode and Lightning keeps each module's mode at fit start, so
+        # without this the backbone would be fine-tuned with dropout and stochastic depth switched off.
+        self.train()
 
     def forward(self, signal: torch.Tensor, channel_mask: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, C]``."""
         return self.head(encode(self.backbone, signal, channel_mask, self.pooling))
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
+        """Loss on the labelled epochs of the batch (0 with a graph when none is labelled)."""
         signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), self.train_channels)
         label = batch["label"].long()
         keep = label >= 0
@@ -120,18 +144,19 @@ class FinetuneModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> None:
+        """Collect probabilities and labels; scored once per validation run."""
         signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), self.eval_channels)
         self._val_proba.append(self(signal, mask).float().softmax(-1))
         self._val_label.append(batch["label"].long())
 
     def on_validation_epoch_end(self) -> None:
+        """Score the whole validation set (all ranks) and keep the weights of the best score."""
         if not self._val_proba:
             return
         proba, label = torch.cat(self._val_proba), torch.cat(self._val_label)
         self._val_proba, self._val_label = [], []
         if self.trainer.world_size > 1:  # every rank scores the full validation set
-            proba = self.all_gather(proba).reshape(-1, proba.shape[-1])
-            label = self.all_gather(label).reshape(-1)
+            proba, label = gather_uneven(proba), gather_uneven(label)
         if self.trainer.sanity_checking:
             return
         score = selection_score(label.cpu().numpy(), proba.cpu().numpy(), self.selection_metric)
@@ -142,7 +167,8 @@ class FinetuneModule(pl.LightningModule):
             self.best_score, self.best_step = float(score), int(self.global_step)
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> dict:
+        """AdamW over the layer-decayed groups, warm-up + cosine stepped every optimizer step."""
         groups = param_groups(self.backbone, self.head, self.backbone_lr, self.head_lr, self.weight_decay, self.layer_decay)
         opt = torch.optim.AdamW(groups, betas=(0.9, 0.999))
         total, warmup = max(self.max_steps, 1), self.warmup_steps
@@ -155,7 +181,6 @@ class FinetuneModule(pl.LightningModule):
             self.load_state_dict(copy.deepcopy(self.best_state))
 
 
-@torch.no_grad()
 def predict_loader(
     model: nn.Module,
     loader: Iterable[Mapping],
@@ -165,23 +190,9 @@ def predict_loader(
     """Probabilities and epoch identity for every batch of ``loader`` (``model(signal, mask) -> logits``)."""
     was_training = model.training
     model.eval().to(device)
-    proba, labels, subjects, recordings, epochs = [], [], [], [], []
     try:
-        for batch in loader:
-            signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), channels)
-            proba.append(model(signal.to(device), mask.to(device)).float().softmax(-1).cpu())
-            labels.append(torch.as_tensor(batch["label"]).long())
-            subjects.extend(map(str, batch["subject_id"]))
-            recordings.extend(map(str, batch["recording_id"]))
-            epochs.append(torch.as_tensor(batch["epoch_index"]).long())
+        out = run_over_loader(loader, lambda signal, mask: model(signal, mask).float().softmax(-1), channels, device)
     finally:
         model.train(was_training)
-    if not proba:
-        raise ValueError("the data loader produced no batches: the split is empty")
-    return {
-        "proba": torch.cat(proba).numpy(),
-        "labels": torch.cat(labels).numpy(),
-        "subject_ids": np.asarray(subjects),
-        "recording_ids": np.asarray(recordings),
-        "epoch_index": torch.cat(epochs).numpy(),
-    }
+    out["proba"] = out.pop("outputs")
+    return out

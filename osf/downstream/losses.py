@@ -17,6 +17,7 @@ class FocalLoss(nn.Module):
         self.gamma = float(gamma)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean focal loss of ``logits`` ``[B, C]`` against class ids ``target`` ``[B]``."""
         log_p = F.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
         return (-((1.0 - log_p.exp()) ** self.gamma) * log_p).mean()
 
@@ -34,6 +35,7 @@ class BalancedSoftmaxLoss(nn.Module):
         self.register_buffer("log_prior", (counts / counts.sum()).log())
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of prior-shifted ``logits`` ``[B, C]`` against ``target`` ``[B]``."""
         return F.cross_entropy(logits + self.log_prior.to(logits.dtype), target)
 
 

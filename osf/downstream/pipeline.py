@@ -199,8 +199,8 @@ def _evaluate_split(pred: dict, names: tuple[str, ...], cfg: DownstreamConfig, t
 
 # --- the two settings ------------------------------------------------------------------------------
 def _run_probe(
-    cfg: DownstreamConfig, dm: SleepDataModule, backbone: torch.nn.Module, bb_hash: str, names: tuple[str, ...],
-    seed: int, features_cache: dict, timings: dict,
+    cfg: DownstreamConfig, dm: SleepDataModule, backbone: torch.nn.Module, bb_hash: str, split_hashes: dict[str, str],
+    names: tuple[str, ...], seed: int, features_cache: dict, timings: dict,
 ) -> tuple[torch.nn.Linear, dict, dict, float]:
     """Linear probe (optionally k-shot) on cached features; returns (head, selection info, val/test preds, seconds).
 
@@ -210,7 +210,7 @@ def _run_probe(
     cache_dir = None if cfg.feature_cache_dir == "off" else (cfg.feature_cache_dir or Path(cfg.output_dir) / "feature_cache")
     for split in SPLITS:
         if split not in features_cache:
-            key = {"backbone_hash": bb_hash, "split_hash": dataset_split_hash(dm, split)}
+            key = {"backbone_hash": bb_hash, "split_hash": split_hashes[split]}
             fs, info = cached_features(cache_dir, key, backbone, full_loader(dm, split, cfg.batch_size, cfg.num_workers),
                                        pooling=cfg.pooling, device=_device(cfg), autocast_dtype=_autocast_dtype(cfg))
             features_cache[split] = fs
@@ -332,7 +332,8 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
             module, selection, preds, train_s, is_zero = _run_finetune(cfg, dm_seed, backbone, seed, dm_seed.class_counts)
             head, model_backbone = module.head, module.backbone
         else:
-            head, selection, preds, train_s = _run_probe(cfg, dm, backbone, bb_hash, names, seed, features_cache, timings)
+            head, selection, preds, train_s = _run_probe(cfg, dm, backbone, bb_hash, split_hashes, names, seed,
+                                                          features_cache, timings)
             model_backbone = backbone
         if not is_zero:
             continue

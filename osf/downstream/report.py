@@ -15,6 +15,7 @@ import pandas as pd
 
 from config import CHANNEL_PRESETS
 from osf.downstream.results import read_results
+from osf.utils.atomic import atomic_path, atomic_write_text
 
 # What makes two rows the same experiment (seed excluded: seeds are aggregated).
 CONFIG_COLUMNS: tuple[str, ...] = (
@@ -205,9 +206,9 @@ def _save(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    with atomic_path(path, suffix=path.suffix) as tmp:  # the suffix tells savefig the format
+        fig.savefig(tmp, dpi=130)
     plt.close(fig)
     return path
 
@@ -242,7 +243,7 @@ def make_benchmark_report(
         parts += ["\n## Missing channels\n\n",
                   markdown_table(agg, rows=("method", "task", "setting"), cols=("eval_channels",))]
     md_path = output_dir / "benchmark_table.md"
-    md_path.write_text("".join(parts))
+    atomic_write_text(md_path, "".join(parts))
     name = metric.replace("/", "_")
     written: dict[str, Path | None] = {"table": md_path}
     written["by_method"] = plot_by_method(main, metric, output_dir / f"{name}_by_method.png")

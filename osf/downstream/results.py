@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import math
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,20 +63,25 @@ RUN_JSON_KEYS: tuple[str, ...] = (
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Plain-JSON copy: numpy scalars/arrays to Python, NaN/inf to ``None``, paths to str."""
+    """Plain-JSON copy: numpy scalars/arrays to Python, NaN/inf to ``None``, paths to str, sets to lists.
+
+    Anything else that JSON cannot hold (a timestamp, say) becomes its ``repr``.
+    """
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+        obj = obj.tolist()
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):  # np.float32, np.int64, np.bool_, ...
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return repr(obj)
 
 
 def write_run_json(record: Mapping[str, Any], path: str | Path) -> Path:

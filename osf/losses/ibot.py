@@ -57,9 +57,10 @@ class IBOTPatchLoss(nn.Module):
             )
         probs = self.centering.teacher_probs(teacher_logits, teacher_temp)
         per_token = torch.sum(-probs * F.log_softmax(student_logits.float() / student_temp, dim=-1), dim=-1)
-        counts = torch.bincount(sample_index, minlength=n_samples).clamp(min=1).float()
-        per_sample = torch.zeros(n_samples, device=per_token.device).index_add_(0, sample_index, per_token) / counts
-        has_masked = torch.bincount(sample_index, minlength=n_samples) > 0
+        counts = torch.bincount(sample_index, minlength=n_samples)
+        per_sample = torch.zeros(n_samples, device=per_token.device).index_add_(0, sample_index, per_token)
+        has_masked = counts > 0
+        per_sample = per_sample[has_masked] / counts[has_masked]
         if update_center:
             self.centering.update(teacher_logits)
-        return per_sample[has_masked].mean()
+        return per_sample.mean()

@@ -113,7 +113,7 @@ class PretrainModule(pl.LightningModule):
         """A fresh backbone from the stored name and kwargs (``overrides`` win)."""
         return create_backbone(self.backbone_name, **{**self.backbone_kwargs, **overrides})
 
-    def encode(self, module: nn.Module, x: torch.Tensor, **kwargs: Any):
+    def encode(self, module: nn.Module, x: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         """``module.forward_encoding(x, **kwargs)``, through ``torch.compile`` when ``compile_backbone``."""
         if not self.hparams.compile_backbone:
             return module.forward_encoding(x, **kwargs)
@@ -138,7 +138,7 @@ class PretrainModule(pl.LightningModule):
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         """Modules whose parameters the optimizer updates (the probe has its own group)."""
-        return {name: m for name, m in self.named_children() if name not in ("probe", "teacher_backbone") and not name.startswith("teacher")}
+        return {name: m for name, m in self.named_children() if name != "probe" and not name.startswith("teacher")}
 
     # --- schedules (explicit functions of the step) --------------------------------------------------
     @property
@@ -165,7 +165,7 @@ class PretrainModule(pl.LightningModule):
         return warmup_cosine_factor(min(step, total - 1), total, warmup, self.hparams.min_lr_ratio)
 
     # --- optimisation --------------------------------------------------------------------------------
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with decay/no-decay groups + probe group; LambdaLR stepping every optimizer step."""
         groups = param_groups(self.trainable_modules(), self.hparams.weight_decay, self.hparams.weight_decay_on_all)
         for g in groups:
@@ -177,7 +177,9 @@ class PretrainModule(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
         """Clip the global grad norm to ``grad_clip`` (owned by the method, not the Trainer flags)."""
         clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.grad_clip
         if clip:

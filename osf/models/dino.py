@@ -93,7 +93,13 @@ class DINO(PretrainModule):
         views = [global_aug(x.repeat(h.n_global_views, 1, 1), generator)]
         if h.n_local_views:
             views.append(local_aug(x.repeat(h.n_local_views, 1, 1), generator))
-        return torch.cat(views)
+        views = torch.cat(views)
+        if channel_mask is not None:
+            # The additive noise would make absent (zero-filled) channels look recorded; keep them zero
+            # as the backbone sees them at inference.
+            n_views = h.n_global_views + h.n_local_views
+            views = views.masked_fill(~channel_mask.repeat(n_views, 1).unsqueeze(-1), 0.0)
+        return views
 
     # --- step ---------------------------------------------------------------------------------------
     def ssl_step(self, batch: dict[str, Any], generator: torch.Generator, update_state: bool) -> SSLStepOutput:

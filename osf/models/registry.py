@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from osf.models.base import PretrainModule
 
 __all__ = ["ALIASES", "METHODS", "create_method", "list_methods", "register_method", "resolve_method_name"]
 
@@ -50,6 +53,6 @@ def list_methods() -> list[str]:
     return sorted(METHODS)
 
 
-def create_method(name: str, backbone_name: str, **cfg: Any):
+def create_method(name: str, backbone_name: str, **cfg: Any) -> PretrainModule:
     """Build the method ``name`` (or alias) around the backbone ``backbone_name``; ``cfg`` → its ``__init__``."""
     return METHODS[resolve_method_name(name)](backbone_name=backbone_name, **cfg)

@@ -162,7 +162,9 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, has_val: bool, extra_callb
     if distributed:
         backend = "gloo" if cfg["accelerator"] == "cpu" else None
         strategy = pl.strategies.DDPStrategy(find_unused_parameters=False, process_group_backend=backend)
-    val_every = cfg.get("val_every_n_steps") or cfg["ckpt_every_n_steps"]
+    accumulate = int(cfg.get("accumulate_grad_batches") or 1)
+    # Lightning counts val_check_interval in batches, the flag (like checkpoints) in optimizer steps.
+    val_every = int(cfg.get("val_every_n_steps") or cfg["ckpt_every_n_steps"]) * accumulate
     return pl.Trainer(
         accelerator=cfg["accelerator"],
         devices=int(cfg["num_devices"]),
@@ -171,8 +173,8 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, has_val: bool, extra_callb
         precision=cfg["precision"],
         max_epochs=cfg.get("max_epochs") if cfg["max_steps"] <= 0 else None,
         max_steps=int(cfg["max_steps"]),
-        accumulate_grad_batches=int(cfg.get("accumulate_grad_batches") or 1),
-        val_check_interval=int(val_every) if has_val else None,
+        accumulate_grad_batches=accumulate,
+        val_check_interval=val_every if has_val else None,
         check_val_every_n_epoch=None if has_val else 1,
         limit_val_batches=cfg.get("limit_val_batches") if cfg.get("limit_val_batches") is not None else 1.0,
         num_sanity_val_steps=0,
@@ -229,7 +231,7 @@ def run_pretrain(
     # Lightning warns that a mid-epoch resume repeats data unless the loader is stateful; DataPosition
     # makes the resumed loader skip exactly the consumed batches (tested), so the warning is moot.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-    val_ds = getattr(datamodule, "datasets", {}).get("val") if hasattr(datamodule, "datasets") else None
+    val_ds = getattr(datamodule, "datasets", {}).get("val")
     has_val = val_ds is not None and len(val_ds) > 0
     trainer = build_trainer(cfg, run_dir, has_val, extra_callbacks=[position, *(callbacks or [])])
     if trainer.is_global_zero:

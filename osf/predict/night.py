@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -244,7 +245,7 @@ def write_night_outputs(
     return files
 
 
-def print_warnings(result: NightPrediction, stream=None) -> None:
+def print_warnings(result: NightPrediction, stream: TextIO | None = None) -> None:
     """Print the QC report's warnings (one per line) to ``stream`` (default: stderr)."""
     for message in result.qc.get("warnings", []):
         print(f"WARNING: {message}", file=stream or sys.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,29 +13,13 @@ import pandas as pd
 import config
 from osf.datasets.synthetic.hypnogram import stage_runs
 from osf.datasets.synthetic.xml_writer import nsrr_xml
+from osf.downstream.results import to_jsonable
 from osf.utils.atomic import atomic_path
-
-
-def _jsonable(value):
-    """``value`` as plain JSON: numpy scalars/arrays, paths, tuples and sets converted; NaN/inf as null."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
-        return [_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, (Path, os.PathLike)):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` as indented JSON (non-finite numbers as null)."""
-    text = json.dumps(_jsonable(payload), indent=2, allow_nan=False)
+    text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
     return Path(path)

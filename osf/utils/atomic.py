@@ -15,6 +15,18 @@ from pathlib import Path
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 
+def _default_file_mode() -> int:
+    """Mode ``open()`` would give a new file (0o666 minus the umask), read without changing the umask for long."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# mkstemp creates 0o600 files; without a chmod every atomically written output would be private to
+# its owner, unlike the same file written with open() (a shared cluster group could not read results).
+_FILE_MODE = _default_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a fresh temporary sibling of ``path``; it replaces ``path`` only if the block succeeds.
@@ -27,6 +39,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, _FILE_MODE)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -49,6 +49,7 @@ class DataPosition(pl.Callback):
         self._pending: tuple[int, int] | None = None  # (epoch, batches consumed) to restore
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Keep the trainer: :meth:`state_dict` reads its loop counters."""
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
@@ -64,6 +65,7 @@ class DataPosition(pl.Callback):
         return {"epoch": epoch, "batches": consumed}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Remember the saved position; the next wrapped ``train_dataloader`` call applies it."""
         if state_dict:
             self._pending = (int(state_dict["epoch"]), int(state_dict["batches"]))
 
