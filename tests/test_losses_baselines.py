@@ -217,3 +217,17 @@ def test_negatives_are_gathered_across_ranks_with_gradient(tmp_path):
     loo.backward()
     torch.testing.assert_close((ranks[0]["loo"] + ranks[1]["loo"]) / 2, loo.detach())
     torch.testing.assert_close(torch.cat([r["ge"] for r in ranks], dim=1) / 2, emb.grad)
+
+
+def test_dead_code_restarts_follow_the_given_generator_not_the_global_rng():
+    """Restart vectors come from the step's generator, so a resumed run redraws the same ones."""
+    z = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    books = []
+    for global_seed in (1, 2):
+        torch.manual_seed(0)
+        vq = VectorQuantizer(num_codes=16, code_dim=4, dead_code_threshold=1e6)  # every code is dead
+        torch.manual_seed(global_seed)  # a different global RNG state must not matter
+        vq(z, update=True, generator=torch.Generator().manual_seed(7))
+        books.append(vq.codebook.detach().clone())
+    torch.testing.assert_close(books[0], books[1])
+    assert any((books[0] == row).all(1).any() for row in z)  # restarted codes are encoder outputs

@@ -94,8 +94,11 @@ class VectorQuantizer(nn.Module):
         # EMA of assignments per step; zero so that the first training step restarts every code.
         self.register_buffer("cluster_size", torch.zeros(num_codes))
 
-    def forward(self, z: torch.Tensor, update: bool = True) -> VQOutput:
-        """Quantise ``z`` ``[..., code_dim]``; ``update`` (training) moves EMA codes and restarts dead ones."""
+    def forward(self, z: torch.Tensor, update: bool = True, generator: torch.Generator | None = None) -> VQOutput:
+        """Quantise ``z`` ``[..., code_dim]``; ``update`` (training) moves EMA codes and restarts dead ones.
+
+        ``generator`` draws the restart vectors (the method's per-step generator, so resumes are exact).
+        """
         if z.shape[-1] != self.code_dim:
             raise ValueError(f"expected [..., {self.code_dim}] inputs, got {list(z.shape)}")
         flat = z.reshape(-1, self.code_dim)
@@ -116,27 +119,29 @@ class VectorQuantizer(nn.Module):
         if not self.ema:
             loss = loss + F.mse_loss(quantized.float(), z.detach().float())
         if update:
-            self._update(counts, sums, flat.detach())
+            self._update(counts, sums, flat.detach(), generator)
         quantized = z + (quantized - z).detach()  # straight-through estimator
         return VQOutput(quantized, codes.view(z.shape[:-1]), loss, perplexity, usage)
 
     @torch.no_grad()
-    def _update(self, counts: torch.Tensor, sums: torch.Tensor | None, flat: torch.Tensor) -> None:
+    def _update(
+        self, counts: torch.Tensor, sums: torch.Tensor | None, flat: torch.Tensor, generator: torch.Generator | None
+    ) -> None:
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
         if self.ema:
             self.ema_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
             n = self.cluster_size.sum()
             smoothed = (self.cluster_size + self.eps) / (n + self.num_codes * self.eps) * n
             self.codebook.copy_(self.ema_sum / smoothed.unsqueeze(1))
-        self._restart_dead(flat)
+        self._restart_dead(flat, generator)
 
     @torch.no_grad()
-    def _restart_dead(self, flat: torch.Tensor) -> None:
+    def _restart_dead(self, flat: torch.Tensor, generator: torch.Generator | None = None) -> None:
         dead = self.cluster_size < self.dead_code_threshold
         n_dead = int(dead.sum())  # identical on every rank: cluster sizes are all-reduced
         if n_dead == 0 or flat.shape[0] == 0:
             return
-        pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
+        pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device, generator=generator)
         new = flat[pick].float()
         codebook = self.codebook.data
         codebook[dead] = new.to(codebook.dtype)

@@ -61,7 +61,7 @@ class VQVAE(PretrainModule):
         """Reconstruction MSE through the quantised bottleneck + quantiser loss."""
         x, channel_mask = batch["signal"], batch.get("channel_mask")
         cls, patches = self.encode(self.backbone, x, channel_mask=channel_mask)
-        vq = self.quantizer(self.pre_quant(patches), update=update_state and self.training)
+        vq = self.quantizer(self.pre_quant(patches), update=update_state and self.training, generator=generator)
         pred = self.decoder(vq.quantized)
         recon = masked_patch_mse(pred, patchify(x, self.backbone), weight=patch_weights(channel_mask, x, self.backbone))
         logs = {"recon_loss": recon.detach(), "vq_loss": vq.loss.detach(), "vq_perplexity": vq.perplexity,
