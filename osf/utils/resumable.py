@@ -94,6 +94,9 @@ class DataPosition(pl.Callback):
                 persistent_workers=loader.persistent_workers,
                 worker_init_fn=loader.worker_init_fn,
                 prefetch_factor=loader.prefetch_factor,
+                generator=loader.generator,
+                timeout=loader.timeout,
+                multiprocessing_context=loader.multiprocessing_context,
             )
 
         return wrapped
