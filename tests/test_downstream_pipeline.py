@@ -147,6 +147,11 @@ def test_finetune_runs_selects_on_validation_and_changes_the_backbone(store, tmp
                               layer_decay=0.8, warmup_steps=1, n_boot=20))
     _assert_complete(rec, _n_labelled(store, "test"))
     assert rec["selection"]["best_step"] in (2, 4) and len(rec["selection"]["history"]) == 2
+    import pandas as pd
+
+    (log,) = tmp_path.rglob("finetune_logs/*/metrics.csv")  # training curves are kept beside the run JSON
+    curves = pd.read_csv(log)
+    assert curves["val_select"].notna().sum() == 2 and curves["train_loss"].notna().any()
     clf = load_classifier(rec["artifacts"]["classifier"])
     torch.manual_seed(0)
     fresh = create_backbone(TINY)

@@ -243,7 +243,8 @@ def _run_finetune(
     ``mask_train_channels``), so the module applies no preset itself.
     """
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
+    from pytorch_lightning.loggers import CSVLogger
 
     t0 = time.perf_counter()
     pl.seed_everything(seed, workers=True)
@@ -255,14 +256,16 @@ def _run_finetune(
         max_steps=cfg.max_steps, loss_type=cfg.loss_type, class_counts=np.asarray(class_counts).tolist(),
         selection_metric=default_selection_metric(dm.num_classes),
     )
-    callbacks = []
+    callbacks: list[pl.Callback] = [LearningRateMonitor(logging_interval="step")]
     if cfg.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_select", mode="max", patience=cfg.patience))
     trainer = pl.Trainer(
         max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.num_devices,
         strategy="ddp" if cfg.num_devices > 1 else "auto", precision=cfg.precision,
         val_check_interval=cfg.eval_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        # Training curves (loss, LR per group, validation selection metric) as CSV beside the run JSON.
+        logger=CSVLogger(cfg.output_dir, name="finetune_logs"), log_every_n_steps=max(1, min(50, cfg.eval_every)),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=callbacks, default_root_dir=cfg.output_dir,
     )
     trainer.fit(module, datamodule=dm)
