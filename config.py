@@ -210,6 +210,12 @@ class DatasetSpec:
     visit_names: tuple[tuple[str, int], ...] = ()  # textual visit -> number, e.g. ("baseline", 1)
     channel_aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()  # canonical -> labels, checked first
     paediatric: bool = False
+    # Subject/visit tables with night-level targets (osf/downstream/night.py): globs relative to the cohort
+    # folder; "{name}" is the dataset name, "{visit}" matches the visit in a per-visit file name. Rows join
+    # recordings by the first id column present (and the visit column, when the table has one).
+    subject_tables: tuple[str, ...] = ("datasets/{name}-harmonized-dataset-*.csv", "datasets/{name}-dataset-*.csv")
+    subject_id_columns: tuple[str, ...] = ("nsrrid",)
+    visit_columns: tuple[str, ...] = ("visitnumber", "visit", "vnum")
 
     @property
     def aliases(self) -> dict[str, tuple[str, ...]]:
@@ -223,6 +229,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "shhs", "Sleep Heart Health Study", r"^shhs(?P<visit>[12])-(?P<subject>\d+)$",
             # SHHS: "EEG" is C4-A1, "EEG(sec)"/"EEG2" is C3-A2, "EMG" is chin (bipolar at acquisition).
+            subject_tables=("datasets/shhs-harmonized-dataset-*.csv", "datasets/shhs{visit}-dataset-*.csv"),
             channel_aliases=(
                 ("EEG_C4_A1", ("EEG", "EEG 1", "EEG1")),
                 ("EEG_C3_A2", ("EEG(sec)", "EEG2", "EEG 2", "EEG sec", "EEG(SEC)")),
@@ -233,15 +240,20 @@ DATASETS: dict[str, DatasetSpec] = {
             "chat", "Childhood Adenotonsillectomy Trial",
             r"^chat-(?P<visit>baseline|followup)-(?:nonrandomized-)?(?P<subject>\d+)$",
             visit_names=(("baseline", 1), ("followup", 2)), paediatric=True,
+            subject_tables=("datasets/chat-harmonized-dataset-*.csv", "datasets/chat-{visit}-dataset-*.csv"),
         ),
-        DatasetSpec("mros", "MrOS Sleep Study", r"^mros-visit(?P<visit>\d+)-(?P<subject>[a-z]{2}\d+)$"),
+        DatasetSpec("mros", "MrOS Sleep Study", r"^mros-visit(?P<visit>\d+)-(?P<subject>[a-z]{2}\d+)$",
+                    subject_tables=("datasets/mros-visit{visit}-harmonized-*.csv", "datasets/mros-visit{visit}-dataset-*.csv")),
         DatasetSpec("ccshs", "Cleveland Children's Sleep and Health Study", r"^ccshs-trec-(?P<subject>\d+)$",
                     paediatric=True),
-        DatasetSpec("cfs", "Cleveland Family Study", r"^cfs-visit(?P<visit>\d+)-(?P<subject>\d+)$"),
+        DatasetSpec("cfs", "Cleveland Family Study", r"^cfs-visit(?P<visit>\d+)-(?P<subject>\d+)$",
+                    subject_tables=("datasets/cfs-visit{visit}-harmonized-dataset-*.csv", "datasets/cfs-visit{visit}-dataset-*.csv")),
         DatasetSpec(
             "mesa", "Multi-Ethnic Study of Atherosclerosis (sleep exam)", r"^mesa-sleep-(?P<subject>\d+)$",
             # MESA: EEG1 Fz-Cz, EEG2 Cz-Oz, EEG3 C4-M1; "Flow" there is the nasal pressure channel.
             channel_aliases=(("EEG_C4_A1", ("EEG3",)), ("NP", ("Pres", "Flow"))),
+            subject_tables=("datasets/mesa-sleep-harmonized-dataset-*.csv", "datasets/mesa-sleep-dataset-*.csv"),
+            subject_id_columns=("mesaid", "nsrrid"),
         ),
         DatasetSpec("sof", "Study of Osteoporotic Fractures", r"^sof-visit-(?P<visit>\d+)-(?P<subject>\d+)$"),
         DatasetSpec("wsc", "Wisconsin Sleep Cohort", r"^wsc-visit(?P<visit>\d+)-(?P<subject>\d+)$"),

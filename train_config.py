@@ -37,6 +37,8 @@ _DINO_COMMON: dict = {
     "ibot_lambda": 0.0,
     "ibot_mask_ratio": 0.3,
     "koleo_lambda": 0.0,
+    "head_pooling": "cls",  # what the DINO head reads (the released recipe trains the CLS token)
+    "freeze_last_layer_frac": 0.0,  # DINO freezes the prototypes for its first epoch; the OSF release does not
 }
 METHOD_DEFAULTS: dict[str, dict] = {
     # OSF counts same-view (i, i) pairs in the DINO loss; standard DINO does not.
@@ -66,6 +68,29 @@ METHOD_DEFAULTS.update({
               "decoder_heads": 8},
     "ar": {**_BASELINE_COMMON},
 })
+
+# --- Named recipes (main_pretrain.py --recipe) -----------------------------------------------------
+# Overrides of the defaults above, applied before the command-line flags. "osf" is the published recipe
+# (the defaults as they are; the one for vit_base on GPUs). "small" is for runs of minutes on a CPU
+# (vit_nano, a few hundred steps): the study behind its values is in benchmarks/README.md ("Pre-training
+# that learns at small scale"). Its lr is per 256 samples and scaled with the global batch.
+_SMALL_DINO: dict = {
+    "lr": 4e-3,  # per 256 samples: 5e-4 at batch 32
+    "dino_out_dim": 256,
+    "teacher_temp": 0.04,
+    "warmup_teacher_temp": 0.04,
+    "momentum_base": 0.99,
+    "warmup_frac": 0.1,
+    "freeze_last_layer_frac": 0.1,
+    "koleo_lambda": 0.1,
+}
+RECIPES: dict[str, dict] = {
+    "osf": {"run": {}, "methods": {}},
+    "small": {
+        "run": {"lr_base_batch": 256, "batch_size": 32},
+        "methods": {"dino_ours": dict(_SMALL_DINO), "dino": dict(_SMALL_DINO)},
+    },
+}
 
 # Per backbone size: a per-device batch that fits a 80 GB GPU in bf16, and stochastic depth.
 BACKBONE_DEFAULTS: dict[str, dict] = {

@@ -28,6 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _shape_problem(err: RuntimeError) -> str:
+    """One line from torch's multi-line load_state_dict error: the first size mismatch and how many there are."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    mismatches = [ln for ln in lines if ln.startswith("size mismatch")]
+    if not mismatches:
+        return f"cannot rebuild the backbone from its weights ({lines[0] if lines else type(err).__name__})"
+    return (
+        f"its weights do not fit the backbone it names: {len(mismatches)} tensors have another shape, "
+        f"e.g. {mismatches[0].rstrip('.')}"
+    )
+
+
 def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     """Parse ``argv`` and export; exits with the checkpoint's problem on bad input."""
     args = build_parser().parse_args(argv)
@@ -35,6 +47,8 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
         pth, st = export_pretrained_backbone(args.ckpt_path, args.output, args.which)
     except ValueError as err:  # CheckpointError (bad checkpoint) or an --output without .pth/.safetensors
         sys.exit(f"main_export: {err}")
+    except RuntimeError as err:  # load_state_dict: tensors of another shape than the backbone the checkpoint names
+        sys.exit(f"main_export: {args.ckpt_path}: {_shape_problem(err)}; nothing was written")
     print(f"wrote {pth}\nwrote {st}")
     return pth, st
 

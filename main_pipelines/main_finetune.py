@@ -5,7 +5,8 @@
         [--eval_channels no_eeg]
 
 ``--ckpt_path`` takes a Lightning pre-training checkpoint (any method), an exported backbone
-(``.pth`` / ``.safetensors``) or ``none`` with ``--psg_encoder_name`` for a random-init baseline.
+(``.pth`` / ``.safetensors``), either on the Hugging Face Hub as ``hf://org/repo[@revision]/file``,
+or ``none`` with ``--psg_encoder_name`` for a random-init baseline.
 Writes ``OUT/<run_id>.json`` (config, hashes, timings, metrics with 95% CIs by subject), one row of
 ``OUT/results.csv`` (or ``--results_csv``) and ``OUT/classifier.pt`` for ``main_predict.py``.
 """
@@ -19,6 +20,7 @@ import sys
 
 import config
 import train_config
+from osf.downstream.features import POOLINGS
 from osf.downstream.losses import LOSS_TYPES
 from osf.downstream.pipeline import DownstreamConfig, run_downstream
 
@@ -34,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("backbone")
     g.add_argument("--ckpt_path", default="none",
-                   help="Lightning .ckpt, exported .pth/.safetensors, or 'none' for random init (default: none)")
+                   help="Lightning .ckpt, exported .pth/.safetensors, a Hub file hf://org/repo[@rev]/file "
+                        "(e.g. hf://yang-ai-lab/OSF-Base/osf_backbone.pth), or 'none' for random init (default: none)")
     g.add_argument("--psg_encoder_name", default=None,
                    help="architecture for --ckpt_path none (e.g. vit_base); otherwise only checked against the checkpoint")
     g.add_argument("--model_name", default=None,
@@ -57,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("training")
     g.add_argument("--finetune_backbone", action=argparse.BooleanOptionalAction, default=False,
                    help="full fine-tuning (default: linear probe on cached frozen features)")
+    g.add_argument("--pooling", default="cls", choices=list(POOLINGS),
+                   help="backbone features: cls token, mean of patch tokens, or per-channel-group means (groups)")
     g.add_argument("--use_mean_pool", action=argparse.BooleanOptionalAction, default=False,
-                   help="mean of patch tokens instead of the CLS token")
+                   help="same as --pooling mean (kept for the published scripts)")
     g.add_argument("--loss_type", default="ce", choices=list(LOSS_TYPES))
     g.add_argument("--max_steps", type=int, default=None, help=f"default {_defaults('max_steps')}")
     g.add_argument("--lr", type=float, default=None, help=f"head learning rate (default {_defaults('lr')})")
@@ -74,6 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tuning: stop when validation has not improved for --patience checks")
     g.add_argument("--patience", type=int, default=5)
     g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("night level and sequence context")
+    g.add_argument("--eval_level", default="epoch", choices=("epoch", "night"),
+                   help="epoch: per-epoch labels (default); night: --target_variable of each night from its epoch embeddings")
+    g.add_argument("--target_variable", default=None,
+                   help="night level: a subject-table variable, e.g. nsrr_ahi_hp3r_aasm15, nsrr_age, nsrr_sex")
+    g.add_argument("--target_threshold", type=float, default=None,
+                   help="night level: binary task target_variable >= threshold (e.g. 15 for AHI); unset: regression "
+                        "for a numeric variable, classification for a 0/1 or text one")
+    g.add_argument("--subject_tables", default=None,
+                   help="night level: raw data folder holding <cohort>/datasets/*.csv (main_preprocess.py's --input_dir)")
+    g.add_argument("--night_models", default="mean_std,attention,transformer",
+                   help="night level: comma-separated night models (mean_std, attention, transformer)")
+    g.add_argument("--context_epochs", type=int, default=0,
+                   help="epoch level: > 0 trains a sequence head over +-K neighbouring epoch embeddings, beside the per-epoch probe")
+    g.add_argument("--sequence_model", default="transformer", choices=("transformer", "bigru"),
+                   help="sequence head for --context_epochs")
     g = p.add_argument_group("hardware")
     g.add_argument("--num_devices", type=int, default=1, help="devices for fine-tuning (DDP when > 1)")
     g.add_argument("--accelerator", default="auto", help="auto, cpu, gpu")

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--low_confidence", type=float, default=0.5, help="stage confidence below which an epoch is flagged")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--accept_scoring_mismatch", action="store_true",
+                   help="compare with an --annotations file that does not fit the EDF (start minutes off, no usable "
+                        "stage, no events) instead of refusing it")
     return p
 
 
@@ -60,10 +63,13 @@ def main(argv: list[str] | None = None) -> int:
                 annotations=args.annotations, dataset=args.dataset, output_dir=args.output_dir,
                 hypnogram_formats=formats, event_threshold=args.event_threshold,
                 low_confidence=args.low_confidence, batch_size=args.batch_size, device=args.device,
+                accept_scoring_mismatch=args.accept_scoring_mismatch,
             )
     except (OSError, ValueError) as err:  # IngestionError, CheckpointError, MissingChannelsError are ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for message in result.qc.get("ingestion", {}).get("warnings", []):  # dead channels, scoring problems
+        print(f"WARNING: {message}", file=sys.stderr)
     print_warnings(result)
     s = result.summary
     print(f"{args.edf}: {result.n_epochs} epochs, TST {s['total_sleep_time_min']:.1f} min, "

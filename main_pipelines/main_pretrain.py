@@ -15,9 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
+from pathlib import Path
 from typing import Any
 
+import torch
+
+import train_config
+from osf.backbone.checkpoint import refused_pickle_problem
 from osf.models.base import NonFiniteLossError
 from osf.models.registry import ALIASES, list_methods
 from osf.models.training import LOGGERS, PretrainResult, resolve_pretrain_config, run_pretrain
@@ -45,6 +51,8 @@ METHOD_FLAGS: dict[str, tuple[Any, str]] = {
     "ibot_lambda": (float, "weight of the iBOT masked-patch loss (computed only when > 0)"),
     "ibot_mask_ratio": (float, "fraction of patch tokens masked for iBOT"),
     "koleo_lambda": (float, "weight of the KoLeo regulariser (computed only when > 0)"),
+    "freeze_last_layer_frac": (float, "DINO: fraction of the steps at the start in which the prototypes stay fixed"),
+    "head_pooling": (str, "DINO: the head reads the cls token (OSF) or the mean of the patch tokens (small recipe)"),
     "channel_drop_p": (float, "OSF views: probability of zeroing each channel"),
     "span_min_frac": (float, "OSF views: shortest zeroed span, fraction of the epoch"),
     "span_max_frac": (float, "OSF views: longest zeroed span, fraction of the epoch"),
@@ -99,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch_size", type=int, default=None, help="per-device batch size (default: per size, train_config)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per method, OSF 5e-5)")
+    g.add_argument("--lr_base_batch", type=int, default=None,
+                   help="--lr is given per this many samples and scaled linearly with the global batch "
+                        "(batch x devices x nodes x accumulation), as DINO's lr x B/256 (default: no scaling; "
+                        "the small recipe: 256)")
+    g.add_argument("--recipe", default="osf", choices=sorted(train_config.RECIPES),
+                   help="named defaults from train_config.RECIPES: osf (the published recipe) or small "
+                        "(minutes on a CPU, the quick start's); flags override either")
     g.add_argument("--max_epochs", type=int, default=None, help="epochs (default 30) unless --max_steps is set")
     g.add_argument("--max_steps", type=int, default=None, help="optimizer steps; takes precedence over --max_epochs")
     g.add_argument("--accumulate_grad_batches", type=int, default=1, help="micro-batches per optimizer step")
@@ -131,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log_every_n_steps", type=int, default=None, help="logging interval (default: 50)")
     g.add_argument("--logger", default="csv", help=f"comma-separated: {', '.join(LOGGERS)} (wandb runs offline; default: csv)")
     g.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=True, help="show the progress bar")
+    g.add_argument("--diag_every_n_steps", type=int, default=None,
+                   help="learning diagnostics (RankMe, embedding std, DINO entropies) on a fixed batch every N "
+                        "optimizer steps, WARNING on collapse, summary in RUN/diagnostics.json (default: 50; 0: off)")
+    g.add_argument("--diag_batch_size", type=int, default=None, help="epochs in the fixed diagnostics batch (default: 64)")
     return p
 
 
@@ -145,9 +164,39 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def check_resume_checkpoint(path: str | None) -> None:
+    """Exit with one line when ``--ckpt_path`` is missing or refused by the safe loader, before training is set up.
+
+    Lightning resumes with ``weights_only=True``; a refused checkpoint would otherwise surface as a
+    traceback after the data and model were built. Memory-mapped, so the check reads little.
+    """
+    if not path:
+        return
+    ckpt = Path(path)
+    if not ckpt.is_file():
+        sys.exit(f"main_pretrain: cannot resume from {ckpt}: {'file not found' if not ckpt.exists() else 'not a file'}")
+    try:
+        try:
+            torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            torch.load(ckpt, map_location="cpu", weights_only=True)  # a legacy (non-zip) file cannot be mapped
+    except pickle.UnpicklingError as err:
+        if "was not an allowed global" in str(err):  # a pickled object: name it, without torch's advice
+            problem = refused_pickle_problem(err).split("; only tensors")[0]  # its re-save advice is for backbones
+            sys.exit(f"main_pretrain: cannot resume from {ckpt}: {problem}; resume from a checkpoint main_pretrain.py wrote")
+        detail = [ln.strip() for ln in str(err).splitlines() if ln.strip() and "torch.load" not in ln and "weights_only" not in ln]
+        sys.exit(f"main_pretrain: cannot resume from {ckpt}: not a readable torch checkpoint ({detail[0] if detail else 'unpickling failed'})")
+    except (RuntimeError, EOFError, ValueError, OSError) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        sys.exit(f"main_pretrain: cannot resume from {ckpt}: not a readable torch checkpoint ({type(err).__name__}: {first})")
+
+
 def main(argv: list[str] | None = None) -> PretrainResult:
-    """Parse ``argv``, resolve defaults, train; exits with a message on a non-finite loss."""
+    """Parse ``argv``, resolve defaults, train; exits with a message on a non-finite loss or a refused resume."""
     args = build_parser().parse_args(argv)
+    check_resume_checkpoint(args.ckpt_path)
     cfg = resolve_pretrain_config(config_from_args(args))
     try:
         result = run_pretrain(cfg)

@@ -27,13 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true",
                    help="2 cohorts x 2 nights x 0.5 h, Stage and Arousal only, a handful of steps (the test suite's)")
     p.add_argument("--cohorts", default=None, help="comma-separated synthetic cohort presets (default shhs,mros,mesa)")
-    p.add_argument("--nights", type=int, default=None, help="nights in total, spread over the cohorts (default 12)")
+    p.add_argument("--nights", type=int, default=None, help="nights in total, spread over the cohorts (default 42)")
     p.add_argument("--hours", type=float, default=None, help="hours per night (default 1.0)")
     p.add_argument("--tasks", default=None,
                    help="comma-separated probe tasks, Stage first (default Stage,Arousal,Hypopnea,Oxygen Desaturation)")
     p.add_argument("--backbone", default=None, help="backbone constructor, e.g. vit_nano, vit_small, vit_base")
     p.add_argument("--max_steps", type=int, default=None, help="pre-training steps")
-    p.add_argument("--lr", type=float, default=None, help="pre-training peak learning rate (default 5e-4)")
+    p.add_argument("--recipe", default=None, help="pre-training recipe of train_config.RECIPES (default small)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="pre-training peak learning rate per 256 samples (default: the recipe's)")
+    p.add_argument("--pooling", default=None, help="probe features: cls, mean or groups (default groups)")
     p.add_argument("--probe_steps", type=int, default=None, help="linear-probe steps per task")
     p.add_argument("--finetune_steps", type=int, default=None, help="fine-tuning steps of the staging classifier")
     p.add_argument("--batch_size", type=int, default=None)

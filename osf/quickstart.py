@@ -34,8 +34,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 import config
+from osf.downstream.metrics import load_predictions, paired_difference
 from osf.predict.writers import write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +57,17 @@ class QuickstartConfig:
     output_dir: Path = Path("quickstart_out")
     weights_dir: Path = Path("pretrained_weights")
     cohorts: tuple[str, ...] = ("shhs", "mros", "mesa")
-    nights: int = 12  # in total, spread over the cohorts
+    nights: int = 42  # in total, spread over the cohorts (one subject each)
     hours: float = 1.0  # per night
     heldout_cohort: str = "generic"  # full 12-channel montage
-    split_fractions: str = "0.6,0.2,0.2"  # of subjects: a dozen nights still leave some for val and test
+    # of subjects: 42 nights leave ~10 test subjects, enough for a subject-bootstrap CI of a difference
+    split_fractions: str = "0.5,0.25,0.25"
     tasks: tuple[str, ...] = TASKS  # probed tasks; the first must be Stage, the others give the event heads
     backbone: str = "vit_nano"
+    recipe: str = "small"  # train_config.RECIPES: the small-scale recipe (lr per 256 samples, scaled with batch)
     max_steps: int = 200  # pre-training optimizer steps
-    lr: float = 5e-4  # pre-training peak learning rate: 10x the OSF recipe's, for a run of minutes, not days
+    lr: float | None = None  # pre-training lr per 256 samples (None: the recipe's)
+    pooling: str = "groups"  # probe features (osf.downstream.features.POOLINGS), the same for both inits
     batch_size: int = 32
     val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
     probe_steps: int = 300
@@ -210,9 +217,10 @@ class Quickstart:
             lambda: [*ckpt, "--data_dir", str(self.store_dir), "--eval_label", task,
                      "--max_steps", str(self.cfg.probe_steps), "--batch_size", str(4 * self.cfg.batch_size),
                      "--num_workers", str(self.cfg.num_workers), "--seed", str(self.cfg.seed),
-                     "--n_boot", str(self.cfg.n_boot), "--run_name", "probe", "--output_dir", str(out),
+                     "--n_boot", str(self.cfg.n_boot), "--pooling", self.cfg.pooling, "--run_name", "probe",
+                     "--output_dir", str(out),
                      "--feature_cache_dir", str(self.out / "feature_cache"), *self._hardware()],
-            lambda: [out / "probe.json", out / "classifier.pt"],
+            lambda: [out / "probe.json", out / "classifier.pt", out / "probe_test_predictions.npz"],
             needs=("export",) if init == "pretrained" else (store_step,),
             clean=lambda: [out],
         )
@@ -251,11 +259,12 @@ class Quickstart:
             Step(
                 "pretrain", f"pre-train OSF (dino_ours) on {cfg.backbone}, {cfg.max_steps} steps", "main_pretrain.py",
                 lambda: ["--model_name", "dino_ours", "--psg_encoder_name", cfg.backbone, "--data_dir", str(self.store_dir),
-                         "--batch_size", str(cfg.batch_size), "--max_steps", str(cfg.max_steps), "--lr", str(cfg.lr),
+                         "--recipe", cfg.recipe, "--batch_size", str(cfg.batch_size), "--max_steps", str(cfg.max_steps),
+                         *(["--lr", str(cfg.lr)] if cfg.lr is not None else []),
                          "--num_workers", str(cfg.num_workers), "--seed", str(cfg.seed), *self._hardware(),
                          "--output_dir", str(self.out / "runs"), "--run_name", "pretrain", "--logger", "csv",
                          "--ckpt_every_n_steps", str(cfg.max_steps), "--limit_val_batches", str(cfg.val_batches),
-                         "--log_every_n_steps", "10"],
+                         "--log_every_n_steps", str(max(1, min(10, cfg.max_steps // 2)))],
                 lambda: [self.pretrain_ckpt],
                 needs=(store_steps[-1].name,),
                 clean=lambda: [self.out / "runs" / "pretrain"],
@@ -267,6 +276,7 @@ class Quickstart:
                 needs=("pretrain",),
             ),
             *(self._probe_step(init, task, store_steps[-1].name) for init in INITS for task in cfg.tasks),
+            *self._context_steps(store_steps[-1].name),
             Step(
                 "finetune", f"fine-tune a staging classifier ({cfg.finetune_steps} steps)", "main_finetune.py",
                 lambda: ["--ckpt_path", str(self.backbone_path), "--data_dir", str(self.store_dir),
@@ -289,6 +299,41 @@ class Quickstart:
             ),
         ]
         return steps
+
+    def _context_steps(self, store_step: str) -> list[Step]:
+        return _context_steps(self, store_step)
+
+    def _context_results(self) -> dict:
+        return _context_results(self)
+
+    def _pretraining_result(self) -> dict[str, Any]:
+        """DINO loss at the start and end of pre-training against log K, and the collapse warnings."""
+        import pandas as pd  # only for reading the run's CSV log
+
+        run = self.pretrain_ckpt.parents[1]
+        logs = pd.read_csv(max((run / "csv_logs").glob("version_*/metrics.csv")))
+        loss = logs["train/dino_loss"].dropna().to_numpy() if "train/dino_loss" in logs else np.zeros(0)
+        diagnostics = json.loads((run / "diagnostics.json").read_text())
+        final = diagnostics["final"]
+        first, last = (float(loss[:3].mean()), float(loss[-3:].mean())) if loss.size else (math.nan, math.nan)
+        return {"recipe": self.cfg.recipe, "loss_first": first, "loss_last": last,
+                "log_k": final.get("log_k"), "loss_over_log_k": last / final["log_k"] if final.get("log_k") else None,
+                "teacher_entropy": final.get("teacher_entropy"),
+                "rankme": final.get("rankme"), "healthy": diagnostics["healthy"],
+                "warnings": [t["signal"] for t in diagnostics["tripped"]]}
+
+    def _probe_result(self, task: str) -> dict[str, Any]:
+        """Test metric per init with its CI, and the paired difference (pre-trained - random) with its CI."""
+        metric = TASK_METRIC[task]
+        row: dict[str, Any] = {"metric": metric}
+        for init in INITS:
+            test = json.loads((self.probe_dir(init, task) / "probe.json").read_text())["metrics"]["test"]
+            row[init], row[f"{init}_ci95"] = test.get(metric), test.get(f"{metric}_ci95")
+            row["n_test_subjects"], row["n_test_positive"] = test.get("n_subjects"), _n_positive(test)
+        pre, rnd = (load_predictions(self.probe_dir(init, task) / "probe_test_predictions.npz") for init in INITS)
+        diff = paired_difference(pre, rnd, n_boot=self.cfg.n_boot, seed=self.cfg.seed)[metric]
+        row["difference"], row["difference_ci95"] = diff["diff"], [diff["low"], diff["high"]]
+        return row
 
     # --- running --------------------------------------------------------------------------------
     def _stamp(self, step: Step) -> Path:
@@ -353,21 +398,18 @@ class Quickstart:
     # --- results --------------------------------------------------------------------------------
     def results(self) -> dict:
         """Probe / fine-tuning test metrics and the held-out night's summary, from the files written."""
-        probes: dict[str, dict[str, float | None]] = {}
-        for task in self.cfg.tasks:
-            metric = TASK_METRIC[task]
-            probes[task] = {"metric": metric}
-            for init in INITS:
-                record = json.loads((self.probe_dir(init, task) / "probe.json").read_text())
-                probes[task][init] = record["metrics"]["test"].get(metric)
+        probes = {task: self._probe_result(task) for task in self.cfg.tasks}
+        pretraining = self._pretraining_result()
         finetune = json.loads((self.finetune_dir / "finetune.json").read_text())["metrics"]["test"]
         edf, _ = self.heldout_night()
         stem = self.prediction_dir / edf.stem
         summary = json.loads(Path(f"{stem}_summary.json").read_text())
         return {
             "config": self.cfg.as_dict(),
+            "pretraining": pretraining,
             "probes": probes,
             "finetune_stage": {m: finetune.get(m) for m in ("kappa", "accuracy", "macro_f1")},
+            **self._context_results(),
             "heldout_night": {
                 "edf": str(edf),
                 "agreement": summary.get("scored", {}).get("agreement"),
@@ -388,19 +430,120 @@ class Quickstart:
         }
 
 
+# --- night level and sequence context (issue 14) ----------------------------------------------
+NIGHT_TARGET = ("nsrr_ahi_hp3r_aasm15", "15")  # AHI >= 15 from the synthetic cohort's harmonised table
+NIGHT_MIN_NIGHTS = 24  # fewer nights leave a test split without both AHI classes: the row is skipped
+CONTEXT_EPOCHS = 10
+
+
+def _night_dir(qs: Quickstart, init: str) -> Path:
+    return qs.out / "night" / init
+
+
+def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
+    """Night-level AHI >= 15 (pre-trained vs random init) and sequence-context staging, from the probe cache."""
+    cfg = qs.cfg
+    common = ["--data_dir", str(qs.store_dir), "--seed", str(cfg.seed), "--n_boot", str(cfg.n_boot),
+              "--feature_cache_dir", str(qs.out / "feature_cache"), *qs._hardware()]
+    steps = []
+    if cfg.nights >= NIGHT_MIN_NIGHTS:
+        for init in INITS:
+            out = _night_dir(qs, init)
+            ckpt = ["--ckpt_path", str(qs.backbone_path)] if init == "pretrained" else [
+                "--ckpt_path", "none", "--psg_encoder_name", cfg.backbone, "--model_name", "random_init"]
+            steps.append(Step(
+                f"night_{init}_ahi", f"night level, AHI >= 15, {init} backbone (mean/std pooling)", "main_finetune.py",
+                lambda ckpt=ckpt, out=out: [*ckpt, *common, "--eval_level", "night", "--target_variable", NIGHT_TARGET[0],
+                                            "--target_threshold", NIGHT_TARGET[1], "--night_models", "mean_std",
+                                            "--subject_tables", str(qs.synthetic_dir), "--run_name", "night",
+                                            "--output_dir", str(out)],
+                lambda out=out: [out / "night_mean_std.json"],
+                needs=("export",) if init == "pretrained" else (store_step,), clean=lambda out=out: [out]))
+    out = qs.out / "sequence_stage"
+    steps.append(Step(
+        "sequence_stage", f"sequence-context staging (+-{CONTEXT_EPOCHS} epochs) beside the per-epoch probe",
+        "main_finetune.py",
+        lambda: ["--ckpt_path", str(qs.backbone_path), *common, "--eval_label", "Stage",
+                 "--context_epochs", str(CONTEXT_EPOCHS), "--max_steps", str(cfg.probe_steps), "--run_name", "sequence",
+                 "--output_dir", str(out)],
+        lambda: [out / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json"],
+        needs=("export",), clean=lambda: [out]))
+    return steps
+
+
+def _context_results(qs: Quickstart) -> dict:
+    """``night_level`` (test AUROC per init, or why it was skipped) and ``sequence_stage`` (kappa per head)."""
+    night: dict[str, Any] = {"task": "AHI>=15", "metric": "auroc"}
+    if qs.cfg.nights < NIGHT_MIN_NIGHTS:
+        night["skipped"] = f"needs --nights >= {NIGHT_MIN_NIGHTS}"
+    else:
+        for init in INITS:
+            test = json.loads((_night_dir(qs, init) / "night_mean_std.json").read_text())["metrics"]["test"]
+            night[init], night[f"{init}_ci95"] = test.get("auroc"), test.get("auroc_ci95")
+    seq = json.loads((qs.out / "sequence_stage" / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json").read_text())
+    epoch = json.loads((qs.out / "sequence_stage" / "sequence_linear_probe.json").read_text())
+    return {"night_level": night, "sequence_stage": {
+        "metric": "kappa", "context_epochs": CONTEXT_EPOCHS, "per_epoch": epoch["metrics"]["test"].get("kappa"),
+        "sequence": seq["metrics"]["test"].get("kappa"), "delta": seq["comparison"]["delta"],
+        "delta_ci95": seq["comparison"]["delta_ci95"]}}
+
+
+def _format_context(results: dict) -> list[str]:
+    """Rows of the night-level and sequence-staging results (empty for results written before them)."""
+    lines = []
+    night = results.get("night_level")
+    if night is not None:
+        if "skipped" in night:
+            lines.append(f"  {'AHI>=15 (night level)':22s} {'auroc':8s} skipped: {night['skipped']}")
+        else:
+            lines.append(f"  {'AHI>=15 (night level)':22s} {'auroc':8s} {_fmt(night['pretrained']):>12s} "
+                         f"{_fmt(night['random']):>12s}")
+    seq = results.get("sequence_stage")
+    if seq is not None:
+        lines += ["", (f"Sequence-context staging (+-{seq['context_epochs']} epochs, pre-trained, test): kappa "
+                       f"{_fmt(seq['sequence'])} vs {_fmt(seq['per_epoch'])} per-epoch probe "
+                       f"(difference {_fmt(seq['delta'])}, 95% CI {_fmt(seq['delta_ci95'][0])}..{_fmt(seq['delta_ci95'][1])})")]
+    return lines
+
+
+def _n_positive(test_metrics: dict) -> int | None:
+    """Event epochs among the scored test epochs (binary tasks), from the confusion matrix."""
+    cm = test_metrics.get("confusion_matrix")
+    return int(sum(cm[1])) if cm is not None and len(cm) == 2 else None
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.3f}"
 
 
+def _with_ci(value: float | None, ci: Sequence[float] | None, signed: bool = False) -> str:
+    text = _fmt(value) if not signed or value is None else f"{value:+.3f}"
+    return text if not ci else f"{text} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
 def format_results(results: dict) -> str:
     """The results as a plain-text table plus the paths of the plots and files."""
-    lines = ["", "Linear probes on held-out test subjects (pre-trained OSF backbone vs random init):", "",
-             f"  {'task':22s} {'metric':8s} {'pre-trained':>12s} {'random init':>12s}"]
-    for task, row in results["probes"].items():
-        lines.append(f"  {task:22s} {row['metric']:8s} {_fmt(row['pretrained']):>12s} {_fmt(row['random']):>12s}")
+    probes = results["probes"]
+    first = next(iter(probes.values()))
+    lines = ["", (f"Linear probes on {first.get('n_test_subjects')} held-out test subjects (pre-trained OSF backbone vs "
+                  "random init; 95% CIs by subject bootstrap, the difference's paired):"), "",
+             f"  {'task':20s} {'metric':6s} {'pre-trained':>22s} {'random init':>22s} {'difference':>23s}  verdict"]
+    for task, row in probes.items():
+        lo, hi = row["difference_ci95"]
+        verdict = "better" if lo > 0 else "worse" if hi < 0 else "not separated"
+        lines.append(f"  {task:20s} {row['metric']:6s} {_with_ci(row['pretrained'], row['pretrained_ci95']):>22s} "
+                     f"{_with_ci(row['random'], row['random_ci95']):>22s} "
+                     f"{_with_ci(row['difference'], row['difference_ci95'], signed=True):>23s}  {verdict}")
+    pretraining = results.get("pretraining")
+    if pretraining:
+        lines += ["", (f"Pre-training ({pretraining['recipe']} recipe): DINO loss {_fmt(pretraining['loss_first'])} -> "
+                       f"{_fmt(pretraining['loss_last'])} (log K = {_fmt(pretraining['log_k'])}, "
+                       f"ratio {_fmt(pretraining['loss_over_log_k'])}); collapse warnings: "
+                       f"{'; '.join(pretraining['warnings']) or 'none'}")]
     ft = results["finetune_stage"]
     lines += ["", (f"Fine-tuned staging classifier (test): kappa {_fmt(ft['kappa'])}, "
                    f"accuracy {_fmt(ft['accuracy'])}, macro-F1 {_fmt(ft['macro_f1'])}")]
+    lines += _format_context(results)
     night = results["heldout_night"]
     lines += [(f"Held-out night {Path(night['edf']).name}: agreement with its scoring {_fmt(night['agreement'])}, "
                f"kappa {_fmt(night['cohen_kappa'])}, TST {night['total_sleep_time_min']:.1f} min predicted vs "

@@ -138,3 +138,16 @@ def test_wrong_architecture_or_channel_contract_is_refused(nano, tmp_path):
         load_any_backbone("none")
     with pytest.raises(CheckpointError, match="file not found"):
         load_any_backbone(str(tmp_path / "missing.pth"))
+
+
+def test_random_init_baseline_is_one_network_per_seed_and_leaves_the_global_rng():
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a, _, _ = load_any_backbone("none", psg_encoder_name="vit_nano", seed=3)
+    assert torch.equal(torch.rand(1), expected_next)  # the caller's RNG stream is untouched
+    b, _, _ = load_any_backbone("none", psg_encoder_name="vit_nano", seed=3)
+    c, _, _ = load_any_backbone("none", psg_encoder_name="vit_nano", seed=4)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["to_patch_embedding.weight"], sc["to_patch_embedding.weight"])

@@ -13,7 +13,9 @@ from osf.downstream.features import (
     apply_channel_preset,
     backbone_hash,
     cached_features,
+    encode,
     extract_features,
+    pooled_width,
     split_hash,
 )
 
@@ -121,3 +123,24 @@ def test_corrupt_cache_file_is_reported(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:-200])  # e.g. an interrupted copy of the cache folder
     with pytest.raises(ValueError, match="features_t.npz is unreadable"):
         FeatureSet.load(truncated)
+
+
+def test_groups_pooling_is_the_mean_of_each_channel_groups_tokens(nano):
+    x = torch.randn(3, 12, 1920, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    with torch.no_grad():
+        pooled = encode(nano, x, mask, "groups")
+        _, patches = nano.forward_encoding(x, channel_mask=mask)
+    assert pooled.shape == (3, pooled_width(nano, "groups")) == (3, 3 * nano.width)
+    per_group = nano.num_time_patches
+    for g in range(nano.num_groups):  # group-major tokens: group g holds tokens g*30 .. g*30+29
+        expected = patches[:, g * per_group : (g + 1) * per_group].mean(1)
+        torch.testing.assert_close(pooled[:, g * nano.width : (g + 1) * nano.width], expected)
+    with torch.no_grad():
+        torch.testing.assert_close(encode(nano, x, mask, "mean"), patches.mean(1))
+    assert pooled_width(nano, "cls") == pooled_width(nano, "mean") == nano.width
+
+
+def test_unknown_pooling_is_refused_with_the_choices(nano):
+    with pytest.raises(ValueError, match=r"unknown pooling 'max'; choose one of \['cls', 'mean', 'groups'\]"):
+        pooled_width(nano, "max")

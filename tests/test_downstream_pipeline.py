@@ -294,3 +294,25 @@ def test_finetune_ddp_two_cpu_processes(store, tmp_path):
     records = list(tmp_path.glob("*.json"))
     assert len(records) == 1 and len(read_results(tmp_path / "results.csv")) == 1
     _assert_complete(json.loads(records[0].read_text()), _n_labelled(store, "test"))
+
+
+def test_probes_of_two_tasks_share_one_feature_extraction_and_keep_their_own_labels(store, tmp_path):
+    from osf.downstream.metrics import load_predictions
+
+    # Arousal and Hypopnea are scored on the same epochs of this store (Stage leaves out unknown stages).
+    cache = str(tmp_path / "cache")
+    first = run_downstream(_cfg(store, tmp_path / "hyp", feature_cache_dir=cache, pooling="groups",
+                                eval_label="Hypopnea"))
+    arousal = run_downstream(_cfg(store, tmp_path / "arousal", feature_cache_dir=cache, pooling="groups",
+                                  eval_label="Arousal"))
+    stage = run_downstream(_cfg(store, tmp_path / "stage", feature_cache_dir=cache, pooling="groups"))
+    assert not first["timings"]["features_train_cache_hit"]
+    assert all(arousal["timings"][f"features_{s}_cache_hit"] for s in ("train", "val", "test"))
+    assert not all(stage["timings"][f"features_{s}_cache_hit"] for s in ("train", "val", "test"))
+    assert arousal["setting"]["pooling"] == "groups" and len(arousal["class_names"]) == 2
+    index = EpochStore(store).index
+    test = index[(index["split"] == "test") & (index["arousal"] >= 0)]
+    pred = load_predictions(arousal["artifacts"]["test_predictions"])
+    by_epoch = dict(zip(zip(test["recording_id"].astype(str), test["epoch_index"]), test["arousal"]))
+    assert [by_epoch[(r, int(e))] for r, e in zip(pred["recording_ids"], pred["epoch_index"])] == pred["labels"].tolist()
+    assert pred["proba"].shape == (len(test), 2)

@@ -115,3 +115,52 @@ def test_evaluate_rejects_mismatched_shapes():
         M.evaluate_predictions(np.zeros(5, int), np.zeros((5, 3)), np.zeros(5), np.zeros(5), ["a", "b"])
     with pytest.raises(ValueError, match="all labels are -1"):
         M.evaluate_predictions(-np.ones(5, int), np.zeros((5, 2)), np.zeros(5), np.zeros(5), ["a", "b"])
+
+
+def _run_predictions(rng, n_subjects=10, per_subject=40, signal=1.0, classes=2):
+    subjects = np.repeat([f"s{i}" for i in range(n_subjects)], per_subject)
+    labels = rng.integers(0, classes, subjects.size)
+    logits = rng.normal(size=(subjects.size, classes))
+    logits[np.arange(subjects.size), labels] += signal
+    proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return {"labels": labels, "proba": proba, "subject_ids": subjects, "recording_ids": subjects,
+            "epoch_index": np.tile(np.arange(per_subject), n_subjects), "threshold": np.array(np.nan)}
+
+
+def test_paired_difference_matches_the_two_metrics_and_round_trips(tmp_path):
+    from osf.downstream.metrics import load_predictions, paired_difference, save_predictions
+
+    rng = np.random.default_rng(0)
+    strong = _run_predictions(rng, signal=2.0)
+    weak = {**strong, "proba": _run_predictions(np.random.default_rng(1), signal=0.0)["proba"]}
+    path = save_predictions(strong, tmp_path / "a.npz", threshold=None)
+    strong_back = load_predictions(path)
+    for key in ("labels", "proba", "epoch_index"):
+        np.testing.assert_array_equal(strong_back[key], strong[key])
+    # b is a shuffled copy: matching is by (recording, epoch), not by row order
+    order = rng.permutation(weak["labels"].size)
+    weak_shuffled = {k: (v[order] if k != "threshold" else v) for k, v in weak.items()}
+    out = paired_difference(strong_back, weak_shuffled, n_boot=200)
+    auroc_a = M.binary_auroc(strong["labels"], strong["proba"][:, 1])
+    auroc_b = M.binary_auroc(weak["labels"], weak["proba"][:, 1])
+    assert out["auroc"]["a"] == pytest.approx(auroc_a) and out["auroc"]["b"] == pytest.approx(auroc_b)
+    assert out["auroc"]["diff"] == pytest.approx(auroc_a - auroc_b)
+    assert 0 < out["auroc"]["low"] <= out["auroc"]["diff"] <= out["auroc"]["high"]
+    same = paired_difference(strong_back, strong, n_boot=50)
+    assert same["auroc"]["diff"] == 0 and same["auroc"]["low"] == 0 == same["auroc"]["high"]
+
+
+def test_paired_difference_refuses_runs_on_different_epochs_or_labels(tmp_path):
+    from osf.downstream.metrics import load_predictions, paired_difference
+
+    rng = np.random.default_rng(0)
+    a = _run_predictions(rng, classes=4)
+    other_split = {**a, "recording_ids": np.char.add(a["recording_ids"], "x")}
+    with pytest.raises(ValueError, match="share no labelled epochs"):
+        paired_difference(a, other_split)
+    relabelled = {**a, "labels": (a["labels"] + 1) % 4}
+    with pytest.raises(ValueError, match="disagree on the labels"):
+        paired_difference(a, relabelled)
+    (tmp_path / "bad.npz").write_text("not numpy")
+    with pytest.raises(ValueError, match="bad.npz: not a predictions file"):
+        load_predictions(tmp_path / "bad.npz")

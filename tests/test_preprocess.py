@@ -304,19 +304,31 @@ def test_clock_time_scoring_is_anchored_at_the_edf_start(write_test_edf, tmp_pat
 
 
 def test_scoring_with_another_start_time_is_flagged(write_test_edf, tmp_path) -> None:
-    """An XML whose stated recording start differs from the EDF's gets a QC warning (labels may be shifted)."""
+    """A stated start a little off is warned about; tens of minutes off is refused unless accepted."""
     import datetime as dt
 
+    from osf.datasets.io.errors import ScoringMismatchError
     from osf.datasets.synthetic.xml_writer import write_nsrr_xml
 
     rng = np.random.default_rng(0)
     edf = write_test_edf(tmp_path / "n.edf", {"C4-M1": (rng.standard_normal(90 * 128), 128)})  # starts 00:00:00
     stages = np.array([0, 2, 4], dtype=np.int8)
-    for clock, flagged in (("23:59:59.5", False), ("22:30:00", True)):
+
+    def xml_starting(clock: str) -> Path:
         start = dt.datetime.combine(dt.date(2020, 1, 1), dt.time.fromisoformat(clock))
-        xml = write_nsrr_xml(tmp_path / "n-nsrr.xml", stages, [], start, {})
-        qc = process_recording(edf, xml).qc
+        return write_nsrr_xml(tmp_path / "n-nsrr.xml", stages, [], start, {})
+
+    for clock, flagged in (("23:59:59.5", False), ("00:02:00", True)):
+        qc = process_recording(edf, xml_starting(clock)).qc
         warnings = [w for w in qc.get("scoring_warnings", []) if "recording start" in w]
         assert bool(warnings) == flagged, (clock, qc.get("scoring_warnings"))
-    assert "22:30:00" in warnings[0] and "00:00:00" in warnings[0] and "n-nsrr.xml" in warnings[0]
+        assert set(warnings) <= set(qc["warnings"])  # what the console shows
+    assert "00:02:00" in warnings[0] and "00:00:00" in warnings[0] and "n-nsrr.xml" in warnings[0]
+    xml = xml_starting("22:30:00")
+    with pytest.raises(ScoringMismatchError, match=r"n-nsrr\.xml: does not fit the recording .*n\.edf.*22:30:00.*"
+                       r"00:00:00.*--accept_scoring_mismatch"):
+        process_recording(edf, xml)
+    qc = process_recording(edf, xml, accept_scoring_mismatch=True).qc
+    assert any("22:30:00" in w and "(accepted)" in w for w in qc["warnings"])
+    assert qc["scoring_problems"] and qc["scoring"]["labelled"]
 

@@ -48,6 +48,9 @@ def test_tiny_quickstart_runs_end_to_end(tiny_run):
     assert 0.0 <= night["agreement"] <= 1.0 and night["scored_total_sleep_time_min"] > 0
     assert json.loads(Path(results["paths"]["night_qc"]).read_text())["n_epochs"] == cfg.hours * 120
     assert Path(results["paths"]["night_figure"]).read_bytes()[:4] == b"\x89PNG"
+    seq = results["sequence_stage"]  # issue 14: sequence-context staging row; night level needs more nights
+    assert -1 <= seq["sequence"] <= 1 and seq["delta"] == pytest.approx(seq["sequence"] - seq["per_epoch"])
+    assert "skipped" in results["night_level"]
     # the printed table: a row per task, the commands that were run, the plot path
     assert "Stage" in printed and "Arousal" in printed and results["paths"]["night_figure"] in printed
     assert "$ python main_pipelines/main_pretrain.py --model_name dino_ours" in printed
@@ -72,7 +75,8 @@ def test_changing_a_flag_reruns_exactly_the_steps_that_depend_on_it(tiny_run):
     assert {name for name, run in plan.items() if run} == {"finetune", "predict"}
     plan = Quickstart(dataclasses.replace(cfg, max_steps=cfg.max_steps + 1)).plan()
     rerun = {name for name, run in plan.items() if run}
-    assert rerun == {"pretrain", "export", "probe_pretrained_stage", "probe_pretrained_arousal", "finetune", "predict"}
+    assert rerun == {"pretrain", "export", "probe_pretrained_stage", "probe_pretrained_arousal", "sequence_stage",
+                     "finetune", "predict"}
     plan = Quickstart(dataclasses.replace(cfg, hours=1.0)).plan()
     assert all(plan.values())  # new nights: everything again
 

@@ -166,7 +166,7 @@ def test_same_seed_same_bytes_in_parallel_and_different_seed_differs(tmp_path):
     b = generate_cohort(tmp_path / "b", seed=5, num_workers=2, **kw).parent
     c = generate_cohort(tmp_path / "c", seed=6, num_workers=1, **kw).parent
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 2 * (2 + 2 + 1) + 1
+    assert len(files) == 2 * (2 + 2 + 3) + 1  # per cohort: EDFs, XMLs, subjects CSV + 2 NSRR-style tables
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     edf = Path("shhs/polysomnography/edfs") / f"{COHORT_PRESETS['shhs'].recording_id(0)}.edf"

@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,11 @@ METADATA_KEYS: tuple[str, ...] = (
     "depth",
 )
 SAFETENSORS_METADATA_KEY = "osf_metadata"
+HF_SCHEME = "hf://"  # Hub files by name (osf.backbone.hub)
 _PTH_SUFFIXES = (".pth", ".pt")
 _MAX_LISTED = 20  # names listed in an error before summarising the rest
+# torch's weights_only refusal: "Unsupported global: GLOBAL module.Name was not an allowed global ..."
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
 
 
 class CheckpointError(ValueError):
@@ -48,8 +54,9 @@ class CheckpointError(ValueError):
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:
         self.path = Path(path)
+        self.source = str(path)  # as given: Path() would fold an hf:// URI's "//"
         self.problem = problem
-        super().__init__(f"backbone checkpoint {self.path}: {problem}")
+        super().__init__(f"backbone checkpoint {self.source}: {problem}")
 
 
 def backbone_metadata(
@@ -141,16 +148,28 @@ def save_backbone(
     return pth_path, st_path
 
 
+def refused_pickle_problem(err: pickle.UnpicklingError) -> str:
+    """What the safe loader refused, without torch's advice to allowlist the global or load unsafely."""
+    text = str(err)
+    refused = _REFUSED_GLOBAL.search(text)
+    if refused:
+        detail = f"refused the global {refused.group(1)}"
+    else:
+        lines = [ln.strip() for ln in text.splitlines() if "WeightsUnpickler error" in ln]
+        detail = (lines[0] if lines else text.strip().splitlines()[0]).split(" Please use")[0]
+        detail = "refused it: " + detail.replace("WeightsUnpickler error: ", "")
+    return (
+        f"is not a plain-tensor checkpoint: torch.load(weights_only=True) {detail} (only tensors, numbers, "
+        "strings, lists and dicts load safely); re-save it with osf.backbone.save_backbone or export it "
+        "with main_export.py"
+    )
+
+
 def _read_pth(path: Path, map_location: Any) -> tuple[dict, dict]:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch's message is long; keep the line naming the offending global.
-        lines = [ln.strip() for ln in str(err).splitlines() if "WeightsUnpickler error" in ln]
-        detail = (lines[0] if lines else str(err).splitlines()[0]).split(" Please use")[0]
-        raise CheckpointError(
-            path, f"is not a plain-tensor checkpoint; torch.load(weights_only=True) refused it ({detail})"
-        ) from err
+        raise CheckpointError(path, refused_pickle_problem(err)) from err
     except Exception as err:  # truncated zip, not a torch file at all, ...
         raise CheckpointError(path, f"cannot be read by torch.load ({type(err).__name__}: {err})") from err
     if not isinstance(payload, dict):
@@ -209,16 +228,38 @@ def _listed(names: list[str]) -> str:
     return shown + (f" ... (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
 
 
+@contextmanager
+def reported_as(source: str, local: Path) -> Iterator[None]:
+    """Re-raise a :class:`CheckpointError` about the cached file ``local`` as one about ``source`` (its hf:// URI)."""
+    try:
+        yield
+    except CheckpointError as err:
+        if err.source != str(local):
+            raise
+        raise CheckpointError(source, f"{err.problem} (cached file {local})") from err
+
+
 def load_backbone(
     path: str | os.PathLike, map_location: Any = "cpu", **model_kwargs: Any
 ) -> tuple[ViT1D, dict]:
     """Build the backbone described by a ``.pth`` or ``.safetensors`` checkpoint and load its weights.
 
-    ``model_kwargs`` go to the constructor (e.g. ``attn_impl``, ``drop_path_rate``,
+    ``path`` is a local file or a Hub file ``hf://org/repo[@revision]/file.pth`` (fetched through the
+    Hugging Face cache, its ``.safetensors`` twin preferred; :mod:`osf.backbone.hub`); both get the
+    same checks. ``model_kwargs`` go to the constructor (e.g. ``attn_impl``, ``drop_path_rate``,
     ``use_mask_token``); structural settings always come from the metadata. Returns the model in
     eval mode and the metadata dict.
     """
-    path = Path(path)
+    if isinstance(path, str) and path.startswith(HF_SCHEME):
+        from osf.backbone.hub import resolve_hub_file
+
+        local = resolve_hub_file(path)
+        with reported_as(path, local):
+            return _load_file(local, map_location, **model_kwargs)
+    return _load_file(Path(path), map_location, **model_kwargs)
+
+
+def _load_file(path: Path, map_location: Any, **model_kwargs: Any) -> tuple[ViT1D, dict]:
     if not path.is_file():
         raise CheckpointError(path, "file not found" if not path.exists() else "is not a file")
     if path.suffix == ".safetensors":

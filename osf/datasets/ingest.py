@@ -6,6 +6,11 @@ status messages travel back to the parent. Finished recordings are skipped (resu
 that fails is recorded with its reason (``failures.jsonl``, then ``excluded`` in the manifest) and
 the batch goes on. ``finalize`` then rebuilds the index over everything in the store, so several
 datasets ingested by separate calls end up in one store.
+
+One run at a time writes a store (``store_lock``: a second run is refused with the holder's pid).
+Sharded ingestion (``shard=(k, n)``) is the exception: the n shards of a dataset, each taking the
+recordings whose id hashes to it (``shard_of``), write into one store at once under a shared lock,
+each leaving a marker when done; ``finalize_store`` then builds the index once every shard has.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from osf.datasets.io.errors import IngestionError
 from osf.datasets.io.layout import RecordingSource, find_recordings, find_scoring, parse_recording_name
 from osf.datasets.preprocess import pipeline_settings, process_recording
 from osf.datasets.splits import COHORT_GROUPS
-from osf.datasets.store import StoreWriter
+from osf.datasets.store import StoreWriter, shard_of, store_lock
 
 
 @dataclass
@@ -40,31 +45,42 @@ class IngestReport:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # source path -> reason
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # recording id -> QC warnings (console)
+    cleaned: list[str] = field(default_factory=list)  # stale temp files / orphan arrays removed
+    shard: tuple[int, int] | None = None
+    finalized: bool = False
 
     def summary(self) -> str:
         """One line for the console."""
+        where = f" (shard {self.shard[0]}/{self.shard[1]}, index not rebuilt: run --finalize)" if self.shard else ""
         return (
-            f"{self.store}: {len(self.written)} written, {len(self.skipped)} already there, "
-            f"{len(self.failed)} failed"
+            f"{self.store}{where}: {len(self.written)} written, {len(self.skipped)} already there, "
+            f"{len(self.failed)} failed, {sum(map(len, self.warnings.values()))} warnings"
         )
 
 
 def _ingest_one(
-    root: str, pipeline: Mapping[str, Any], source: RecordingSource, channel_map: Mapping[str, Any] | None = None
-) -> tuple[str, str]:
-    """Worker: process and write one recording. Returns ("written", id) or ("failed", reason)."""
+    root: str,
+    pipeline: Mapping[str, Any],
+    source: RecordingSource,
+    channel_map: Mapping[str, Any] | None = None,
+    accept_scoring_mismatch: bool = False,
+) -> tuple[str, str, list[str]]:
+    """Worker: process and write one recording. Returns ("written", id, warnings) or ("failed", reason, [])."""
     try:
-        epochs = process_recording(source.edf_path, source.scoring_path, source.dataset, channel_map)
+        epochs = process_recording(
+            source.edf_path, source.scoring_path, source.dataset, channel_map, accept_scoring_mismatch
+        )
         writer = StoreWriter(root, pipeline=pipeline)
         files = {"edf": os.fspath(source.edf_path)}
         if source.scoring_path is not None:
             files["annotations"] = os.fspath(source.scoring_path)
         writer.write_recording(source.dataset, source.recording_id, source.subject_id, source.visit, epochs, files)
     except IngestionError as err:
-        return "failed", str(err)
+        return "failed", str(err), []
     except Exception as err:  # noqa: BLE001 - a batch must not stop at one file; the reason is kept
-        return "failed", f"{source.edf_path}: {type(err).__name__}: {err}"
-    return "written", source.recording_id
+        return "failed", f"{source.edf_path}: {type(err).__name__}: {err}", []
+    return "written", source.recording_id, list(epochs.qc.get("warnings", []))
 
 
 def resolve_input_dir(dataset: str, input_dir: str | os.PathLike) -> Path:
@@ -118,6 +134,8 @@ def ingest_recordings(
     overwrite: bool = False,
     progress: bool = True,
     rejected: Sequence[tuple[str, Path, str]] = (),
+    accept_scoring_mismatch: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> IngestReport:
     """Process ``sources`` into the store at ``output_dir`` (resumable), then finalize it.
 
@@ -125,18 +143,58 @@ def ingest_recordings(
     (e.g. a name outside the layout); they are recorded as failures like any other.
 
     ``num_workers=0`` runs in this process. The store is finalized even when some recordings
-    failed; it raises only when the store holds no recording at all.
+    failed; it raises only when the store holds no recording at all. The store is locked for the
+    run (``StoreLockedError`` if another run holds it). ``shard=(k, n)`` processes only the
+    recordings of shard k of n, next to the other shards, and leaves the index to ``finalize_store``.
     """
     root = Path(output_dir)
     # Validate the options before StoreWriter, which may delete an existing store (overwrite=True).
     cmap = None if channel_map is None else load_channel_map(channel_map)
     if cohort_group is not None and cohort_group not in COHORT_GROUPS:
         raise ValueError(f"cohort group must be one of {COHORT_GROUPS}, got {cohort_group!r}")
-    pipeline = pipeline_settings()
-    writer = StoreWriter(root, overwrite=overwrite, pipeline=pipeline)
-    report = IngestReport(store=root)
-    groups = _cohort_groups(root, sorted({s.dataset for s in sources}), cohort_group)
+    datasets = sorted({s.dataset for s in sources} | {r[0] for r in rejected})  # before sharding: an empty shard still reports
+    if shard is not None:
+        _check_shard(shard, overwrite)
+        sources = [s for s in sources if shard_of(s.dataset, s.recording_id, shard[1]) == shard[0]]
+        rejected = [r for r in rejected if shard_of(r[0], os.fspath(r[1]), shard[1]) == shard[0]]
+    with store_lock(root, shared=shard is not None):
+        writer = StoreWriter(root, overwrite=overwrite, pipeline=pipeline_settings())
+        report = IngestReport(store=root, shard=shard)
+        if shard is None:  # only a sole writer may tell a killed run's temp files from a running one's
+            report.cleaned = [os.fspath(p) for p in writer.clean_stale()]
+        # Read under the lock: a concurrent run can no longer finalize in between and lose a group.
+        groups = _cohort_groups(root, datasets, cohort_group)
+        _process_all(writer, report, sources, rejected, num_workers, cmap, accept_scoring_mismatch, progress)
+        if shard is not None:
+            info = {"cohort_group": cohort_group, "written": len(report.written), "skipped": len(report.skipped),
+                    "failed": len(report.failed)}
+            for dataset in datasets:
+                writer.write_shard_marker(dataset, shard, info)
+            return report
+        _finalize(writer, report, split_fractions, seed, groups)
+    return report
 
+
+def _check_shard(shard: tuple[int, int], overwrite: bool) -> None:
+    k, n = shard
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"shard must be K/N with N >= 1 and 0 <= K < N, got {k}/{n}")
+    if overwrite:
+        raise ValueError("--overwrite cannot be combined with --shard: the shards share one store")
+
+
+def _process_all(
+    writer: StoreWriter,
+    report: IngestReport,
+    sources: Sequence[RecordingSource],
+    rejected: Sequence[tuple[str, Path, str]],
+    num_workers: int,
+    cmap: Mapping[str, Any] | None,
+    accept_scoring_mismatch: bool,
+    progress: bool,
+) -> None:
+    """Write every source not yet in the store; failures and warnings go into ``report``."""
+    root = writer.root
     for dataset, path, reason in rejected:
         writer.record_failure(dataset, path, reason)
         report.failed[os.fspath(path)] = reason
@@ -158,31 +216,66 @@ def ingest_recordings(
         else:
             todo.append(src)
 
-    def handle(src: RecordingSource, status: str, message: str) -> None:
+    def handle(src: RecordingSource, status: str, message: str, warnings: Sequence[str] = ()) -> None:
         if status == "written":
             report.written.append(src.recording_id)
+            if warnings:
+                report.warnings[src.recording_id] = list(warnings)
         else:
             _fail(writer, report, src, message)
         bar.update()
 
     bar = tqdm(total=len(todo), desc="preprocess", unit="rec", disable=not progress)
+    job = functools.partial(
+        _ingest_one, os.fspath(root), writer.pipeline, channel_map=cmap, accept_scoring_mismatch=accept_scoring_mismatch
+    )
     try:
         if num_workers <= 0:
             for src in todo:
-                handle(src, *_ingest_one(os.fspath(root), pipeline, src, cmap))
+                handle(src, *job(src))
         else:
-            job = functools.partial(_ingest_one, os.fspath(root), pipeline, channel_map=cmap)
             _run_parallel(todo, job, num_workers, handle, writer.has_recording)
     finally:
         bar.close()
 
+
+def _finalize(
+    writer: StoreWriter, report: IngestReport, split_fractions: Sequence[float], seed: int, groups: Mapping[str, str]
+) -> None:
+    root = writer.root
     try:
         writer.finalize(split_fractions=split_fractions, seed=seed, cohort_groups=groups)
     except ValueError as err:  # e.g. no recording in the store at all
+        reasons = list(report.failed.values())
+        why = f"; why: {reasons[0]}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "") if reasons else ""
         raise IngestionError(
             root, f"cannot finalize the store: {err} ({len(report.failed)} recordings failed in this run, "
-            f"reasons in {root / 'failures.jsonl'})"
+            f"reasons in {root / 'failures.jsonl'}){why}"
         ) from err
+    report.finalized = True
+
+
+def finalize_store(
+    output_dir: str | os.PathLike, split_fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> IngestReport:
+    """Build the index and manifest of a store written in shards, once every shard has finished.
+
+    Raises ``IngestionError`` listing the shards still missing (no marker yet), ``StoreLockedError``
+    naming the shards still running. Cohort groups given to the shards are applied here.
+    """
+    root = Path(output_dir)
+    if not (root / "signals").is_dir():
+        raise IngestionError(root, "not an epoch store (no signals/ folder): nothing to finalize")
+    with store_lock(root, shared=False):
+        writer = StoreWriter(root)
+        missing = writer.missing_shards()
+        if missing:
+            listed = "; ".join(f"{d}: {', '.join(ks)}" for d, ks in sorted(missing.items()))
+            raise IngestionError(root, f"shards still missing (no marker in {root / 'shards'}): {listed}; run them, then --finalize again")
+        report = IngestReport(store=root, cleaned=[os.fspath(p) for p in writer.clean_stale()])
+        groups = _cohort_groups(root, [], None)
+        groups.update({m["dataset"]: m["cohort_group"] for m in writer.shard_markers() if m.get("cohort_group")})
+        _finalize(writer, report, split_fractions, seed, groups)
     return report
 
 
@@ -193,9 +286,9 @@ def _fail(writer: StoreWriter, report: IngestReport, src: RecordingSource, reaso
 
 def _run_parallel(
     todo: Sequence[RecordingSource],
-    job: Callable[[RecordingSource], tuple[str, str]],
+    job: Callable[[RecordingSource], tuple[str, str, list[str]]],
     num_workers: int,
-    handle: Callable[[RecordingSource, str, str], None],
+    handle: Callable[..., None],
     is_written: Callable[[str, str], bool],
 ) -> None:
     """Run ``job`` over ``todo`` in worker processes, ``2 * num_workers`` recordings in flight.
@@ -245,10 +338,13 @@ def ingest_dataset(
     cohort_group: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    accept_scoring_mismatch: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> IngestReport:
     """Ingest every recording of ``dataset`` found under ``input_dir`` (registry layout) into the store.
 
-    ``limit`` keeps the first K recordings in path order (the same K on every call, so resuming works).
+    ``limit`` keeps the first K recordings in path order (the same K on every call, so resuming works;
+    with ``shard`` the limit applies before sharding, so the shards split those K).
     """
     rejected: list[tuple[Path, str]] = []
     sources = find_recordings(dataset, resolve_input_dir(dataset, input_dir), rejected=rejected)
@@ -264,4 +360,5 @@ def ingest_dataset(
     return ingest_recordings(
         sources, output_dir, num_workers, channel_map, split_fractions, seed, cohort_group, overwrite, progress,
         rejected=[(dataset, path, reason) for path, reason in rejected],
+        accept_scoring_mismatch=accept_scoring_mismatch, shard=shard,
     )

@@ -11,16 +11,25 @@ Layout of a store folder::
 
 A recording is written array first, sidecar second, each to a temp name then `os.replace`d, so a
 killed run leaves either a finished recording or an orphan array that the next run overwrites.
+Every file gets the mode `open()` would give it (0o666 minus the umask), arrays included.
+
+Concurrent writers (`store_lock`): a run that writes the index (an unsharded ingestion, or
+`--finalize`) holds an exclusive lock on `.osf-store.lock`; shards (`--shard K/N`, which write only
+their own recordings and a marker `shards/<dataset>/<K>-of-<N>.json`) share it. A writer that cannot
+get its lock is refused at once with a message naming the holders (pid, host, command). Holders of
+the exclusive lock remove the temporary files and orphan arrays that killed runs left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-import tempfile
+import socket
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -35,7 +44,12 @@ import pyarrow.parquet as pq
 import config
 from osf.datasets.recording import LABEL_FIELDS, QUALITY_FIELDS, RecordingEpochs, pack_bits, unpack_bits
 from osf.datasets.splits import resolve_cohort_groups, split_for_rows
-from osf.utils.atomic import atomic_write_bytes
+from osf.utils.atomic import atomic_path, atomic_write_bytes
+
+try:  # POSIX; elsewhere stores are not locked (documented in store_lock)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 STORE_FORMAT_VERSION = 1
 SIGNAL_DTYPE = np.float16
@@ -89,6 +103,110 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+LOCK_FILE = ".osf-store.lock"
+HOLDERS_DIR = ".osf-lock-holders"
+SHARDS_DIR = "shards"
+_LOCK_ENTRIES = frozenset({LOCK_FILE, HOLDERS_DIR})
+
+
+class StoreLockedError(ValueError):
+    """Another run holds the store's lock; the message names it (pid, host, what it runs, since when)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_holders(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """Who holds the store's lock: one dict per live holder (pid, host, mode, what, since).
+
+    Records of processes on this host that no longer run (killed holders) are removed.
+    """
+    folder = Path(root) / HOLDERS_DIR
+    out = []
+    for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if rec.get("host") == socket.gethostname() and not _pid_alive(int(rec.get("pid", -1))):
+            f.unlink(missing_ok=True)
+            continue
+        out.append(rec)
+    return out
+
+
+def _describe_holders(root: Path) -> str:
+    holders = lock_holders(root)
+    if not holders:
+        return "another process (it left no record)"
+    return "; ".join(
+        f"pid {h.get('pid')} on {h.get('host')} ({h.get('mode')}: {h.get('what')}, since {h.get('since')})" for h in holders
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask applies, as for open()
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def store_lock(root: str | os.PathLike, shared: bool = False, what: str = ""):
+    """Hold the store's lock for the block: exclusive (writes the index) or ``shared`` (a shard).
+
+    Never waits: raises :class:`StoreLockedError` naming the holders when the lock is taken. Uses
+    ``fcntl.flock``, which the kernel releases when a process dies, so a killed run never leaves
+    the store locked (on network filesystems it needs working flock support, as NFSv4 and Lustre
+    with ``flock`` mounts have). ``what`` (e.g. the command line) is shown to runs that are refused.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        mode = "write shards into" if shared else "write"
+        raise StoreLockedError(
+            f"{root}: cannot {mode} the store: it is in use by {_describe_holders(root)}; wait until that run ends "
+            "(a killed run releases it at once) or choose another --output_dir"
+        ) from None
+    (root / HOLDERS_DIR).mkdir(exist_ok=True)
+    record = root / HOLDERS_DIR / f"{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}.json"
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "mode": "shared" if shared else "exclusive",
+        "what": what or " ".join(sys.argv),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_text(record, json.dumps(info))
+    try:
+        yield
+    finally:
+        record.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def shard_of(dataset: str, recording_id: str, n_shards: int) -> int:
+    """The shard (0..n_shards-1) a recording belongs to: a hash of its dataset and id, stable across runs and machines."""
+    digest = hashlib.sha256(f"{dataset}/{recording_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n_shards
+
+
 def _check_name(kind: str, value: str) -> str:
     value = str(value)
     if not _SAFE_NAME.match(value):
@@ -112,9 +230,16 @@ class StoreWriter:
         """
         self.root = Path(root)
         if overwrite and self.root.exists():
-            if not (self.root / "signals").is_dir() and any(self.root.iterdir()):
+            # The lock file stays: the caller may hold it (ingest_recordings does), and a new file
+            # would be a second, independent lock.
+            entries = [p for p in self.root.iterdir() if p.name not in _LOCK_ENTRIES]
+            if not (self.root / "signals").is_dir() and entries:
                 raise ValueError(f"refusing to overwrite {self.root}: it is not empty and not an epoch store")
-            shutil.rmtree(self.root)
+            for entry in entries:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
         (self.root / "signals").mkdir(parents=True, exist_ok=True)
         self.pipeline = json.loads(json.dumps(dict(pipeline or {}), default=_json_default))
 
@@ -173,22 +298,13 @@ class StoreWriter:
         }
         meta_json = json.dumps(meta, default=_json_default)
 
-        # Array first (an orphan array without sidecar is simply rewritten on resume).
-        fd, tmp_array = tempfile.mkstemp(
-            prefix=f".{array_path.stem}.", suffix=".npy.tmp", dir=array_path.parent
-        )
-        os.close(fd)
-        try:
-            out = np.lib.format.open_memmap(
-                tmp_array, mode="w+", dtype=SIGNAL_DTYPE, shape=epochs.signals.shape
-            )
+        # Array first (an orphan array without sidecar is simply rewritten on resume). atomic_path
+        # gives the temp file the umask's mode (mkstemp alone would leave arrays 0600).
+        with atomic_path(array_path, suffix=".npy") as tmp_array:
+            out = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=SIGNAL_DTYPE, shape=epochs.signals.shape)
             out[:] = epochs.signals
             out.flush()
             del out
-            os.replace(tmp_array, array_path)
-        except BaseException:
-            Path(tmp_array).unlink(missing_ok=True)
-            raise
 
         columns: dict[str, Any] = {
             "dataset": np.full(n, dataset, dtype=object),
@@ -206,13 +322,8 @@ class StoreWriter:
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), _SIDECAR_META_KEY: meta_json.encode()}
         )
-        tmp_sidecar = sidecar_path.with_name(f".{sidecar_path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(sidecar_path) as tmp_sidecar:
             pq.write_table(table, tmp_sidecar)
-            os.replace(tmp_sidecar, sidecar_path)
-        except BaseException:
-            tmp_sidecar.unlink(missing_ok=True)
-            raise
         return array_path
 
     def record_failure(self, dataset: str, source_path: str | os.PathLike, reason: str) -> None:
@@ -226,11 +337,59 @@ class StoreWriter:
             }
         )
         # One short O_APPEND write per line: parallel workers do not interleave lines.
-        fd = os.open(self.root / "failures.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.root / "failures.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # minus the umask
         try:
             os.write(fd, (line + "\n").encode())
         finally:
             os.close(fd)
+
+    def clean_stale(self) -> list[Path]:
+        """Remove temp files and orphan arrays (no sidecar) that killed runs left; returns what was removed.
+
+        Call only while holding the exclusive lock (``store_lock``): a running writer's temp files
+        look the same.
+        """
+        removed = []
+        folders = [self.root, *sorted(p for p in (self.root / "signals").glob("*") if p.is_dir())]
+        for folder in folders:
+            for f in folder.iterdir():
+                stale_tmp = f.name.startswith(".") and ".tmp" in f.name and f.is_file()
+                orphan = f.suffix == ".npy" and not f.name.startswith(".") and not f.with_suffix(".parquet").is_file()
+                if stale_tmp or (orphan and folder != self.root):
+                    f.unlink(missing_ok=True)
+                    removed.append(f)
+        return removed
+
+    def write_shard_marker(self, dataset: str, shard: tuple[int, int], info: Mapping[str, Any]) -> Path:
+        """Mark shard ``(k, n)`` of ``dataset`` done: ``shards/<dataset>/<k>-of-<n>.json`` with ``info``."""
+        k, n = shard
+        path = self.root / SHARDS_DIR / _check_name("dataset", dataset) / f"{k}-of-{n}.json"
+        record = {"dataset": dataset, "shard": k, "n_shards": n, **info,
+                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        return atomic_write_bytes(path, json.dumps(record, indent=2, default=_json_default).encode())
+
+    def shard_markers(self) -> list[dict[str, Any]]:
+        """Every shard marker in the store (see ``write_shard_marker``)."""
+        out = []
+        for f in sorted((self.root / SHARDS_DIR).glob("*/*-of-*.json")):
+            try:
+                out.append(json.loads(f.read_text()))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{f}: unreadable shard marker ({exc})") from exc
+        return out
+
+    def missing_shards(self) -> dict[str, list[str]]:
+        """Dataset -> shards ("K/N") not yet finished, for datasets ingested in shards none of whose
+        shardings (an N) is complete."""
+        done: dict[str, dict[int, set[int]]] = {}
+        for m in self.shard_markers():
+            done.setdefault(m["dataset"], {}).setdefault(int(m["n_shards"]), set()).add(int(m["shard"]))
+        missing = {}
+        for dataset, by_n in done.items():
+            if any(len(ks) == n for n, ks in by_n.items()):
+                continue
+            missing[dataset] = [f"{k}/{n}" for n, ks in sorted(by_n.items()) for k in range(n) if k not in ks]
+        return missing
 
     def _read_sidecars(self) -> tuple[list[pd.DataFrame], list[dict[str, Any]]]:
         frames, metas = [], []

@@ -24,7 +24,8 @@ from torch import nn
 import config
 from osf.backbone.checkpoint import METADATA_KEYS, CheckpointError
 from osf.backbone.vit1d_cls import create_backbone
-from osf.downstream.features import POOLINGS, channel_presence, encode
+from osf.downstream.features import channel_presence, check_pooling, encode
+from osf.downstream.sequence import sequence_head_from_payload, sequence_head_payload
 from osf.utils.atomic import atomic_path
 
 CLASSIFIER_FORMAT = "osf_classifier"
@@ -46,10 +47,10 @@ class SleepClassifier(nn.Module):
         backbone_metadata: Mapping[str, Any] | None = None,
         thresholds: Mapping[str, float] | None = None,
         info: Mapping[str, Any] | None = None,
+        sequence_heads: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
+        check_pooling(pooling)
         if set(heads) != set(label_names):
             raise ValueError(f"heads {sorted(heads)} and label names {sorted(label_names)} name different tasks")
         for task, head in heads.items():
@@ -66,6 +67,11 @@ class SleepClassifier(nn.Module):
         self.backbone_metadata = dict(backbone_metadata or {})
         self.thresholds = {t: float(v) for t, v in (thresholds or {}).items()}
         self.info = dict(info or {})
+        # Sequence-context heads (osf/downstream/sequence.py) replace a task's linear head over a whole night.
+        unknown = sorted(set(sequence_heads or {}) - set(heads))
+        if unknown:
+            raise ValueError(f"sequence heads {unknown} have no linear head / label names")
+        self.sequence_heads = nn.ModuleDict(dict(sequence_heads or {}))
 
     @property
     def tasks(self) -> list[str]:
@@ -82,7 +88,7 @@ class SleepClassifier(nn.Module):
         return [c for c, p in zip(config.CHANNELS, present.tolist()) if not p and c in self.channels]
 
     def embed(self, signal: torch.Tensor, channel_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled backbone features ``[B, width]``."""
+        """Pooled backbone features ``[B, width]`` (``[B, width x groups]`` with ``groups`` pooling)."""
         if channel_mask is None:
             channel_mask = torch.ones(signal.shape[0], config.NUM_CHANNELS, dtype=torch.bool, device=signal.device)
         return encode(self.backbone, signal, self.effective_mask(channel_mask), self.pooling)  # zero-fills absent ones
@@ -91,6 +97,20 @@ class SleepClassifier(nn.Module):
         """Logits per task."""
         feats = self.embed(signal, channel_mask)
         return {task: head(feats) for task, head in self.heads.items()}
+
+    @torch.no_grad()
+    def night_proba(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Probabilities ``{task: [T, C]}`` from one night's embeddings ``[T, width]`` (time order).
+
+        Tasks with a sequence head read each epoch's +-K neighbours; the others use their linear head.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return {task: (self.sequence_heads[task].predict_night(features) if task in self.sequence_heads
+                           else head(features).softmax(-1)) for task, head in self.heads.items()}
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def predict_proba(self, signal: torch.Tensor, channel_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -132,6 +152,8 @@ def classifier_payload(clf: SleepClassifier) -> dict:
         "channels": list(clf.channels),
         "thresholds": _plain(clf.thresholds),
         "info": _plain(clf.info),
+        **({"sequence_heads": {t: sequence_head_payload(h) for t, h in clf.sequence_heads.items()}}
+           if len(clf.sequence_heads) else {}),
     }
 
 
@@ -194,8 +216,16 @@ def load_classifier(path: str | os.PathLike, map_location: str | torch.device = 
         backbone_metadata=meta,
         thresholds=payload.get("thresholds"),
         info=payload.get("info"),
+        sequence_heads=_sequence_heads(path, payload.get("sequence_heads") or {}),
     )
     return clf.to(map_location).eval()
+
+
+def _sequence_heads(path: Path, payloads: Mapping[str, Any]) -> dict[str, nn.Module]:
+    try:
+        return {t: sequence_head_from_payload(p) for t, p in payloads.items()}
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(path, f"sequence head does not match its config: {err}") from err
 
 
 def merge_classifiers(classifiers: Sequence[SleepClassifier]) -> SleepClassifier:
@@ -211,6 +241,7 @@ def merge_classifiers(classifiers: Sequence[SleepClassifier]) -> SleepClassifier
     heads: dict[str, nn.Linear] = {}
     names: dict[str, list[str]] = {}
     thresholds: dict[str, float] = {}
+    sequence_heads: dict[str, nn.Module] = {}
     info: dict[str, Any] = {}
     for i, clf in enumerate(classifiers):
         if clf.pooling != first.pooling or clf.channels != first.channels:
@@ -228,7 +259,10 @@ def merge_classifiers(classifiers: Sequence[SleepClassifier]) -> SleepClassifier
             names[task] = clf.label_names[task]
             if task in clf.thresholds:
                 thresholds[task] = clf.thresholds[task]
+            if task in clf.sequence_heads:
+                sequence_heads[task] = clf.sequence_heads[task]
             info[task] = clf.info
     return SleepClassifier(
-        first.backbone, heads, names, first.pooling, first.channels, first.backbone_metadata, thresholds, info
+        first.backbone, heads, names, first.pooling, first.channels, first.backbone_metadata, thresholds, info,
+        sequence_heads=sequence_heads,
     )

@@ -18,12 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch import nn
 
 from config import CHANNEL_INDEX, CHANNELS, NUM_CHANNELS
 from osf.utils.atomic import atomic_path, atomic_write_text
 
-POOLINGS: tuple[str, ...] = ("cls", "mean")
+# cls: the CLS token; mean: mean of all patch tokens; groups: mean of the patch tokens of each channel
+# group (lead_wise=1: ECG+EMG, respiration, EEG+EOG), concatenated. The final LayerNorm leaves each token
+# only its direction, so pooling over groups keeps apart what the CLS and a global mean blend: a chin-EMG
+# burst changes the cardio-EMG group's tokens without being averaged with the 60 others (benchmarks/README).
+POOLINGS: tuple[str, ...] = ("cls", "mean", "groups")
 
 
 def channel_presence(channels: Sequence[str]) -> torch.Tensor:
@@ -49,12 +54,33 @@ def apply_channel_preset(
     return signal.masked_fill(~mask.unsqueeze(-1), 0.0), mask
 
 
-def encode(backbone: nn.Module, signal: torch.Tensor, channel_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Backbone embedding ``[B, width]``: CLS token or mean of the patch tokens."""
+def check_pooling(pooling: str) -> str:
+    """``pooling`` if it is one of :data:`POOLINGS`, else a ValueError naming the choices."""
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
+    return pooling
+
+
+def pooled_width(backbone: nn.Module, pooling: str) -> int:
+    """Width of :func:`encode`'s output: ``width``, or ``width x channel groups`` for ``groups``."""
+    groups = int(getattr(backbone, "num_groups", 1)) if check_pooling(pooling) == "groups" else 1
+    return int(backbone.width) * groups
+
+
+def pool_tokens(cls: torch.Tensor, patches: torch.Tensor, pooling: str, num_groups: int = 1) -> torch.Tensor:
+    """Pool ``cls [B, D]`` and group-major ``patches [B, N, D]`` into ``[B, D]`` or ``[B, G*D]`` (groups)."""
+    if check_pooling(pooling) == "cls":
+        return cls
+    if pooling == "mean":
+        return patches.mean(1)
+    return rearrange(patches, "b (g t) d -> b g t d", g=num_groups).mean(2).flatten(1)
+
+
+def encode(backbone: nn.Module, signal: torch.Tensor, channel_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Backbone embedding: CLS token, mean of the patch tokens, or per-channel-group means (see POOLINGS)."""
+    check_pooling(pooling)
     cls, patches = backbone.forward_encoding(signal, return_sequence=False, channel_mask=channel_mask)
-    return cls if pooling == "cls" else patches.mean(1)
+    return pool_tokens(cls, patches, pooling, int(getattr(backbone, "num_groups", 1)))
 
 
 @dataclass

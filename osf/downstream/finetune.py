@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from osf.downstream.features import apply_channel_preset, encode, run_over_loader
+from osf.downstream.features import apply_channel_preset, encode, pooled_width, run_over_loader
 from osf.downstream.linear_probe import selection_score
 from osf.downstream.losses import make_loss
 from osf.utils.schedules import warmup_cosine_factor
@@ -109,7 +109,7 @@ class FinetuneModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(int(backbone.width), num_classes)
+        self.head = nn.Linear(pooled_width(backbone, pooling), num_classes)
         self.num_classes = num_classes
         self.pooling = pooling
         self.head_lr, self.backbone_lr = head_lr, backbone_lr

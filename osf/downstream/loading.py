@@ -1,9 +1,10 @@
 """One loader for every backbone source downstream code accepts.
 
 ``--ckpt_path`` may be a Lightning pre-training checkpoint of any method (``.ckpt``), an exported
-backbone in the released format (``.pth`` / ``.pt``) or its ``.safetensors`` twin, or ``none`` for
-a randomly initialised baseline (then ``--psg_encoder_name`` names the architecture). In every case
-the architecture comes from the checkpoint, and the channel contract (12 channels in
+backbone in the released format (``.pth`` / ``.pt``) or its ``.safetensors`` twin, any of these on
+the Hugging Face Hub as ``hf://org/repo[@revision]/file`` (``hf://yang-ai-lab/OSF-Base/osf_backbone.pth``),
+or ``none`` for a randomly initialised baseline (then ``--psg_encoder_name`` names the architecture).
+In every case the architecture comes from the checkpoint, and the channel contract (12 channels in
 ``config.CHANNELS`` order, 64 Hz, 30 s windows) is checked before anything is trained.
 """
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 import config
-from osf.backbone.checkpoint import CheckpointError, backbone_metadata, load_backbone
+from osf.backbone.checkpoint import HF_SCHEME, CheckpointError, backbone_metadata, load_backbone, reported_as
 from osf.backbone.vit1d_cls import create_backbone
 
 RANDOM_INIT = "none"
@@ -68,21 +69,42 @@ def load_any_backbone(
     ckpt_path: str | os.PathLike | None,
     psg_encoder_name: str | None = None,
     which: str = "teacher",
+    seed: int = 0,
     **model_kwargs: Any,
 ) -> tuple[nn.Module, dict, str]:
     """Return ``(backbone, metadata, ckpt_hash)`` for a Lightning ckpt, exported backbone or ``"none"``.
 
     ``psg_encoder_name`` is required for ``"none"``; with a real checkpoint it is optional and, when
     given, must match the checkpoint's architecture. ``which`` picks teacher or student weights of a
-    Lightning checkpoint. ``ckpt_hash`` is the SHA-256 prefix of the file (``"random_init"`` for none).
+    Lightning checkpoint. ``seed`` draws the random-init weights (the global RNG is left as it was), so
+    a random baseline is one reproducible network per seed. ``ckpt_hash`` is the SHA-256 prefix of the
+    file (``"random_init"`` for none); an ``hf://`` checkpoint is hashed as the file actually loaded
+    (the ``.safetensors`` twin when the Hub has it).
     """
     if ckpt_path is None or str(ckpt_path).strip().lower() in (RANDOM_INIT, ""):
         if not psg_encoder_name:
             raise ValueError("--ckpt_path none (random init) needs --psg_encoder_name, e.g. vit_base")
-        model = create_backbone(psg_encoder_name, **model_kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = create_backbone(psg_encoder_name, **model_kwargs)
         return model, backbone_metadata(model, "random_init"), "random_init"
 
-    path = Path(ckpt_path)
+    if str(ckpt_path).startswith(HF_SCHEME):  # a Hub file, fetched through the Hugging Face cache
+        from osf.backbone.hub import resolve_hub_file
+
+        path = resolve_hub_file(str(ckpt_path))
+        with reported_as(str(ckpt_path), path):
+            model, metadata = _load_checkpoint_file(path, psg_encoder_name, which, **model_kwargs)
+    else:
+        path = Path(ckpt_path)
+        model, metadata = _load_checkpoint_file(path, psg_encoder_name, which, **model_kwargs)
+    return model, metadata, file_hash(path)
+
+
+def _load_checkpoint_file(
+    path: Path, psg_encoder_name: str | None, which: str, **model_kwargs: Any
+) -> tuple[nn.Module, dict]:
+    """Backbone and metadata of a local Lightning checkpoint or exported backbone, contract checked."""
     if not path.is_file():
         raise CheckpointError(path, "file not found" if not path.exists() else "is not a file")
     if _is_lightning_checkpoint(path):
@@ -103,4 +125,4 @@ def load_any_backbone(
             "drop the flag (the architecture comes from the checkpoint) or pass the matching checkpoint",
         )
     check_channel_contract(metadata, path)
-    return model, dict(metadata), file_hash(path)
+    return model, dict(metadata)

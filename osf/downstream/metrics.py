@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import rankdata
@@ -263,3 +264,67 @@ def evaluate_predictions(
     out["n_subjects"] = int(np.unique(subject_ids).size)
     out["n_recordings"] = int(np.unique(recording_ids).size)
     return out
+
+
+# --- paired comparison of two runs -----------------------------------------------------------------
+PREDICTION_KEYS: tuple[str, ...] = ("labels", "proba", "subject_ids", "recording_ids", "epoch_index")
+
+
+def save_predictions(pred: dict[str, np.ndarray], path: str | Path, threshold: float | None = None) -> Path:
+    """Write per-epoch predictions (``PREDICTION_KEYS`` + threshold) to an ``.npz`` (atomically)."""
+    from osf.utils.atomic import atomic_path
+
+    arrays = {k: np.asarray(pred[k]) for k in PREDICTION_KEYS}
+    arrays["subject_ids"] = arrays["subject_ids"].astype(str)
+    arrays["recording_ids"] = arrays["recording_ids"].astype(str)
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, threshold=np.nan if threshold is None else float(threshold), **arrays)
+    return Path(path)
+
+
+def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a :func:`save_predictions` file; ValueError naming the file if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {k: data[k] for k in (*PREDICTION_KEYS, "threshold")}
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{path}: not a predictions file ({err})") from err
+    return out
+
+
+def paired_difference(
+    a: dict[str, np.ndarray], b: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0, level: float = CI_LEVEL
+) -> dict[str, dict[str, float]]:
+    """Metric of ``a`` minus ``b`` on the same labelled epochs, with a subject-bootstrap CI of the difference.
+
+    Both runs are scored on the epochs they share (matched by recording and epoch index), and every
+    bootstrap draw resamples the same subjects for both, so the CI is that of the paired difference,
+    not of two independent estimates. Returns ``{metric: {a, b, diff, low, high}}``.
+    """
+    key_a = np.char.add(np.char.add(a["recording_ids"].astype(str), "#"), a["epoch_index"].astype(str))
+    key_b = np.char.add(np.char.add(b["recording_ids"].astype(str), "#"), b["epoch_index"].astype(str))
+    _, ia, ib = np.intersect1d(key_a, key_b, return_indices=True)
+    ia, ib = ia[a["labels"][ia] >= 0], ib[a["labels"][ia] >= 0]
+    if ia.size == 0:
+        raise ValueError("the two runs share no labelled epochs: they were not evaluated on the same split")
+    if not np.array_equal(a["labels"][ia], b["labels"][ib]):
+        raise ValueError("the two runs disagree on the labels of shared epochs: they are not the same task")
+    y = a["labels"][ia].astype(np.int64)
+    pa, pb = a["proba"][ia].astype(np.float64), b["proba"][ib].astype(np.float64)
+    binary = pa.shape[1] == 2
+
+    def one(p: np.ndarray, thr: np.ndarray, idx: np.ndarray) -> dict[str, float]:
+        if binary:
+            t = float(thr) if np.isfinite(thr) else choose_threshold(y[idx], p[idx])
+            return binary_scalars(y[idx], p[idx], t)
+        return multiclass_scalars(y[idx], p[idx])
+
+    def diff(idx: np.ndarray) -> dict[str, float]:
+        sa, sb = one(pa, a["threshold"], idx), one(pb, b["threshold"], idx)
+        return {k: sa[k] - sb[k] for k in sa}
+
+    everything = np.arange(y.size)
+    point_a, point_b = one(pa, a["threshold"], everything), one(pb, b["threshold"], everything)
+    ci = bootstrap_ci(diff, a["subject_ids"][ia], n_boot=n_boot, seed=seed, level=level)
+    return {k: {"a": point_a[k], "b": point_b[k], "diff": point_a[k] - point_b[k], "low": ci[k][0], "high": ci[k][1]}
+            for k in point_a}

@@ -37,7 +37,7 @@ from osf.downstream.linear_probe import (
 )
 from osf.downstream.loading import load_any_backbone
 from osf.downstream.losses import LOSS_TYPES
-from osf.downstream.metrics import choose_threshold, evaluate_predictions
+from osf.downstream.metrics import choose_threshold, evaluate_predictions, save_predictions
 from osf.downstream.results import append_results_row, flatten_metrics, write_run_json
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ class DownstreamConfig:
     batch_size: int | None = None
     eval_every: int | None = None
     finetune_backbone: bool = False
-    use_mean_pool: bool = False
+    use_mean_pool: bool = False  # the published flag: same as pooling="mean"
+    pooling: str = "cls"  # cls, mean or groups (osf.downstream.features.POOLINGS)
     loss_type: str = "ce"
     eval_channels: str = "full"
     mask_train_channels: bool = False
@@ -88,12 +89,19 @@ class DownstreamConfig:
     pretrain_samples: int | None = None  # for scaling plots; default from checkpoint metadata
     run_name: str | None = None
     export_classifier: bool = True
+    # Night level and sequence context (osf/downstream/night.py, osf/downstream/sequence.py).
+    eval_level: str = "epoch"  # "night": predict --target_variable of each night from its epoch embeddings
+    context_epochs: int = 0  # > 0: epoch heads read +-K neighbouring epoch embeddings
+    sequence_model: str = "transformer"  # "transformer" or "bigru" (with --context_epochs)
+    night_models: str = "mean_std,attention,transformer"
+    target_variable: str | None = None  # a subject-table variable, e.g. nsrr_ahi_hp3r_aasm15
+    target_threshold: float | None = None  # binary task: target_variable >= threshold
+    subject_tables: str | None = None  # raw data folder with <cohort>/datasets/*.csv
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def pooling(self) -> str:
-        """``mean`` (of patch tokens) or ``cls``."""
-        return "mean" if self.use_mean_pool else "cls"
+    def __post_init__(self) -> None:
+        if self.use_mean_pool:
+            self.pooling = "mean"
 
     @property
     def setting(self) -> str:
@@ -168,13 +176,18 @@ def full_loader(dm: SleepDataModule, split: str, batch_size: int, num_workers: i
                       num_workers=num_workers, collate_fn=collate_epochs)
 
 
-def dataset_split_hash(dm: SleepDataModule, split: str) -> str:
-    """Hash of the epochs a split shows (store content identity + recording/epoch/label + channels)."""
+def dataset_split_hash(dm: SleepDataModule, split: str, with_labels: bool = True) -> str:
+    """Hash of the epochs a split shows (store content identity + recording/epoch/label + channels).
+
+    ``with_labels=False`` leaves the labels out: the key of the feature cache, whose features do not
+    depend on the task, so the probes of several tasks over the same epochs share one extraction.
+    """
     ds = dm.datasets[split]
     index = dm.store.index
     rows = ds.rows
     ids = (index["dataset"].to_numpy(dtype=object)[rows] + "/" + index["recording_id"].to_numpy(dtype=object)[rows])
-    base = split_hash(ids, index["epoch_index"].to_numpy()[rows], ds.labels)
+    labels = ds.labels if with_labels else np.zeros(rows.size, dtype=np.int64)
+    base = split_hash(ids, index["epoch_index"].to_numpy()[rows], labels)
     manifest = json.dumps(dm.store.manifest, sort_keys=True, default=str)
     keep = "all" if ds.keep_channels is None else "".join("1" if k else "0" for k in ds.keep_channels)
     return hashlib.sha256(f"{base}|{manifest}|{keep}".encode()).hexdigest()[:16]
@@ -199,7 +212,7 @@ def _evaluate_split(pred: dict, names: tuple[str, ...], cfg: DownstreamConfig, t
 
 # --- the two settings ------------------------------------------------------------------------------
 def _run_probe(
-    cfg: DownstreamConfig, dm: SleepDataModule, backbone: torch.nn.Module, bb_hash: str, split_hashes: dict[str, str],
+    cfg: DownstreamConfig, dm: SleepDataModule, backbone: torch.nn.Module, bb_hash: str,
     names: tuple[str, ...], seed: int, features_cache: dict, timings: dict,
 ) -> tuple[torch.nn.Linear, dict, dict, float]:
     """Linear probe (optionally k-shot) on cached features; returns (head, selection info, val/test preds, seconds).
@@ -210,10 +223,11 @@ def _run_probe(
     cache_dir = None if cfg.feature_cache_dir == "off" else (cfg.feature_cache_dir or Path(cfg.output_dir) / "feature_cache")
     for split in SPLITS:
         if split not in features_cache:
-            key = {"backbone_hash": bb_hash, "split_hash": split_hashes[split]}
+            key = {"backbone_hash": bb_hash, "split_hash": dataset_split_hash(dm, split, with_labels=False)}
             fs, info = cached_features(cache_dir, key, backbone, full_loader(dm, split, cfg.batch_size, cfg.num_workers),
                                        pooling=cfg.pooling, device=_device(cfg), autocast_dtype=_autocast_dtype(cfg))
-            features_cache[split] = fs
+            # The file may come from another task's probe over the same epochs: this task's labels.
+            features_cache[split] = replace(fs, labels=np.asarray(dm.datasets[split].labels, dtype=np.int64))
             timings[f"features_{split}_s"] = info.seconds
             timings[f"features_{split}_cache_hit"] = info.hit
         feats[split] = features_cache[split]
@@ -228,7 +242,7 @@ def _run_probe(
     for split in ("val", "test"):
         fs = feats[split]
         preds[split] = {"proba": predict_proba(res.head, fs.features), "labels": fs.labels,
-                        "subject_ids": fs.subject_ids, "recording_ids": fs.recording_ids}
+                        "subject_ids": fs.subject_ids, "recording_ids": fs.recording_ids, "epoch_index": fs.epoch_index}
     selection = {"metric": res.selection_metric, "best_step": res.best_step, "best_val_score": res.best_score,
                  "history": res.history}
     return res.head, selection, preds, res.train_seconds
@@ -246,6 +260,9 @@ def _run_finetune(
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
     from pytorch_lightning.loggers import CSVLogger
 
+    from osf.utils.quiet import quiet_lightning
+
+    quiet_lightning()  # no Lightning banners/tips or third-party deprecations in the run's output
     t0 = time.perf_counter()
     pl.seed_everything(seed, workers=True)
     if getattr(backbone, "lead_emb", None) is not None:
@@ -285,6 +302,14 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
 
     Returns the run record (``None`` on non-zero DDP ranks, which write nothing).
     """
+    if cfg.eval_level == "night":
+        from osf.downstream.night import run_night_level
+        return run_night_level(cfg)
+    if cfg.eval_level != "epoch":
+        raise ValueError(f"unknown --eval_level {cfg.eval_level!r}; choose epoch or night")
+    if cfg.context_epochs:
+        from osf.downstream.sequence import run_sequence_level
+        return run_sequence_level(cfg)
     t_start = time.perf_counter()
     timings: dict[str, Any] = {}
     cfg = cfg.resolved()
@@ -293,7 +318,7 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
     datasets = [d.strip() for d in cfg.downstream_dataset_name.split(",")] if cfg.downstream_dataset_name else None
 
     t0 = time.perf_counter()
-    backbone, metadata, ckpt_hash = load_any_backbone(cfg.ckpt_path, cfg.psg_encoder_name)
+    backbone, metadata, ckpt_hash = load_any_backbone(cfg.ckpt_path, cfg.psg_encoder_name, seed=cfg.seed)
     timings["load_backbone_s"] = time.perf_counter() - t0
 
     store = EpochStore(cfg.data_dir)
@@ -335,7 +360,7 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
             module, selection, preds, train_s, is_zero = _run_finetune(cfg, dm_seed, backbone, seed, dm_seed.class_counts)
             head, model_backbone = module.head, module.backbone
         else:
-            head, selection, preds, train_s = _run_probe(cfg, dm, backbone, bb_hash, split_hashes, names, seed,
+            head, selection, preds, train_s = _run_probe(cfg, dm, backbone, bb_hash, names, seed,
                                                           features_cache, timings)
             model_backbone = backbone
         if not is_zero:
@@ -351,7 +376,7 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
         score = selection["best_val_score"]
         if best is None or (np.isfinite(score) and not score <= best["selection"]["best_val_score"]):
             # later seeds fine-tune the same module again, so keep a copy of this one's weights
-            best = {**run, "head": copy.deepcopy(head).cpu(),
+            best = {**run, "head": copy.deepcopy(head).cpu(), "test_predictions": preds["test"],
                     "backbone_state": ({k: v.detach().cpu().clone() for k, v in model_backbone.state_dict().items()}
                                        if cfg.finetune_backbone and len(cfg.seeds) > 1 else None)}
     if not is_zero:
@@ -379,6 +404,9 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
     )
     clf_path = save_classifier(clf, output_dir / "classifier.pt") if cfg.export_classifier else None
     json_path = output_dir / f"{run_id}.json"
+    # Per-epoch test predictions: paired comparisons of two runs on the same epochs (metrics.paired_difference).
+    pred_path = save_predictions(best["test_predictions"], output_dir / f"{run_id}_test_predictions.npz",
+                                 threshold=best["threshold"])
     csv_path = Path(cfg.results_csv) if cfg.results_csv else output_dir / "results.csv"
     pretrain_samples = cfg.pretrain_samples if cfg.pretrain_samples is not None else metadata.get("pretrain_samples")
     timings["total_s"] = time.perf_counter() - t_start
@@ -401,7 +429,8 @@ def run_downstream(cfg: DownstreamConfig) -> dict[str, Any] | None:
         "metrics": metrics,
         "metrics_per_seed": [{"seed": r["seed"], "metrics": r["metrics"], "best_step": r["selection"]["best_step"]}
                              for r in runs] if len(runs) > 1 else None,
-        "artifacts": {"classifier": str(clf_path) if clf_path else None, "results_csv": str(csv_path), "json": str(json_path)},
+        "artifacts": {"classifier": str(clf_path) if clf_path else None, "results_csv": str(csv_path), "json": str(json_path),
+                      "test_predictions": str(pred_path)},
     }
     write_run_json(record, json_path)
     row = {

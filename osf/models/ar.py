@@ -54,6 +54,8 @@ def next_patch_targets(patches: torch.Tensor, backbone: ViT1D) -> tuple[torch.Te
 class AR(PretrainModule):
     """Next-patch prediction with time-causal attention (see module doc)."""
 
+    embedding_pooling = "mean"  # the patch tokens are what the objective trains (module doc)
+
     def __init__(self, **base_kwargs: Any) -> None:
         super().__init__(**base_kwargs)
         if self.backbone.num_time_patches < 2:

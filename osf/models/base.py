@@ -4,7 +4,8 @@
 ``backbone_name`` + ``backbone_kwargs`` so a checkpoint can rebuild it), AdamW parameter groups, the
 warm-up + cosine LR as a function of the optimizer step and ``trainer.estimated_stepping_batches``,
 gradient clipping, the momentum teacher update, a per-step seeded view generator, the non-finite
-loss guard, logging, an online linear probe on detached CLS features, and backbone export.
+loss guard, logging, an online linear probe on detached CLS features, backbone export, and the
+learning diagnostics' hook (:meth:`diagnostic_metrics`, see :mod:`osf.models.diagnostics`).
 
 A method subclass implements :meth:`ssl_step` (views, heads, loss) and, if it has a momentum
 teacher, sets ``self.teacher_backbone`` and overrides :meth:`momentum_pairs`.
@@ -12,8 +13,10 @@ teacher, sets ``self.teacher_backbone`` and overrides :meth:`momentum_pairs`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from osf.backbone.vit1d_cls import create_backbone
+from osf.models.diagnostics import embedding_metrics
 from osf.models.momentum import cosine_momentum, ema_update
 from osf.utils.schedules import warmup_cosine_factor, warmup_steps_from
 
@@ -71,6 +75,9 @@ class PretrainModule(pl.LightningModule):
     """Base of the SSL methods; see the module docstring for what it owns."""
 
     method_name: str = "base"  # set by @register_method
+    # How the method pools an epoch's tokens into the embedding it trains ("cls" or "mean" of patch
+    # tokens); the learning diagnostics measure that embedding.
+    embedding_pooling: str = "cls"
 
     def __init__(
         self,
@@ -259,6 +266,39 @@ class PretrainModule(pl.LightningModule):
                 ema_update(teacher, student, momentum)
             self.log("train/teacher_momentum", momentum, batch_size=1)
 
+    # --- learning diagnostics (osf.models.diagnostics) ----------------------------------------------
+    def pooled_embedding(self, module: nn.Module, x: torch.Tensor, channel_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, width]`` embedding of ``x`` by ``module`` pooled as the method trains it (``embedding_pooling``)."""
+        # Not through torch.compile: a batch of another size would recompile the encoder.
+        cls, patches = module.forward_encoding(x, channel_mask=channel_mask)
+        return patches.mean(1) if self.embedding_pooling == "mean" else cls
+
+    def diagnostic_embeddings(self, x: torch.Tensor, channel_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Pooled embeddings by metric prefix: ``""`` the exported backbone (teacher if any), ``"student_"``."""
+        out = {"": self.pooled_embedding(self.teacher_backbone if self.has_teacher else self.backbone, x, channel_mask)}
+        if self.has_teacher:
+            out["student_"] = self.pooled_embedding(self.backbone, x, channel_mask)
+        return out
+
+    def head_diagnostics(self, embeddings: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Method-specific diagnostics from :meth:`diagnostic_embeddings` (DINO: softmax entropies)."""
+        return {}
+
+    def diagnostic_warmup_steps(self) -> int:
+        """Optimizer steps before which collapse signals are not judged (the LR warm-up)."""
+        return warmup_steps_from(self.total_steps, self.hparams.warmup_frac, self.hparams.warmup_steps)
+
+    @torch.no_grad()
+    def diagnostic_metrics(self, batch: dict[str, Any]) -> dict[str, float]:
+        """RankMe and embedding std of every diagnosed backbone on ``batch``, plus :meth:`head_diagnostics`."""
+        with _eval_mode(self):
+            embeddings = self.diagnostic_embeddings(batch["signal"], batch.get("channel_mask"))
+            metrics: dict[str, float] = {}
+            for prefix, z in embeddings.items():
+                metrics.update(embedding_metrics(z, prefix))
+            metrics.update(self.head_diagnostics(embeddings))
+        return metrics
+
     # --- checkpoints / export -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the resolved run config and what export needs to rebuild the backbone."""
@@ -280,6 +320,17 @@ class PretrainModule(pl.LightningModule):
         for p in exported.parameters():
             p.requires_grad_(True)
         return exported
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode (no stochastic depth) for the block, then the module's previous mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def _lr_factor_of(module: PretrainModule, step: int) -> float:

@@ -78,7 +78,12 @@ def resolve_pretrain_config(cli: dict[str, Any]) -> dict[str, Any]:
     if backbone not in BACKBONES:
         raise ValueError(f"unknown --psg_encoder_name {backbone!r}; registered: {list_backbones()}")
     size_defaults = train_config.BACKBONE_DEFAULTS.get(backbone, {})
-    for key, value in {**train_config.PRETRAIN_RUN_DEFAULTS, **size_defaults}.items():
+    recipe_name = cfg.get("recipe") or "osf"
+    if recipe_name not in train_config.RECIPES:
+        raise ValueError(f"unknown --recipe {recipe_name!r}; choose one of {sorted(train_config.RECIPES)}")
+    cfg["recipe"] = recipe_name
+    recipe = train_config.RECIPES[recipe_name]
+    for key, value in {**train_config.PRETRAIN_RUN_DEFAULTS, **size_defaults, **recipe.get("run", {})}.items():
         if cfg.get(key) is None:
             cfg[key] = value
     cfg["precision"] = PRECISION_ALIASES.get(str(cfg["precision"]), str(cfg["precision"]))
@@ -88,7 +93,7 @@ def resolve_pretrain_config(cli: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("set --max_steps or --max_epochs: the schedules need a finite run length")
 
     accepted = method_parameters(METHODS[method])
-    method_kwargs = dict(train_config.METHOD_DEFAULTS.get(method, {}))
+    method_kwargs = {**train_config.METHOD_DEFAULTS.get(method, {}), **recipe.get("methods", {}).get(method, {})}
     unknown_defaults = sorted(set(method_kwargs) - accepted)
     if unknown_defaults:
         raise ValueError(f"train_config.METHOD_DEFAULTS[{method!r}] has keys {method} does not take: {unknown_defaults}")
@@ -100,6 +105,12 @@ def resolve_pretrain_config(cli: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("lr") is not None:
         method_kwargs["lr"] = cfg["lr"]
     cfg["lr"] = method_kwargs.get("lr")
+    if cfg.get("lr_base_batch"):
+        # --lr is per lr_base_batch samples (DINO: lr x B / 256): the rate applied follows the global batch.
+        global_batch = (int(cfg["batch_size"]) * int(cfg.get("num_devices") or 1) * int(cfg.get("num_nodes") or 1)
+                        * int(cfg.get("accumulate_grad_batches") or 1))
+        cfg["base_lr"] = cfg["lr"]
+        cfg["lr"] = method_kwargs["lr"] = cfg["lr"] * global_batch / int(cfg["lr_base_batch"])
     method_kwargs["seed"] = cfg["seed"]
     method_kwargs["compile_backbone"] = bool(cfg.get("compile"))
     cfg["method_kwargs"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in method_kwargs.items()}
@@ -143,6 +154,9 @@ def _loggers(cfg: dict[str, Any], run_dir: Path) -> list:
 
 def build_trainer(cfg: dict[str, Any], run_dir: Path, has_val: bool, extra_callbacks: list | None = None) -> pl.Trainer:
     """Trainer for a resolved config: DDP (no unused-parameter search; gloo on CPU) above one device."""
+    from osf.utils.quiet import quiet_lightning
+
+    quiet_lightning()  # no Lightning banners/tips or third-party deprecations in the run's output
     ckpt_dir = run_dir / "checkpoints"
     loggers = _loggers(cfg, run_dir)
     callbacks: list = [
@@ -209,6 +223,17 @@ def build_datamodule(cfg: dict[str, Any]) -> pl.LightningDataModule:
     )
 
 
+def _diagnostics(cfg: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
+    """The learning-diagnostics callback (``diag_every_n_steps`` 0 turns it off)."""
+    from osf.models.diagnostics import DEFAULT_BATCH_SIZE, DEFAULT_EVERY_N_STEPS, LearningDiagnostics
+
+    every = cfg.get("diag_every_n_steps")
+    every = DEFAULT_EVERY_N_STEPS if every is None else int(every)
+    if every <= 0:
+        return []
+    return [LearningDiagnostics(run_dir, every, int(cfg.get("diag_batch_size") or DEFAULT_BATCH_SIZE))]
+
+
 def run_pretrain(
     cfg: dict[str, Any], datamodule: pl.LightningDataModule | None = None, callbacks: list | None = None
 ) -> PretrainResult:
@@ -233,7 +258,7 @@ def run_pretrain(
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     val_ds = getattr(datamodule, "datasets", {}).get("val")
     has_val = val_ds is not None and len(val_ds) > 0
-    trainer = build_trainer(cfg, run_dir, has_val, extra_callbacks=[position, *(callbacks or [])])
+    trainer = build_trainer(cfg, run_dir, has_val, extra_callbacks=[position, *_diagnostics(cfg, run_dir), *(callbacks or [])])
     if trainer.is_global_zero:
         _save_config(cfg, run_dir)
     periodic = trainer.checkpoint_callbacks[0]

@@ -37,6 +37,8 @@ __all__ = ["VQVAE"]
 class VQVAE(PretrainModule):
     """ViT encoder, vector quantiser and transformer decoder of patch signals (see module doc)."""
 
+    embedding_pooling = "mean"  # the patch tokens are what the objective trains (module doc)
+
     def __init__(
         self,
         codebook_size: int = 8192,

@@ -19,13 +19,21 @@ import pandas as pd
 import torch
 
 import config
+from osf.backbone.checkpoint import CheckpointError
 from osf.datasets.io.edf import read_edf_header
 from osf.downstream.classifier import SleepClassifier, load_classifier
+from osf.downstream.features import pooled_width
 from osf.downstream.metrics import confusion_matrix, kappa_from_confusion
 from osf.predict.plots import plot_night
 from osf.predict.report import MissingChannelsWarning, build_qc_report, require_some_channels
-from osf.predict.summary import summarize_night
-from osf.predict.writers import write_edf_hypnogram, write_json, write_nsrr_xml, write_table
+from osf.predict.summary import stage_agreement_statistics, summarize_night
+from osf.predict.writers import (
+    write_bids_hypnogram,
+    write_edf_hypnogram,
+    write_json,
+    write_nsrr_xml,
+    write_table,
+)
 
 STAGE_TASK = "stage"  # classifier task keys are the store's label columns
 TASK_NAMES: dict[str, str] = {column: task for task, column in config.LABEL_COLUMNS.items()}  # "arousal" -> "Arousal"
@@ -61,6 +69,11 @@ def run_classifier(
     """Class probabilities per task over all epochs of a night, in batches."""
     classifier.eval().to(device)
     channel_mask = np.asarray(channel_mask, dtype=bool)
+    if len(getattr(classifier, "sequence_heads", ())):  # context heads read the whole night's embeddings
+        feats = [classifier.embed(torch.as_tensor(np.asarray(signals[i : i + batch_size], dtype=np.float32), device=device),
+                                  torch.as_tensor(channel_mask[i : i + batch_size], device=device))
+                 for i in range(0, len(signals), batch_size)]
+        return {t: p.float().cpu().numpy() for t, p in classifier.night_proba(torch.cat(feats)).items()}
     outputs: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(signals), batch_size):
         x = torch.as_tensor(np.asarray(signals[start : start + batch_size], dtype=np.float32), device=device)
@@ -89,12 +102,44 @@ def _to_stage_space(stages_5: np.ndarray, stage_names: Sequence[str]) -> np.ndar
     raise ValueError(f"cannot compare scored 5-class stages with a classifier staging {list(stage_names)}")
 
 
+def _load_classifier_file(path: str | Path, device: str) -> SleepClassifier:
+    """``load_classifier`` with every refusal as one line naming the file (heads of the wrong shape included)."""
+    try:
+        return load_classifier(path, map_location=device)
+    except CheckpointError:
+        raise
+    except (ValueError, RuntimeError) as err:  # SleepClassifier's own checks; nn.Linear.load_state_dict
+        detail = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise ValueError(f"classifier file {path}: {detail}") from err
+
+
+def check_heads(clf: SleepClassifier, source: str) -> None:
+    """Refuse heads that cannot take the backbone's features or do not give one output per label name.
+
+    Run when the classifiers are loaded, so a wrong file fails in a line before any night is read.
+    """
+    width = pooled_width(clf.backbone, clf.pooling)  # what the heads receive
+    for task, head in clf.heads.items():
+        n_in, n_out = getattr(head, "in_features", width), getattr(head, "out_features", None)
+        names = list(clf.label_names.get(task, []))
+        if n_in != width:
+            raise ValueError(
+                f"{source}: head {task!r} takes {n_in} features but its backbone gives {width} ({clf.pooling} pooling)"
+            )
+        if n_out is not None and n_out != len(names):
+            raise ValueError(f"{source}: head {task!r} has {n_out} outputs for {len(names)} label names {names}")
+        if task != STAGE_TASK and n_out not in (None, 2):
+            raise ValueError(f"{source}: event head {task!r} has {n_out} classes; event heads must be binary")
+
+
 def _load_classifiers(
     classifier: SleepClassifier | str | Path | Sequence[SleepClassifier | str | Path], device: str
 ) -> list[SleepClassifier]:
     """One classifier or several (each serving its own tasks), loaded from paths where needed."""
     items = [classifier] if isinstance(classifier, (SleepClassifier, str, Path)) else list(classifier)
-    loaded = [load_classifier(c, map_location=device) if isinstance(c, (str, Path)) else c for c in items]
+    loaded = [_load_classifier_file(c, device) if isinstance(c, (str, Path)) else c for c in items]
+    for i, (item, clf) in enumerate(zip(items, loaded)):
+        check_heads(clf, f"classifier file {item}" if isinstance(item, (str, Path)) else f"classifier {i}")
     seen: dict[str, int] = {}
     for i, clf in enumerate(loaded):
         for task in clf.tasks:
@@ -118,6 +163,7 @@ def predict_night(
     low_confidence: float = 0.5,
     batch_size: int = 256,
     device: str = "cpu",
+    accept_scoring_mismatch: bool = False,
 ) -> NightPrediction:
     """Stage a night from an EDF and write its outputs to ``output_dir`` (when given).
 
@@ -126,8 +172,9 @@ def predict_night(
     them must have a ``stage`` head. Raises ``MissingChannelsError`` when the EDF has none of a
     classifier's channels; warns (``MissingChannelsWarning``, also in the QC report) when it
     proceeds without some. ``event_threshold=None`` uses each event head's threshold chosen on
-    validation (0.5 if none). Files (all written atomically): ``<stem>_epochs.csv``,
-    ``<stem>_hypnogram.xml`` / ``<stem>_hypnogram.edf``, ``<stem>_summary.json``, ``<stem>_qc.json``,
+    validation (0.5 if none). ``accept_scoring_mismatch`` compares with an ``annotations`` file that
+    does not fit the recording instead of refusing it (``ScoringMismatchError``). Files (all written atomically): ``<stem>_epochs.csv``,
+    ``<stem>_hypnogram.xml`` / ``<stem>_hypnogram.edf``, ``<stem>_hypnogram.tsv``, ``<stem>_summary.json``, ``<stem>_qc.json``,
     ``<stem>_night.png``.
     """
     from osf.datasets.preprocess import process_recording
@@ -138,7 +185,10 @@ def predict_night(
         raise ValueError(f"unknown hypnogram format(s) {unknown_formats}; choose from {list(HYPNOGRAM_FORMATS)}")
     classifiers = _load_classifiers(classifier, device)
 
-    recording = process_recording(edf, scoring_path=annotations, dataset=dataset, channel_map=channel_map)
+    recording = process_recording(
+        edf, scoring_path=annotations, dataset=dataset, channel_map=channel_map,
+        accept_scoring_mismatch=accept_scoring_mismatch,
+    )
     present = [c for c, p in zip(config.CHANNELS, recording.channel_mask.any(axis=0)) if p]
     mask = torch.as_tensor(recording.channel_mask)
     for clf in classifiers:
@@ -182,6 +232,7 @@ def predict_night(
             "agreement": agreement,
             "cohen_kappa": kappa,
             "statistics": summarize_night(scored, stage_names),
+            "agreement_statistics": stage_agreement_statistics(stages, scored, stage_names),  # YASA's definitions
         }
     qc = build_qc_report(
         edf, recording.qc, present, missing, recording.quality, required, stage_probs, low_confidence
@@ -227,6 +278,7 @@ def write_night_outputs(
         files["hypnogram_edf"] = write_edf_hypnogram(
             output_dir / f"{stem}_hypnogram.edf", result.stages, result.stage_names
         )
+    files["hypnogram_tsv"] = write_bids_hypnogram(output_dir / f"{stem}_hypnogram.tsv", result.stages, result.stage_names)
     files["summary"] = write_json(output_dir / f"{stem}_summary.json", result.summary)
     files["qc"] = write_json(output_dir / f"{stem}_qc.json", result.qc)
     scored = result.summary.get("scored", {})

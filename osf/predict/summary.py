@@ -11,6 +11,15 @@ lights-off marker):
 - REM latency: first sleep epoch to the first REM epoch.
 - stage minutes (every stage, plus ``unknown`` for unscorable epochs, so they add up to TIB) and
   stage percentages of TST (sleep stages) or of TIB (wake).
+- sleep period time (SPT): first to last sleep epoch; sleep maintenance efficiency (SME): TST / SPT;
+  stage latencies from the recording start (``stage_latency_min``; YASA's ``Lat_REM`` is
+  ``rem_latency_min + sleep_onset_latency_min``); SOL to the first 5 minutes of unbroken sleep;
+  sleep fragmentation index (SFI): sleep-to-wake transitions per hour of TST.
+
+These are YASA's definitions (``yasa.Hypnogram.sleep_statistics``, unknown epochs as ``UNS``):
+:func:`yasa_statistics` renames them to YASA's keys, and :func:`stage_agreement_statistics` gives
+the epoch-by-epoch agreement of ``yasa.EpochByEpochAgreement`` (unknown epochs in either hypnogram
+excluded); ``tests/test_predict_outputs.py`` checks both against YASA where it is installed.
 
 Event indices are *estimates* from a per-epoch classifier: an event is a run of consecutive sleep
 epochs whose probability reaches ``threshold``, so two events inside one 30 s epoch count once.
@@ -18,11 +27,14 @@ epochs whose probability reaches ``threshold``, so two events inside one 30 s ep
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from sklearn import metrics as skm
 
 import config
+from osf.datasets.synthetic.hypnogram import stage_runs
 
 WAKE = "W"
 REM = "REM"
@@ -36,6 +48,10 @@ EVENT_INDEX_KEYS: dict[str, str] = {
 }
 # Events that make up the respiratory event index (AHI-like): their union, per hour of sleep.
 RESPIRATORY_EVENTS: tuple[str, ...] = ("Apnea", "Hypopnea")
+# Stage name -> yasa.Hypnogram label (5 stages, or 4 with LIGHT/DEEP); unknown epochs are "UNS".
+YASA_STAGES: dict[str, str] = {"W": "WAKE", "N1": "N1", "N2": "N2", "N3": "N3", "REM": "REM", "Light": "LIGHT",
+                               "Deep": "DEEP"}
+SOL_RUN_MIN = 5.0  # minutes of unbroken sleep for the persistent sleep onset latency
 
 
 def _validate_stages(stages: np.ndarray, stage_names: Sequence[str]) -> np.ndarray:
@@ -100,7 +116,105 @@ def sleep_statistics(
             rem_epochs = np.flatnonzero(stages == rem)
             if len(rem_epochs):
                 stats["rem_latency_min"] = _minutes(int(rem_epochs[0]) - onset, epoch_sec)
+    stats.update(_sleep_period_statistics(stages, stage_names, asleep, wake, epoch_sec))
     return stats
+
+
+def _sleep_period_statistics(
+    stages: np.ndarray, stage_names: Sequence[str], asleep: np.ndarray, wake: int, epoch_sec: float
+) -> dict:
+    """SPT, SME, stage latencies from the start, persistent SOL and SFI (YASA's definitions)."""
+    sleep_epochs = np.flatnonzero(asleep)
+    tst = _minutes(asleep.sum(), epoch_sec)
+    spt = _minutes(sleep_epochs[-1] + 1 - sleep_epochs[0], epoch_sec) if len(sleep_epochs) else 0.0
+    latency = {}
+    for i, name in enumerate(stage_names):
+        if i != wake:
+            first = np.flatnonzero(stages == i)
+            latency[name] = _minutes(int(first[0]), epoch_sec) if len(first) else None
+    # The run length is rounded up to whole epochs (3 epochs of 2 min for a 5 min run).
+    min_epochs = math.ceil(SOL_RUN_MIN * 60 / epoch_sec - 1e-9)
+    persistent = [first for is_sleep, first, n in stage_runs(asleep.astype(np.int64)) if is_sleep and n >= min_epochs]
+    wake_after_sleep = int(np.count_nonzero(asleep[:-1] & (stages[1:] == wake)))
+    return {
+        "sleep_period_time_min": spt,
+        "sleep_maintenance_efficiency_pct": _percent(tst, spt) if spt else None,
+        "stage_latency_min": latency,
+        "persistent_sleep_onset_latency_min": _minutes(persistent[0], epoch_sec) if persistent else None,
+        "sleep_fragmentation_index": wake_after_sleep / (tst / 60.0) if tst else None,
+    }
+
+
+def yasa_statistics(stats: Mapping) -> dict[str, float]:
+    """:func:`sleep_statistics` output under ``yasa.Hypnogram.sleep_statistics`` keys (NaN for undefined)."""
+
+    def nan(value: float | None) -> float:
+        return float("nan") if value is None else float(value)
+
+    names = list(stats["stage_names"]) if "stage_names" in stats else list(stats["stage_percent"])
+    out = {
+        "TIB": stats["time_in_bed_min"], "SPT": stats["sleep_period_time_min"],
+        "WASO": nan(stats["wake_after_sleep_onset_min"]), "TST": stats["total_sleep_time_min"],
+        "SE": stats["sleep_efficiency_pct"], "SME": nan(stats["sleep_maintenance_efficiency_pct"]),
+        "SFI": nan(stats["sleep_fragmentation_index"]), "SOL": nan(stats["sleep_onset_latency_min"]),
+        "SOL_5min": nan(stats["persistent_sleep_onset_latency_min"]),
+    }
+    if REM in names:
+        out["Lat_REM"] = nan(stats["stage_latency_min"][REM])
+    for name in names:
+        out[YASA_STAGES[name]] = stats["stage_minutes"][name]
+    if stats["stage_minutes"]["unknown"]:
+        out["UNS"] = stats["stage_minutes"]["unknown"]
+    for name in names:
+        if name != WAKE:
+            out[f"%{YASA_STAGES[name]}"] = stats["stage_percent"][name] if out["TST"] else float("nan")
+    return out
+
+
+def stage_agreement_statistics(predicted: np.ndarray, scored: np.ndarray, stage_names: Sequence[str]) -> dict:
+    """Epoch-by-epoch agreement of two hypnograms as ``yasa.EpochByEpochAgreement`` defines it.
+
+    Epochs unknown (-1) in either are excluded; percentages are 0-100 like YASA's. Overall:
+    accuracy, balanced accuracy, Cohen's kappa, Matthews correlation, support-weighted precision
+    and F1; per stage present in either hypnogram: precision, recall, F1, specificity, NPV and
+    support (the number of scored epochs of that stage).
+    """
+    predicted, scored = np.asarray(predicted), np.asarray(scored)
+    if predicted.shape != scored.shape:
+        raise ValueError(f"hypnograms differ in length: {predicted.shape} predicted vs {scored.shape} scored")
+    valid = (predicted >= 0) & (scored >= 0)
+    if not valid.any():
+        return {"n_epochs": 0}
+    true, pred = scored[valid], predicted[valid]
+    labels = np.union1d(true, pred)
+    overall = {
+        "n_epochs": int(valid.sum()),
+        "accuracy_pct": 100 * skm.accuracy_score(true, pred),
+        "balanced_accuracy_pct": 100 * skm.balanced_accuracy_score(true, pred),
+        "cohen_kappa": float(skm.cohen_kappa_score(true, pred)),
+        "mcc": float(skm.matthews_corrcoef(true, pred)),
+        "precision_weighted_pct": 100 * skm.precision_score(true, pred, average="weighted", zero_division=0),
+        "f1_weighted_pct": 100 * skm.f1_score(true, pred, average="weighted", zero_division=0),
+    }
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        true, pred, labels=labels, average=None, zero_division=np.nan
+    )
+    cm = skm.confusion_matrix(true, pred, labels=labels)
+    tp = np.diag(cm)
+    fp, fn = cm.sum(axis=0) - tp, cm.sum(axis=1) - tp
+    tn = cm.sum() - tp - fp - fn
+    by_stage = {}
+    for i, label in enumerate(labels):
+        by_stage[stage_names[label]] = {
+            "precision_pct": 100 * float(precision[i]), "recall_pct": 100 * float(recall[i]),
+            "f1_pct": 100 * float(f1[i]), "specificity_pct": _ratio_pct(tn[i], tn[i] + fp[i]),
+            "npv_pct": _ratio_pct(tn[i], tn[i] + fn[i]), "support": int(support[i]),
+        }
+    return {**{k: float(v) if k != "n_epochs" else v for k, v in overall.items()}, "by_stage": by_stage}
+
+
+def _ratio_pct(num: float, den: float) -> float:
+    return 100 * float(num) / float(den) if den else float("nan")
 
 
 def count_runs(mask: np.ndarray) -> int:

@@ -1,4 +1,5 @@
-"""Writers of a predicted night's files: per-epoch CSV, NSRR-XML and EDF+ hypnograms, JSON; all atomic."""
+"""Writers of a predicted night's files: per-epoch CSV, NSRR-XML, EDF+ and BIDS-style TSV hypnograms, JSON
+(all atomic), and the hypnogram as ``mne.Annotations``."""
 
 from __future__ import annotations
 
@@ -84,3 +85,50 @@ def write_edf_hypnogram(
     with atomic_path(path) as tmp:
         Edf([], annotations=annotations).write(tmp)
     return Path(path)
+
+
+def hypnogram_events(stages: np.ndarray, stage_names: Sequence[str], epoch_sec: float = config.EPOCH_SEC) -> pd.DataFrame:
+    """One row per epoch: ``onset`` and ``duration`` in seconds from the recording start, ``stage`` name.
+
+    Unknown (-1) epochs get the BIDS missing value ``n/a``.
+    """
+    stages = np.asarray(stages)
+    labels = np.asarray([*stage_names, "n/a"], dtype=object)  # index -1 picks "n/a"
+    return pd.DataFrame({
+        "onset": np.arange(len(stages)) * float(epoch_sec),
+        "duration": np.full(len(stages), float(epoch_sec)),
+        "stage": labels[stages],
+    })
+
+
+def write_bids_hypnogram(
+    path: str | Path, stages: np.ndarray, stage_names: Sequence[str], epoch_sec: float = config.EPOCH_SEC
+) -> Path:
+    """Write a BIDS-style events table (``<name>_hypnogram.tsv``: onset, duration, stage; tab-separated)."""
+    with atomic_path(path) as tmp:
+        hypnogram_events(stages, stage_names, epoch_sec).to_csv(tmp, sep="\t", index=False, na_rep="n/a")
+    return Path(path)
+
+
+def hypnogram_annotations(
+    stages: np.ndarray,
+    stage_names: Sequence[str],
+    epoch_sec: float = config.EPOCH_SEC,
+    orig_time: datetime.datetime | None = None,
+):
+    """The hypnogram as ``mne.Annotations``, one per run of a stage, with the EDF+ file's texts.
+
+    Descriptions are Sleep-EDF's ``Sleep stage W/1/2/3/R`` (what :func:`write_edf_hypnogram` writes
+    and MNE's sleep examples read); ``orig_time`` (the EDF start) anchors them to a recording.
+    """
+    import mne
+
+    runs = stage_runs(stages_as_5_class(stages, stage_names))
+    if orig_time is not None and orig_time.tzinfo is None:
+        orig_time = orig_time.replace(tzinfo=datetime.timezone.utc)  # MNE wants an aware time; EDF clocks are UTC
+    return mne.Annotations(
+        onset=[first * epoch_sec for _, first, _ in runs],
+        duration=[n * epoch_sec for _, _, n in runs],
+        description=[EDF_STAGE_TEXT[label] for label, _, _ in runs],
+        orig_time=orig_time,
+    )

@@ -15,6 +15,7 @@ from osf.datasets.io.errors import (
     MissingChannelError,
     NotEdfError,
     ScoringError,
+    ScoringMismatchError,
     TruncatedEdfError,
     UnknownScoringFormatError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "RecordingSource",
     "Scoring",
     "ScoringError",
+    "ScoringMismatchError",
     "TruncatedEdfError",
     "UnknownScoringFormatError",
     "classify_event_name",

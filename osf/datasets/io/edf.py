@@ -33,8 +33,14 @@ ANNOTATION_LABELS: frozenset[str] = frozenset({"EDF Annotations", "BDF Annotatio
 _EDF_VERSION = b"0       "
 _BDF_VERSION = b"\xffBIOSEMI"
 _BYTES_PER_SAMPLE = {"EDF": 2, "BDF": 3}  # 16-bit / 24-bit samples
-# MNE converts voltages to volts; we return the file's physical units, so undo its scaling.
-_MNE_UNIT_SCALE = {"uv": 1e-6, "µv": 1e-6, "μv": 1e-6, "mv": 1e-3, "nv": 1e-9, "v": 1.0}
+# MNE converts these units (as it spells them: latin-1, case-sensitive) to volts; we return the file's
+# physical units, so undo exactly its scaling (mne.io.edf.edf._read_edf_header).
+_MNE_MICRO_UNITS = ("\u03bcV", "\u00b5V", "\x83\xcaV", "uV")
+
+
+def _mne_unit_scale(unit: str) -> float:
+    """The factor MNE applied to a signal whose unit it read as ``unit``."""
+    return 1e-6 if unit in _MNE_MICRO_UNITS else 1e-3 if unit == "mV" else 1.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,15 @@ class EdfSignalHeader:
     def is_annotation(self) -> bool:
         """True for the EDF+/BDF+ annotation (TAL) signal."""
         return self.label in ANNOTATION_LABELS
+
+    def calibration_problem(self) -> str | None:
+        """Why the physical/digital ranges cannot turn samples into physical values, or None when they can."""
+        if self.physical_min == self.physical_max or self.digital_min >= self.digital_max:
+            return (
+                f"signal {self.label!r} has an invalid calibration: physical [{self.physical_min}, "
+                f"{self.physical_max}], digital [{self.digital_min}, {self.digital_max}]"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -120,8 +135,17 @@ class EdfRecording:
 
 
 def _text(raw: bytes) -> str:
-    # Header text should be ASCII; latin-1 never fails, so odd vendor bytes do not hide the real problem.
-    return raw.decode("latin-1").strip()
+    """A header field as text: UTF-8 when it decodes as such (vendors write labels like "EEG C3–M2"), else latin-1.
+
+    The standard says ASCII, which both decode alike; latin-1 never fails, so odd vendor bytes do not
+    hide the real problem. A multi-byte character cut by the field width is dropped, not garbled.
+    """
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        if err.reason == "unexpected end of data" and err.start >= len(raw.rstrip()) - 3:
+            return raw[: err.start].decode("utf-8", errors="replace").strip()
+        return raw.decode("latin-1").strip()
 
 
 def _number(path: Path, raw: bytes, what: str, kind: type = float) -> float | int:
@@ -310,13 +334,15 @@ def _read_with_mne(header: EdfHeader, wanted: list[str]) -> dict[str, np.ndarray
     out = {}
     for label in wanted:
         # One channel per call: MNE would resample a mixed-rate selection to the highest rate.
+        # MNE decodes header text as latin-1; a UTF-8 label has that spelling there.
+        mne_label = label.encode("utf-8").decode("latin-1")
         raw = (
-            mne.io.read_raw_edf(header.path, include=[label], preload=True, verbose="error")
+            mne.io.read_raw_edf(header.path, include=[mne_label], preload=True, verbose="error")
             if header.file_type == "EDF"
-            else mne.io.read_raw_bdf(header.path, include=[label], preload=True, verbose="error")
+            else mne.io.read_raw_bdf(header.path, include=[mne_label], preload=True, verbose="error")
         )
-        unit = header.signal(label).unit.strip().lower()
-        out[label] = raw.get_data()[0].astype(np.float64) / _MNE_UNIT_SCALE.get(unit, 1.0)
+        unit = raw._orig_units.get(raw.ch_names[0], "")
+        out[label] = raw.get_data()[0].astype(np.float64) / _mne_unit_scale(unit)
     return out
 
 
@@ -339,12 +365,9 @@ def read_edf(path: str | Path, wanted_labels: list[str] | tuple[str, ...] | None
         raise DuplicateLabelError(header.path, f"labels asked for more than once: {dup}")
     sigs = [header.signal(lab) for lab in wanted]  # raises for missing / duplicated labels
     for s in sigs:
-        if s.physical_min == s.physical_max or s.digital_min >= s.digital_max:
-            raise EdfHeaderError(
-                header.path,
-                f"signal {s.label!r} has an invalid calibration: physical [{s.physical_min}, {s.physical_max}], "
-                f"digital [{s.digital_min}, {s.digital_max}]",
-            )
+        problem = s.calibration_problem()
+        if problem:
+            raise EdfHeaderError(header.path, problem)
     check_continuous(header)
     try:
         data, reader = _read_with_edfio(header, wanted), "edfio"

@@ -72,3 +72,11 @@ class MalformedScoringError(ScoringError):
 
 class EpochGridError(ScoringError):
     """Sleep stages that do not fall on the 30 s epoch grid starting at the recording start."""
+
+
+class ScoringMismatchError(ScoringError):
+    """A scoring file that does not fit its recording (start far off, no usable stage, no events, past the end).
+
+    Refused by default; ``accept_scoring_mismatch=True`` (``--accept_scoring_mismatch``) ingests the
+    night anyway, with the problems in its QC and any unusable label column unknown (-1).
+    """

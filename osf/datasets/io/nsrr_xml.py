@@ -22,6 +22,9 @@ from osf.datasets.io.errors import MalformedScoringError
 from osf.datasets.io.scoring import Scoring, build_scoring, classify_event_name
 
 _WEEK_S = 7 * 86400.0
+# Vendor clock stamps count seconds since 2000; anything past a century of them is a corrupt field,
+# left for build_scoring to refuse rather than quietly kept as an untimed event.
+_CLOCK_STAMP_MAX_S = 100 * 365.25 * 86400.0
 
 
 def parse_xml(path: Path) -> ET.Element:
@@ -96,13 +99,13 @@ def read_psg_annotation(path: str | Path) -> Scoring:
     warnings = []
     # Relative starts never exceed the recording length; much larger ones are vendor clock stamps.
     limit = (record_duration + 86400.0) if record_duration else _WEEK_S
-    absolute = [it for it in items if it[0] is not None and it[0] > limit]
+    absolute = [it for it in items if it[0] is not None and limit < it[0] <= _CLOCK_STAMP_MAX_S]
     if absolute:
         warnings.append(
             f"{len(absolute)} events have starts like {absolute[0][0]:.1f} s, far beyond the recording "
             "length: vendor clock timestamps with no usable reference to the EDF start; kept without onset"
         )
-        items = [(None if it[0] is not None and it[0] > limit else it[0], *it[1:]) for it in items]
+        items = [(None if it[0] is not None and limit < it[0] <= _CLOCK_STAMP_MAX_S else it[0], *it[1:]) for it in items]
 
     stage_items = [it for it in items if it[3]]
     untimed_stages = [it for it in stage_items if it[0] is None]

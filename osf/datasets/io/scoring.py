@@ -30,6 +30,9 @@ EPOCH_SEC = float(config.EPOCH_SEC)
 EVENT_COLUMNS: tuple[str, ...] = ("onset", "duration", "label", "name")
 FORMATS: tuple[str, ...] = ("nsrr_xml", "sro", "profusion", "edfplus", "csv")
 _GRID_TOL = 1e-3  # s; vendors write onsets like 929.9999
+# No PSG lasts a week: onsets/durations beyond this are corrupt fields, refused before any allocation.
+# (Checked against the recording itself, with a much smaller margin, in preprocess.scoring_checks.)
+MAX_SCORING_SPAN_S = 7 * 86400.0
 
 
 @dataclass
@@ -86,6 +89,10 @@ def _overlap_mask(onset: np.ndarray, duration: np.ndarray, n_epochs: int) -> np.
     return (np.cumsum(diff[:-1]) > 0).astype(np.int8)
 
 
+def _stage_name(code: int) -> str:
+    return config.STAGE_NAMES_5[code] if 0 <= code < len(config.STAGE_NAMES_5) else f"code {code}"
+
+
 @lru_cache(maxsize=1)
 def _name_tables() -> tuple[dict[str, int], dict[str, str]]:
     stages = {
@@ -108,12 +115,32 @@ def classify_event_name(name: str) -> tuple[str, int | str] | None:
     return None
 
 
+def check_time_fields(path: Path, onset: float, duration: float, what: str) -> None:
+    """Refuse an onset / duration that is not a finite number within ``MAX_SCORING_SPAN_S`` (NaN onset = untimed)."""
+    for field_name, value in (("onset", onset), ("duration", duration)):
+        if field_name == "onset" and np.isnan(value):
+            continue
+        if not np.isfinite(value) or abs(value) > MAX_SCORING_SPAN_S:
+            raise MalformedScoringError(
+                path,
+                f"{what} at onset {onset:g} s: field {field_name!r} is {value:g} s, beyond any recording "
+                f"(limit {MAX_SCORING_SPAN_S:g} s); the file is corrupt or not in seconds",
+            )
+    if np.isfinite(onset) and onset + max(duration, 0.0) > MAX_SCORING_SPAN_S:
+        raise MalformedScoringError(
+            path,
+            f"{what} at onset {onset:g} s: fields 'onset' + 'duration' end at {onset + duration:g} s, beyond any "
+            f"recording (limit {MAX_SCORING_SPAN_S:g} s)",
+        )
+
+
 def stages_from_runs(path: Path, runs: list[tuple[float, float, int]]) -> np.ndarray:
     """Stage array from (onset s, duration s, code) runs; each must lie on the 30 s grid from 0."""
     if not runs:
         return np.zeros(0, dtype=np.int8)
     spans = []
     for onset, duration, code in runs:
+        check_time_fields(path, onset, duration, f"stage event ({_stage_name(code)})")
         a, n = onset / EPOCH_SEC, duration / EPOCH_SEC
         if (
             onset < -_GRID_TOL
@@ -164,6 +191,7 @@ def build_scoring(
     rows = []
     unknown: Counter = Counter(extra_unknown or {})
     for onset, duration, name in raw_events:
+        check_time_fields(path, onset, duration, f"scored event {name!r}")
         kind = classify_event_name(name)
         if kind is None:
             unknown[name] += 1

@@ -1,26 +1,29 @@
 """``process_recording``: one EDF (+ scoring) -> normalised 30 s epochs in the 12-channel contract.
 
 Steps, in order (each documented in its module):
+0. the scoring is checked against the recording (``scoring_checks``): a clear mismatch is refused
+   unless accepted; the rest is warned about;
 1. resolve EDF labels to canonical channels (registry aliases and derivations, or a user channel
-   map that overrides them) and read only those signals, each at its native rate;
-2. per channel (``channels``): NaN/inf samples replaced by the median and flagged; bipolar
-   derivations; EMG band-pass 10-30 Hz at the source rate (``filters``); anti-aliased polyphase
-   resampling to 64 Hz (``resample``);
-3. robust per-recording normalisation ``(x - median) / IQR`` (``normalise``);
+   map that overrides them); a channel whose header cannot calibrate it is absent; read only the
+   others, each at its native rate;
+2. per channel: dead epochs (stuck at one value, on the rails) found on the raw samples
+   (``raw_checks``); a channel dead all night is absent; then (``channels``) NaN/inf samples replaced
+   by the median and flagged; bipolar derivations; EMG band-pass 10-30 Hz at the source rate
+   (``filters``); anti-aliased polyphase resampling to 64 Hz (``resample``);
+3. robust per-recording normalisation ``(x - median) / IQR`` over the live epochs (``normalise``);
 4. 30 s epochs from the EDF start, trailing partial epoch dropped (``epoching``);
 5. per-epoch quality flags and channel-present mask (``quality``), then clip to [-6, 6] and zero
    every absent / masked channel-epoch and every NaN/inf-fed sample;
 6. labels from the scoring on the same epoch grid (-1 where the scoring does not reach).
 
 A channel the recording lacks is kept absent (zeros, mask False); the recording is refused
-(``NoUsableSignalError``) only when no channel carries signal, or when it is shorter than one epoch
-(``RecordingTooShortError``). Channels the scoring or the registry cannot place are reported in
+(``NoUsableSignalError``) only when no channel carries signal (dead ones included), or when it is
+shorter than one epoch (``RecordingTooShortError``). Warnings for the console are in ``qc["warnings"]``. Channels the scoring or the registry cannot place are reported in
 ``RecordingEpochs.qc``, which the store keeps per recording in its manifest.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,14 +33,22 @@ import numpy as np
 
 import config
 from osf.datasets.io.channels import ChannelResolution, resolve_channels
-from osf.datasets.io.edf import read_edf, read_edf_header
-from osf.datasets.io.errors import IngestionError
+from osf.datasets.io.edf import EdfHeader, read_edf, read_edf_header
+from osf.datasets.io.errors import IngestionError, ScoringMismatchError
 from osf.datasets.io.scoring import Scoring, read_scoring
-from osf.datasets.preprocess import epoching, filters, normalise, quality, resample
+from osf.datasets.preprocess import (
+    epoching,
+    filters,
+    normalise,
+    quality,
+    raw_checks,
+    resample,
+    scoring_checks,
+)
 from osf.datasets.preprocess.channels import build_canonical_signal, describe_source, source_labels
 from osf.datasets.recording import RecordingEpochs
 
-PIPELINE_VERSION = "1.0"
+PIPELINE_VERSION = "1.1"  # 1.1: raw-signal dead-channel checks, scale from live epochs only
 
 
 class NoUsableSignalError(IngestionError):
@@ -62,7 +73,12 @@ def pipeline_settings() -> dict[str, Any]:
             "band_hz": list(filters.EMG_BAND_HZ),
             "design": f"butterworth order {filters.EMG_FILTER_ORDER}, zero-phase (sosfiltfilt), at the source rate",
         },
-        "normalisation": "per recording and channel: (x - median) / IQR over finite samples (std if IQR is 0)",
+        "normalisation": "per recording and channel: (x - median) / IQR over finite samples of live epochs (std if IQR is 0)",
+        "raw_checks": {
+            "stuck_run_s": raw_checks.STUCK_RUN_S,
+            "dead_epoch_frac": raw_checks.DEAD_EPOCH_FRAC,
+            "rails": "samples within half a digital step of the header's physical min/max, or beyond",
+        },
         "clip": [-normalise.CLIP_VALUE, normalise.CLIP_VALUE],
         "nonfinite": "NaN/inf source samples set to the median before filtering, output samples they feed set to 0, epoch flagged",
         "quality": {
@@ -80,23 +96,25 @@ def process_recording(
     scoring_path: str | os.PathLike | None = None,
     dataset: str = "generic",
     channel_map: Mapping[str, Any] | str | os.PathLike | None = None,
+    accept_scoring_mismatch: bool = False,
 ) -> RecordingEpochs:
     """Preprocess one EDF (+ optional scoring file) into ``RecordingEpochs`` (see the module docstring).
 
     ``channel_map`` (dict, JSON text or JSON file: canonical channel -> EDF label or [a, b] for
     a - b) replaces the dataset registry's aliases; channels it leaves out are absent. Raises an
-    ``IngestionError`` subclass naming the file for unreadable input or when nothing is usable.
+    ``IngestionError`` subclass naming the file for unreadable input or when nothing is usable;
+    ``ScoringMismatchError`` for a scoring that does not fit the recording (``scoring_checks``)
+    unless ``accept_scoring_mismatch``. Every warning is also in ``qc["warnings"]``.
     """
     edf_path = Path(edf_path)
     # Header, then scoring (small; a broken one fails before the expensive signal read). The header's
     # start time anchors scoring files whose onsets are clock times (STAGES CSV).
     header = read_edf_header(edf_path)
     labels = header.labels
-    scoring = read_scoring(scoring_path, recording_start=header.start_time) if scoring_path is not None else None
-    if scoring is not None:
-        mismatch = _start_mismatch(scoring, header.start_time)
-        if mismatch:
-            scoring.warnings.append(mismatch)
+    scoring, scoring_qc = None, None
+    if scoring_path is not None:
+        scoring = read_scoring(scoring_path, recording_start=header.start_time)
+        scoring_qc = _checked_scoring(scoring, header, accept_scoring_mismatch)
     resolution = resolve_channels(labels, dataset, channel_map, path=edf_path)
     if not resolution.present:
         raise NoUsableSignalError(
@@ -104,36 +122,62 @@ def process_recording(
             f"none of the {config.NUM_CHANNELS} model channels could be found among the EDF labels {labels} "
             f"(dataset {dataset!r}); pass a channel map naming the labels to use",
         )
-    recording = read_edf(edf_path, resolution.needed_labels)
     sources = {name: src.labels for name, src in resolution.sources.items() if src.present}
+    sources, bad_headers = _drop_uncalibrated(header, sources)
+    if not sources:
+        raise NoUsableSignalError(
+            edf_path, "no model channel has a usable header: " + "; ".join(f"{c}: {w}" for c, w in bad_headers.items())
+        )
+    needed = sorted({label for src in sources.values() for label in source_labels(src)}, key=labels.index)
+    recording = read_edf(edf_path, needed)
+    calibrations = {
+        label: raw_checks.Calibration(s.physical_min, s.physical_max, s.digital_min, s.digital_max)
+        for label in needed
+        for s in (header.signal(label),)
+    }
     epochs = epochs_from_signals(
-        recording.signals, recording.rates, recording.duration_s, sources, scoring=scoring, source_path=edf_path
+        recording.signals, recording.rates, recording.duration_s, sources, scoring=scoring, source_path=edf_path,
+        calibrations=calibrations,
     )
     epochs.qc.update(_resolution_qc(resolution))
+    epochs.qc["bad_header_channels"] = bad_headers
+    epochs.qc["warnings"] = [f"{edf_path}: channel {c} is absent: {w}" for c, w in bad_headers.items()] + epochs.qc["warnings"]
     epochs.qc["reader"] = recording.reader
-    if scoring_path is not None:
+    if scoring is not None:
         epochs.qc["scoring_path"] = os.fspath(scoring_path)
+        epochs.qc.update(scoring_qc)
+        if scoring_checks.drop_unusable_labels(epochs.labels, scoring):
+            epochs.qc["scoring"]["labelled"] = False
+        epochs.qc["warnings"] += epochs.qc["scoring_warnings"]
     return epochs
 
 
-def _start_mismatch(scoring: Scoring, edf_start: _dt.datetime | None) -> str | None:
-    """A warning when the scoring file states a start time of day other than the EDF's (> 1 s apart).
+def _checked_scoring(scoring: Scoring, header: EdfHeader, accept_mismatch: bool) -> dict[str, Any]:
+    """Check the scoring against the recording (``scoring_checks``): raise for problems unless accepted."""
+    check = scoring_checks.check_scoring(scoring, header.start_time, header.duration_s)
+    if check.problems and not accept_mismatch:
+        raise ScoringMismatchError(
+            scoring.source,
+            f"does not fit the recording {header.path}: {'; '.join(check.problems)} (pass --accept_scoring_mismatch "
+            "to ingest it anyway, with unusable labels left unknown)",
+        )
+    notes = [f"{scoring.source}: {p} (accepted)" for p in check.problems]
+    notes += [f"{scoring.source}: {w}" for w in check.warnings]
+    return {"scoring_problems": list(check.problems), "scoring_warnings": notes}
 
-    Onsets are read as seconds from the EDF start either way; a different stated start hints that
-    the file belongs to another recording or was exported with an offset, so the labels may be shifted.
-    """
-    if scoring.start_clock is None or edf_start is None:
-        return None
-    day = _dt.date(2000, 1, 1)
-    offset = _dt.datetime.combine(day, scoring.start_clock) - _dt.datetime.combine(day, edf_start.time())
-    diff = offset.total_seconds() % 86400.0
-    diff = min(diff, 86400.0 - diff)
-    if diff <= 1.0:
-        return None
-    return (
-        f"{scoring.source}: the scoring states a recording start at {scoring.start_clock} but the EDF starts at "
-        f"{edf_start.time()} ({diff:g} s apart); onsets are taken from the EDF start: check the labels' alignment"
-    )
+
+def _drop_uncalibrated(
+    header: EdfHeader, sources: Mapping[str, tuple[str, ...]]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Sources whose labels all have a usable calibration, and canonical channel -> why for the others."""
+    kept, bad = {}, {}
+    for name, src in sources.items():
+        problems = [p for label in source_labels(src) if (p := header.signal(label).calibration_problem())]
+        if problems:
+            bad[name] = "; ".join(problems)
+        else:
+            kept[name] = src
+    return kept, bad
 
 
 def _resolution_qc(resolution: ChannelResolution) -> dict[str, Any]:
@@ -146,6 +190,24 @@ def _resolution_qc(resolution: ChannelResolution) -> dict[str, Any]:
     }
 
 
+def _raw_flags(
+    source: str | Sequence[str],
+    signals: Mapping[str, np.ndarray],
+    rates: Mapping[str, float],
+    n_epochs: int,
+    calibrations: Mapping[str, raw_checks.Calibration],
+) -> raw_checks.RawEpochFlags:
+    """Dead epochs of a canonical channel: an epoch is dead when any label it is built from is."""
+    flags = [
+        raw_checks.raw_epoch_flags(signals[label], rates[label], n_epochs, calibrations.get(label))
+        for label in source_labels(source)
+    ]
+    out = flags[0]
+    for f in flags[1:]:
+        out = out | f
+    return out
+
+
 def epochs_from_signals(
     signals: Mapping[str, np.ndarray],
     rates: Mapping[str, float],
@@ -153,11 +215,13 @@ def epochs_from_signals(
     sources: Mapping[str, str | Sequence[str]],
     scoring: Scoring | None = None,
     source_path: str | os.PathLike | None = None,
+    calibrations: Mapping[str, raw_checks.Calibration] | None = None,
 ) -> RecordingEpochs:
     """The signal pipeline on signals already in memory (label -> samples at ``rates[label]`` Hz).
 
     ``sources`` maps canonical channels to one label or a pair ``(a, b)`` for ``a - b``; canonical
     channels not in it are absent. ``duration_s`` is the recording length (EDF records x duration).
+    ``calibrations`` (label -> header ranges) enables the rail check; constant runs are found without.
     """
     where = source_path if source_path is not None else "<signals>"
     n_epochs = int(np.floor(duration_s / config.EPOCH_SEC + 1e-9))
@@ -181,6 +245,8 @@ def epochs_from_signals(
     epochs = np.zeros(shape, dtype=np.float32)
     nonfinite = np.zeros(shape, dtype=bool)
     present = np.zeros(config.NUM_CHANNELS, dtype=bool)
+    stuck = np.zeros((n_epochs, config.NUM_CHANNELS), dtype=bool)
+    railed = np.zeros((n_epochs, config.NUM_CHANNELS), dtype=bool)
     qc: dict[str, Any] = {
         "source_rates": {},
         "resampling": {},
@@ -188,12 +254,33 @@ def epochs_from_signals(
         "normalisation": {},
         "nonfinite_source_samples": {},
         "flat_channels": [],
+        "dead_channels": {},
+        "dead_epochs": {},
+        "warnings": [],
     }
     for name, src in sources.items():  # one channel at a time keeps the peak memory low
-        sig = build_canonical_signal(name, src, signals, rates)
         i = config.CHANNEL_INDEX[name]
+        # Dead epochs first, on the raw samples at their native rate (raw_checks module docstring).
+        flags = _raw_flags(src, signals, rates, n_epochs, calibrations or {})
+        stuck[:, i], railed[:, i] = flags.stuck, flags.railed
+        if flags.dead.any():
+            qc["dead_epochs"][name] = {"stuck": int(flags.stuck.sum()), "railed": int(flags.railed.sum())}
+        if flags.dead.all():
+            qc["dead_channels"][name] = raw_checks.describe_dead(flags)
+            if flags.stuck.all():  # constant all night: also what "flat_channels" has always listed
+                qc["flat_channels"].append(name)
+            qc["warnings"].append(f"{where}: channel {name} ({describe_source(src)}) is dead: {qc['dead_channels'][name]}")
+            continue
+        if flags.dead.mean() > 0.5:
+            qc["warnings"].append(
+                f"{where}: channel {name} ({describe_source(src)}) is stuck or railed in {int(flags.dead.sum())} "
+                f"of {n_epochs} epochs (masked there)"
+            )
+        sig = build_canonical_signal(name, src, signals, rates)
         data, bad = sig.data[:n_samples], sig.nonfinite[:n_samples]
-        scale = normalise.robust_scale(data, valid=~bad)
+        # Scale from the live epochs only: dead stretches would shrink the IQR and inflate what is left.
+        live = np.repeat(~flags.dead, config.EPOCH_SAMPLES)
+        scale = normalise.robust_scale(data, valid=~bad & live)
         qc["source_rates"][name] = sig.source_rates
         qc["resampling"][name] = sig.resampling
         if sig.filter is not None:
@@ -208,12 +295,14 @@ def epochs_from_signals(
         epochs[:, i, :] = normalise.apply_scale(data, scale).reshape(n_epochs, config.EPOCH_SAMPLES)
         nonfinite[:, i, :] = bad.reshape(n_epochs, config.EPOCH_SAMPLES)
 
-    quality_columns, channel_mask, per_channel = quality.epoch_quality(epochs, nonfinite, present)
+    quality_columns, channel_mask, per_channel = quality.epoch_quality(epochs, nonfinite, present, stuck, railed)
     if not channel_mask.any():
+        dead = "; ".join(f"{c}: {why}" for c, why in qc["dead_channels"].items()) or "none"
         raise NoUsableSignalError(
             where,
-            f"no channel carries usable signal (channels found: {sorted(sources)}; flat all night: "
-            f"{qc['flat_channels']}; the others flat, disconnected or NaN in every epoch)",
+            f"no channel carries usable signal, so the night is refused (channels found: {sorted(sources)}; "
+            f"dead all night: {dead}; flat all night: {qc['flat_channels'] or 'none'}; the others flat, "
+            "stuck, railed, disconnected or NaN in every epoch)",
         )
     np.clip(epochs, -normalise.CLIP_VALUE, normalise.CLIP_VALUE, out=epochs)
     epochs[nonfinite] = 0.0
@@ -221,9 +310,8 @@ def epochs_from_signals(
 
     if scoring is not None:
         labels, qc["scoring"] = epoching.align_scoring(scoring, n_epochs)
+        qc["scoring"]["labelled"] = bool((labels["stage"] >= 0).any())
         qc["unknown_event_names"] = dict(scoring.unknown_event_names)
-        if scoring.warnings:
-            qc["scoring_warnings"] = list(scoring.warnings)
     else:
         labels = epoching.unknown_labels(n_epochs)
         qc["scoring"] = None

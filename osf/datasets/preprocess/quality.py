@@ -11,7 +11,8 @@ Definitions (one bit per channel, bit i = ``config.CHANNELS[i]``, packed into ui
 ``clipped_frac`` is the fraction of the epoch's samples (all 12 channels) beyond +-6, as the store
 documents it (``osf.datasets.recording.QUALITY_FIELDS``); absent channels are zero and never clip.
 A channel counts as present in an epoch (``channel_mask``) when it is mapped, not flat, not
-disconnected and not mostly (>= 50 %) non-finite in that epoch.
+disconnected and not mostly (>= 50 %) non-finite in that epoch. Epochs found dead on the raw signal
+(``raw_checks``: stuck at one value, or on the rails) are added to ``flat`` and ``disconnected``.
 """
 
 from __future__ import annotations
@@ -28,13 +29,18 @@ MOSTLY_NONFINITE = 0.5
 
 
 def epoch_quality(
-    epochs: np.ndarray, nonfinite: np.ndarray, present: np.ndarray
+    epochs: np.ndarray,
+    nonfinite: np.ndarray,
+    present: np.ndarray,
+    stuck: np.ndarray | None = None,
+    railed: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
     """Quality flags of normalised, unclipped ``epochs`` ``[n, C, S]``.
 
     ``nonfinite`` bool ``[n, C, S]`` marks samples that were NaN/inf at the source; ``present`` bool
-    ``[C]`` marks channels mapped for the recording. Returns ``(quality columns, channel_mask [n, C],
-    per-channel flags {flat, nan, disconnected, clipped_frac})``.
+    ``[C]`` marks channels mapped for the recording; ``stuck`` / ``railed`` bool ``[n, C]`` (optional)
+    are the raw-signal dead epochs. Returns ``(quality columns, channel_mask [n, C], per-channel flags
+    {flat, nan, disconnected, clipped_frac})``.
     """
     n, c, _ = epochs.shape
     present_nc = np.broadcast_to(np.asarray(present, dtype=bool)[None, :], (n, c))
@@ -45,10 +51,14 @@ def epoch_quality(
     nonfinite_frac = nonfinite.mean(axis=2, dtype=np.float32)
 
     flat = present_nc & (mad < FLAT_MAD)
+    if stuck is not None:
+        flat |= present_nc & stuck
     nan = present_nc & (nonfinite_frac > 0)
     disconnected = present_nc & (
         (clipped_frac_ch >= DISCONNECTED_CLIP_FRAC) | (flat & (np.abs(level) >= DISCONNECTED_LEVEL))
     )
+    if railed is not None:
+        disconnected |= present_nc & railed
     channel_mask = present_nc & ~flat & ~disconnected & (nonfinite_frac < MOSTLY_NONFINITE)
     clipped_frac = np.where(present_nc, clipped_frac_ch, 0.0).mean(axis=1).astype(np.float32)
     quality = {

@@ -6,6 +6,8 @@ Layout written by :func:`generate_cohort` (the NSRR layout the ingestion reads):
     DIR/<cohort>/polysomnography/edfs/<id>.edf
     DIR/<cohort>/polysomnography/annotations-events-nsrr/<id>-nsrr.xml
     DIR/<cohort>/datasets/<cohort>-subjects.csv
+    DIR/<cohort>/datasets/<cohort>-harmonized-dataset-<version>.csv   (NSRR-style tables, names per
+    DIR/<cohort>/datasets/<cohort>-dataset-<version>.csv               config.DatasetSpec.subject_tables)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from osf.datasets.synthetic.events import (
 from osf.datasets.synthetic.hypnogram import EPOCH_SEC, W, generate_hypnogram
 from osf.datasets.synthetic.physiology import NightEvents, NightRenderer
 from osf.datasets.synthetic.subjects import SubjectProfile, draw_subject, night_rng, severity_class
+from osf.datasets.synthetic.tables import write_subject_tables
 from osf.datasets.synthetic.xml_writer import write_nsrr_xml
 from osf.utils.atomic import atomic_write_text
 
@@ -123,6 +126,8 @@ class SyntheticNight:
             **counts,
             "plm": int(p.plm),
             "snorer": int(p.snorer),
+            "bmi": p.bmi,
+            "hypertension": int(p.hypertension),
             "start": p.start.isoformat(),
         }
 
@@ -346,10 +351,11 @@ def generate_cohort(
         rows = [results[(c, s)]["row"] for s in range(int(nights_per_cohort)) if (c, s) in results]
         csv_path = out / c / CSV_DIR / f"{c}-subjects.csv"
         atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False, lineterminator="\n"))
+        table_paths = write_subject_tables(out / c, c, rows, GENERATOR_VERSION)
         paths = [
             p for s in range(int(nights_per_cohort)) if (c, s) in results for p in results[(c, s)]["files"]
         ]
-        for p in paths + [csv_path]:
+        for p in paths + [csv_path, *table_paths]:
             files.append(
                 {"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": file_sha256(p)}
             )

@@ -37,6 +37,7 @@ def generate_hypnogram(profile: SubjectProfile, n_epochs: int, rng: np.random.Ge
     while len(stages) < n_epochs:
         length = rng.normal(92.0, 10.0) if cycle else rng.normal(80.0, 10.0)
         rem = min(6.0 + 9.0 * cycle, 40.0) * rng.uniform(0.7, 1.3) * (0.6 if cycle == 0 else 1.0)
+        rem *= profile.rem_scale
         n3 = max(0.0, 38.0 - 17.0 * cycle) * profile.n3_scale * rng.uniform(0.7, 1.3)
         if cycle >= 2 and rng.random() < 0.35:  # a little slow-wave sleep late in the night too
             n3 += rng.uniform(2.0, 8.0) * profile.n3_scale

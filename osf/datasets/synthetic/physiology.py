@@ -225,8 +225,9 @@ class NightRenderer:
     def _heart_drivers(self) -> None:
         rng = self.rng("heart")
         hr = self.p.hr_base * self.by_stage(HR_FACTOR)
-        hr = hr + self.by_stage(HR_LF_BPM) * band_noise(rng, self.nc, CTRL_FS, 0.04, 0.15)
-        hr = hr + self.by_stage(RSA_BPM) * np.sin(self.phase)
+        hrv = self.p.hrv_scale  # lower in the synthetic hypertension condition
+        hr = hr + hrv * self.by_stage(HR_LF_BPM) * band_noise(rng, self.nc, CTRL_FS, 0.04, 0.15)
+        hr = hr + hrv * self.by_stage(RSA_BPM) * np.sin(self.phase)
         surge = np.convolve(self.arousal, np.ones(int(5 * CTRL_FS)) / (5 * CTRL_FS), mode="same")
         hr = hr + 18.0 * surge
         self.hr = np.clip(hr, 35, 200)

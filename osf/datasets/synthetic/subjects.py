@@ -57,12 +57,40 @@ class SubjectProfile:
     alpha_gain: float  # some people have little posterior alpha
     line_noise_uv: float  # mains interference amplitude on bipolar leads
     start: dt.datetime  # lights off
+    # Night-level traits (drawn from their own stream, so the fields above keep their values per seed).
+    bmi: float = 25.0  # kg/m2, rises with AHI
+    hypertension: bool = False  # synthetic condition: higher heart rate, lower heart-rate variability
+    hrv_scale: float = 1.0  # multiplies the LF and respiratory (RSA) heart-rate variability
+    rem_scale: float = 1.0  # multiplies REM duration per cycle (REM declines with age)
 
     def as_row(self) -> dict:
         """A flat dict for the subjects CSV (demographics and configured severity)."""
         d = asdict(self)
         d["start"] = self.start.isoformat()
         return d
+
+
+# Literature magnitudes the traits follow (adults): slow-wave sleep falls ~2 %/decade of age and is
+# lower in men (Ohayon 2004; Redline 2004, SHHS); REM falls ~0.6 %/decade (Ohayon 2004); posterior
+# alpha power falls with age; hypertension goes with a higher resting heart rate and lower HRV
+# (Singh 1998, Framingham); BMI rises with AHI (Peppard 2000).
+MALE_N3_FACTOR, FEMALE_N3_FACTOR = 0.85, 1.15
+HYPERTENSION_HR_BPM = 9.0
+HYPERTENSION_HRV_SCALE = 0.45
+
+
+def _traits(preset: CohortPreset, subject: int, seed: int, age: float, ahi: float) -> dict:
+    """BMI, the synthetic hypertension condition and its cardiac signature (own random stream)."""
+    rng = night_rng(seed, preset.name + "/traits", subject)
+    if preset.paediatric:
+        bmi = 17.0 + 0.08 * ahi + rng.normal(0.0, 2.5)
+        logit = -4.0 + 0.03 * ahi
+    else:
+        bmi = 24.0 + 0.12 * ahi + rng.normal(0.0, 3.0)
+        logit = -1.6 + 0.05 * (age - 55.0) + 0.04 * ahi
+    htn = bool(rng.random() < 1.0 / (1.0 + np.exp(-logit)))
+    hrv = float(rng.uniform(0.8, 1.2)) * (HYPERTENSION_HRV_SCALE if htn else 1.0)
+    return {"bmi": round(float(np.clip(bmi, 14.0, 55.0)), 1), "hypertension": htn, "hrv_scale": hrv}
 
 
 def draw_subject(preset: CohortPreset, subject: int, seed: int) -> SubjectProfile:
@@ -91,6 +119,12 @@ def draw_subject(preset: CohortPreset, subject: int, seed: int) -> SubjectProfil
     day = dt.date(2000, 1, 1) + dt.timedelta(days=int(rng.integers(0, 3650)))
     start_h = float(rng.uniform(*preset.start_hour_range))
     start = dt.datetime.combine(day, dt.time()) + dt.timedelta(seconds=int(start_h * 3600) // 30 * 30)
+    traits = _traits(preset, subject, seed, age, ahi)
+    n3_scale *= MALE_N3_FACTOR if sex == "M" else FEMALE_N3_FACTOR
+    # adults only: REM and alpha centred at 50 y, so the cohort averages stay where they were calibrated
+    rem_scale = 1.0 if preset.paediatric else float(np.clip(1.0 + 0.005 * (50.0 - age), 0.8, 1.2))
+    alpha_age = 1.0 if preset.paediatric else float(np.clip(1.0 + 0.008 * (50.0 - age), 0.7, 1.3))
+    hr_base += HYPERTENSION_HR_BPM if traits["hypertension"] else 0.0
     return SubjectProfile(
         recording_id=preset.recording_id(subject),
         cohort=preset.name,
@@ -112,7 +146,9 @@ def draw_subject(preset: CohortPreset, subject: int, seed: int) -> SubjectProfil
         emg_gain=float(rng.lognormal(0.0, 0.3)),
         ecg_gain=float(rng.lognormal(0.0, 0.25)),
         resp_gain=float(rng.lognormal(0.0, 0.2)),
-        alpha_gain=float(rng.uniform(0.5, 1.3)),
+        alpha_gain=float(rng.uniform(0.5, 1.3)) * alpha_age,
         line_noise_uv=float(rng.uniform(0.2, 3.0)),
         start=start,
+        rem_scale=rem_scale,
+        **traits,
     )
