@@ -100,3 +100,26 @@ def test_head_pooling_mean_feeds_the_patch_mean_to_the_head_and_to_the_probe():
     assert create_method("dino_ours", "vit_nano", **kwargs).embedding_pooling == "cls"  # the released recipe
     with pytest.raises(ValueError, match="head_pooling must be 'cls' or 'mean', got 'max'"):
         create_method("dino_ours", "vit_nano", head_pooling="max", **kwargs)
+
+
+def test_the_small_recipe_does_not_warn_and_keeps_a_sharper_teacher_than_the_published_one(tmp_path, capsys):
+    """Both recipes at one short budget, K and batch; the small one must come out healthy and less uniform."""
+    import json
+
+    from pretrain_utils import TinyDataModule, tiny_run_config
+
+    from osf.models.diagnostics import SUMMARY_FILE
+    from osf.models.training import run_pretrain
+
+    head = {"dino_out_dim": 64, "dino_hidden_dim": 64, "dino_bottleneck_dim": 32, "n_local_views": 0}
+    ratio, out = {}, {}
+    for recipe in ("osf", "small"):
+        cfg = tiny_run_config("dino_ours", tmp_path / recipe, recipe=recipe, lr=None, max_steps=8,
+                              ckpt_every_n_steps=8, diag_every_n_steps=4, method_kwargs=head)
+        result = run_pretrain(cfg, datamodule=TinyDataModule())
+        summary = json.loads((result.run_dir / SUMMARY_FILE).read_text())
+        out[recipe] = (summary, capsys.readouterr().out)
+        ratio[recipe] = summary["final"]["teacher_entropy"] / summary["final"]["log_k"]
+    small_summary, small_out = out["small"]
+    assert small_summary["judged"] and small_summary["healthy"] and "WARNING:" not in small_out, small_out
+    assert ratio["small"] < ratio["osf"] - 0.1, ratio

@@ -579,7 +579,7 @@ def load_epoch_features(cfg: Any) -> EpochFeatures:
     timings: dict[str, Any] = {}
     batch_size = cfg.batch_size or train_config.DOWNSTREAM_DEFAULTS["linear_probe"]["batch_size"]
     t0 = time.perf_counter()
-    backbone, metadata, ckpt_hash = load_any_backbone(cfg.ckpt_path, cfg.psg_encoder_name)
+    backbone, metadata, ckpt_hash = load_any_backbone(cfg.ckpt_path, cfg.psg_encoder_name, seed=cfg.seed)
     timings["load_backbone_s"] = time.perf_counter() - t0
     datasets = selected_datasets(cfg)
     pipe.check_store_has_label(EpochStore(cfg.data_dir), cfg.eval_label, datasets)

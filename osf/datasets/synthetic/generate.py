@@ -45,7 +45,7 @@ from osf.datasets.synthetic.xml_writer import write_nsrr_xml
 from osf.utils.atomic import atomic_write_text
 
 GENERATOR_NAME = "osf.datasets.synthetic"
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"  # 1.1: subject tables; age, sex and hypertension shape the physiology
 
 EDF_DIR = Path("polysomnography") / "edfs"
 XML_DIR = Path("polysomnography") / "annotations-events-nsrr"
