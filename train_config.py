@@ -75,14 +75,17 @@ METHOD_DEFAULTS.update({
 # (vit_nano, a few hundred steps): the study behind its values is in benchmarks/README.md ("Pre-training
 # that learns at small scale"). Its lr is per 256 samples and scaled with the global batch.
 _SMALL_DINO: dict = {
-    "lr": 4e-3,  # per 256 samples: 5e-4 at batch 32
+    "lr": 2e-3,  # per 256 samples: 2.5e-4 at batch 32
+    "head_pooling": "mean",  # at init CLS outputs are near-parallel: a CLS-reading teacher stays uniform
     "dino_out_dim": 256,
-    "teacher_temp": 0.04,
-    "warmup_teacher_temp": 0.04,
-    "momentum_base": 0.99,
+    "teacher_temp": 0.02,
+    "warmup_teacher_temp": 0.02,
+    "momentum_base": 0.99,  # the teacher must move within a few hundred steps
     "warmup_frac": 0.1,
     "freeze_last_layer_frac": 0.1,
     "koleo_lambda": 0.1,
+    "n_local_views": 0,  # 20-50% crops stretched 2-5x teach invariance to the respiratory events' cues
+    "global_crop_scale": (0.8, 1.0),
 }
 RECIPES: dict[str, dict] = {
     "osf": {"run": {}, "methods": {}},

@@ -236,21 +236,18 @@ def sequence_head_from_payload(payload: dict) -> SequenceHead:
 def paired_difference(y: np.ndarray, proba_a: np.ndarray, proba_b: np.ndarray, subject_ids: np.ndarray,
                       metric: str, threshold_a: float = 0.5, threshold_b: float = 0.5, n_boot: int = 1000,
                       seed: int = 0) -> dict[str, Any]:
-    """``metric(b) - metric(a)`` on the same epochs, with a CI from resampling subjects (paired)."""
-    from osf.downstream.metrics import binary_scalars, bootstrap_ci, multiclass_scalars
+    """``metric(b) - metric(a)`` on the same epochs (rows), with a CI from resampling subjects (paired)."""
+    from osf.downstream.metrics import paired_difference as paired
 
-    keep = np.asarray(y) >= 0
-    y, pa, pb, subjects = np.asarray(y)[keep], proba_a[keep], proba_b[keep], np.asarray(subject_ids)[keep]
+    rows = np.arange(len(y))
 
-    def score(p: np.ndarray, idx: np.ndarray, thr: float) -> float:
-        return (binary_scalars(y[idx], p[idx], thr) if p.shape[1] == 2 else multiclass_scalars(y[idx], p[idx]))[metric]
+    def run(proba: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+        return {"labels": np.asarray(y), "proba": proba, "subject_ids": np.asarray(subject_ids),
+                "recording_ids": rows.astype(str), "epoch_index": rows, "threshold": np.asarray(threshold)}
 
-    def diff(idx: np.ndarray) -> dict[str, float]:
-        return {"delta": score(pb, idx, threshold_b) - score(pa, idx, threshold_a)}
-
-    point = diff(np.arange(y.size))["delta"]
-    ci = bootstrap_ci(diff, subjects, n_boot=n_boot, seed=seed)["delta"] if n_boot > 0 else (math.nan, math.nan)
-    return {"metric": metric, "delta": point, "delta_ci95": list(ci)}
+    out = paired(run(proba_b, threshold_b), run(proba_a, threshold_a), n_boot=max(n_boot, 1), seed=seed)[metric]
+    ci = [out["low"], out["high"]] if n_boot > 0 else [math.nan, math.nan]
+    return {"metric": metric, "delta": out["diff"], "delta_ci95": ci}
 
 
 def check_sequence_config(cfg: Any) -> None:
