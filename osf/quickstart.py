@@ -71,7 +71,7 @@ class QuickstartConfig:
     batch_size: int = 32
     val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
     probe_steps: int = 300
-    finetune_steps: int = 100
+    finetune_steps: int = 200
     finetune_eval_every: int = 50  # validation (model selection) interval of fine-tuning
     n_boot: int = 200  # bootstrap resamples for the confidence intervals
     gpus: int = 0
@@ -443,7 +443,7 @@ def _night_dir(qs: Quickstart, init: str) -> Path:
 def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
     """Night-level AHI >= 15 (pre-trained vs random init) and sequence-context staging, from the probe cache."""
     cfg = qs.cfg
-    common = ["--data_dir", str(qs.store_dir), "--seed", str(cfg.seed), "--n_boot", str(cfg.n_boot), "--pooling", cfg.pooling,
+    common = ["--data_dir", str(qs.store_dir), "--seed", str(cfg.seed), "--n_boot", str(cfg.n_boot),
               "--feature_cache_dir", str(qs.out / "feature_cache"), *qs._hardware()]
     steps = []
     if cfg.nights >= NIGHT_MIN_NIGHTS:
@@ -463,7 +463,7 @@ def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
     steps.append(Step(
         "sequence_stage", f"sequence-context staging (+-{CONTEXT_EPOCHS} epochs) beside the per-epoch probe",
         "main_finetune.py",
-        lambda: ["--ckpt_path", str(qs.backbone_path), *common, "--eval_label", "Stage",
+        lambda: ["--ckpt_path", str(qs.backbone_path), *common, "--pooling", cfg.pooling, "--eval_label", "Stage",
                  "--context_epochs", str(CONTEXT_EPOCHS), "--max_steps", str(cfg.probe_steps), "--run_name", "sequence",
                  "--output_dir", str(out)],
         lambda: [out / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json"],
