@@ -67,6 +67,7 @@ class _Trajectory(pl.Callback):
         self.patch_embed.append(module.backbone.to_patch_embedding.weight.detach().clone())
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 def test_prototypes_stay_fixed_while_the_last_layer_is_frozen():
     torch.manual_seed(0)
     model = create_method("dino_ours", "vit_nano", dino_out_dim=32, dino_hidden_dim=32, dino_bottleneck_dim=16,
