@@ -304,7 +304,8 @@ def paired_difference(
     key_a = np.char.add(np.char.add(a["recording_ids"].astype(str), "#"), a["epoch_index"].astype(str))
     key_b = np.char.add(np.char.add(b["recording_ids"].astype(str), "#"), b["epoch_index"].astype(str))
     _, ia, ib = np.intersect1d(key_a, key_b, return_indices=True)
-    ia, ib = ia[a["labels"][ia] >= 0], ib[a["labels"][ia] >= 0]
+    labelled = a["labels"][ia] >= 0
+    ia, ib = ia[labelled], ib[labelled]
     if ia.size == 0:
         raise ValueError("the two runs share no labelled epochs: they were not evaluated on the same split")
     if not np.array_equal(a["labels"][ia], b["labels"][ib]):
