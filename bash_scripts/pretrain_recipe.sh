@@ -6,7 +6,7 @@
 #   DATA_DIR=/data/osf_store NUM_GPUS=8 bash bash_scripts/pretrain_recipe.sh --model_name mae [flags]
 #
 # Later flags override earlier ones (argparse keeps the last), so any setting can be changed by
-# appending it. Method defaults not given here come from train_config.py (METHOD_DEFAULTS).
+# appending it. Method defaults not given here come from the method's typed config (`main_pretrain.py --help`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DATA_DIR=${DATA_DIR:?set DATA_DIR to an epoch store (main_pipelines/main_preprocess.py output)}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SimCLR baseline (issue 7): two time-series-augmented views, projection MLP 2048 -> 128, NT-Xent at
 # temperature 0.1 with negatives gathered across all GPUs (global batch = 256 x GPUs).
-# Other defaults come from train_config.py (METHOD_DEFAULTS["simclr"]); every flag can be overridden by
+# Other defaults come from the method's typed config (osf.models.simclr, see `main_pretrain.py --help`); every flag can be overridden by
 # appending it. Same data, backbone, batch, epochs and precision as pretrain_osf.sh, so the runs compare.
 #
 #   DATA_DIR=/data/osf_store NUM_GPUS=8 bash bash_scripts/pretrain_simclr.sh [extra main_pretrain flags]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # VQ-VAE baseline (issue 7): ViT encoder, 8192 x 32 codebook (EMA updates, commitment 0.25, dead-code
 # restarts; codebook usage and perplexity are logged), 4-block transformer decoder of the patch signals.
-# Other defaults come from train_config.py (METHOD_DEFAULTS["vqvae"]); every flag can be overridden by
+# Other defaults come from the method's typed config (osf.models.vqvae, see `main_pretrain.py --help`); every flag can be overridden by
 # appending it. Same data, backbone, batch, epochs and precision as pretrain_osf.sh, so the runs compare.
 #
 #   DATA_DIR=/data/osf_store NUM_GPUS=8 bash bash_scripts/pretrain_vqvae.sh [extra main_pretrain flags]

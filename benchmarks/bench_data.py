@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import config
+from osf import config
 from osf.datasets.datamodule import SleepDataModule
-from osf.datasets.store import EpochStore, make_random_store
+from osf.datasets.store import EpochStore
+from osf.testing import make_random_store
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -32,10 +32,10 @@ from torch import nn
 
 from osf.backbone import create_backbone
 from osf.datasets.datamodule import SleepDataModule
-from osf.datasets.store import make_random_store
 from osf.downstream.features import backbone_hash, cached_features, encode
 from osf.downstream.linear_probe import selection_score, train_linear_probe
 from osf.downstream.pipeline import dataset_split_hash, full_loader
+from osf.testing import make_random_store
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

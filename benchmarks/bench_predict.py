@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-import config
+from osf import config
 from osf.backbone.checkpoint import backbone_metadata
 from osf.backbone.vit1d_cls import create_backbone
 from osf.datasets.preprocess import process_recording

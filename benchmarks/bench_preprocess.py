@@ -32,7 +32,7 @@ import edfio
 import mne
 import numpy as np
 
-import config
+from osf import config
 from osf.datasets.io import edf_labels, read_edf, resolve_channels
 from osf.datasets.preprocess import process_recording
 from osf.datasets.preprocess.channels import build_canonical_signal

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import config
+from osf import config
 from osf.models import create_method
 from osf.models.momentum import ema_update
 

@@ -28,7 +28,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-import config
+from osf import config
 from osf.backbone.vit1d_cls import create_backbone
 from osf.datasets.store import EpochStore
 from osf.downstream.features import pool_tokens

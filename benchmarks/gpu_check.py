@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_pretrain sits 
 
 from bench_pretrain import PEAK_BF16, make_step, step_flops, time_step
 
-import train_config
+from osf import train_config
 from osf.backbone import create_backbone, load_backbone
 from osf.utils.atomic import atomic_path
 
@@ -63,7 +63,7 @@ class CheckConfig:
 
     device: str
     size: str = "vit_base"
-    batch_size: int = train_config.BACKBONE_DEFAULTS["vit_base"]["batch_size"]
+    batch_size: int = train_config.BACKBONE_DEFAULTS["vit_base"].batch_size
     embed_batch: int = 64
     steps: int = 10
     warmup: int = 3
@@ -235,7 +235,7 @@ def check_train_step(cfg: CheckConfig) -> dict[str, Any]:
 def check_loader(cfg: CheckConfig, step_samples_per_s: float | None) -> dict[str, Any]:
     """Pre-training batches per second from a synthetic store with workers, against the step's appetite."""
     from osf.datasets.datamodule import SleepDataModule
-    from osf.datasets.store import make_random_store
+    from osf.testing import make_random_store
 
     with tempfile.TemporaryDirectory(prefix="osf_gpu_check_") as tmp:
         t0 = time.perf_counter()
@@ -355,7 +355,8 @@ def config_from_args(args: argparse.Namespace) -> CheckConfig:
         if value is not None:
             setattr(cfg, key, value)
     if args.size and not smoke and args.batch_size is None:
-        cfg.batch_size = train_config.BACKBONE_DEFAULTS.get(args.size, {}).get("batch_size", cfg.batch_size)
+        size = train_config.BACKBONE_DEFAULTS.get(args.size)
+        cfg.batch_size = size.batch_size if size is not None else cfg.batch_size
     return cfg
 
 

@@ -18,8 +18,7 @@ import json
 import logging
 import sys
 
-import config
-import train_config
+from osf import config, train_config
 from osf.downstream.features import POOLINGS
 from osf.downstream.losses import LOSS_TYPES
 from osf.downstream.pipeline import DownstreamConfig, run_downstream

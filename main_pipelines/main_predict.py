@@ -18,7 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
-import config
+from osf import config
 from osf.predict.night import HYPNOGRAM_FORMATS, predict_night, print_warnings
 from osf.predict.report import MissingChannelsWarning
 

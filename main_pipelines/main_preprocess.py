@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import config
+from osf import config
 from osf.datasets.ingest import (
     IngestReport,
     finalize_store,

@@ -13,10 +13,15 @@ whose outputs are there (changing a flag reruns the steps it affects). Results: 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from osf.quickstart import QuickstartConfig, run_quickstart
+
+ENTRY_POINTS = Path(__file__).resolve().parent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +62,29 @@ def config_from_args(args: argparse.Namespace) -> QuickstartConfig:
     return QuickstartConfig.tiny(**given) if args.tiny else QuickstartConfig(**given)
 
 
+def run_entry_point(script: str, args: Sequence[str], in_process: bool = True) -> None:
+    """Run ``main_pipelines/<script>`` with ``args``, in this process or as its own; raise RuntimeError if it fails."""
+    if not in_process:
+        proc = subprocess.run([sys.executable, str(ENTRY_POINTS / script), *args], cwd=ENTRY_POINTS.parent, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{script} exited with status {proc.returncode}")
+        return
+    spec = importlib.util.spec_from_file_location(f"osf_entry_{Path(script).stem}", ENTRY_POINTS / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        status = module.main(list(args))
+    except SystemExit as exit_:
+        status = exit_.code
+    if isinstance(status, str) or (isinstance(status, int) and status != 0):  # sys.exit("message") or a status
+        raise RuntimeError(f"{script} failed: {status}")
+
+
+def run_step_process(command: list[str]) -> None:
+    """Run a quick-start step's command (``python main_pipelines/<script> ...``) as its own process."""
+    run_entry_point(Path(command[1]).name, command[2:], in_process=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the quick start; exit status 1 with the failing step's command when a step fails, 2 on bad flags."""
     args = build_parser().parse_args(argv)
@@ -66,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"main_quickstart: {err}", file=sys.stderr)
         return 2
     try:
-        run_quickstart(cfg)
+        run_quickstart(cfg, run_command=run_step_process)
     except RuntimeError as err:
         print(f"main_quickstart: {err}", file=sys.stderr)
         return 1

@@ -1,8 +1,12 @@
 """The quick start: the whole OSF pipeline on a synthetic cohort, from nothing to a staged night.
 
-Every step is one of the documented command-line entry points, printed as a shell command and run
-(in this process by default, which saves re-importing torch for each step; ``subprocess=True``
-runs each as its own process):
+Every step is the library function behind one of the documented command-line entry points: it is
+printed as that entry point's shell command and run in this process by calling the function
+(``osf.datasets.synthetic.generate_cohort``, ``osf.datasets.ingest.ingest_dataset``,
+``osf.models.training.run_pretrain``, ``osf.models.export.export_pretrained_backbone``,
+``osf.downstream.pipeline.run_downstream``, ``osf.predict.night.predict_night``). A step's flags are
+one dict that gives both the printed command and the function's arguments. Multi-GPU runs (DDP)
+need each step in its own process: ``main_pipelines/main_quickstart.py`` then runs the commands.
 
 1. ``cohort``          main_synthetic.py   synthetic PSG cohorts (EDF + NSRR XML) in the NSRR layout
 2. ``heldout``         main_synthetic.py   one more night from another seed, never seen by any model
@@ -23,27 +27,23 @@ reruns pre-training and what depends on it, nothing else.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import shlex
 import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import config
+from osf import config
 from osf.downstream.metrics import load_predictions, paired_difference
+from osf.downstream.results import RunSummary
 from osf.predict.writers import write_json
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = REPO_ROOT / "main_pipelines"
 TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
 # Headline test metric per task in the results table (keys of the downstream run JSON).
 TASK_METRIC: dict[str, str] = {"Stage": "kappa", "Arousal": "auroc", "Hypopnea": "auroc", "Oxygen Desaturation": "auroc"}
@@ -102,50 +102,108 @@ class QuickstartConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
 
+def _flag_text(value: Any) -> str:
+    """A flag value as the command line spells it (whole-number floats without ``.0``)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def to_argv(flags: Mapping[str, Any]) -> list[str]:
+    """``--name value`` per flag in order: True gives ``--name`` alone, None / False leave the flag out,
+    a list gives its items after the name."""
+    argv: list[str] = []
+    for name, value in flags.items():
+        if value is None or value is False:
+            continue
+        argv.append(f"--{name}")
+        if value is not True:
+            argv.extend(_flag_text(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    return argv
+
+
+Flags = dict[str, Any]
+
+
 @dataclass
 class Step:
-    """One step: an entry point with its arguments, the files it leaves, the steps it needs."""
+    """One step: the flags of an entry point, the library call they mean, the files it leaves, the steps it needs."""
 
     name: str
     description: str
-    script: str  # file in main_pipelines/
-    args: Callable[[], list[str]]  # built when the step runs: later steps read earlier outputs
+    script: str  # the entry point in main_pipelines/ whose command this step prints
+    flags: Callable[[], Flags]  # built when the step runs: later steps read earlier outputs
+    call: Callable[[Flags], object]  # the library function behind the entry point, given those flags
     outputs: Callable[[], list[Path]]
     needs: tuple[str, ...] = ()
     clean: Callable[[], list[Path]] = list  # removed before the step runs (a previous attempt)
     elapsed_s: float | None = field(default=None, init=False)  # set when the step ran in this process
+
+    def args(self) -> list[str]:
+        """The command-line arguments of this step."""
+        return to_argv(self.flags())
 
     def command(self) -> list[str]:
         """The shell command of this step."""
         return ["python", f"main_pipelines/{self.script}", *self.args()]
 
 
-def run_entry_point(script: str, args: Sequence[str], in_process: bool = True) -> None:
-    """Run ``main_pipelines/<script>`` with ``args``; raise RuntimeError if it fails."""
-    if not in_process:
-        proc = subprocess.run([sys.executable, str(ENTRY_POINTS / script), *args], cwd=REPO_ROOT, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{script} exited with status {proc.returncode}")
-        return
-    spec = importlib.util.spec_from_file_location(f"osf_entry_{Path(script).stem}", ENTRY_POINTS / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    try:
-        status = module.main(list(args))
-    except SystemExit as exit_:
-        status = exit_.code
-    if isinstance(status, str) or (isinstance(status, int) and status != 0):  # sys.exit("message") or a status
-        raise RuntimeError(f"{script} failed: {status}")
+# --- the library calls of the steps --------------------------------------------------------------
+def _generate(flags: Flags) -> Path:
+    from osf.datasets.synthetic import generate_cohort
+
+    return generate_cohort(**flags)
+
+
+def _ingest(flags: Flags) -> Any:
+    from osf.datasets.ingest import ingest_dataset
+
+    fractions = tuple(float(x) for x in flags["split_fractions"].split(","))
+    report = ingest_dataset(**{**flags, "split_fractions": fractions})
+    if report.failed:
+        raise RuntimeError(f"{len(report.failed)} recording(s) failed: {list(report.failed.values())[:3]}")
+    return report
+
+
+def _pretrain(flags: Flags) -> Any:
+    # The pre-training flags are resolved as main_pretrain.py resolves them (defaults, size, recipe, flags).
+    from osf.models.pretrain_config import build_parser, config_from_args, resolve_pretrain_config
+    from osf.models.training import run_pretrain
+
+    args = build_parser().parse_args(to_argv(flags))
+    return run_pretrain(resolve_pretrain_config(config_from_args(args)))
+
+
+def _export(flags: Flags) -> tuple[Path, Path]:
+    from osf.models.export import export_pretrained_backbone
+
+    return export_pretrained_backbone(flags["ckpt_path"], flags["output"])
+
+
+def _downstream(flags: Flags) -> dict[str, Any] | None:
+    from osf.downstream.pipeline import DownstreamConfig, run_downstream
+
+    return run_downstream(DownstreamConfig(**flags))
+
+
+def _predict(flags: Flags) -> Any:
+    from osf.predict.night import predict_night
+
+    return predict_night(flags["edf"], flags["classifier"], annotations=flags["annotations"],
+                         output_dir=flags["output_dir"])
 
 
 class Quickstart:
     """The steps for a config, run in order, and the results table."""
 
-    def __init__(self, cfg: QuickstartConfig, log: Callable[[str], None] = print) -> None:
+    def __init__(self, cfg: QuickstartConfig, log: Callable[[str], None] = print,
+                 run_command: Callable[[list[str]], None] | None = None) -> None:
+        """``run_command`` runs a step's command as its own process (needed when not :attr:`in_process`)."""
         self.cfg = cfg
         self.out = Path(cfg.output_dir).resolve()
         self.weights = Path(cfg.weights_dir).resolve()
         self.log = log
+        self.run_command = run_command
         self.steps = self._build()
 
     @property
@@ -203,102 +261,123 @@ class Quickstart:
         return edfs[0], cohort / "annotations-events-nsrr" / f"{edfs[0].stem}-nsrr.xml"
 
     # --- steps ----------------------------------------------------------------------------------
-    def _hardware(self) -> list[str]:
+    def _hardware(self) -> Flags:
         cfg = self.cfg
-        return ["--accelerator", "gpu" if cfg.gpus else "cpu", "--num_devices", str(max(1, cfg.gpus))]
+        return {"accelerator": "gpu" if cfg.gpus else "cpu", "num_devices": max(1, cfg.gpus)}
+
+    def _backbone_flags(self, init: str) -> Flags:
+        """``--ckpt_path`` of the exported backbone, or a random-init backbone of the same size."""
+        if init == "pretrained":
+            return {"ckpt_path": str(self.backbone_path)}
+        return {"ckpt_path": "none", "psg_encoder_name": self.cfg.backbone, "model_name": "random_init"}
 
     def _probe_step(self, init: str, task: str, store_step: str) -> Step:
         out = self.probe_dir(init, task)
         column = config.LABEL_COLUMNS[task]
-        ckpt = ["--ckpt_path", str(self.backbone_path)] if init == "pretrained" else [
-            "--ckpt_path", "none", "--psg_encoder_name", self.cfg.backbone, "--model_name", "random_init"]
+        cfg = self.cfg
         return Step(
             f"probe_{init}_{column}", f"linear probe, {task}, {init} backbone", "main_finetune.py",
-            lambda: [*ckpt, "--data_dir", str(self.store_dir), "--eval_label", task,
-                     "--max_steps", str(self.cfg.probe_steps), "--batch_size", str(4 * self.cfg.batch_size),
-                     "--num_workers", str(self.cfg.num_workers), "--seed", str(self.cfg.seed),
-                     "--n_boot", str(self.cfg.n_boot), "--pooling", self.cfg.pooling, "--run_name", "probe",
-                     "--output_dir", str(out),
-                     "--feature_cache_dir", str(self.out / "feature_cache"), *self._hardware()],
+            lambda: {**self._backbone_flags(init), "data_dir": str(self.store_dir), "eval_label": task,
+                     "max_steps": cfg.probe_steps, "batch_size": 4 * cfg.batch_size, "num_workers": cfg.num_workers,
+                     "seed": cfg.seed, "n_boot": cfg.n_boot, "pooling": cfg.pooling, "run_name": "probe",
+                     "output_dir": str(out), "feature_cache_dir": str(self.out / "feature_cache"), **self._hardware()},
+            _downstream,
             lambda: [out / "probe.json", out / "classifier.pt", out / "probe_test_predictions.npz"],
             needs=("export",) if init == "pretrained" else (store_step,),
             clean=lambda: [out],
         )
 
-    def _build(self) -> list[Step]:
+    def _data_steps(self) -> list[Step]:
+        """Synthetic cohorts, the held-out night, and one preprocessing step per cohort into the store."""
         cfg = self.cfg
-        store_steps = [
-            Step(
-                f"store_{cohort}", f"preprocess the {cohort} cohort into the epoch store", "main_preprocess.py",
-                lambda cohort=cohort, first=(i == 0): [
-                    "--dataset", cohort, "--input_dir", str(self.synthetic_dir / cohort),
-                    "--output_dir", str(self.store_dir), "--split_fractions", cfg.split_fractions,
-                    "--seed", str(cfg.seed), "--num_workers", str(cfg.num_workers), *(["--overwrite"] if first else [])],
-                lambda: [self.store_dir / "index.parquet"],
-                needs=("cohort", *(f"store_{c}" for c in cfg.cohorts[:i])),
-            )
-            for i, cohort in enumerate(cfg.cohorts)
-        ]
         steps = [
             Step(
                 "cohort", f"generate {cfg.nights_per_cohort * len(cfg.cohorts)} synthetic nights of {cfg.hours} h "
                           f"({', '.join(cfg.cohorts)})", "main_synthetic.py",
-                lambda: ["--output_dir", str(self.synthetic_dir), "--cohorts", ",".join(cfg.cohorts),
-                         "--nights_per_cohort", str(cfg.nights_per_cohort), "--hours", str(cfg.hours),
-                         "--seed", str(cfg.seed), "--num_workers", str(max(1, cfg.num_workers)), "--overwrite"],
-                lambda: [self.synthetic_dir / "manifest.json"],
+                lambda: {"output_dir": str(self.synthetic_dir), "cohorts": ",".join(cfg.cohorts),
+                         "nights_per_cohort": cfg.nights_per_cohort, "hours": cfg.hours, "seed": cfg.seed,
+                         "num_workers": max(1, cfg.num_workers), "overwrite": True},
+                _generate, lambda: [self.synthetic_dir / "manifest.json"],
             ),
             Step(
                 "heldout", f"generate one held-out {cfg.heldout_cohort} night (another seed)", "main_synthetic.py",
-                lambda: ["--output_dir", str(self.heldout_dir), "--cohorts", cfg.heldout_cohort,
-                         "--nights_per_cohort", "1", "--hours", str(cfg.hours), "--seed", str(cfg.seed + 1000),
-                         "--overwrite"],
-                lambda: [self.heldout_dir / "manifest.json"],
+                lambda: {"output_dir": str(self.heldout_dir), "cohorts": cfg.heldout_cohort, "nights_per_cohort": 1,
+                         "hours": cfg.hours, "seed": cfg.seed + 1000, "overwrite": True},
+                _generate, lambda: [self.heldout_dir / "manifest.json"],
             ),
-            *store_steps,
+        ]
+        for i, cohort in enumerate(cfg.cohorts):
+            steps.append(Step(
+                f"store_{cohort}", f"preprocess the {cohort} cohort into the epoch store", "main_preprocess.py",
+                lambda cohort=cohort, first=(i == 0): {
+                    "dataset": cohort, "input_dir": str(self.synthetic_dir / cohort), "output_dir": str(self.store_dir),
+                    "split_fractions": cfg.split_fractions, "seed": cfg.seed, "num_workers": cfg.num_workers,
+                    "overwrite": first},
+                _ingest, lambda: [self.store_dir / "index.parquet"],
+                needs=("cohort", *(f"store_{c}" for c in cfg.cohorts[:i])),
+            ))
+        return steps
+
+    def _pretrain_steps(self, store_step: str) -> list[Step]:
+        """OSF pre-training and the export of its teacher backbone."""
+        cfg = self.cfg
+        return [
             Step(
                 "pretrain", f"pre-train OSF (dino_ours) on {cfg.backbone}, {cfg.max_steps} steps", "main_pretrain.py",
-                lambda: ["--model_name", "dino_ours", "--psg_encoder_name", cfg.backbone, "--data_dir", str(self.store_dir),
-                         "--recipe", cfg.recipe, "--batch_size", str(cfg.batch_size), "--max_steps", str(cfg.max_steps),
-                         *(["--lr", str(cfg.lr)] if cfg.lr is not None else []),
-                         "--num_workers", str(cfg.num_workers), "--seed", str(cfg.seed), *self._hardware(),
-                         "--output_dir", str(self.out / "runs"), "--run_name", "pretrain", "--logger", "csv",
-                         "--ckpt_every_n_steps", str(cfg.max_steps), "--limit_val_batches", str(cfg.val_batches),
-                         "--log_every_n_steps", str(max(1, min(10, cfg.max_steps // 2)))],
-                lambda: [self.pretrain_ckpt],
-                needs=(store_steps[-1].name,),
+                lambda: {"model_name": "dino_ours", "psg_encoder_name": cfg.backbone, "data_dir": str(self.store_dir),
+                         "recipe": cfg.recipe, "batch_size": cfg.batch_size, "max_steps": cfg.max_steps, "lr": cfg.lr,
+                         "num_workers": cfg.num_workers, "seed": cfg.seed, **self._hardware(),
+                         "output_dir": str(self.out / "runs"), "run_name": "pretrain", "logger": "csv",
+                         "ckpt_every_n_steps": cfg.max_steps, "limit_val_batches": cfg.val_batches,
+                         "log_every_n_steps": max(1, min(10, cfg.max_steps // 2))},
+                _pretrain, lambda: [self.pretrain_ckpt],
+                needs=(store_step,),
                 clean=lambda: [self.out / "runs" / "pretrain"],
             ),
             Step(
                 "export", "export the teacher backbone in the released format", "main_export.py",
-                lambda: ["--ckpt_path", str(self.pretrain_ckpt), "--output", str(self.backbone_path)],
-                lambda: [self.backbone_path, self.backbone_path.with_suffix(".safetensors")],
+                lambda: {"ckpt_path": str(self.pretrain_ckpt), "output": str(self.backbone_path)},
+                _export, lambda: [self.backbone_path, self.backbone_path.with_suffix(".safetensors")],
                 needs=("pretrain",),
             ),
-            *(self._probe_step(init, task, store_steps[-1].name) for init in INITS for task in cfg.tasks),
-            *self._context_steps(store_steps[-1].name),
+        ]
+
+    def _use_steps(self) -> list[Step]:
+        """The fine-tuned staging classifier and the staged held-out night."""
+        cfg = self.cfg
+        return [
             Step(
                 "finetune", f"fine-tune a staging classifier ({cfg.finetune_steps} steps)", "main_finetune.py",
-                lambda: ["--ckpt_path", str(self.backbone_path), "--data_dir", str(self.store_dir),
-                         "--eval_label", "Stage", "--finetune_backbone", "--max_steps", str(cfg.finetune_steps),
-                         "--eval_every", str(cfg.finetune_eval_every), "--batch_size", str(cfg.batch_size),
-                         "--num_workers", str(cfg.num_workers), "--seed", str(cfg.seed), "--n_boot", str(cfg.n_boot),
-                         "--run_name", "finetune", "--output_dir", str(self.finetune_dir), *self._hardware()],
-                lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
+                lambda: {"ckpt_path": str(self.backbone_path), "data_dir": str(self.store_dir), "eval_label": "Stage",
+                         "finetune_backbone": True, "max_steps": cfg.finetune_steps,
+                         "eval_every": cfg.finetune_eval_every, "batch_size": cfg.batch_size,
+                         "num_workers": cfg.num_workers, "seed": cfg.seed, "n_boot": cfg.n_boot, "run_name": "finetune",
+                         "output_dir": str(self.finetune_dir), **self._hardware()},
+                _downstream, lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
                 needs=("export",),
                 clean=lambda: [self.finetune_dir],
             ),
             Step(
                 "predict", "stage the held-out night (fine-tuned staging + pre-trained event probes)", "main_predict.py",
-                lambda: ["--edf", str(self.heldout_night()[0]), "--annotations", str(self.heldout_night()[1]),
-                         "--classifier", str(self.finetune_dir / "classifier.pt"),
-                         *(str(self.probe_dir("pretrained", t) / "classifier.pt") for t in cfg.tasks[1:]),
-                         "--output_dir", str(self.prediction_dir)],
-                lambda: [self.prediction_dir / f"{self.heldout_night()[0].stem}_summary.json"],
+                lambda: {"edf": str(self.heldout_night()[0]), "annotations": str(self.heldout_night()[1]),
+                         "classifier": [str(self.finetune_dir / "classifier.pt"),
+                                        *(str(self.probe_dir("pretrained", t) / "classifier.pt") for t in cfg.tasks[1:])],
+                         "output_dir": str(self.prediction_dir)},
+                _predict, lambda: [self.prediction_dir / f"{self.heldout_night()[0].stem}_summary.json"],
                 needs=("heldout", "finetune", *(f"probe_pretrained_{config.LABEL_COLUMNS[t]}" for t in cfg.tasks[1:])),
             ),
         ]
-        return steps
+
+    def _build(self) -> list[Step]:
+        data = self._data_steps()
+        store_step = data[-1].name
+        return [
+            *data,
+            *self._pretrain_steps(store_step),
+            *(self._probe_step(init, task, store_step) for init in INITS for task in self.cfg.tasks),
+            *self._context_steps(store_step),
+            *self._use_steps(),
+        ]
 
     def _context_steps(self, store_step: str) -> list[Step]:
         return _context_steps(self, store_step)
@@ -327,7 +406,7 @@ class Quickstart:
         metric = TASK_METRIC[task]
         row: dict[str, Any] = {"metric": metric}
         for init in INITS:
-            test = json.loads((self.probe_dir(init, task) / "probe.json").read_text())["metrics"]["test"]
+            test = RunSummary.read(self.probe_dir(init, task) / "probe.json").test
             row[init], row[f"{init}_ci95"] = test.get(metric), test.get(f"{metric}_ci95")
             row["n_test_subjects"], row["n_test_positive"] = test.get("n_subjects"), _n_positive(test)
         pre, rnd = (load_predictions(self.probe_dir(init, task) / "probe_test_predictions.npz") for init in INITS)
@@ -355,6 +434,16 @@ class Quickstart:
         except FileNotFoundError:  # its command names an output of a step that has not run yet
             return True
 
+    def _execute(self, step: Step, command: list[str]) -> None:
+        """Call the step's library function here, or run its command as a process (DDP, ``subprocess``)."""
+        if self.in_process:
+            step.call(step.flags())
+        elif self.run_command is None:
+            raise RuntimeError("this configuration runs each step as its own process (DDP or subprocess=True); "
+                               "start it with main_pipelines/main_quickstart.py")
+        else:
+            self.run_command(command)
+
     def plan(self) -> dict[str, bool]:
         """Which steps a run would execute now (True) and which it would skip (False)."""
         rerun: dict[str, bool] = {}
@@ -380,7 +469,7 @@ class Quickstart:
             self._stamp(step).unlink(missing_ok=True)
             t0 = time.perf_counter()
             try:
-                run_entry_point(step.script, command[2:], in_process=self.in_process)
+                self._execute(step, command)
             except Exception as err:
                 raise RuntimeError(f"quick start step {step.name!r} failed: {err}\n  command: {shlex.join(command)}") from err
             missing = [str(p) for p in step.outputs() if not p.exists()]
@@ -400,7 +489,7 @@ class Quickstart:
         """Probe / fine-tuning test metrics and the held-out night's summary, from the files written."""
         probes = {task: self._probe_result(task) for task in self.cfg.tasks}
         pretraining = self._pretraining_result()
-        finetune = json.loads((self.finetune_dir / "finetune.json").read_text())["metrics"]["test"]
+        finetune = RunSummary.read(self.finetune_dir / "finetune.json").test
         edf, _ = self.heldout_night()
         stem = self.prediction_dir / edf.stem
         summary = json.loads(Path(f"{stem}_summary.json").read_text())
@@ -431,7 +520,7 @@ class Quickstart:
 
 
 # --- night level and sequence context (issue 14) ----------------------------------------------
-NIGHT_TARGET = ("nsrr_ahi_hp3r_aasm15", "15")  # AHI >= 15 from the synthetic cohort's harmonised table
+NIGHT_TARGET = ("nsrr_ahi_hp3r_aasm15", 15.0)  # AHI >= 15 from the synthetic cohort's harmonised table
 NIGHT_MIN_NIGHTS = 24  # fewer nights leave a test split without both AHI classes: the row is skipped
 CONTEXT_EPOCHS = 10
 
@@ -443,30 +532,31 @@ def _night_dir(qs: Quickstart, init: str) -> Path:
 def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
     """Night-level AHI >= 15 (pre-trained vs random init) and sequence-context staging, from the probe cache."""
     cfg = qs.cfg
-    common = ["--data_dir", str(qs.store_dir), "--seed", str(cfg.seed), "--n_boot", str(cfg.n_boot),
-              "--feature_cache_dir", str(qs.out / "feature_cache"), *qs._hardware()]
+
+    def common() -> Flags:
+        return {"data_dir": str(qs.store_dir), "seed": cfg.seed, "n_boot": cfg.n_boot,
+                "feature_cache_dir": str(qs.out / "feature_cache"), **qs._hardware()}
+
     steps = []
     if cfg.nights >= NIGHT_MIN_NIGHTS:
         for init in INITS:
             out = _night_dir(qs, init)
-            ckpt = ["--ckpt_path", str(qs.backbone_path)] if init == "pretrained" else [
-                "--ckpt_path", "none", "--psg_encoder_name", cfg.backbone, "--model_name", "random_init"]
             steps.append(Step(
                 f"night_{init}_ahi", f"night level, AHI >= 15, {init} backbone (mean/std pooling)", "main_finetune.py",
-                lambda ckpt=ckpt, out=out: [*ckpt, *common, "--eval_level", "night", "--target_variable", NIGHT_TARGET[0],
-                                            "--target_threshold", NIGHT_TARGET[1], "--night_models", "mean_std",
-                                            "--subject_tables", str(qs.synthetic_dir), "--run_name", "night",
-                                            "--output_dir", str(out)],
-                lambda out=out: [out / "night_mean_std.json"],
+                lambda init=init, out=out: {
+                    **qs._backbone_flags(init), **common(), "eval_level": "night", "target_variable": NIGHT_TARGET[0],
+                    "target_threshold": NIGHT_TARGET[1], "night_models": "mean_std",
+                    "subject_tables": str(qs.synthetic_dir), "run_name": "night", "output_dir": str(out)},
+                _downstream, lambda out=out: [out / "night_mean_std.json"],
                 needs=("export",) if init == "pretrained" else (store_step,), clean=lambda out=out: [out]))
     out = qs.out / "sequence_stage"
     steps.append(Step(
         "sequence_stage", f"sequence-context staging (+-{CONTEXT_EPOCHS} epochs) beside the per-epoch probe",
         "main_finetune.py",
-        lambda: ["--ckpt_path", str(qs.backbone_path), *common, "--pooling", cfg.pooling, "--eval_label", "Stage",
-                 "--context_epochs", str(CONTEXT_EPOCHS), "--max_steps", str(cfg.probe_steps), "--run_name", "sequence",
-                 "--output_dir", str(out)],
-        lambda: [out / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json"],
+        lambda: {"ckpt_path": str(qs.backbone_path), **common(), "pooling": cfg.pooling, "eval_label": "Stage",
+                 "context_epochs": CONTEXT_EPOCHS, "max_steps": cfg.probe_steps, "run_name": "sequence",
+                 "output_dir": str(out)},
+        _downstream, lambda: [out / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json"],
         needs=("export",), clean=lambda: [out]))
     return steps
 
@@ -478,14 +568,13 @@ def _context_results(qs: Quickstart) -> dict:
         night["skipped"] = f"needs --nights >= {NIGHT_MIN_NIGHTS}"
     else:
         for init in INITS:
-            test = json.loads((_night_dir(qs, init) / "night_mean_std.json").read_text())["metrics"]["test"]
+            test = RunSummary.read(_night_dir(qs, init) / "night_mean_std.json").test
             night[init], night[f"{init}_ci95"] = test.get("auroc"), test.get("auroc_ci95")
-    seq = json.loads((qs.out / "sequence_stage" / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json").read_text())
-    epoch = json.loads((qs.out / "sequence_stage" / "sequence_linear_probe.json").read_text())
+    seq = RunSummary.read(qs.out / "sequence_stage" / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json")
+    per_epoch = RunSummary.read(qs.out / "sequence_stage" / "sequence_linear_probe.json")
     return {"night_level": night, "sequence_stage": {
-        "metric": "kappa", "context_epochs": CONTEXT_EPOCHS, "per_epoch": epoch["metrics"]["test"].get("kappa"),
-        "sequence": seq["metrics"]["test"].get("kappa"), "delta": seq["comparison"]["delta"],
-        "delta_ci95": seq["comparison"]["delta_ci95"]}}
+        "metric": "kappa", "context_epochs": CONTEXT_EPOCHS, "per_epoch": per_epoch.test.get("kappa"),
+        "sequence": seq.test.get("kappa"), "delta": seq.comparison["delta"], "delta_ci95": seq.comparison["delta_ci95"]}}
 
 
 def _format_context(results: dict) -> list[str]:
@@ -554,8 +643,13 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_quickstart(cfg: QuickstartConfig, log: Callable[[str], None] = print) -> dict:
-    """Run the quick start for ``cfg`` and print its results table; return the results."""
-    results = Quickstart(cfg, log=log).run()
+def run_quickstart(cfg: QuickstartConfig, log: Callable[[str], None] = print,
+                   run_command: Callable[[list[str]], None] | None = None) -> dict:
+    """Run the quick start for ``cfg`` and print its results table; return the results.
+
+    ``run_command`` runs a step's command as its own process; needed only with ``gpus > 1`` or
+    ``subprocess=True`` (``main_pipelines/main_quickstart.py`` passes one).
+    """
+    results = Quickstart(cfg, log=log, run_command=run_command).run()
     log(format_results(results))
     return results

@@ -26,10 +26,10 @@ def shared_dir() -> Path:
 def tiny_store(tmp_path_factory) -> Path:
     """A finalized epoch store: 6 subjects x 40 epochs of label-correlated random signals (dataset "synth").
 
-    Subject s000 has two visits, s001 has no EEG. Built with `osf.datasets.store.make_random_store`.
+    Subject s000 has two visits, s001 has no EEG. Built with `osf.testing.make_random_store`.
     Read-only for tests: build your own with `make_random_store` if you need to modify one.
     """
-    from osf.datasets.store import make_random_store
+    from osf.testing import make_random_store
 
     return make_random_store(tmp_path_factory.mktemp("tiny_store") / "store", n_subjects=6, n_epochs=40, seed=0)
 

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from osf.datasets.datamodule import EvalSampler, TrainSampler, collate_epochs
+from osf.models.pretrain_config import PretrainConfig
 
 SEQ_LEN = 640  # 10 time patches: fast; the 1920-sample contract is covered by the CLI tests
 TINY_HEAD = {"dino_out_dim": 64, "dino_hidden_dim": 64, "dino_bottleneck_dim": 32}
@@ -58,7 +59,7 @@ def tiny_batch(batch_size: int = 8, seq_len: int = SEQ_LEN, seed: int = 0) -> di
     return collate_epochs([TinyEpochs(batch_size, seq_len, seed)[i] for i in range(batch_size)])
 
 
-def tiny_run_config(method: str, run_dir, **overrides: Any) -> dict[str, Any]:
+def tiny_run_config(method: str, run_dir, **overrides: Any) -> PretrainConfig:
     """A resolved main_pretrain config for vit_nano on SEQ_LEN samples (CPU, no logger)."""
     from osf.models.training import resolve_pretrain_config
 
@@ -71,7 +72,7 @@ def tiny_run_config(method: str, run_dir, **overrides: Any) -> dict[str, Any]:
     }
     cli.update(overrides)
     cfg = resolve_pretrain_config(cli)
-    cfg["backbone_kwargs"]["seq_len"] = SEQ_LEN
+    cfg.backbone.seq_len = SEQ_LEN
     return cfg
 
 

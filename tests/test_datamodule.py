@@ -10,7 +10,8 @@ import torch
 
 import config
 from osf.datasets.datamodule import EvalSampler, SleepDataModule, TrainSampler
-from osf.datasets.store import EpochStore, StoreWriter, make_random_store, random_recording
+from osf.datasets.store import EpochStore, StoreWriter
+from osf.testing import make_random_store, random_recording
 
 
 @pytest.fixture(scope="module")

@@ -260,17 +260,14 @@ def test_diagnostics_off(tmp_path, capsys):
 
 
 def test_cli_flags_reach_the_diagnostics(tiny_store, tmp_path, capsys):
-    import importlib.util
+    from main_pipelines import main_pretrain
 
-    spec = importlib.util.spec_from_file_location("main_pretrain", REPO / "main_pipelines" / "main_pretrain.py")
-    main_pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main_pretrain)
     result = main_pretrain.main([
         "--model_name", "vqvae", "--data_dir", str(tiny_store), "--max_steps", "3", "--psg_encoder_name", "vit_nano",
         "--batch_size", "4", "--accelerator", "cpu", "--output_dir", str(tmp_path), "--run_name", "r", "--logger", "csv",
         "--no-progress_bar", "--codebook_size", "32", "--decoder_width", "64", "--decoder_depth", "1",
         "--diag_every_n_steps", "3", "--diag_batch_size", "6"])
-    assert result.config["diag_every_n_steps"] == 3
+    assert result.config.to_record()["diag_every_n_steps"] == 3
     summary = json.loads((result.run_dir / SUMMARY_FILE).read_text())
     assert summary["batch"] == "6 val epochs" and [r["step"] for r in summary["history"]] == [0, 3]
     assert "learning diagnostics (vqvae; fixed batch of 6 val epochs)" in capsys.readouterr().out

@@ -8,9 +8,9 @@ import torch
 
 import config
 from osf.backbone.vit1d_cls import create_backbone
+from osf.datasets.channelset import ChannelSet
 from osf.downstream.features import (
     FeatureSet,
-    apply_channel_preset,
     backbone_hash,
     cached_features,
     encode,
@@ -66,7 +66,7 @@ def test_extraction_matches_backbone_and_keeps_epoch_identity(nano):
 def test_preset_zeroes_and_masks_and_equals_manually_zeroed_input(nano):
     loader = _loader(n=4)
     keep = config.CHANNEL_PRESETS["respiratory_only"]
-    sig, mask = apply_channel_preset(loader[0]["signal"], loader[0]["channel_mask"], keep)
+    sig, mask = ChannelSet.from_names(keep).apply(loader[0]["signal"], loader[0]["channel_mask"])
     absent = [config.CHANNEL_INDEX[c] for c in config.CHANNELS if c not in keep]
     assert not mask[:, absent].any() and sig[:, absent].abs().sum() == 0
     assert torch.equal(sig[:, config.CHANNEL_INDEX["ABD"]], loader[0]["signal"][:, config.CHANNEL_INDEX["ABD"]])
@@ -79,7 +79,7 @@ def test_preset_zeroes_and_masks_and_equals_manually_zeroed_input(nano):
     np.testing.assert_allclose(via_preset, extract_features(nano, manual).features, atol=1e-6)
     assert not np.allclose(via_preset, extract_features(nano, loader).features)
     with pytest.raises(ValueError, match="empty channel set"):
-        apply_channel_preset(sig, mask, [])
+        ChannelSet.from_names([]).apply(sig, mask)
 
 
 def test_cache_hits_only_for_the_same_backbone_split_and_pooling(nano, tmp_path):

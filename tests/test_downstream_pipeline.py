@@ -15,10 +15,11 @@ import config
 from osf.backbone.checkpoint import save_backbone
 from osf.backbone.vit1d_cls import BACKBONES, ViT1D, create_backbone, register_backbone
 from osf.datasets.datamodule import SleepDataModule
-from osf.datasets.store import EpochStore, make_random_store
+from osf.datasets.store import EpochStore
 from osf.downstream.classifier import load_classifier
 from osf.downstream.pipeline import DownstreamConfig, full_loader, run_downstream
 from osf.downstream.results import RUN_JSON_KEYS, read_results
+from osf.testing import make_random_store
 
 TINY = "vit_pico_test"
 
@@ -48,17 +49,6 @@ def store(tmp_path_factory) -> Path:
                              split_fractions=(0.5, 0.25, 0.25))
 
 
-def _load_script(name: str):
-    """Entry points in main_pipelines/ are scripts, not package modules: import one by path."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "main_pipelines" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_osf_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def lightning_ckpt(store, tmp_path_factory) -> Path:
     """A briefly pre-trained backbone: two steps of the pre-training CLI (OSF recipe) on the store."""
@@ -66,7 +56,9 @@ def lightning_ckpt(store, tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     try:
         out = tmp_path_factory.mktemp("pretrain")
-        result = _load_script("main_pretrain").main([
+        from main_pipelines import main_pretrain
+
+        result = main_pretrain.main([
             "--model_name", "dino_ours", "--psg_encoder_name", TINY, "--data_dir", str(store), "--batch_size", "4",
             "--max_steps", "2", "--accelerator", "cpu", "--output_dir", str(out), "--run_name", "brief",
             "--logger", "csv", "--no-progress_bar", "--probe_label", "",
@@ -242,7 +234,8 @@ def test_bad_input_is_refused_before_training(store, tmp_path):
 
 
 def test_cli_exits_2_with_the_reason_and_help_works(store, tmp_path, capsys):
-    cli = _load_script("main_finetune")
+    from main_pipelines import main_finetune as cli
+
     code = cli.main(["--data_dir", str(store), "--output_dir", str(tmp_path), "--psg_encoder_name", TINY,
                      "--eval_channels", ","])
     assert code == 2

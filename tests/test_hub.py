@@ -184,12 +184,9 @@ def test_environment_variables_in_a_fresh_process(offline_cache, exported):
 
 
 def _main_finetune():
-    import importlib.util
+    from main_pipelines import main_finetune
 
-    spec = importlib.util.spec_from_file_location("_osf_main_finetune_hub", ROOT / "main_pipelines" / "main_finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return main_finetune
 
 
 def _finetune_argv(store: Path, out: Path) -> list[str]:
@@ -205,7 +202,7 @@ def test_main_finetune_names_an_uncached_hf_ckpt_path(offline_cache, tiny_store,
 
 @pytest.mark.slow
 def test_main_finetune_takes_an_hf_ckpt_path(offline_cache, exported, tmp_path, capsys):
-    from osf.datasets.store import make_random_store
+    from osf.testing import make_random_store
 
     store = make_random_store(tmp_path / "store", n_subjects=6, n_epochs=8, seed=0, split_fractions=(0.5, 0.25, 0.25))
     add_to_hub_cache(offline_cache, REPO, COMMIT_A, {"osf_backbone.safetensors": exported["a"][1]}, refs=("main",))

@@ -120,13 +120,10 @@ def test_killed_run_leaves_nothing_half_written(generic_dir: Path, tmp_path: Pat
 
 
 def _cli_main():
-    """``main`` of main_pipelines/main_preprocess.py (a script, not a package module)."""
-    import importlib.util
+    """``main`` of main_pipelines/main_preprocess.py."""
+    from main_pipelines import main_preprocess
 
-    spec = importlib.util.spec_from_file_location("main_preprocess", REPO / "main_pipelines" / "main_preprocess.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return main_preprocess.main
 
 
 def test_cli_generic_files_channel_map_and_exit_codes(generic_dir: Path, tmp_path: Path, capsys) -> None:

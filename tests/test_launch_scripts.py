@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,16 +34,12 @@ def _captured_argv(script: str, tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_launch_script_flags_resolve(script: str, tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "main_pipelines"))
-    try:
-        import main_pretrain
-    finally:
-        sys.path.pop(0)
+    from main_pipelines import main_pretrain
     from osf.models.training import resolve_pretrain_config
 
     argv = _captured_argv(script, tmp_path)
     args = main_pretrain.build_parser().parse_args(argv)
-    cfg = resolve_pretrain_config(main_pretrain.config_from_args(args))
+    cfg = resolve_pretrain_config(main_pretrain.config_from_args(args)).to_record()
     assert cfg["psg_encoder_name"] == "vit_base" and cfg["precision"].startswith("bf16")
     assert cfg["seed"] == 3  # extra arguments reach the command
     assert cfg["data_dir"] == str(tmp_path / "store")

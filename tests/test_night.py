@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -200,16 +199,15 @@ def test_group_nights_orders_epochs_in_time():
 
 # --- the CLI run -------------------------------------------------------------------------------
 def _main_finetune():
-    spec = importlib.util.spec_from_file_location("_osf_main_finetune_night", ROOT / "main_pipelines" / "main_finetune.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from main_pipelines import main_finetune
+
+    return main_finetune
 
 
 @pytest.fixture(scope="module")
 def night_store(tmp_path_factory):
     """A random store (16 subjects, dataset generic) and its subject table; subject s015 has no AHI."""
-    from osf.datasets.store import make_random_store
+    from osf.testing import make_random_store
 
     root = tmp_path_factory.mktemp("night")
     store = make_random_store(root / "store", n_subjects=16, n_epochs=12, seed=0, datasets=("generic",),

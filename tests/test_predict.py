@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import config
-from osf.datasets.synthetic.hypnogram import stage_runs
+from osf.datasets.io.scoring import stage_runs
 from osf.predict.report import MissingChannelsError, build_qc_report, require_some_channels
 from osf.predict.summary import count_runs, event_indices, sleep_statistics, summarize_night
 from osf.predict.writers import write_edf_hypnogram, write_json, write_nsrr_xml

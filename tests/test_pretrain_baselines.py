@@ -9,7 +9,6 @@ SleepFM's modality views and missing modalities.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 from pathlib import Path
 
@@ -40,10 +39,9 @@ SEQ_LEN = 640  # 10 time patches x 3 channel groups = 30 tokens for the in-proce
 
 
 def _main_pretrain():
-    spec = importlib.util.spec_from_file_location("main_pretrain", REPO / "main_pipelines" / "main_pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from main_pipelines import main_pretrain
+
+    return main_pretrain
 
 
 def _structured_batch(batch: int = 8, seq_len: int = SEQ_LEN, seed: int = 0) -> dict:
@@ -79,7 +77,8 @@ def test_main_pretrain_runs_and_exports(method, tiny_store, tmp_path):
     for key, value in METHOD_CONFIGS[method].items():
         argv += ["--method_kwargs", f"{key}={value}"]
     result = _main_pretrain().main(argv)
-    assert result.config["model_name"] == method and result.config["method_kwargs"]["lr"] == 1.5e-4  # train_config
+    record = result.config.to_record()
+    assert record["model_name"] == method and record["method_kwargs"]["lr"] == 1.5e-4  # the method's config
 
     metrics = next((result.run_dir / "csv_logs").rglob("metrics.csv"))
     rows = list(csv.DictReader(metrics.read_text().splitlines()))

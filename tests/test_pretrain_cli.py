@@ -23,10 +23,7 @@ TINY = ["--psg_encoder_name", "vit_nano", "--batch_size", "4", "--accelerator", 
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "main_pipelines" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"main_pipelines.{name}")
 
 
 def test_pretrain_and_export_cli_in_process(tiny_store, tmp_path):

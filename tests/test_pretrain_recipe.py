@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,27 +10,26 @@ import torch
 from pretrain_utils import one_thread  # noqa: F401  (autouse fixture)
 
 import train_config
+from osf.models.osf_dino import OSFDINOConfig
 from osf.models.registry import create_method
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _resolve(argv: list[str]) -> dict:
-    spec = importlib.util.spec_from_file_location("main_pretrain", REPO / "main_pipelines" / "main_pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from main_pipelines import main_pretrain as module
     from osf.models.training import resolve_pretrain_config
 
     args = module.build_parser().parse_args(["--data_dir", "STORE", "--psg_encoder_name", "vit_nano", *argv])
-    return resolve_pretrain_config(module.config_from_args(args))
+    return resolve_pretrain_config(module.config_from_args(args)).to_record()
 
 
 def test_small_recipe_sets_its_values_and_flags_still_win():
     published = _resolve(["--max_steps", "10"])
     assert published["recipe"] == "osf" and published["method_kwargs"]["dino_out_dim"] == 2048
-    assert published["lr"] == train_config.METHOD_DEFAULTS["dino_ours"]["lr"] and "base_lr" not in published
+    assert published["lr"] == OSFDINOConfig().lr and "base_lr" not in published
     small = _resolve(["--max_steps", "10", "--recipe", "small"])
-    recipe = train_config.RECIPES["small"]["methods"]["dino_ours"]
+    recipe = train_config.RECIPES["small"].methods["dino_ours"]
     for key in ("dino_out_dim", "teacher_temp", "momentum_base", "freeze_last_layer_frac", "koleo_lambda"):
         assert small["method_kwargs"][key] == recipe[key], key
     assert small["batch_size"] == 32 and small["lr_base_batch"] == 256

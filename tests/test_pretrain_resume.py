@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from pretrain_utils import TinyDataModule, one_thread, tiny_run_config  # noqa: F401  (autouse fixture)
@@ -28,6 +29,8 @@ class _Batches(pl.Callback):
         self.seen.append((trainer.global_step, batch["epoch_index"].tolist() + [int(batch["label"][0])]))
 
 
+# Resuming continues in the run folder it left: Lightning's "not empty" warning is the expected case here.
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_resume_mid_epoch_gives_identical_weights(tmp_path):
     # 5 batches per epoch; preempted after step 3 (mid-epoch 0), resumed to 8 steps (into epoch 1).
     kwargs = {"max_steps": 8, "ckpt_every_n_steps": 3, "val_every_n_steps": 3, "lr": 3e-3, "warmup_frac": 0.25}

@@ -99,7 +99,7 @@ def test_the_demo_notebook_runs_after_the_quick_start(tiny_run, tmp_path):
 
 
 def test_entry_points_fail_loudly_in_process_and_as_subprocesses():
-    from osf.quickstart import run_entry_point
+    from main_pipelines.main_quickstart import run_entry_point
 
     run_entry_point("main_predict.py", ["--help"], in_process=False)  # exits 0: no error
     for in_process in (True, False):

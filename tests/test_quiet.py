@@ -7,7 +7,6 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import torch
@@ -70,16 +69,11 @@ def _noise(out: dict, stderr: str) -> list[str]:
 
 
 def test_tiny_pretrain_and_finetune_runs_are_quiet(tmp_path, capfd):
-    import importlib.util
-
-    from osf.datasets.store import make_random_store
+    from main_pipelines import main_pretrain
     from osf.downstream.pipeline import DownstreamConfig, run_downstream
+    from osf.testing import make_random_store
 
     store = make_random_store(tmp_path / "store", n_subjects=6, n_epochs=8, seed=0, split_fractions=(0.5, 0.25, 0.25))
-    spec = importlib.util.spec_from_file_location(
-        "_osf_quiet_main_pretrain", Path(__file__).resolve().parents[1] / "main_pipelines" / "main_pretrain.py")
-    main_pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main_pretrain)
     capfd.readouterr()
     with captured() as out:
         result = main_pretrain.main([

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +14,7 @@ import torch
 import config
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "main_pipelines"))
-import main_export
-import main_predict
-import main_preprocess
-import main_pretrain
+from main_pipelines import main_export, main_predict, main_preprocess, main_pretrain
 
 
 def test_resume_from_a_checkpoint_the_safe_loader_refuses(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ message and that nothing is lost or half-written."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,8 +23,7 @@ from osf.datasets.recording import unpack_bits
 from osf.datasets.store import EpochStore
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "main_pipelines"))
-import main_preprocess
+from main_pipelines import main_preprocess
 
 CH = config.CHANNEL_INDEX
 SECONDS = 120  # 4 epochs

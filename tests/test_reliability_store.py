@@ -6,7 +6,6 @@ import json
 import multiprocessing
 import os
 import stat
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,7 @@ import pytest
 from osf.datasets.store import HOLDERS_DIR, EpochStore, StoreLockedError, lock_holders, store_lock
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "main_pipelines"))
-import main_preprocess
+from main_pipelines import main_preprocess
 
 CTX = multiprocessing.get_context("fork")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -152,15 +151,14 @@ def test_classifier_with_a_sequence_head_round_trips_and_predicts_a_night(tmp_pa
 
 # --- the CLI run -------------------------------------------------------------------------------
 def _main_finetune():
-    spec = importlib.util.spec_from_file_location("_osf_main_finetune_seq", ROOT / "main_pipelines" / "main_finetune.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from main_pipelines import main_finetune
+
+    return main_finetune
 
 
 def test_cli_context_run_reports_both_heads_and_exports_the_sequence_head(tmp_path):
-    from osf.datasets.store import make_random_store
     from osf.downstream.classifier import load_classifier
+    from osf.testing import make_random_store
 
     store = make_random_store(tmp_path / "store", n_subjects=8, n_epochs=16, seed=0, split_fractions=(0.5, 0.25, 0.25))
     out = tmp_path / "out"
@@ -220,7 +218,7 @@ def test_quickstart_rows_for_night_level_and_sequence_staging(tmp_path):
 
 
 def test_cli_context_run_for_an_event_task_compares_auroc(tmp_path):
-    from osf.datasets.store import make_random_store
+    from osf.testing import make_random_store
 
     store = make_random_store(tmp_path / "store", n_subjects=8, n_epochs=16, seed=1, split_fractions=(0.5, 0.25, 0.25))
     out = tmp_path / "out"

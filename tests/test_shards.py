@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,7 @@ from osf.datasets.io.errors import IngestionError
 from osf.datasets.store import EpochStore, StoreLockedError, shard_of, store_lock
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "main_pipelines"))
-import main_preprocess
+from main_pipelines import main_preprocess
 
 NIGHTS = ("n01", "n02", "n03", "n04", "n05", "n06")
 

@@ -11,16 +11,11 @@ import pytest
 
 import config
 from osf.datasets import store as store_mod
+from osf.datasets.manifest import StoreManifestError
 from osf.datasets.recording import RecordingEpochs
 from osf.datasets.splits import assign_subject_splits, split_for_rows, subset_subjects
-from osf.datasets.store import (
-    EpochStore,
-    StoreWriter,
-    make_random_store,
-    pack_channel_mask,
-    random_recording,
-    unpack_channel_mask,
-)
+from osf.datasets.store import EpochStore, StoreWriter, pack_channel_mask, unpack_channel_mask
+from osf.testing import make_random_store, random_recording
 
 
 def _rec(n: int, seed: int, missing=()) -> RecordingEpochs:
@@ -172,6 +167,41 @@ def test_truncated_array_is_reported_with_its_path(tmp_path):
     np.save(victim, data[:2])
     with pytest.raises(ValueError, match=f"{victim.name}.*expected float16 \\(4, 12, 1920\\)"):
         EpochStore(root).read(np.array([0]))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("format_version", 2, r"format_version is 2, expected 1 \(newer than this code reads"),
+        ("format_version", None, r"format_version is None, expected 1"),
+        ("channels", [*config.CHANNELS[:11], "EEG_Fz"], r"channels: unknown channel\(s\) \['EEG_Fz'\]; channels are \["),
+        ("channels", list(reversed(config.CHANNELS)), r"channels are .*expected the model's 12 channels in order"),
+        ("sample_rate", 128, r"sample_rate is 128, expected 64"),
+        ("epoch_samples", 3840, r"epoch_samples is 3840, expected 1920"),
+        ("signal_dtype", "float32", r"signal_dtype is 'float32', expected 'float16'"),
+        ("sample_rate", "drop", r"manifest lacks \['sample_rate'\]"),
+    ],
+)
+def test_tampered_manifest_is_refused_naming_the_store_and_the_field(tmp_path, field, value, message):
+    root = make_random_store(tmp_path / "s", n_subjects=2, n_epochs=2, seed=0)
+    EpochStore(root)  # the untouched store opens
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if value == "drop":
+        del manifest[field]
+    else:
+        manifest[field] = value
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreManifestError, match=message) as err:
+        EpochStore(root)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_manifest_record_round_trips_the_json_exactly(tmp_path):
+    root = make_random_store(tmp_path / "s", n_subjects=2, n_epochs=2, seed=0)
+    st = EpochStore(root)
+    assert st.manifest_record.to_dict() == st.manifest
+    assert list(st.manifest_record.to_dict()) == list(st.manifest)  # same key order as on disk
 
 
 def test_subject_splits_deterministic_stable_and_proportional():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -38,12 +37,9 @@ def memory_nights() -> dict:
 
 
 def _load_cli():
-    spec = importlib.util.spec_from_file_location(
-        "main_synthetic", REPO / "main_pipelines" / "main_synthetic.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from main_pipelines import main_synthetic
+
+    return main_synthetic
 
 
 def _edf(cohort_dir: Path, cohort: str) -> Path:

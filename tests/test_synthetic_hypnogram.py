@@ -12,8 +12,8 @@ import mne
 import numpy as np
 import pytest
 
+from osf.datasets.io.scoring import stage_runs
 from osf.datasets.synthetic.generate import simulate_scoring
-from osf.datasets.synthetic.hypnogram import stage_runs
 from osf.datasets.synthetic.subjects import severity_class
 from osf.datasets.synthetic.xml_writer import nsrr_xml
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-import config
-from osf.backbone.vit1d_cls import BACKBONES, ViT1D, create_backbone, list_backbones
+from osf import config
+from osf.backbone.vit1d_cls import BACKBONES, ViT1D, create_backbone, list_backbones, state_has_mask_token
 from osf.utils.atomic import atomic_path
 
 __all__ = ["METADATA_KEYS", "CheckpointError", "backbone_metadata", "load_backbone", "save_backbone"]
@@ -259,26 +259,31 @@ def load_backbone(
     return _load_file(Path(path), map_location, **model_kwargs)
 
 
-def _load_file(path: Path, map_location: Any, **model_kwargs: Any) -> tuple[ViT1D, dict]:
+def _read_file(path: Path, map_location: Any) -> tuple[dict, dict]:
+    """``(state_dict, metadata)`` of a local ``.pth`` or ``.safetensors`` file."""
     if not path.is_file():
         raise CheckpointError(path, "file not found" if not path.exists() else "is not a file")
     if path.suffix == ".safetensors":
-        state, metadata = _read_safetensors(path, map_location)
-    else:
-        state, metadata = _read_pth(path, map_location)
+        return _read_safetensors(path, map_location)
+    return _read_pth(path, map_location)
 
+
+def _check_contents(path: Path, state: dict, metadata: dict) -> None:
+    """Complete metadata naming a registered backbone, and tensors only in the state dict."""
     missing_meta = [k for k in METADATA_KEYS if k not in metadata]
     if missing_meta:
         raise CheckpointError(path, f"metadata is missing {missing_meta} (has {sorted(metadata)})")
     encoder = metadata["encoder_name"]
     if encoder not in BACKBONES:
-        raise CheckpointError(
-            path, f"unknown encoder_name {encoder!r}; registered backbones: {list_backbones()}"
-        )
+        raise CheckpointError(path, f"unknown encoder_name {encoder!r}; registered backbones: {list_backbones()}")
     not_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
     if not_tensors:
         raise CheckpointError(path, f"state_dict entries that are not tensors: {_listed(not_tensors)}")
 
+
+def _build_described(path: Path, metadata: dict, with_mask_token: bool, model_kwargs: dict[str, Any]) -> ViT1D:
+    """The backbone the metadata describes (structure from the metadata, the rest from ``model_kwargs``)."""
+    encoder = metadata["encoder_name"]
     try:
         model = create_backbone(
             encoder,
@@ -294,30 +299,41 @@ def _load_file(path: Path, map_location: Any, **model_kwargs: Any) -> tuple[ViT1
     mismatches = [m for m in _structure_mismatches(model, metadata) if m.startswith(("width", "depth"))]
     if mismatches:
         raise CheckpointError(path, f"metadata disagrees with {encoder}: {'; '.join(mismatches)}")
-    if "mask_token" in state:
+    if with_mask_token:
         model.add_mask_token()
+    return model
 
+
+def _check_state_fits(path: Path, model: ViT1D, state: dict) -> bool:
+    """Same names (the mask token may be absent) and shapes as ``model``; True when strict loading applies."""
+    encoder = model.encoder_name
     expected = model.state_dict()
     optional = {"mask_token"}  # may be absent from released files; a fresh one is kept then
     missing = sorted(k for k in expected if k not in state and k not in optional)
     unexpected = sorted(k for k in state if k not in expected)
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys for {encoder}: {_listed(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listed(unexpected)}")
+        parts = [f"missing keys for {encoder}: {_listed(missing)}"] if missing else []
+        parts += [f"unexpected keys: {_listed(unexpected)}"] if unexpected else []
         raise CheckpointError(path, "; ".join(parts))
-    wrong_shape = [
-        f"{k} {list(state[k].shape)} vs model {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
+    wrong_shape = [f"{k} {list(state[k].shape)} vs model {list(v.shape)}"
+                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if wrong_shape:
         raise CheckpointError(path, f"shape mismatches for {encoder}: {_listed(wrong_shape)}")
+    return not (optional & (expected.keys() - state.keys()))
 
-    model.load_state_dict(state, strict=not (optional & (expected.keys() - state.keys())))
+
+def _placed(model: ViT1D, map_location: Any) -> ViT1D:
+    """``model`` on ``map_location`` when that names a device, in eval mode."""
     if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
         model = model.to(map_location)
-    model.eval()
-    return model, dict(metadata)
+    return model.eval()
+
+
+def _load_file(path: Path, map_location: Any, **model_kwargs: Any) -> tuple[ViT1D, dict]:
+    """Read, check, build and load a local backbone file (the steps above, in order)."""
+    state, metadata = _read_file(path, map_location)
+    _check_contents(path, state, metadata)
+    model = _build_described(path, metadata, state_has_mask_token(state), model_kwargs)
+    strict = _check_state_fits(path, model, state)
+    model.load_state_dict(state, strict=strict)
+    return _placed(model, map_location), dict(metadata)

@@ -53,22 +53,30 @@ same weights and (to float tolerance) the same results; it is the benchmark base
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from osf.utils.config_fields import option, to_record
+
 __all__ = [
     "ATTN_IMPLS",
     "BACKBONES",
+    "BackboneConfig",
     "ViT1D",
     "create_backbone",
     "list_backbones",
     "register_backbone",
+    "state_has_mask_token",
     "vit_base",
     "vit_large",
+    "vit_layer_id",
     "vit_middle",
     "vit_nano",
     "vit_small",
@@ -77,6 +85,28 @@ __all__ = [
 ]
 
 ATTN_IMPLS: tuple[str, ...] = ("sdpa", "math")
+
+# Parameter names of the layout below, in one place: what embeds the input (layer 0 of layer-wise
+# decay), what never gets weight decay, and what never gets a gradient.
+STEM_PARAMETERS: tuple[str, ...] = ("to_patch_embedding", "cls_token", "pos_embedding", "lead_emb", "mask_token")
+NO_WEIGHT_DECAY: frozenset[str] = frozenset({"cls_token", "pos_embedding", "mask_token", "lead_emb.weight"})
+FROZEN_PARAMETERS: frozenset[str] = frozenset({"lead_emb.weight"})  # unused by forward (released layout only)
+_BLOCK_PATTERN = re.compile(r"^block(\d+)\.")
+
+
+def state_has_mask_token(state_dict: Mapping[str, Any]) -> bool:
+    """Whether a :class:`ViT1D` state dict carries the optional mask token (build with ``use_mask_token``)."""
+    return "mask_token" in state_dict
+
+
+def vit_layer_id(param_name: str, depth: int) -> int:
+    """Layer of a :class:`ViT1D` parameter for layer-wise decay: stem 0, ``block{i}`` i+1, final norm depth+1."""
+    match = _BLOCK_PATTERN.match(param_name)
+    if match:
+        return int(match.group(1)) + 1
+    if param_name.split(".")[0] in STEM_PARAMETERS:
+        return 0
+    return depth + 1
 
 
 class DropPath(nn.Module):
@@ -310,6 +340,41 @@ class ViT1D(nn.Module):
             block.attn.fn.attn_impl = attn_impl
         return self
 
+    # --- parameter groups (timm's conventions) -----------------------------------------------------
+    def no_weight_decay(self) -> set[str]:
+        """Parameters spared from weight decay besides biases and norm scales: tokens and embeddings."""
+        names = {name for name, _ in self.named_parameters()}
+        return {name for name in NO_WEIGHT_DECAY if name in names}
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's ``group_matcher``: regexes of the stem and of the blocks (final norm last when not coarse)."""
+        stem = r"^(" + "|".join(STEM_PARAMETERS) + r")"
+        if coarse:
+            return {"stem": stem, "blocks": r"^block(\d+)"}
+        return {"stem": stem, "blocks": [(r"^block(\d+)\.", None), (r"^norm\.", (99999,))]}
+
+    def layer_id(self, param_name: str) -> int:
+        """Layer of ``param_name`` for layer-wise lr decay: stem 0, block i at i+1, final norm ``num_layers - 1``."""
+        return vit_layer_id(param_name, self.depth)
+
+    @property
+    def num_layers(self) -> int:
+        """Layers seen by layer-wise decay: stem, the blocks, final norm."""
+        return self.depth + 2
+
+    def frozen_parameter_names(self) -> set[str]:
+        """Parameters that never get a gradient (``lead_emb``: kept for the released state-dict layout only)."""
+        names = {name for name, _ in self.named_parameters()}
+        return {name for name in FROZEN_PARAMETERS if name in names}
+
+    def freeze_unused_(self) -> ViT1D:
+        """Turn off gradients of :meth:`frozen_parameter_names` (DDP without unused-parameter search needs it)."""
+        frozen = self.frozen_parameter_names()
+        for name, param in self.named_parameters():
+            if name in frozen:
+                param.requires_grad_(False)
+        return self
+
     def add_mask_token(self) -> nn.Parameter:
         """Create the learnable ``mask_token`` if absent (e.g. after loading a released checkpoint)."""
         if self.mask_token is None:
@@ -465,6 +530,29 @@ _SIZES: dict[str, tuple[int, int, int]] = {
     "vit_large": (1024, 24, 16),
     "vit_xl": (1536, 24, 24),
 }
+
+
+@dataclass
+class BackboneConfig:
+    """A registered backbone size and its constructor settings (what a pre-training method builds)."""
+
+    name: str = option("vit_base", help="backbone size, vit_nano ... vit_xl", flag="psg_encoder_name", group="model")
+    patch_size: int = option(64, help="samples per patch", flag="patch_size_time", group="model")
+    patch_size_ch: int = option(4, help="channels per patch with --lead_wise 1", group="model")
+    lead_wise: int = option(1, help="1: channel-group x time patches, the released layout", choices=(0, 1), group="model")
+    drop_path_rate: float = option(0.0, help="stochastic depth", group="model")
+    attn_impl: str = option("sdpa", help="attention kernel", choices=ATTN_IMPLS, group="model")
+    num_leads: int = option(12, help="input channels", cli=False)
+    seq_len: int = option(1920, help="samples per epoch", cli=False)
+    use_mask_token: bool = option(False, help="learnable mask token (iBOT, MAE-style masking)", cli=False)
+
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`create_backbone` besides the name."""
+        return {k: v for k, v in to_record(self).items() if k != "name"}
+
+    def create(self) -> ViT1D:
+        """A freshly initialised backbone of this configuration."""
+        return create_backbone(self.name, **self.constructor_kwargs())
 
 
 def register_backbone(fn: Callable[..., ViT1D]) -> Callable[..., ViT1D]:

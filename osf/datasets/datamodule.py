@@ -13,16 +13,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from os import PathLike
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
-import config
+from osf import config
+from osf.datasets.channelset import ChannelSet
 from osf.datasets.splits import SPLITS, in_cohort, subset_subjects
 from osf.datasets.store import EpochStore
 
@@ -32,13 +35,6 @@ TASKS = ("pretrain", "downstream")
 _STAGE_LUT_4 = np.array(
     [config.STAGE_5_TO_4[s] for s in range(-1, len(config.STAGE_NAMES_5))], dtype=np.int64
 )
-
-
-def preset_keep_mask(channel_preset: str) -> np.ndarray:
-    """Bool `[12]`: channels kept by a preset name or comma-separated channel list."""
-    keep = np.zeros(config.NUM_CHANNELS, dtype=bool)
-    keep[[config.CHANNEL_INDEX[c] for c in config.resolve_channel_preset(channel_preset)]] = True
-    return keep
 
 
 def task_labels(
@@ -69,7 +65,7 @@ def _shared_float32(shape: tuple[int, ...]) -> torch.Tensor:
 class EpochDataset(Dataset):
     """Epochs of an `EpochStore` selected by index rows, yielding the pinned batch dict.
 
-    `labels` (int64, aligned with `rows`) adds a `label` entry; `keep_channels` (bool [12]) zeroes the
+    `labels` (int64, aligned with `rows`) adds a `label` entry; `keep_channels` (a ChannelSet or bool [12]) zeroes the
     other channels and clears their mask bits, emulating a reduced montage.
     """
 
@@ -78,7 +74,7 @@ class EpochDataset(Dataset):
         store: EpochStore | str | PathLike,
         rows: np.ndarray,
         labels: np.ndarray | None = None,
-        keep_channels: np.ndarray | None = None,
+        keep_channels: ChannelSet | np.ndarray | None = None,
     ):
         self.store = store if isinstance(store, EpochStore) else EpochStore(store)
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -87,6 +83,8 @@ class EpochDataset(Dataset):
             if labels.shape != self.rows.shape:
                 raise ValueError(f"labels {labels.shape} do not match rows {self.rows.shape}")
         self.labels = labels
+        if isinstance(keep_channels, ChannelSet):
+            keep_channels = keep_channels.mask
         if keep_channels is not None:
             keep_channels = np.asarray(keep_channels, dtype=bool)
             if keep_channels.shape != (config.NUM_CHANNELS,):
@@ -258,6 +256,29 @@ def k_shot_rows(
     return np.sort(np.concatenate(picked))
 
 
+@dataclass(frozen=True)
+class _RowKeys:
+    """Per-row split name and ``dataset/subject`` key of a store index, for the split bookkeeping."""
+
+    split: np.ndarray  # object [n_rows]
+    subject: np.ndarray  # object [n_rows], "dataset/subject_id"
+
+    @classmethod
+    def of(cls, index: pd.DataFrame) -> _RowKeys:
+        subject = (index["dataset"].astype(str) + "/" + index["subject_id"].astype(str)).to_numpy(dtype=object)
+        return cls(index["split"].to_numpy(dtype=object), subject)
+
+    def counts(self, index: pd.DataFrame, rows: np.ndarray) -> dict[str, Any]:
+        """Epochs, subjects, recordings and epochs per dataset of ``rows``."""
+        recording = index["dataset"].to_numpy(dtype=object)[rows] + "/" + index["recording_id"].to_numpy(dtype=object)[rows]
+        return {
+            "epochs": int(rows.size),
+            "subjects": len(set(self.subject[rows])),
+            "recordings": len(set(recording)),
+            "epochs_per_dataset": index["dataset"].iloc[rows].value_counts().sort_index().to_dict(),
+        }
+
+
 class SleepDataModule(pl.LightningDataModule):
     """Batches from an epoch store for pre-training (unlabelled) or a downstream task (one label).
 
@@ -313,7 +334,8 @@ class SleepDataModule(pl.LightningDataModule):
         self.train_data_pct = train_data_pct
         self.n_train_samples = n_train_samples
         self.channel_preset = channel_preset
-        self.keep_channels = preset_keep_mask(channel_preset)
+        self.channel_set = ChannelSet.from_spec(channel_preset)
+        self.keep_channels = self.channel_set.mask
         self.mask_train_channels = mask_train_channels
         self.seed = seed
         self.mixture_weights = None if mixture_weights is None else dict(mixture_weights)
@@ -364,91 +386,17 @@ class SleepDataModule(pl.LightningDataModule):
         """Select rows and labels of every split (idempotent)."""
         if self.datasets:
             return
-        store = EpochStore(self.data_dir)
-        self.store = store
-        index = store.index
-        available = sorted(index["dataset"].unique())
-        if self.include_datasets is not None:
-            unknown = sorted(set(self.include_datasets) - set(available))
-            if unknown:
-                raise ValueError(
-                    f"{self.data_dir}: include_datasets {unknown} not in the store; it has {available}"
-                )
-        selected = in_cohort(index["cohort_group"], self.task)
-        if self.include_datasets is not None:
-            selected &= index["dataset"].isin(self.include_datasets).to_numpy()
-        used = sorted(index.loc[selected, "dataset"].unique())
-        if self.include_datasets is not None:
-            # A dataset the user asked for by name must not vanish quietly because of its cohort group.
-            outside = sorted(set(self.include_datasets) - set(used))
-            if outside:
-                raise ValueError(
-                    f"{self.data_dir}: include_datasets {outside} do not serve task {self.task!r}: their cohort "
-                    f"group ({store.manifest.get('cohort_groups')}) excludes it; re-ingest them with "
-                    f"--cohort_group both (or {self.task}), or leave them out"
-                )
-        if not used:
-            raise ValueError(
-                f"{self.data_dir}: no datasets for task {self.task!r} (cohort groups "
-                f"{store.manifest.get('cohort_groups')}, include_datasets={self.include_datasets})"
-            )
-
+        store = self.store = self.store if self.store is not None else EpochStore(self.data_dir)
+        selected, used = self._select_rows(store)
+        keys = _RowKeys.of(store.index)
         labels_all = None
         if self.eval_label is not None:
-            labels_all, _ = task_labels(
-                index[config.LABEL_COLUMNS[self.eval_label]].to_numpy(), self.eval_label, self.stage_classes
-            )
-        split_col = index["split"].to_numpy(dtype=object)
-        subject_key = (index["dataset"].astype(str) + "/" + index["subject_id"].astype(str)).to_numpy(
-            dtype=object
-        )
-        summary: dict[str, Any] = {
-            "store": str(self.data_dir),
-            "task": self.task,
-            "eval_label": self.eval_label,
-            "label_names": list(self.label_names),
-            "datasets": used,
-            "channel_preset": self.channel_preset,
-            "kept_channels": [c for c, k in zip(config.CHANNELS, self.keep_channels) if k],
-            "mask_train_channels": self.mask_train_channels,
-            "train_data_pct": self.train_data_pct,
-            "n_train_samples": self.n_train_samples,
-            "mixture_weights": self.mixture_weights,
-            "splits": {},
-        }
+            column = store.index[config.LABEL_COLUMNS[self.eval_label]].to_numpy()
+            labels_all, _ = task_labels(column, self.eval_label, self.stage_classes)
+        summary = self._summary_header(used)
         for split in SPLITS:
-            rows = np.flatnonzero(selected & (split_col == split))
-            info: dict[str, Any] = {"epochs_in_store": int(rows.size)}
-            if split == "train" and self.train_data_pct < 1.0:
-                keep_subjects = subset_subjects(subject_key[rows], self.train_data_pct, self.seed)
-                rows = rows[np.isin(subject_key[rows], list(keep_subjects))]
-                info["epochs_after_train_data_pct"] = int(rows.size)
-            labels = None
-            if labels_all is not None:
-                labels = labels_all[rows]
-                if self.task == "downstream":
-                    known = labels >= 0
-                    info["excluded_unknown_label"] = int((~known).sum())
-                    rows, labels = rows[known], labels[known]
-                    if split == "train" and self.n_train_samples is not None:
-                        pick = k_shot_rows(
-                            labels, self.n_train_samples, self.num_classes, self.seed, self.label_names
-                        )
-                        rows, labels = rows[pick], labels[pick]
-                counts = np.bincount(labels[labels >= 0], minlength=self.num_classes)
-                info["class_counts"] = dict(zip(self.label_names, counts.tolist()))
-                info["class_counts_array"] = counts.tolist()
-            recording_key = (
-                index["dataset"].to_numpy(dtype=object)[rows]
-                + "/"
-                + index["recording_id"].to_numpy(dtype=object)[rows]
-            )
-            info.update(
-                epochs=int(rows.size),
-                subjects=len(set(subject_key[rows])),
-                recordings=len(set(recording_key)),
-            )
-            info["epochs_per_dataset"] = index["dataset"].iloc[rows].value_counts().sort_index().to_dict()
+            rows, labels, info = self._split_rows(split, np.flatnonzero(selected & (keys.split == split)), keys, labels_all)
+            info.update(keys.counts(store.index, rows))
             keep = self.keep_channels if (split != "train" or self.mask_train_channels) else None
             self.datasets[split] = EpochDataset(store, rows, labels, keep)
             summary["splits"][split] = info
@@ -460,7 +408,78 @@ class SleepDataModule(pl.LightningDataModule):
         if self.mixture_weights is not None:
             self._check_mixture(used)
         self._summary = summary
-        for split, info in summary["splits"].items():
+        self._log_exclusions()
+
+    def _select_rows(self, store: EpochStore) -> tuple[np.ndarray, list[str]]:
+        """Rows of the task's cohort group (narrowed to ``include_datasets``) and the datasets they cover."""
+        index = store.index
+        available = sorted(index["dataset"].unique())
+        named = self.include_datasets
+        if named is not None:
+            unknown = sorted(set(named) - set(available))
+            if unknown:
+                raise ValueError(f"{self.data_dir}: include_datasets {unknown} not in the store; it has {available}")
+        selected = in_cohort(index["cohort_group"], self.task)
+        if named is not None:
+            selected &= index["dataset"].isin(named).to_numpy()
+        used = sorted(index.loc[selected, "dataset"].unique())
+        # A dataset the user asked for by name must not vanish quietly because of its cohort group.
+        outside = sorted(set(named) - set(used)) if named is not None else []
+        if outside:
+            raise ValueError(
+                f"{self.data_dir}: include_datasets {outside} do not serve task {self.task!r}: their cohort "
+                f"group ({store.manifest.get('cohort_groups')}) excludes it; re-ingest them with "
+                f"--cohort_group both (or {self.task}), or leave them out"
+            )
+        if not used:
+            raise ValueError(
+                f"{self.data_dir}: no datasets for task {self.task!r} (cohort groups "
+                f"{store.manifest.get('cohort_groups')}, include_datasets={named})"
+            )
+        return selected, used
+
+    def _summary_header(self, used: list[str]) -> dict[str, Any]:
+        return {
+            "store": str(self.data_dir),
+            "task": self.task,
+            "eval_label": self.eval_label,
+            "label_names": list(self.label_names),
+            "datasets": used,
+            "channel_preset": self.channel_preset,
+            "kept_channels": [c for c in config.CHANNELS if c in self.channel_set],
+            "mask_train_channels": self.mask_train_channels,
+            "train_data_pct": self.train_data_pct,
+            "n_train_samples": self.n_train_samples,
+            "mixture_weights": self.mixture_weights,
+            "splits": {},
+        }
+
+    def _split_rows(
+        self, split: str, rows: np.ndarray, keys: _RowKeys, labels_all: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+        """One split's rows and labels after the training-subject fraction, unknown labels and k-shot."""
+        info: dict[str, Any] = {"epochs_in_store": int(rows.size)}
+        if split == "train" and self.train_data_pct < 1.0:
+            keep_subjects = subset_subjects(keys.subject[rows], self.train_data_pct, self.seed)
+            rows = rows[np.isin(keys.subject[rows], list(keep_subjects))]
+            info["epochs_after_train_data_pct"] = int(rows.size)
+        if labels_all is None:
+            return rows, None, info
+        labels = labels_all[rows]
+        if self.task == "downstream":
+            known = labels >= 0
+            info["excluded_unknown_label"] = int((~known).sum())
+            rows, labels = rows[known], labels[known]
+            if split == "train" and self.n_train_samples is not None:
+                pick = k_shot_rows(labels, self.n_train_samples, self.num_classes, self.seed, self.label_names)
+                rows, labels = rows[pick], labels[pick]
+        counts = np.bincount(labels[labels >= 0], minlength=self.num_classes)
+        info["class_counts"] = dict(zip(self.label_names, counts.tolist()))
+        info["class_counts_array"] = counts.tolist()
+        return rows, labels, info
+
+    def _log_exclusions(self) -> None:
+        for split, info in self._summary["splits"].items():
             if info.get("excluded_unknown_label"):
                 log.info(
                     "%s split: %d epochs with unknown %s excluded (kept %d)",

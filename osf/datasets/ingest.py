@@ -28,10 +28,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-import config
+from osf import config
 from osf.datasets.io.channels import load_channel_map
 from osf.datasets.io.errors import IngestionError
 from osf.datasets.io.layout import RecordingSource, find_recordings, find_scoring, parse_recording_name
+from osf.datasets.manifest import ShardMarker
 from osf.datasets.preprocess import pipeline_settings, process_recording
 from osf.datasets.splits import COHORT_GROUPS
 from osf.datasets.store import StoreWriter, shard_of, store_lock
@@ -59,14 +60,27 @@ class IngestReport:
         )
 
 
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What became of one recording in a worker: written (with its QC warnings) or failed (with the reason)."""
+
+    written: bool
+    message: str  # the recording id when written, the reason when failed
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def failure(cls, reason: str) -> IngestOutcome:
+        return cls(False, reason)
+
+
 def _ingest_one(
     root: str,
     pipeline: Mapping[str, Any],
     source: RecordingSource,
     channel_map: Mapping[str, Any] | None = None,
     accept_scoring_mismatch: bool = False,
-) -> tuple[str, str, list[str]]:
-    """Worker: process and write one recording. Returns ("written", id, warnings) or ("failed", reason, [])."""
+) -> IngestOutcome:
+    """Worker: process and write one recording."""
     try:
         epochs = process_recording(
             source.edf_path, source.scoring_path, source.dataset, channel_map, accept_scoring_mismatch
@@ -77,10 +91,10 @@ def _ingest_one(
             files["annotations"] = os.fspath(source.scoring_path)
         writer.write_recording(source.dataset, source.recording_id, source.subject_id, source.visit, epochs, files)
     except IngestionError as err:
-        return "failed", str(err), []
+        return IngestOutcome.failure(str(err))
     except Exception as err:  # noqa: BLE001 - a batch must not stop at one file; the reason is kept
-        return "failed", f"{source.edf_path}: {type(err).__name__}: {err}", []
-    return "written", source.recording_id, list(epochs.qc.get("warnings", []))
+        return IngestOutcome.failure(f"{source.edf_path}: {type(err).__name__}: {err}")
+    return IngestOutcome(True, source.recording_id, tuple(epochs.qc.get("warnings", [])))
 
 
 def resolve_input_dir(dataset: str, input_dir: str | os.PathLike) -> Path:
@@ -166,10 +180,10 @@ def ingest_recordings(
         groups = _cohort_groups(root, datasets, cohort_group)
         _process_all(writer, report, sources, rejected, num_workers, cmap, accept_scoring_mismatch, progress)
         if shard is not None:
-            info = {"cohort_group": cohort_group, "written": len(report.written), "skipped": len(report.skipped),
-                    "failed": len(report.failed)}
             for dataset in datasets:
-                writer.write_shard_marker(dataset, shard, info)
+                writer.write_shard_marker(ShardMarker(
+                    dataset, shard[0], shard[1], cohort_group, len(report.written), len(report.skipped), len(report.failed)
+                ))
             return report
         _finalize(writer, report, split_fractions, seed, groups)
     return report
@@ -216,13 +230,13 @@ def _process_all(
         else:
             todo.append(src)
 
-    def handle(src: RecordingSource, status: str, message: str, warnings: Sequence[str] = ()) -> None:
-        if status == "written":
+    def handle(src: RecordingSource, outcome: IngestOutcome) -> None:
+        if outcome.written:
             report.written.append(src.recording_id)
-            if warnings:
-                report.warnings[src.recording_id] = list(warnings)
+            if outcome.warnings:
+                report.warnings[src.recording_id] = list(outcome.warnings)
         else:
-            _fail(writer, report, src, message)
+            _fail(writer, report, src, outcome.message)
         bar.update()
 
     bar = tqdm(total=len(todo), desc="preprocess", unit="rec", disable=not progress)
@@ -232,7 +246,7 @@ def _process_all(
     try:
         if num_workers <= 0:
             for src in todo:
-                handle(src, *job(src))
+                handle(src, job(src))
         else:
             _run_parallel(todo, job, num_workers, handle, writer.has_recording)
     finally:
@@ -274,7 +288,7 @@ def finalize_store(
             raise IngestionError(root, f"shards still missing (no marker in {root / 'shards'}): {listed}; run them, then --finalize again")
         report = IngestReport(store=root, cleaned=[os.fspath(p) for p in writer.clean_stale()])
         groups = _cohort_groups(root, [], None)
-        groups.update({m["dataset"]: m["cohort_group"] for m in writer.shard_markers() if m.get("cohort_group")})
+        groups.update({m.dataset: m.cohort_group for m in writer.shard_markers() if m.cohort_group})
         _finalize(writer, report, split_fractions, seed, groups)
     return report
 
@@ -286,9 +300,9 @@ def _fail(writer: StoreWriter, report: IngestReport, src: RecordingSource, reaso
 
 def _run_parallel(
     todo: Sequence[RecordingSource],
-    job: Callable[[RecordingSource], tuple[str, str, list[str]]],
+    job: Callable[[RecordingSource], IngestOutcome],
     num_workers: int,
-    handle: Callable[..., None],
+    handle: Callable[[RecordingSource, IngestOutcome], None],
     is_written: Callable[[str, str], bool],
 ) -> None:
     """Run ``job`` over ``todo`` in worker processes, ``2 * num_workers`` recordings in flight.
@@ -303,13 +317,13 @@ def _run_parallel(
         if suspects:
             src = suspects.popleft()
             if is_written(src.dataset, src.recording_id):  # finished just before the pool broke
-                handle(src, "written", src.recording_id)
+                handle(src, IngestOutcome(True, src.recording_id))
                 continue
             with ProcessPoolExecutor(max_workers=1) as pool:
                 try:
-                    handle(src, *pool.submit(job, src).result())
+                    handle(src, pool.submit(job, src).result())
                 except BrokenProcessPool:
-                    handle(src, "failed", f"{src.edf_path}: the worker process died while processing it (out of memory?)")
+                    handle(src, IngestOutcome.failure(f"{src.edf_path}: the worker process died while processing it (out of memory?)"))
             continue
         in_flight: dict[Future, RecordingSource] = {}
         with ProcessPoolExecutor(max_workers=num_workers) as pool:
@@ -321,7 +335,7 @@ def _run_parallel(
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for fut in done:
                         result = fut.result()
-                        handle(in_flight.pop(fut), *result)
+                        handle(in_flight.pop(fut), result)
             except BrokenProcessPool:
                 suspects.extend(in_flight.values())
 

@@ -1,6 +1,6 @@
 """`RecordingEpochs`: one preprocessed night cut into 30 s epochs, the unit ingestion hands to the store.
 
-Produced by `osf.datasets.preprocess.process_recording` (and by `osf.datasets.store.make_random_store`
+Produced by `osf.datasets.preprocess.process_recording` (and by `osf.testing.make_random_store`
 for tests); consumed by `osf.datasets.store.StoreWriter.write_recording` and by prediction.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-import config
+from osf import config
 
 # Per-epoch label columns of the store index, in index order; -1 = unknown.
 LABEL_FIELDS: tuple[str, ...] = tuple(config.LABEL_COLUMNS.values())

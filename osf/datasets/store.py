@@ -33,6 +33,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import config
+from osf import config
+from osf.datasets.manifest import (
+    SIGNAL_DTYPE,
+    FailureRecord,
+    RecordingMeta,
+    ShardMarker,
+    StoreManifest,
+    utc_now,
+)
 from osf.datasets.recording import LABEL_FIELDS, QUALITY_FIELDS, RecordingEpochs, pack_bits, unpack_bits
 from osf.datasets.splits import resolve_cohort_groups, split_for_rows
 from osf.utils.atomic import atomic_path, atomic_write_bytes
@@ -51,8 +60,6 @@ try:  # POSIX; elsewhere stores are not locked (documented in store_lock)
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-STORE_FORMAT_VERSION = 1
-SIGNAL_DTYPE = np.float16
 _SIDECAR_META_KEY = b"osf_recording"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]*$")
 
@@ -123,8 +130,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def lock_holders(root: str | os.PathLike) -> list[dict[str, Any]]:
-    """Who holds the store's lock: one dict per live holder (pid, host, mode, what, since).
+@dataclass(frozen=True)
+class LockHolder:
+    """A run holding the store's lock: the record it leaves in ``.osf-lock-holders/`` (JSON)."""
+
+    pid: int
+    host: str
+    mode: str  # "exclusive" or "shared"
+    what: str  # the command line, shown to runs that are refused
+    since: str = field(default_factory=utc_now)
+
+    @classmethod
+    def this_process(cls, shared: bool, what: str = "") -> LockHolder:
+        """The record of the calling process."""
+        return cls(os.getpid(), socket.gethostname(), "shared" if shared else "exclusive", what or " ".join(sys.argv))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LockHolder:
+        """Parse a record (fields it lacks read as None)."""
+        return cls(data.get("pid"), data.get("host"), data.get("mode"), data.get("what"), data.get("since"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record's JSON object."""
+        return asdict(self)
+
+    def is_dead(self) -> bool:
+        """A holder on this host whose process no longer runs (killed)."""
+        return self.host == socket.gethostname() and not _pid_alive(int(self.pid if self.pid is not None else -1))
+
+    def describe(self) -> str:
+        """One phrase for a refusal message."""
+        return f"pid {self.pid} on {self.host} ({self.mode}: {self.what}, since {self.since})"
+
+
+def lock_holders(root: str | os.PathLike) -> list[LockHolder]:
+    """Who holds the store's lock: one record per live holder (pid, host, mode, what, since).
 
     Records of processes on this host that no longer run (killed holders) are removed.
     """
@@ -132,13 +172,13 @@ def lock_holders(root: str | os.PathLike) -> list[dict[str, Any]]:
     out = []
     for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            rec = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
+            holder = LockHolder.from_dict(json.loads(f.read_text()))
+        except (OSError, json.JSONDecodeError, AttributeError):
             continue
-        if rec.get("host") == socket.gethostname() and not _pid_alive(int(rec.get("pid", -1))):
+        if holder.is_dead():
             f.unlink(missing_ok=True)
             continue
-        out.append(rec)
+        out.append(holder)
     return out
 
 
@@ -146,9 +186,7 @@ def _describe_holders(root: Path) -> str:
     holders = lock_holders(root)
     if not holders:
         return "another process (it left no record)"
-    return "; ".join(
-        f"pid {h.get('pid')} on {h.get('host')} ({h.get('mode')}: {h.get('what')}, since {h.get('since')})" for h in holders
-    )
+    return "; ".join(h.describe() for h in holders)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -185,14 +223,7 @@ def store_lock(root: str | os.PathLike, shared: bool = False, what: str = ""):
         ) from None
     (root / HOLDERS_DIR).mkdir(exist_ok=True)
     record = root / HOLDERS_DIR / f"{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}.json"
-    info = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "mode": "shared" if shared else "exclusive",
-        "what": what or " ".join(sys.argv),
-        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    _write_text(record, json.dumps(info))
+    _write_text(record, json.dumps(LockHolder.this_process(shared, what).to_dict()))
     try:
         yield
     finally:
@@ -281,22 +312,21 @@ class StoreWriter:
                 if isinstance(v, (str, os.PathLike)) and Path(v).is_file()
             }
         qc = dict(epochs.qc)
-        meta = {
-            "dataset": dataset,
-            "recording_id": recording_id,
-            "subject_id": str(subject_id),
-            "visit": int(visit),
-            "n_epochs": n,
-            "duration_s": float(epochs.duration_s),
-            "source_path": None if epochs.source_path is None else os.fspath(epochs.source_path),
-            "source": source,
-            "pipeline": self.pipeline,
-            "channel_map": qc.pop("channel_map", None),
-            "unknown_event_names": dict(Counter(qc.pop("unknown_event_names", None) or {})),
-            "qc": qc,
-            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        meta_json = json.dumps(meta, default=_json_default)
+        meta = RecordingMeta(
+            dataset=dataset,
+            recording_id=recording_id,
+            subject_id=str(subject_id),
+            visit=int(visit),
+            n_epochs=n,
+            duration_s=float(epochs.duration_s),
+            source_path=None if epochs.source_path is None else os.fspath(epochs.source_path),
+            source=source,
+            pipeline=self.pipeline,
+            channel_map=qc.pop("channel_map", None),
+            unknown_event_names=dict(Counter(qc.pop("unknown_event_names", None) or {})),
+            qc=qc,
+        )
+        meta_json = json.dumps(meta.to_dict(), default=_json_default)
 
         # Array first (an orphan array without sidecar is simply rewritten on resume). atomic_path
         # gives the temp file the umask's mode (mkstemp alone would leave arrays 0600).
@@ -328,14 +358,7 @@ class StoreWriter:
 
     def record_failure(self, dataset: str, source_path: str | os.PathLike, reason: str) -> None:
         """Note a file that could not be ingested; it appears under `excluded` in the manifest."""
-        line = json.dumps(
-            {
-                "dataset": dataset,
-                "source_path": os.fspath(source_path),
-                "reason": str(reason),
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-        )
+        line = json.dumps(FailureRecord(dataset, os.fspath(source_path), str(reason)).to_dict())
         # One short O_APPEND write per line: parallel workers do not interleave lines.
         fd = os.open(self.root / "failures.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # minus the umask
         try:
@@ -360,21 +383,18 @@ class StoreWriter:
                     removed.append(f)
         return removed
 
-    def write_shard_marker(self, dataset: str, shard: tuple[int, int], info: Mapping[str, Any]) -> Path:
-        """Mark shard ``(k, n)`` of ``dataset`` done: ``shards/<dataset>/<k>-of-<n>.json`` with ``info``."""
-        k, n = shard
-        path = self.root / SHARDS_DIR / _check_name("dataset", dataset) / f"{k}-of-{n}.json"
-        record = {"dataset": dataset, "shard": k, "n_shards": n, **info,
-                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        return atomic_write_bytes(path, json.dumps(record, indent=2, default=_json_default).encode())
+    def write_shard_marker(self, marker: ShardMarker) -> Path:
+        """Mark a shard done: ``shards/<dataset>/<k>-of-<n>.json``."""
+        path = self.root / SHARDS_DIR / _check_name("dataset", marker.dataset) / f"{marker.shard}-of-{marker.n_shards}.json"
+        return atomic_write_bytes(path, json.dumps(marker.to_dict(), indent=2, default=_json_default).encode())
 
-    def shard_markers(self) -> list[dict[str, Any]]:
+    def shard_markers(self) -> list[ShardMarker]:
         """Every shard marker in the store (see ``write_shard_marker``)."""
         out = []
         for f in sorted((self.root / SHARDS_DIR).glob("*/*-of-*.json")):
             try:
-                out.append(json.loads(f.read_text()))
-            except (OSError, json.JSONDecodeError) as exc:
+                out.append(ShardMarker.from_dict(json.loads(f.read_text())))
+            except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
                 raise ValueError(f"{f}: unreadable shard marker ({exc})") from exc
         return out
 
@@ -383,7 +403,7 @@ class StoreWriter:
         shardings (an N) is complete."""
         done: dict[str, dict[int, set[int]]] = {}
         for m in self.shard_markers():
-            done.setdefault(m["dataset"], {}).setdefault(int(m["n_shards"]), set()).add(int(m["shard"]))
+            done.setdefault(m.dataset, {}).setdefault(m.n_shards, set()).add(m.shard)
         missing = {}
         for dataset, by_n in done.items():
             if any(len(ks) == n for n, ks in by_n.items()):
@@ -391,12 +411,12 @@ class StoreWriter:
             missing[dataset] = [f"{k}/{n}" for n, ks in sorted(by_n.items()) for k in range(n) if k not in ks]
         return missing
 
-    def _read_sidecars(self) -> tuple[list[pd.DataFrame], list[dict[str, Any]]]:
+    def _read_sidecars(self) -> tuple[list[pd.DataFrame], list[RecordingMeta]]:
         frames, metas = [], []
         for sidecar in sorted((self.root / "signals").glob("*/*.parquet")):
             try:
                 table = pq.read_table(sidecar)
-                meta = json.loads(table.schema.metadata[_SIDECAR_META_KEY])
+                meta = RecordingMeta.from_dict(json.loads(table.schema.metadata[_SIDECAR_META_KEY]))
             except Exception as exc:
                 raise ValueError(f"{sidecar}: unreadable recording sidecar ({exc})") from exc
             array_path = sidecar.with_suffix(".npy")
@@ -438,102 +458,44 @@ class StoreWriter:
         pq.write_table(pa.Table.from_pandas(index, preserve_index=False), buf)
         atomic_write_bytes(self.root / "index.parquet", buf.getvalue().to_pybytes())
 
-        manifest = self._manifest(index, metas, split_fractions, seed, groups, missing)
+        excluded = self._failures_not_written(metas)
+        splits = _split_summary(index, split_fractions, seed)
+        manifest = StoreManifest.build(metas, len(index), splits, groups, missing, excluded)
         atomic_write_bytes(
-            self.root / "manifest.json", json.dumps(manifest, indent=2, default=_json_default).encode()
+            self.root / "manifest.json", json.dumps(manifest.to_dict(), indent=2, default=_json_default).encode()
         )
         return self.root
 
-    def _manifest(
-        self,
-        index: pd.DataFrame,
-        metas: list[dict[str, Any]],
-        split_fractions: Sequence[float],
-        seed: int,
-        groups: dict[str, str],
-        unused_groups: list[str],
-    ) -> dict[str, Any]:
-        written_sources = {
-            os.fspath(v)
-            for m in metas
-            for v in [m.get("source_path"), *m.get("source", {}).values()]
-            if isinstance(v, str)
-        }
-        excluded: dict[tuple[str, str], dict[str, Any]] = {}
-        failures = self.root / "failures.jsonl"
-        if failures.is_file():
-            for line in failures.read_text().splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a killed process; the file is re-tried on the next run anyway
-                # Keep the latest reason per file; drop files a later run managed to ingest.
-                if rec.get("source_path") not in written_sources:
-                    excluded[(rec.get("dataset"), rec.get("source_path"))] = rec
-        unknown_events: dict[str, Counter] = {}
-        channel_maps: dict[str, dict[str, Any]] = {}
-        pipelines: list[dict[str, Any]] = []
-        for m in metas:
-            unknown_events.setdefault(m["dataset"], Counter()).update(m.get("unknown_event_names") or {})
-            if m.get("channel_map") is not None:
-                key = json.dumps(m["channel_map"], sort_keys=True, default=_json_default)
-                entry = channel_maps.setdefault(key, {"channel_map": m["channel_map"], "datasets": Counter()})
-                entry["datasets"][m["dataset"]] += 1
-            for p in pipelines:
-                if p["settings"] == m.get("pipeline", {}):
-                    p["datasets"][m["dataset"]] += 1
-                    break
-            else:
-                pipelines.append({"settings": m.get("pipeline", {}), "datasets": Counter({m["dataset"]: 1})})
-        per_split = index.groupby(["dataset", "split"]).agg(
-            epochs=("row", "size"), recordings=("recording_id", "nunique"), subjects=("subject_id", "nunique")
-        )
-        return {
-            "format_version": STORE_FORMAT_VERSION,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "channels": list(config.CHANNELS),
-            "sample_rate": config.SAMPLE_RATE,
-            "epoch_samples": config.EPOCH_SAMPLES,
-            "signal_dtype": np.dtype(SIGNAL_DTYPE).name,
-            "n_epochs": len(index),
-            "n_recordings": len(metas),
-            "splits": {
-                "fractions": list(map(float, split_fractions)),
-                "seed": int(seed),
-                "by": "subject",
-                "counts": {
-                    f"{d}/{s}": {k: int(v) for k, v in row.items()} for (d, s), row in per_split.iterrows()
-                },
-            },
-            "cohort_groups": groups,
-            "cohort_groups_unused": unused_groups,
-            "pipeline": [{"settings": p["settings"], "datasets": dict(p["datasets"])} for p in pipelines],
-            "channel_maps": [
-                {"channel_map": e["channel_map"], "datasets": dict(e["datasets"])}
-                for e in channel_maps.values()
-            ],
-            "unknown_event_names": {d: dict(c.most_common()) for d, c in unknown_events.items() if c},
-            "recordings": [
-                {
-                    k: m.get(k)
-                    for k in (
-                        "dataset",
-                        "recording_id",
-                        "subject_id",
-                        "visit",
-                        "n_epochs",
-                        "duration_s",
-                        "source_path",
-                        "source",
-                        "qc",
-                    )
-                }
-                for m in metas
-            ],
-            "excluded": list(excluded.values()),
-        }
+    def failures(self) -> list[FailureRecord]:
+        """Every line of ``failures.jsonl`` in order (lines cut by a killed process are skipped)."""
+        path = self.root / "failures.jsonl"
+        records = []
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                if line.strip():
+                    records.append(FailureRecord.from_dict(json.loads(line)))
+            except json.JSONDecodeError:
+                continue  # a line cut by a killed process; the file is re-tried on the next run anyway
+        return records
+
+    def _failures_not_written(self, metas: list[RecordingMeta]) -> list[FailureRecord]:
+        """The latest failure per file, leaving out files a later run managed to ingest."""
+        written = set().union(*(m.files() for m in metas))
+        latest = {(f.dataset, f.source_path): f for f in self.failures() if f.source_path not in written}
+        return list(latest.values())
+
+
+def _split_summary(index: pd.DataFrame, split_fractions: Sequence[float], seed: int) -> dict[str, Any]:
+    """The manifest's ``splits``: fractions, seed and per dataset/split counts."""
+    per_split = index.groupby(["dataset", "split"]).agg(
+        epochs=("row", "size"), recordings=("recording_id", "nunique"), subjects=("subject_id", "nunique")
+    )
+    return {
+        "fractions": list(map(float, split_fractions)),
+        "seed": int(seed),
+        "by": "subject",
+        "counts": {f"{d}/{s}": {k: int(v) for k, v in row.items()} for (d, s), row in per_split.iterrows()},
+    }
 
 
 class EpochStore:
@@ -554,9 +516,10 @@ class EpochStore:
                     "(write recordings with StoreWriter, then call finalize())"
                 )
         try:
-            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())  # as written (hashed by caches)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from exc
+        self.manifest_record: StoreManifest = StoreManifest.from_dict(self.manifest, manifest_path)
         self.index: pd.DataFrame = pd.read_parquet(index_path)
         missing = sorted(set(INDEX_COLUMNS) - set(self.index.columns))
         if missing:
@@ -635,97 +598,3 @@ class EpochStore:
     def channel_masks(self, rows: np.ndarray) -> np.ndarray:
         """Channel presence of index rows as bool `[len(rows), 12]`."""
         return unpack_channel_mask(self._mask_bits[self._check_rows(rows)])
-
-
-# --- Random stores for tests and examples ------------------------------------------------------
-# Per-stage signatures: dominant EEG frequency (Hz), EEG amplitude, chin-EMG amplitude, EOG amplitude.
-_STAGE_EEG_HZ = np.array([10.0, 6.0, 13.0, 1.5, 7.0])
-_STAGE_EEG_AMP = np.array([0.6, 0.8, 1.0, 2.5, 0.7])
-_STAGE_EMG_AMP = np.array([1.5, 0.8, 0.6, 0.5, 0.15])
-_STAGE_EOG_AMP = np.array([1.0, 0.5, 0.2, 0.2, 2.0])
-
-
-def random_recording(n_epochs: int, rng: np.random.Generator, missing: Sequence[str] = ()) -> RecordingEpochs:
-    """A random `RecordingEpochs` whose signals depend on its labels (stage, arousal, hypopnea, desaturation).
-
-    Stages come in short runs covering all five stages; each stage has its own EEG rhythm and EMG/EOG levels, arousals
-    raise the chin EMG, hypopneas damp the respiratory channels, desaturations slow them. Some stages
-    are -1 (unscored). Channels in `missing` are zero and masked out.
-    """
-    t = np.arange(config.EPOCH_SAMPLES) / config.SAMPLE_RATE
-    # Runs of 2-5 epochs walking through shuffled rounds of all 5 stages: every stage is frequent
-    # even in a short recording, so tiny stores still support k-shot and per-class metrics.
-    n_rounds = n_epochs // 10 + 2
-    cycle = np.concatenate([rng.permutation(5) for _ in range(n_rounds)])
-    stage = np.repeat(cycle, rng.integers(2, 6, size=cycle.size))[:n_epochs].astype(np.int8)
-    arousal = (rng.random(n_epochs) < 0.25).astype(np.int8)
-    hypopnea = (rng.random(n_epochs) < 0.2).astype(np.int8)
-    desat = np.where(hypopnea == 1, rng.random(n_epochs) < 0.8, rng.random(n_epochs) < 0.1).astype(np.int8)
-    apnea = (rng.random(n_epochs) < 0.1).astype(np.int8)
-
-    x = rng.normal(0.0, 0.3, size=(n_epochs, config.NUM_CHANNELS, config.EPOCH_SAMPLES)).astype(np.float32)
-    ch = config.CHANNEL_INDEX
-    phase = rng.uniform(0, 2 * np.pi, size=(n_epochs, 1))
-    eeg = _STAGE_EEG_AMP[stage][:, None] * np.sin(2 * np.pi * _STAGE_EEG_HZ[stage][:, None] * t + phase)
-    for name in ("EEG_C3_A2", "EEG_C4_A1"):
-        x[:, ch[name]] += eeg
-    eog = _STAGE_EOG_AMP[stage][:, None] * np.sin(2 * np.pi * 0.5 * t + phase)
-    x[:, ch["EOG_E1_A2"]] += eog
-    x[:, ch["EOG_E2_A1"]] -= eog
-    emg_amp = _STAGE_EMG_AMP[stage] * (1.0 + 1.5 * arousal)
-    x[:, ch["EMG_Chin"]] *= emg_amp[:, None] / 0.3
-    heart = np.sin(2 * np.pi * 1.1 * t) ** 15
-    x[:, ch["ECG"]] += 2.0 * heart
-    resp_amp = np.where(hypopnea == 1, 0.3, 1.5)
-    resp_hz = np.where(desat == 1, 0.15, 0.25)
-    resp = resp_amp[:, None] * np.sin(2 * np.pi * resp_hz[:, None] * t + phase)
-    for name in ("ABD", "THX", "NP", "SN"):
-        x[:, ch[name]] += resp
-    np.clip(x, -6, 6, out=x)
-
-    stage[rng.random(n_epochs) < 0.05] = -1
-    mask = np.ones((n_epochs, config.NUM_CHANNELS), dtype=bool)
-    for name in missing:
-        mask[:, ch[name]] = False
-        x[:, ch[name]] = 0.0
-    return RecordingEpochs(
-        signals=x,
-        channel_mask=mask,
-        labels={
-            "stage": stage,
-            "arousal": arousal,
-            "hypopnea": hypopnea,
-            "oxygen_desaturation": desat,
-            "apnea": apnea,
-        },
-        quality={"clipped_frac": (np.abs(x) >= 6).mean(axis=(1, 2)).astype(np.float32)},
-        qc={"generator": "osf.datasets.store.random_recording", "missing_channels": list(missing)},
-        source_path=None,
-        duration_s=float(n_epochs * config.EPOCH_SEC),
-    )
-
-
-def make_random_store(
-    root: str | os.PathLike,
-    n_subjects: int = 6,
-    n_epochs: int = 40,
-    seed: int = 0,
-    datasets: Sequence[str] = ("synth",),
-    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    cohort_groups: Mapping[str, str] | None = None,
-) -> Path:
-    """Write and finalize a small store of label-correlated random recordings; returns its root.
-
-    Per dataset: `n_subjects` subjects with one `n_epochs` recording each; the first subject also has
-    a second visit, and the second subject has no EEG (its EEG channels masked out).
-    """
-    rng = np.random.default_rng(seed)
-    writer = StoreWriter(root, overwrite=True, pipeline={"generator": "make_random_store", "seed": seed})
-    for dataset in datasets:
-        for s in range(n_subjects):
-            visits = 2 if s == 0 else 1
-            missing = ("EEG_C3_A2", "EEG_C4_A1") if s == 1 else ()
-            for v in range(1, visits + 1):
-                rec = random_recording(n_epochs, rng, missing)
-                writer.write_recording(dataset, f"{dataset}-s{s:03d}-v{v}", f"s{s:03d}", v, rec, source={})
-    return writer.finalize(split_fractions=split_fractions, seed=seed, cohort_groups=cohort_groups)

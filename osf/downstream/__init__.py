@@ -6,5 +6,8 @@
 - ``metrics``: staging and event metrics with subject-level bootstrap CIs.
 - ``classifier``: ``SleepClassifier`` files (weights-only) for ``main_predict.py``; ``merge_classifiers``.
 - ``results`` / ``report``: run JSON, append-only ``results.csv``, benchmark table and figures.
-- ``pipeline.run_downstream``: one run end to end (``main_pipelines/main_finetune.py``).
+- ``run_config.DownstreamConfig`` / ``inputs``: a run's flags, and what it loads once (backbone, store, splits, features).
+- ``selection.train_with_validation``: the AdamW + cosine loop with model selection on validation (probe, sequence, night).
+- ``pipeline.run_downstream``: one run end to end (``main_pipelines/main_finetune.py``); ``sequence_run`` and
+  ``night`` the sequence-context and night-level runs it dispatches to.
 """

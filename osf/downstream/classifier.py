@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-import config
+from osf import config
 from osf.backbone.checkpoint import METADATA_KEYS, CheckpointError
-from osf.backbone.vit1d_cls import create_backbone
-from osf.downstream.features import channel_presence, check_pooling, encode
+from osf.backbone.vit1d_cls import create_backbone, state_has_mask_token
+from osf.datasets.channelset import ChannelSet
+from osf.downstream.features import check_pooling, encode
 from osf.downstream.sequence import sequence_head_from_payload, sequence_head_payload
 from osf.utils.atomic import atomic_path
 
@@ -43,7 +44,7 @@ class SleepClassifier(nn.Module):
         heads: Mapping[str, nn.Linear],
         label_names: Mapping[str, Sequence[str]],
         pooling: str = "cls",
-        channels: Sequence[str] = config.CHANNELS,
+        channels: ChannelSet | Sequence[str] = config.CHANNELS,
         backbone_metadata: Mapping[str, Any] | None = None,
         thresholds: Mapping[str, float] | None = None,
         info: Mapping[str, Any] | None = None,
@@ -62,8 +63,8 @@ class SleepClassifier(nn.Module):
         self.heads = nn.ModuleDict(dict(heads))
         self.label_names = {t: list(v) for t, v in label_names.items()}
         self.pooling = pooling
-        self.channels = list(channels)
-        self.register_buffer("channel_contract", channel_presence(self.channels), persistent=False)
+        self.channel_set = ChannelSet.coerce(channels)  # the training contract: channels the heads may use
+        self.channels = list(self.channel_set.names)
         self.backbone_metadata = dict(backbone_metadata or {})
         self.thresholds = {t: float(v) for t, v in (thresholds or {}).items()}
         self.info = dict(info or {})
@@ -78,20 +79,17 @@ class SleepClassifier(nn.Module):
         """Task names in head order."""
         return list(self.heads)
 
-    def effective_mask(self, channel_mask: torch.Tensor) -> torch.Tensor:
-        """Channels the heads may use: present in the input *and* in the training contract."""
-        return channel_mask.bool() & self.channel_contract.to(channel_mask.device)
-
     def missing_channels(self, channel_mask: torch.Tensor) -> list[str]:
         """Contract channels absent from every row of ``channel_mask`` (for QC warnings)."""
         present = channel_mask.bool().any(0).cpu()
-        return [c for c, p in zip(config.CHANNELS, present.tolist()) if not p and c in self.channels]
+        return [c for c, p in zip(config.CHANNELS, present.tolist()) if not p and c in self.channel_set]
 
     def embed(self, signal: torch.Tensor, channel_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled backbone features ``[B, width]`` (``[B, width x groups]`` with ``groups`` pooling)."""
         if channel_mask is None:
             channel_mask = torch.ones(signal.shape[0], config.NUM_CHANNELS, dtype=torch.bool, device=signal.device)
-        return encode(self.backbone, signal, self.effective_mask(channel_mask), self.pooling)  # zero-fills absent ones
+        # Channels absent from the input or outside the contract are hidden (encode zero-fills them).
+        return encode(self.backbone, signal, self.channel_set.restrict(channel_mask), self.pooling)
 
     def forward(self, signal: torch.Tensor, channel_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Logits per task."""
@@ -197,7 +195,7 @@ def load_classifier(path: str | os.PathLike, map_location: str | torch.device = 
             lead_wise=int(meta["lead_wise"]),
             patch_size_ch=int(meta["patch_size_ch"]),
         )
-        if "mask_token" in payload["backbone_state"]:
+        if state_has_mask_token(payload["backbone_state"]):
             backbone.add_mask_token()
         backbone.load_state_dict(payload["backbone_state"], strict=True)
     except (KeyError, ValueError, RuntimeError) as err:

@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from config import CHANNEL_INDEX, CHANNELS, NUM_CHANNELS
+from osf.datasets.channelset import ChannelSet
 from osf.utils.atomic import atomic_path, atomic_write_text
 
 # cls: the CLS token; mean: mean of all patch tokens; groups: mean of the patch tokens of each channel
@@ -29,29 +29,6 @@ from osf.utils.atomic import atomic_path, atomic_write_text
 # only its direction, so pooling over groups keeps apart what the CLS and a global mean blend: a chin-EMG
 # burst changes the cardio-EMG group's tokens without being averaged with the 60 others (benchmarks/README).
 POOLINGS: tuple[str, ...] = ("cls", "mean", "groups")
-
-
-def channel_presence(channels: Sequence[str]) -> torch.Tensor:
-    """Bool ``[12]``: True for the channels listed (names from ``config.CHANNELS``)."""
-    unknown = [c for c in channels if c not in CHANNEL_INDEX]
-    if unknown:
-        raise ValueError(f"unknown channel(s) {unknown}; channels are {list(CHANNELS)}")
-    if not channels:
-        raise ValueError("empty channel set: at least one channel must be present")
-    present = torch.zeros(NUM_CHANNELS, dtype=torch.bool)
-    present[[CHANNEL_INDEX[c] for c in channels]] = True
-    return present
-
-
-def apply_channel_preset(
-    signal: torch.Tensor, channel_mask: torch.Tensor, channels: Sequence[str] | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero and mask every channel not in ``channels`` (``None`` = leave the batch as it is)."""
-    if channels is None:
-        return signal, channel_mask
-    keep = channel_presence(channels).to(channel_mask.device)
-    mask = channel_mask & keep
-    return signal.masked_fill(~mask.unsqueeze(-1), 0.0), mask
 
 
 def check_pooling(pooling: str) -> str:
@@ -154,7 +131,7 @@ def cache_key(parts: Mapping[str, object]) -> str:
 def run_over_loader(
     loader: Iterable[Mapping],
     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    channels: Sequence[str] | None = None,
+    channels: ChannelSet | Sequence[str] | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, np.ndarray]:
     """``forward(signal, channel_mask)`` over every batch of ``loader``, with each row's epoch identity.
@@ -162,9 +139,12 @@ def run_over_loader(
     ``channels``: if given, channels outside it are zeroed and masked first. Returns ``outputs``
     (float32 ``[N, ...]``), ``labels``, ``subject_ids``, ``recording_ids`` and ``epoch_index``.
     """
+    keep = None if channels is None else ChannelSet.coerce(channels)
     outputs, labels, subjects, recordings, epochs = [], [], [], [], []
     for batch in loader:
-        signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), channels)
+        signal, mask = batch["signal"], batch["channel_mask"].bool()
+        if keep is not None:
+            signal, mask = keep.apply(signal, mask)
         out = forward(signal.to(device, non_blocking=True), mask.to(device, non_blocking=True))
         outputs.append(out.float().cpu())
         labels.append(torch.as_tensor(batch["label"]).long().cpu())
@@ -186,7 +166,7 @@ def extract_features(
     backbone: nn.Module,
     loader: Iterable[Mapping],
     pooling: str = "cls",
-    channels: Sequence[str] | None = None,
+    channels: ChannelSet | Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
 ) -> FeatureSet:
@@ -224,7 +204,7 @@ def cached_features(
     backbone: nn.Module,
     loader: Iterable[Mapping],
     pooling: str = "cls",
-    channels: Sequence[str] | None = None,
+    channels: ChannelSet | Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
 ) -> tuple[FeatureSet, CacheInfo]:
@@ -235,7 +215,8 @@ def cached_features(
     """
     t0 = time.perf_counter()
     # Reduced-precision features are not the float32 ones: the autocast dtype is part of the key.
-    parts = dict(key_parts, pooling=pooling, channels=list(channels) if channels is not None else "store",
+    shown = "store" if channels is None else list(ChannelSet.coerce(channels).names)
+    parts = dict(key_parts, pooling=pooling, channels=shown,
                  autocast=str(autocast_dtype) if autocast_dtype is not None else "off")
     if not {"backbone_hash", "split_hash"} <= parts.keys():
         raise ValueError(f"feature cache key needs backbone_hash and split_hash, got {sorted(parts)}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -17,23 +16,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from osf.downstream.features import apply_channel_preset, encode, pooled_width, run_over_loader
+from osf.backbone.vit1d_cls import vit_layer_id as layer_id  # noqa: F401  (the backbone's rule, public here too)
+from osf.downstream.features import encode, pooled_width, run_over_loader
 from osf.downstream.linear_probe import selection_score
 from osf.downstream.losses import make_loss
+from osf.utils.param_groups import trainable_parameters
 from osf.utils.schedules import warmup_cosine_factor
-
-_BLOCK = re.compile(r"^block(\d+)\.")
-_EMBEDDING_PARAMS = ("to_patch_embedding", "cls_token", "pos_embedding", "lead_emb", "mask_token")
-
-
-def layer_id(param_name: str, depth: int) -> int:
-    """Depth of a backbone parameter for layer-wise decay: embeddings 0, ``block{i}`` i+1, final norm depth+1."""
-    match = _BLOCK.match(param_name)
-    if match:
-        return int(match.group(1)) + 1
-    if param_name.split(".")[0] in _EMBEDDING_PARAMS:
-        return 0
-    return depth + 1
 
 
 def param_groups(
@@ -46,26 +34,33 @@ def param_groups(
 ) -> list[dict]:
     """AdamW groups: head at ``head_lr``; backbone layer ``l`` at ``backbone_lr * layer_decay**(depth+1-l)``.
 
-    Biases, norms and tokens get no weight decay (BEiT / DINOv2 practice). Each group records its
-    ``base_lr`` so the schedule multiplies it.
+    The backbone says which layer a parameter is in (``layer_id``, BEiT's layer-wise decay); which
+    parameters get weight decay follows the rule of pre-training (:mod:`osf.utils.param_groups`:
+    biases, norms, tokens and embeddings do not). Each group records its ``base_lr`` so the
+    schedule multiplies it.
     """
-    depth = int(getattr(backbone, "depth", 0))
+    top = backbone.num_layers - 1
     groups: dict[tuple[int, bool], dict] = {}
-    for name, p in backbone.named_parameters():
-        if not p.requires_grad:
-            continue
-        lid = layer_id(name, depth)
-        no_wd = p.ndim <= 1 or name.split(".")[0] in _EMBEDDING_PARAMS
-        key = (lid, no_wd)
+    for name, p, decayed in trainable_parameters(backbone):
+        lid = backbone.layer_id(name)
+        key = (lid, not decayed)
         if key not in groups:
-            lr = backbone_lr * layer_decay ** (depth + 1 - lid)
-            groups[key] = {"params": [], "lr": lr, "base_lr": lr, "weight_decay": 0.0 if no_wd else weight_decay,
-                           "name": f"backbone_layer{lid}{'_no_wd' if no_wd else ''}"}
+            lr = backbone_lr * layer_decay ** (top - lid)
+            groups[key] = {"params": [], "lr": lr, "base_lr": lr, "weight_decay": weight_decay if decayed else 0.0,
+                           "name": f"backbone_layer{lid}{'' if decayed else '_no_wd'}"}
         groups[key]["params"].append(p)
     out = [groups[k] for k in sorted(groups)]
-    out.append({"params": list(head.parameters()), "lr": head_lr, "base_lr": head_lr, "weight_decay": weight_decay,
-                "name": "head"})
+    for name, params, decay in _split_by_decay(head, weight_decay):
+        out.append({"params": params, "lr": head_lr, "base_lr": head_lr, "weight_decay": decay, "name": name})
     return out
+
+
+def _split_by_decay(head: nn.Module, weight_decay: float) -> list[tuple[str, list[nn.Parameter], float]]:
+    """The head's decayed weights (group ``head``) and its undecayed bias (``head_no_wd``), non-empty ones."""
+    decayed = [p for _, p, d in trainable_parameters(head) if d]
+    spared = [p for _, p, d in trainable_parameters(head) if not d]
+    return [(name, params, decay) for name, params, decay in (("head", decayed, weight_decay), ("head_no_wd", spared, 0.0))
+            if params]
 
 
 def gather_uneven(x: torch.Tensor) -> torch.Tensor:
@@ -103,8 +98,6 @@ class FinetuneModule(pl.LightningModule):
         max_steps: int = 1000,
         loss_type: str = "ce",
         class_counts: Sequence[int] | None = None,
-        train_channels: Sequence[str] | None = None,
-        eval_channels: Sequence[str] | None = None,
         selection_metric: str = "macro_f1",
     ) -> None:
         super().__init__()
@@ -116,8 +109,6 @@ class FinetuneModule(pl.LightningModule):
         self.layer_decay, self.weight_decay = layer_decay, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
         self.loss_fn = make_loss(loss_type, None if class_counts is None else torch.as_tensor(class_counts))
-        self.train_channels = list(train_channels) if train_channels is not None else None
-        self.eval_channels = list(eval_channels) if eval_channels is not None else None
         self.selection_metric = selection_metric
         self.best_score = -math.inf
         self.best_step = 0
@@ -135,7 +126,7 @@ class FinetuneModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         """Loss on the labelled epochs of the batch (0 with a graph when none is labelled)."""
-        signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), self.train_channels)
+        signal, mask = batch["signal"], batch["channel_mask"].bool()  # the data module applied any channel preset
         label = batch["label"].long()
         keep = label >= 0
         logits = self(signal[keep], mask[keep])
@@ -145,7 +136,7 @@ class FinetuneModule(pl.LightningModule):
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> None:
         """Collect probabilities and labels; scored once per validation run."""
-        signal, mask = apply_channel_preset(batch["signal"], batch["channel_mask"].bool(), self.eval_channels)
+        signal, mask = batch["signal"], batch["channel_mask"].bool()
         self._val_proba.append(self(signal, mask).float().softmax(-1))
         self._val_label.append(batch["label"].long())
 
@@ -184,14 +175,13 @@ class FinetuneModule(pl.LightningModule):
 def predict_loader(
     model: nn.Module,
     loader: Iterable[Mapping],
-    channels: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, np.ndarray]:
     """Probabilities and epoch identity for every batch of ``loader`` (``model(signal, mask) -> logits``)."""
     was_training = model.training
     model.eval().to(device)
     try:
-        out = run_over_loader(loader, lambda signal, mask: model(signal, mask).float().softmax(-1), channels, device)
+        out = run_over_loader(loader, lambda signal, mask: model(signal, mask).float().softmax(-1), device=device)
     finally:
         model.train(was_training)
     out["proba"] = out.pop("outputs")

@@ -7,8 +7,8 @@ head applies to raw backbone features, e.g. inside :class:`osf.downstream.classi
 
 from __future__ import annotations
 
-import copy
-import math
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +17,7 @@ from torch import nn
 
 from osf.downstream.losses import make_loss
 from osf.downstream.metrics import binary_scalars, choose_threshold, multiclass_scalars
+from osf.downstream.selection import train_with_validation
 
 
 def default_selection_metric(num_classes: int) -> str:
@@ -94,8 +95,6 @@ def train_linear_probe(
     device: str | torch.device = "cpu",
 ) -> ProbeResult:
     """Train a linear head with AdamW + cosine decay on cached features; keep the best on validation."""
-    import time
-
     t0 = time.perf_counter()
     metric = selection_metric or default_selection_metric(num_classes)
     train_y = np.asarray(train_y)
@@ -118,35 +117,31 @@ def train_linear_probe(
     torch.manual_seed(seed)
     linear = nn.Linear(x.shape[1], num_classes).to(device)
     loss_fn = make_loss(loss_type, torch.as_tensor(counts)).to(device)
-    opt = torch.optim.AdamW(linear.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, max_steps) / max_steps)))
+    batches = _shuffled_batches(xs.shape[0], min(batch_size, xs.shape[0]), gen)
 
-    n = xs.shape[0]
-    bs = min(batch_size, n)
-    perm = torch.randperm(n, generator=gen)
-    cursor = 0
-    best_state, best_score, best_step = copy.deepcopy(linear.state_dict()), -math.inf, 0
-    history: list[dict] = []
-    for step in range(1, max_steps + 1):
-        if cursor + bs > n:  # new pass over the data, reshuffled
-            perm, cursor = torch.randperm(n, generator=gen), 0
-        idx = perm[cursor : cursor + bs].to(device)
-        cursor += bs
-        loss = loss_fn(linear(xs[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % eval_every == 0 or step == max_steps:
-            with torch.no_grad():
-                proba = linear(vxs).softmax(-1).cpu().numpy()
-            score = selection_score(val_y, proba, metric)
-            history.append({"step": step, "train_loss": float(loss.detach()), f"val_{metric}": score})
-            if score > best_score:  # NaN never wins
-                best_state, best_score, best_step = copy.deepcopy(linear.state_dict()), score, step
-    linear.load_state_dict(best_state)
+    def batch_loss() -> torch.Tensor:
+        idx = next(batches).to(device)
+        return loss_fn(linear(xs[idx]), y[idx])
+
+    @torch.no_grad()
+    def validation_score() -> float:
+        return selection_score(val_y, linear(vxs).softmax(-1).cpu().numpy(), metric)
+
+    selection = train_with_validation(linear, batch_loss, validation_score, metric, max_steps=max_steps,
+                                      eval_every=eval_every, lr=lr, weight_decay=weight_decay)
     head = _fold_standardisation(linear.cpu(), mean.cpu(), std.cpu())
-    return ProbeResult(head, best_step, float(best_score), metric, history, time.perf_counter() - t0)
+    return ProbeResult(head, selection.best_step, float(selection.best_score), metric, selection.history,
+                       time.perf_counter() - t0)
+
+
+def _shuffled_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless batches of row indices: passes over ``n`` rows, reshuffled when the next batch would not fit."""
+    perm, cursor = torch.randperm(n, generator=gen), 0
+    while True:
+        if cursor + batch_size > n:
+            perm, cursor = torch.randperm(n, generator=gen), 0
+        yield perm[cursor: cursor + batch_size]
+        cursor += batch_size
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import config
+from osf import config
 from osf.backbone.checkpoint import HF_SCHEME, CheckpointError, backbone_metadata, load_backbone, reported_as
 from osf.backbone.vit1d_cls import create_backbone
 

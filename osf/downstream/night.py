@@ -16,8 +16,6 @@ splits; confidence intervals resample subjects (``osf.downstream.metrics.bootstr
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import glob
 import logging
 import math
@@ -25,7 +23,7 @@ import pickle
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +33,13 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-import config
+from osf import config
 from osf.downstream.features import FeatureSet
+from osf.downstream.inputs import DownstreamInputs, extract_features, load_inputs, record_header, run_identity
 from osf.downstream.metrics import binary_scalars, bootstrap_ci, choose_threshold, multiclass_scalars
+from osf.downstream.results import append_results_row, results_row, utc_timestamp, write_run_json
+from osf.downstream.run_config import DownstreamConfig, setting_defaults
+from osf.downstream.selection import ValidationSelection, train_with_validation
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +364,13 @@ class NightFit:
     train_seconds: float = 0.0
 
 
+def _selection_metric(regression: bool, num_outputs: int | None) -> str:
+    """Validation metric of a night model: -MAE (regression), AUROC (binary) or macro-F1."""
+    if regression:
+        return "neg_mae"
+    return "auroc" if num_outputs == 2 else "macro_f1"
+
+
 def _selection(y: np.ndarray, pred: np.ndarray, regression: bool) -> tuple[str, float]:
     if regression:
         return "neg_mae", -float(np.mean(np.abs(pred - y)))
@@ -414,28 +423,26 @@ def train_night_model(
         return _fit_linear_readout(model, train, val, regression, y_mean, y_std, t0, device)
     model.to(device)
     x, mask, y = x.to(device), mask.to(device), y.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, max_steps) / max_steps)))
-    fit = NightFit(model, 0, -math.inf, "", regression, y_mean, y_std)
-    best_state = copy.deepcopy(model.state_dict())
+    fit = NightFit(model, 0, -math.inf, _selection_metric(regression, num_classes), regression, y_mean, y_std)
     bs = min(batch_size, len(train))
-    for step in range(1, max_steps + 1):
-        model.train()
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randperm(len(train), generator=gen)[:bs].to(device)
         out = model(x[idx], mask[idx])
-        loss = nn.functional.mse_loss(out.squeeze(-1), y[idx]) if regression else nn.functional.cross_entropy(out, y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % eval_every == 0 or step == max_steps:
-            metric, score = _selection(val.y, predict_nights(fit, val.features, device=device), regression)
-            fit.selection_metric = metric
-            fit.history.append({"step": step, "train_loss": float(loss.detach()), f"val_{metric}": score})
-            if score > fit.best_score:  # NaN never wins
-                best_state, fit.best_score, fit.best_step = copy.deepcopy(model.state_dict()), score, step
-    model.load_state_dict(best_state)
-    fit.model = model.cpu().eval()
+        return nn.functional.mse_loss(out.squeeze(-1), y[idx]) if regression else nn.functional.cross_entropy(out, y[idx])
+
+    def validation_score() -> float:
+        return _selection(val.y, predict_nights(fit, val.features, device=device), regression)[1]
+
+    selection = train_with_validation(model, batch_loss, validation_score, fit.selection_metric, max_steps=max_steps,
+                                      eval_every=eval_every, lr=lr, weight_decay=weight_decay)
+    return _finished(fit, selection, t0)
+
+
+def _finished(fit: NightFit, selection: ValidationSelection, t0: float) -> NightFit:
+    """``fit`` with the selected model (on the CPU, eval mode), its selection record and the training time."""
+    fit.model = fit.model.cpu().eval()
+    fit.best_step, fit.best_score, fit.history = selection.best_step, selection.best_score, selection.history
     fit.train_seconds = time.perf_counter() - t0
     return fit
 
@@ -460,36 +467,37 @@ def _fit_linear_readout(model: NightModel, train: NightSet, val: NightSet, regre
 
     The pooled vectors' standardisation is folded into ``model.out``, so the model applies to raw embeddings.
     """
-    from sklearn.linear_model import LogisticRegression, Ridge
-
     model.cpu()
     z = _pooled(model, train.features)
     centre, scale = z.mean(0), z.std(0) + 1e-6
     zs = (z - centre) / scale
-    fit = NightFit(model, 0, -math.inf, "", regression, y_mean, y_std)
-    best_state = copy.deepcopy(model.state_dict())
+    fit = NightFit(model, 0, -math.inf, _selection_metric(regression, model.config["out_dim"]), regression, y_mean, y_std)
+    selection = ValidationSelection.start(model, fit.selection_metric)
     for step, alpha in enumerate(READOUT_PENALTIES, 1):
-        if regression:
-            est = Ridge(alpha=alpha).fit(zs, (train.y - y_mean) / y_std)
-            coef, bias = est.coef_[None, :], np.atleast_1d(est.intercept_)
-        else:
-            est = LogisticRegression(C=1.0 / alpha, max_iter=5000).fit(zs, train.y)
-            coef, bias = est.coef_, est.intercept_
-            if coef.shape[0] == 1:  # binary: logits (0, w.z + b) give the same softmax as sigmoid(w.z + b)
-                coef, bias = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, bias]
+        coef, bias = _readout_weights(zs, train.y, regression, alpha, y_mean, y_std)
         w = coef / scale
         with torch.no_grad():
             model.out.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
             model.out.bias.copy_(torch.as_tensor(bias - w @ centre, dtype=torch.float32))
-        metric, score = _selection(val.y, predict_nights(fit, val.features, device=device), regression)
-        fit.selection_metric = metric
-        fit.history.append({"step": step, "penalty": float(alpha), f"val_{metric}": score})
-        if score > fit.best_score:
-            best_state, fit.best_score, fit.best_step = copy.deepcopy(model.state_dict()), score, step
-    model.load_state_dict(best_state)
-    fit.model = model.cpu().eval()
-    fit.train_seconds = time.perf_counter() - t0
-    return fit
+        _, score = _selection(val.y, predict_nights(fit, val.features, device=device), regression)
+        selection.record(model, step, score, penalty=float(alpha))
+    selection.restore_best(model)
+    return _finished(fit, selection, t0)
+
+
+def _readout_weights(zs: np.ndarray, y: np.ndarray, regression: bool, alpha: float, y_mean: float, y_std: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``[C, F]`` and bias ``[C]`` of ridge (regression) or L2 logistic regression with penalty ``alpha``."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    if regression:
+        est = Ridge(alpha=alpha).fit(zs, (y - y_mean) / y_std)
+        return est.coef_[None, :], np.atleast_1d(est.intercept_)
+    est = LogisticRegression(C=1.0 / alpha, max_iter=5000).fit(zs, y)
+    coef, bias = est.coef_, est.intercept_
+    if coef.shape[0] == 1:  # binary: logits (0, w.z + b) give the same softmax as sigmoid(w.z + b)
+        coef, bias = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, bias]
+    return coef, bias
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -544,64 +552,33 @@ def evaluate_nights(
 # --- the run (main_finetune.py --eval_level night) ----------------------------------------------
 @dataclass
 class EpochFeatures:
-    """Cached frozen-backbone features of every split and what identifies them."""
+    """The inputs of a run and the cached frozen-backbone features of every split."""
 
-    dm: Any  # SleepDataModule after setup()
-    backbone: nn.Module
-    metadata: dict
-    ckpt_hash: str
-    backbone_hash: str
-    split_hashes: dict[str, str]
+    inputs: DownstreamInputs
     features: dict[str, FeatureSet]
-    timings: dict[str, Any]
+
+    @property
+    def dm(self) -> Any:
+        """The run's data module (set up)."""
+        return self.inputs.dm
 
 
-def _setting_value(cfg: Any, name: str, defaults: dict[str, Any]) -> Any:
+def _setting_value(cfg: DownstreamConfig, name: str, defaults: dict[str, Any]) -> Any:
     """The flag's value, or this run kind's default when the flag was left unset."""
     value = getattr(cfg, name)
     return defaults[name] if value is None else value
 
 
-def selected_datasets(cfg: Any) -> list[str] | None:
+def selected_datasets(cfg: DownstreamConfig) -> list[str] | None:
     """``--downstream_dataset_name`` as a list (None = every downstream cohort)."""
-    return [d.strip() for d in cfg.downstream_dataset_name.split(",")] if cfg.downstream_dataset_name else None
+    return cfg.datasets
 
 
-def load_epoch_features(cfg: Any) -> EpochFeatures:
+def load_epoch_features(cfg: DownstreamConfig) -> EpochFeatures:
     """Backbone, data module and per-split features, through the linear probe's cache (same key, shared files)."""
-    import train_config
-    from osf.datasets.datamodule import SleepDataModule
-    from osf.datasets.store import EpochStore
-    from osf.downstream import pipeline as pipe
-    from osf.downstream.features import backbone_hash, cached_features
-    from osf.downstream.loading import load_any_backbone
-
-    timings: dict[str, Any] = {}
-    batch_size = cfg.batch_size or train_config.DOWNSTREAM_DEFAULTS["linear_probe"]["batch_size"]
-    t0 = time.perf_counter()
-    backbone, metadata, ckpt_hash = load_any_backbone(cfg.ckpt_path, cfg.psg_encoder_name, seed=cfg.seed)
-    timings["load_backbone_s"] = time.perf_counter() - t0
-    datasets = selected_datasets(cfg)
-    pipe.check_store_has_label(EpochStore(cfg.data_dir), cfg.eval_label, datasets)
-    dm = SleepDataModule(cfg.data_dir, task="downstream", eval_label=cfg.eval_label, include_datasets=datasets,
-                         batch_size=batch_size, num_workers=cfg.num_workers, train_data_pct=cfg.train_data_pct,
-                         channel_preset=cfg.eval_channels, mask_train_channels=cfg.mask_train_channels,
-                         seed=cfg.seed, stage_classes=cfg.stage_classes)
-    dm.setup()
-    split_hashes = {s: pipe.dataset_split_hash(dm, s) for s in pipe.SPLITS}
-    bb_hash = backbone_hash(backbone)
-    cache_dir = None if cfg.feature_cache_dir == "off" else (cfg.feature_cache_dir or Path(cfg.output_dir) / "feature_cache")
-    features = {}
-    for split in pipe.SPLITS:
-        if len(dm.datasets[split]) == 0:
-            raise ValueError(f"{cfg.data_dir} {split} split: no epochs; the store's subject split left it empty")
-        # the probe's key (labels left out): every task over the same epochs shares one extraction
-        key = {"backbone_hash": bb_hash, "split_hash": pipe.dataset_split_hash(dm, split, with_labels=False)}
-        fs, info = cached_features(cache_dir, key, backbone, pipe.full_loader(dm, split, batch_size, cfg.num_workers),
-                                   pooling=cfg.pooling, device=pipe._device(cfg), autocast_dtype=pipe._autocast_dtype(cfg))
-        features[split] = dataclasses.replace(fs, labels=np.asarray(dm.datasets[split].labels, dtype=np.int64))
-        timings[f"features_{split}_s"], timings[f"features_{split}_cache_hit"] = info.seconds, info.hit
-    return EpochFeatures(dm, backbone, metadata, ckpt_hash, bb_hash, split_hashes, features, timings)
+    batch_size = cfg.batch_size or setting_defaults("linear_probe")["batch_size"]
+    inputs = load_inputs(cfg, batch_size)
+    return EpochFeatures(inputs, extract_features(cfg, inputs, batch_size))
 
 
 def _recording_keys(dm: Any, recording_ids: np.ndarray) -> pd.DataFrame:
@@ -611,7 +588,7 @@ def _recording_keys(dm: Any, recording_ids: np.ndarray) -> pd.DataFrame:
     return keys.astype({"dataset": str, "subject_id": str, "visit": int})
 
 
-def check_night_config(cfg: Any) -> tuple[NightTarget, list[str]]:
+def check_night_config(cfg: DownstreamConfig) -> tuple[NightTarget, list[str]]:
     """Flag checks of a night-level run (before any feature is extracted); returns target and night models."""
     if not cfg.target_variable:
         raise ValueError("--eval_level night needs --target_variable (e.g. nsrr_ahi_hp3r_aasm15, nsrr_age)")
@@ -675,15 +652,15 @@ def load_night_model(path: str | Path) -> NightFit:
     return NightFit(model.eval(), 0, math.nan, "", payload["regression"], payload["target_mean"], payload["target_std"])
 
 
-def _fit_and_evaluate(cfg: Any, kind: str, sets: dict[str, NightSet], class_names: tuple[str, ...] | None,
-                      device: str) -> tuple[NightFit, dict, float | None]:
+def _fit_and_evaluate(cfg: DownstreamConfig, kind: str, sets: dict[str, NightSet],
+                      class_names: tuple[str, ...] | None) -> tuple[NightFit, dict, float | None]:
     fit = train_night_model(
         sets["train"], sets["val"], kind, None if class_names is None else len(class_names),
         max_steps=_setting_value(cfg, "max_steps", NIGHT_DEFAULTS), lr=_setting_value(cfg, "lr", NIGHT_DEFAULTS),
         weight_decay=_setting_value(cfg, "weight_decay", NIGHT_DEFAULTS),
         eval_every=_setting_value(cfg, "eval_every", NIGHT_DEFAULTS), batch_size=NIGHT_DEFAULTS["batch_size"],
-        d_model=NIGHT_DEFAULTS["d_model"], seed=cfg.seed, device=device)
-    preds = {s: predict_nights(fit, sets[s].features, device=device) for s in ("val", "test")}
+        d_model=NIGHT_DEFAULTS["d_model"], seed=cfg.seed, device=cfg.device)
+    preds = {s: predict_nights(fit, sets[s].features, device=cfg.device) for s in ("val", "test")}
     threshold = None
     if class_names is not None and len(class_names) == 2:
         threshold = choose_threshold(sets["val"].y, preds["val"])
@@ -693,66 +670,80 @@ def _fit_and_evaluate(cfg: Any, kind: str, sets: dict[str, NightSet], class_name
     return fit, metrics, threshold
 
 
-def run_night_level(cfg: Any) -> dict[str, Any]:
-    """Night-level run: one JSON, one ``results.csv`` row and one ``night_<model>.pt`` per night model.
+@dataclass
+class NightData:
+    """The nights of a run per split with their targets, and what was skipped or counted on the way."""
 
-    Returns ``{"runs": [record per model], "skipped": ..., "counts": ...}``.
-    """
-    from datetime import datetime, timezone
+    target: NightTarget
+    sets: dict[str, NightSet]
+    class_names: tuple[str, ...] | None  # None: regression
+    skipped: dict[str, Any]  # per split: nights without a target
+    counts: dict[str, dict]  # per split: subjects per class (or subjects, regression)
+    datasets: list[str]  # the cohorts whose subject tables were read
 
-    from osf.downstream import pipeline as pipe
-    from osf.downstream.results import append_results_row, flatten_metrics, write_run_json
 
-    t_start = time.perf_counter()
-    target, models = check_night_config(cfg)
+def _night_datasets(cfg: DownstreamConfig) -> list[str]:
+    """The cohorts of the run: ``--downstream_dataset_name``, else every non-pretrain dataset of the store."""
     index_path = Path(cfg.data_dir) / "index.parquet"
     if not index_path.is_file():
         raise FileNotFoundError(f"{cfg.data_dir}: not an epoch store (no index.parquet)")
     index = pd.read_parquet(index_path, columns=["dataset", "cohort_group"])
-    present = selected_datasets(cfg) or sorted(index.loc[index["cohort_group"] != "pretrain", "dataset"].unique())
+    return cfg.datasets or sorted(index.loc[index["cohort_group"] != "pretrain", "dataset"].unique())
+
+
+def _run_id(cfg: DownstreamConfig, ef: EpochFeatures, target: NightTarget, kind: str, timestamp: str) -> str:
+    if cfg.run_name:
+        return f"{cfg.run_name}_{kind}"
+    task = re.sub(r"[^A-Za-z0-9_.=-]+", "", target.name.replace(">=", "_ge"))
+    return f"{ef.inputs.model_name(cfg)}_{task}_night_{kind}_s{cfg.seed}_{timestamp}"
+
+
+def _run_night_model(cfg: DownstreamConfig, ef: EpochFeatures, data: NightData, kind: str, t_start: float
+                     ) -> dict[str, Any]:
+    """Train and evaluate one night model; write ``night_<kind>.pt``, its run JSON and ``results.csv`` row."""
+    fit, metrics, threshold = _fit_and_evaluate(cfg, kind, data.sets, data.class_names)
+    timestamp, setting, target = utc_timestamp(), f"night_{kind}", data.target
+    identity = run_identity(cfg, ef.inputs, run_id=_run_id(cfg, ef, target, kind, timestamp), timestamp=timestamp,
+                            task=target.name, setting=setting, pretrain_samples=cfg.pretrain_samples,
+                            dataset=cfg.downstream_dataset_name or "+".join(data.datasets), train_channels="full")
+    output_dir = Path(cfg.output_dir)
+    model_path = save_night_model(fit, output_dir / f"night_{kind}.pt", target, data.class_names, threshold,
+                                  ef.inputs.metadata)
+    json_path = output_dir / f"{identity.run_id}.json"
+    record = {
+        **record_header(cfg, ef.inputs, identity),
+        "task": {"eval_level": "night", "target_variable": target.variable, "target_threshold": target.threshold,
+                 "kind": "regression" if data.class_names is None else "classification", "name": target.name},
+        "class_names": list(data.class_names) if data.class_names else None,
+        "setting": {"name": setting, "night_model": kind, "pooling": cfg.pooling, "eval_channels": cfg.eval_channels},
+        "selection": {"metric": fit.selection_metric, "best_step": fit.best_step, "best_val_score": fit.best_score,
+                      "threshold": threshold, "history": fit.history},
+        "timings": {**ef.inputs.timings, "train_s": fit.train_seconds, "total_s": time.perf_counter() - t_start},
+        "metrics": metrics, "nights": {"subjects_per_class": data.counts, "skipped_missing_target": data.skipped},
+        "artifacts": {"night_model": str(model_path), "results_csv": str(cfg.results_csv_path), "json": str(json_path)},
+    }
+    write_run_json(record, json_path)
+    append_results_row(cfg.results_csv_path, results_row(
+        identity, metrics, n_skipped_nights=sum(v["n_skipped"] for v in data.skipped.values()),
+        train_s=fit.train_seconds, total_s=time.perf_counter() - t_start, json_path=str(json_path)))
+    log.info("night-level %s: wrote %s and a row of %s", kind, json_path, cfg.results_csv_path)
+    return record
+
+
+def run_night_level(cfg: DownstreamConfig) -> dict[str, Any]:
+    """Night-level run: one JSON, one ``results.csv`` row and one ``night_<model>.pt`` per night model.
+
+    Returns ``{"runs": [record per model], "skipped": ..., "counts": ...}``.
+    """
+    t_start = time.perf_counter()
+    target, models = check_night_config(cfg)
+    present = _night_datasets(cfg)
     tables = {d: load_subject_tables(d, cfg.subject_tables) for d in present}
     _check_variable(target.variable, tables)  # before the backbone runs
     ef = load_epoch_features(cfg)
     sets, class_names, skipped = night_sets(ef, tables, target)
-    counts = check_night_counts(sets, class_names)
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = Path(cfg.results_csv) if cfg.results_csv else output_dir / "results.csv"
-    model_name = cfg.model_name or ef.metadata.get("model_name") or "unknown"
-    runs = []
-    for kind in models:
-        fit, metrics, threshold = _fit_and_evaluate(cfg, kind, sets, class_names, pipe._device(cfg))
-        timestamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        setting = f"night_{kind}"
-        run_id = (f"{cfg.run_name}_{kind}" if cfg.run_name else
-                  f"{model_name}_{re.sub(r'[^A-Za-z0-9_.=-]+', '', target.name.replace('>=', '_ge'))}_{setting}_s{cfg.seed}_{timestamp}")
-        model_path = save_night_model(fit, output_dir / f"night_{kind}.pt", target, class_names, threshold, ef.metadata)
-        json_path = output_dir / f"{run_id}.json"
-        record = {
-            "run_id": run_id, "timestamp": timestamp, "config": asdict(cfg) if is_dataclass(cfg) else dict(vars(cfg)),
-            "backbone": {**ef.metadata, "backbone_hash": ef.backbone_hash}, "ckpt_hash": ef.ckpt_hash,
-            "split_hash": ef.split_hashes,
-            "task": {"eval_level": "night", "target_variable": target.variable, "target_threshold": target.threshold,
-                     "kind": "regression" if class_names is None else "classification", "name": target.name},
-            "class_names": list(class_names) if class_names else None,
-            "setting": {"name": setting, "night_model": kind, "pooling": cfg.pooling, "eval_channels": cfg.eval_channels},
-            "selection": {"metric": fit.selection_metric, "best_step": fit.best_step, "best_val_score": fit.best_score,
-                          "threshold": threshold, "history": fit.history},
-            "timings": {**ef.timings, "train_s": fit.train_seconds, "total_s": time.perf_counter() - t_start},
-            "metrics": metrics, "nights": {"subjects_per_class": counts, "skipped_missing_target": skipped},
-            "artifacts": {"night_model": str(model_path), "results_csv": str(csv_path), "json": str(json_path)},
-        }
-        write_run_json(record, json_path)
-        append_results_row(csv_path, {
-            "run_id": run_id, "timestamp": timestamp, "method": model_name, "model_name": model_name,
-            "encoder_name": ef.metadata.get("encoder_name"), "ckpt_path": str(cfg.ckpt_path), "ckpt_hash": ef.ckpt_hash,
-            "dataset": cfg.downstream_dataset_name or "+".join(present), "task": target.name, "setting": setting,
-            "eval_channels": cfg.eval_channels, "train_channels": "full", "pooling": cfg.pooling, "k_shot": None,
-            "train_data_pct": cfg.train_data_pct, "pretrain_samples": cfg.pretrain_samples, "seed": cfg.seed,
-            "n_seeds": 1, "split_hash": ef.split_hashes["test"], **flatten_metrics(metrics),
-            "n_skipped_nights": sum(v["n_skipped"] for v in skipped.values()),
-            "train_s": fit.train_seconds, "total_s": time.perf_counter() - t_start, "json_path": str(json_path)})
-        log.info("night-level %s: wrote %s and a row of %s", kind, json_path, csv_path)
-        runs.append(record)
-    return {"runs": runs, "skipped": skipped, "counts": counts, "run_id": runs[0]["run_id"],
+    data = NightData(target, sets, class_names, skipped, check_night_counts(sets, class_names), present)
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    runs = [_run_night_model(cfg, ef, data, kind, t_start) for kind in models]
+    return {"runs": runs, "skipped": skipped, "counts": data.counts, "run_id": runs[0]["run_id"],
             "metrics": runs[0]["metrics"]}

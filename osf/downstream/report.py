@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from config import CHANNEL_PRESETS
+from osf.config import CHANNEL_PRESETS
 from osf.downstream.results import read_results
 from osf.utils.atomic import atomic_path, atomic_write_text
 

@@ -13,6 +13,8 @@ import json
 import math
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +23,44 @@ import pandas as pd
 
 from osf.utils.atomic import atomic_write_text
 
-# Columns that identify a run; they come first in results.csv, in this order.
-ID_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "timestamp",
-    "method",
-    "model_name",
-    "encoder_name",
-    "ckpt_path",
-    "ckpt_hash",
-    "dataset",
-    "task",
-    "setting",
-    "eval_channels",
-    "train_channels",
-    "pooling",
-    "k_shot",
-    "train_data_pct",
-    "pretrain_samples",
-    "seed",
-    "n_seeds",
-    "split_hash",
-)
+
+@dataclass
+class RunIdentity:
+    """The columns that identify a run in ``results.csv``; they come first, in this order."""
+
+    run_id: str
+    timestamp: str
+    method: str
+    model_name: str
+    encoder_name: str | None
+    ckpt_path: str
+    ckpt_hash: str
+    dataset: str
+    task: str
+    setting: str
+    eval_channels: str
+    train_channels: str
+    pooling: str
+    k_shot: int | None
+    train_data_pct: float
+    pretrain_samples: int | None
+    seed: int
+    n_seeds: int
+    split_hash: str
+
+
+ID_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunIdentity))
+
+
+def utc_timestamp() -> str:
+    """Run timestamp: UTC, to the microsecond, e.g. ``20250101T120000123456Z`` (sortable, unique per run)."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def results_row(identity: RunIdentity, metrics: Mapping[str, Mapping[str, Any]], **columns: Any) -> dict[str, Any]:
+    """One ``results.csv`` row: the identity columns, the flattened metrics, then ``columns`` in order."""
+    return {**asdict(identity), **flatten_metrics(metrics), **columns}
+
 
 # Keys every run JSON carries (``tests/test_downstream_results.py`` checks a real run against it).
 RUN_JSON_KEYS: tuple[str, ...] = (
@@ -90,6 +108,26 @@ def write_run_json(record: Mapping[str, Any], path: str | Path) -> Path:
     if missing:
         raise ValueError(f"run record for {path} lacks keys {missing}")
     return atomic_write_text(path, json.dumps(to_jsonable(record), indent=2, sort_keys=False) + "\n")
+
+
+@dataclass
+class RunSummary:
+    """What summaries read back from a written run JSON: its metrics and, for a sequence run, the comparison."""
+
+    run_id: str | None
+    metrics: dict[str, dict[str, Any]]  # split -> metric -> value
+    comparison: dict[str, Any] | None = None  # sequence head vs per-epoch probe: metric, delta, delta_ci95
+
+    @property
+    def test(self) -> dict[str, Any]:
+        """Test-split metrics."""
+        return self.metrics.get("test", {})
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunSummary:
+        """Read the run JSON at ``path``."""
+        record = json.loads(Path(path).read_text())
+        return cls(record.get("run_id"), record.get("metrics", {}), record.get("comparison"))
 
 
 def flatten_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -7,19 +7,18 @@ trained in seconds. Nights are kept apart: a window never crosses into another r
 the night it is padded and masked). Training labels every epoch of a window; prediction keeps the
 centre epoch's output, so each epoch sees exactly +-K neighbours.
 
-``main_finetune.py --context_epochs K`` trains the per-epoch probe and the sequence head on the same
-features and reports both side by side, with the difference and its subject-bootstrap CI; the
-exported ``classifier.pt`` carries the sequence head, which ``main_predict.py`` applies over the night.
+``main_finetune.py --context_epochs K`` (:mod:`osf.downstream.sequence_run`) trains the per-epoch
+probe and the sequence head on the same features and reports both side by side, with the difference
+and its subject-bootstrap CI; the exported ``classifier.pt`` carries the sequence head, which
+``main_predict.py`` applies over the night.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from torch import nn
 
 from osf.downstream.features import FeatureSet
 from osf.downstream.linear_probe import check_labels, default_selection_metric, selection_score
+from osf.downstream.selection import train_with_validation
 
 log = logging.getLogger(__name__)
 
@@ -193,31 +193,22 @@ def train_sequence_head(
     head.feat_std.copy_(feats.std(0, unbiased=False).clamp_min(1e-6))
     head.to(device)
     labelled = torch.as_tensor(np.flatnonzero(np.asarray(train.labels)[data.order] >= 0))
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, max_steps) / max_steps)))
     metric = default_selection_metric(num_classes)
-    fit = SequenceFit(head, 0, -math.inf, metric)
-    best_state = copy.deepcopy(head.state_dict())
-    for step in range(1, max_steps + 1):
-        head.train()
+
+    def batch_loss() -> torch.Tensor:
         centres = labelled[torch.randint(labelled.numel(), (min(batch_size, labelled.numel()),), generator=gen)]
         win = data.layout.windows(centres)
         logits = head(data.x[win].to(device), data.valid[win].to(device))
-        loss = nn.functional.cross_entropy(logits.reshape(-1, num_classes), data.y[win].reshape(-1).to(device),
+        return nn.functional.cross_entropy(logits.reshape(-1, num_classes), data.y[win].reshape(-1).to(device),
                                            ignore_index=-1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % eval_every == 0 or step == max_steps:
-            score = selection_score(val.labels, predict_sequence_proba(head, val, device=device), metric)
-            fit.history.append({"step": step, "train_loss": float(loss.detach()), f"val_{metric}": score})
-            if score > fit.best_score:  # NaN never wins
-                best_state, fit.best_score, fit.best_step = copy.deepcopy(head.state_dict()), score, step
-    head.load_state_dict(best_state)
-    fit.head = head.cpu().eval()
-    fit.train_seconds = time.perf_counter() - t0
-    return fit
+
+    def validation_score() -> float:
+        return selection_score(val.labels, predict_sequence_proba(head, val, device=device), metric)
+
+    selection = train_with_validation(head, batch_loss, validation_score, metric, max_steps=max_steps,
+                                      eval_every=eval_every, lr=lr, weight_decay=weight_decay)
+    return SequenceFit(head.cpu().eval(), selection.best_step, selection.best_score, metric, selection.history,
+                       time.perf_counter() - t0)
 
 
 def sequence_head_payload(head: SequenceHead) -> dict:
@@ -232,7 +223,7 @@ def sequence_head_from_payload(payload: dict) -> SequenceHead:
     return head.eval()
 
 
-# --- the run (main_finetune.py --context_epochs K) ----------------------------------------------
+
 def paired_difference(y: np.ndarray, proba_a: np.ndarray, proba_b: np.ndarray, subject_ids: np.ndarray,
                       metric: str, threshold_a: float = 0.5, threshold_b: float = 0.5, n_boot: int = 1000,
                       seed: int = 0) -> dict[str, Any]:
@@ -248,132 +239,3 @@ def paired_difference(y: np.ndarray, proba_a: np.ndarray, proba_b: np.ndarray, s
     out = paired(run(proba_b, threshold_b), run(proba_a, threshold_a), n_boot=max(n_boot, 1), seed=seed)[metric]
     ci = [out["low"], out["high"]] if n_boot > 0 else [math.nan, math.nan]
     return {"metric": metric, "delta": out["diff"], "delta_ci95": ci}
-
-
-def check_sequence_config(cfg: Any) -> None:
-    """Flag checks of a sequence-context run (before any feature is extracted)."""
-    import config
-
-    if cfg.context_epochs < 1:
-        raise ValueError(f"--context_epochs must be >= 1, got {cfg.context_epochs}")
-    if cfg.sequence_model not in SEQUENCE_MODELS:
-        raise ValueError(f"unknown --sequence_model {cfg.sequence_model!r}; choose from {list(SEQUENCE_MODELS)}")
-    if cfg.finetune_backbone or cfg.n_train_samples:
-        raise ValueError("--context_epochs trains on cached frozen features: drop --finetune_backbone / --n_train_samples")
-    if cfg.eval_label not in config.LABEL_COLUMNS:
-        raise ValueError(f"unknown --eval_label {cfg.eval_label!r}; choose one of {list(config.LABEL_COLUMNS)}")
-    config.resolve_channel_preset(cfg.eval_channels)
-
-
-def _fit_heads(cfg: Any, feats: dict[str, FeatureSet], num_classes: int, device: str) -> tuple[Any, SequenceFit]:
-    """The per-epoch linear probe (probe defaults) and the sequence head (sequence defaults) on the same features."""
-    import train_config
-    from osf.downstream.linear_probe import train_linear_probe
-
-    probe = train_config.DOWNSTREAM_DEFAULTS["linear_probe"]
-    pick = {k: getattr(cfg, k) for k in ("max_steps", "lr", "weight_decay", "eval_every")}
-    linear = train_linear_probe(
-        feats["train"].features, feats["train"].labels, feats["val"].features, feats["val"].labels, num_classes,
-        max_steps=pick["max_steps"] or probe["max_steps"], lr=pick["lr"] or probe["lr"],
-        batch_size=probe["batch_size"], weight_decay=pick["weight_decay"] if pick["weight_decay"] is not None
-        else probe["weight_decay"], loss_type=cfg.loss_type, eval_every=pick["eval_every"] or probe["eval_every"],
-        seed=cfg.seed, device=device)
-    d = SEQUENCE_DEFAULTS
-    seq = train_sequence_head(
-        feats["train"], feats["val"], num_classes, cfg.context_epochs, cfg.sequence_model,
-        max_steps=pick["max_steps"] or d["max_steps"], lr=pick["lr"] or d["lr"],
-        weight_decay=pick["weight_decay"] if pick["weight_decay"] is not None else d["weight_decay"],
-        batch_size=d["batch_size"], eval_every=pick["eval_every"] or d["eval_every"], d_model=d["d_model"],
-        seed=cfg.seed, device=device)
-    return linear, seq
-
-
-def run_sequence_level(cfg: Any) -> dict[str, Any]:
-    """Per-epoch probe and sequence head side by side: a JSON + ``results.csv`` row each, one ``classifier.pt``.
-
-    Returns the sequence head's record (with ``comparison``: the metric difference and its CI).
-    """
-    from datetime import datetime, timezone
-
-    import config
-    from osf.downstream import pipeline as pipe
-    from osf.downstream.classifier import SleepClassifier, save_classifier
-    from osf.downstream.linear_probe import predict_proba
-    from osf.downstream.metrics import choose_threshold, evaluate_predictions
-    from osf.downstream.night import load_epoch_features
-    from osf.downstream.results import append_results_row, flatten_metrics, write_run_json
-
-    t_start = time.perf_counter()
-    check_sequence_config(cfg)
-    ef = load_epoch_features(cfg)
-    pipe.check_splits(ef.dm, None)
-    names = tuple(ef.dm.label_names)
-    feats = ef.features
-    linear, seq = _fit_heads(cfg, feats, len(names), pipe._device(cfg))
-    proba = {"linear_probe": {s: predict_proba(linear.head, feats[s].features) for s in ("val", "test")},
-             "sequence": {s: predict_sequence_proba(seq.head, feats[s]) for s in ("val", "test")}}
-    binary = len(names) == 2
-    thresholds = {k: choose_threshold(feats["val"].labels[feats["val"].labels >= 0],
-                                      p["val"][feats["val"].labels >= 0]) if binary else None
-                  for k, p in proba.items()}
-    metrics = {k: {s: evaluate_predictions(feats[s].labels, p[s], feats[s].subject_ids, feats[s].recording_ids, names,
-                                           threshold=thresholds[k], n_boot=cfg.n_boot, seed=cfg.seed)
-                   for s in ("val", "test")} for k, p in proba.items()}
-    metric = "auroc" if binary else "kappa"
-    t = feats["test"]
-    comparison = paired_difference(t.labels, proba["linear_probe"]["test"], proba["sequence"]["test"], t.subject_ids,
-                                   metric, thresholds["linear_probe"] or 0.5, thresholds["sequence"] or 0.5,
-                                   cfg.n_boot, cfg.seed)
-    task = config.LABEL_COLUMNS[cfg.eval_label]
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model_name = cfg.model_name or ef.metadata.get("model_name") or "unknown"
-    seq_setting = f"sequence_{cfg.sequence_model}_k{cfg.context_epochs}"
-    clf = SleepClassifier(
-        ef.backbone.cpu(), {task: linear.head}, {task: list(names)}, pooling=cfg.pooling,
-        channels=list(config.resolve_channel_preset(cfg.eval_channels)) if cfg.mask_train_channels else list(config.CHANNELS),
-        backbone_metadata=ef.metadata, thresholds={task: thresholds["sequence"]} if binary else None,
-        info={"eval_label": cfg.eval_label, "setting": seq_setting, "ckpt_hash": ef.ckpt_hash},
-        sequence_heads={task: seq.head})
-    clf_path = save_classifier(clf, output_dir / "classifier.pt") if cfg.export_classifier else None
-    csv_path = Path(cfg.results_csv) if cfg.results_csv else output_dir / "results.csv"
-    records = {}
-    for key, setting, fit_info in (("linear_probe", "linear_probe", linear), ("sequence", seq_setting, seq)):
-        timestamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        run_id = f"{cfg.run_name}_{setting}" if cfg.run_name else f"{model_name}_{task}_{setting}_s{cfg.seed}_{timestamp}"
-        json_path = output_dir / f"{run_id}.json"
-        train_s = fit_info.train_seconds
-        record = {
-            "run_id": run_id, "timestamp": timestamp, "config": asdict(cfg),
-            "backbone": {**ef.metadata, "backbone_hash": ef.backbone_hash}, "ckpt_hash": ef.ckpt_hash,
-            "split_hash": ef.split_hashes, "data": ef.dm.summary(),
-            "task": {"eval_label": cfg.eval_label, "column": task, "num_classes": len(names)},
-            "class_names": list(names),
-            "setting": {"name": setting, "context_epochs": cfg.context_epochs if key == "sequence" else 0,
-                        "sequence_model": cfg.sequence_model if key == "sequence" else None, "pooling": cfg.pooling},
-            "selection": {"metric": fit_info.selection_metric, "best_step": fit_info.best_step,
-                          "best_val_score": fit_info.best_score, "threshold": thresholds[key], "history": fit_info.history},
-            "timings": {**ef.timings, "train_s": train_s, "total_s": time.perf_counter() - t_start},
-            "metrics": metrics[key], "comparison": {"against": "linear_probe", **comparison} if key == "sequence" else None,
-            "artifacts": {"classifier": str(clf_path) if clf_path else None, "results_csv": str(csv_path),
-                          "json": str(json_path)},
-        }
-        write_run_json(record, json_path)
-        row = {"run_id": run_id, "timestamp": timestamp, "method": model_name, "model_name": model_name,
-               "encoder_name": ef.metadata.get("encoder_name"), "ckpt_path": str(cfg.ckpt_path),
-               "ckpt_hash": ef.ckpt_hash, "dataset": cfg.downstream_dataset_name or "+".join(ef.dm.summary()["datasets"]),
-               "task": cfg.eval_label, "setting": setting, "eval_channels": cfg.eval_channels,
-               "train_channels": cfg.eval_channels if cfg.mask_train_channels else "full", "pooling": cfg.pooling,
-               "k_shot": None, "train_data_pct": cfg.train_data_pct, "pretrain_samples": cfg.pretrain_samples,
-               "seed": cfg.seed, "n_seeds": 1, "split_hash": ef.split_hashes["test"], **flatten_metrics(metrics[key]),
-               "context_epochs": cfg.context_epochs if key == "sequence" else 0,
-               "train_s": train_s, "total_s": time.perf_counter() - t_start, "json_path": str(json_path)}
-        if key == "sequence":
-            row.update({f"test_{metric}_delta": comparison["delta"], f"test_{metric}_delta_ci_low": comparison["delta_ci95"][0],
-                        f"test_{metric}_delta_ci_high": comparison["delta_ci95"][1]})
-        append_results_row(csv_path, row)
-        records[key] = record
-    log.info("sequence context: test %s %+.3f over the per-epoch probe (95%% CI %s)", metric, comparison["delta"],
-             comparison["delta_ci95"])
-    return {**records["sequence"], "per_epoch": records["linear_probe"]}
-

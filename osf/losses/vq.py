@@ -94,6 +94,10 @@ class VectorQuantizer(nn.Module):
         # EMA of assignments per step; zero so that the first training step restarts every code.
         self.register_buffer("cluster_size", torch.zeros(num_codes))
 
+    def no_weight_decay(self) -> set[str]:
+        """A learned codebook is never decayed: decay would pull unused codes to zero."""
+        return set() if self.ema else {"codebook"}
+
     def forward(self, z: torch.Tensor, update: bool = True, generator: torch.Generator | None = None) -> VQOutput:
         """Quantise ``z`` ``[..., code_dim]``; ``update`` (training) moves EMA codes and restarts dead ones.
 

@@ -19,6 +19,7 @@ mean of the (causal) patch outputs of the training step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,11 +27,16 @@ from torch import nn
 
 from osf.backbone.vit1d_cls import ViT1D
 from osf.losses.mae import masked_patch_mse
-from osf.models.base import PretrainModule, SSLStepOutput
+from osf.models.base import MethodConfig, PretrainModule, SSLStepOutput
 from osf.models.mae import patch_dim, patch_weights, patchify
 from osf.models.registry import register_method
 
-__all__ = ["AR", "next_patch_targets", "time_causal_attn_bias"]
+__all__ = ["AR", "ARConfig", "next_patch_targets", "time_causal_attn_bias"]
+
+
+@dataclass
+class ARConfig(MethodConfig):
+    """Next-patch prediction: the shared settings only (the baselines' AdamW recipe)."""
 
 
 def time_causal_attn_bias(backbone: ViT1D, device: torch.device | str | None = None) -> torch.Tensor:
@@ -56,8 +62,12 @@ class AR(PretrainModule):
 
     embedding_pooling = "mean"  # the patch tokens are what the objective trains (module doc)
 
-    def __init__(self, **base_kwargs: Any) -> None:
-        super().__init__(**base_kwargs)
+    config_type = ARConfig
+    cfg: ARConfig
+
+    def __init__(self, cfg: ARConfig | None = None, **fields: Any) -> None:
+        """See :class:`ARConfig` (``fields`` override single fields of ``cfg``)."""
+        super().__init__(cfg, **fields)
         if self.backbone.num_time_patches < 2:
             raise ValueError("ar needs at least 2 time patches per epoch")
         self.head = nn.Linear(self.width, patch_dim(self.backbone))

@@ -1,7 +1,11 @@
 """Shared LightningModule of every self-supervised method (solo-learn style).
 
+``MethodConfig`` is the typed configuration every method's own config extends (a dataclass next to
+the method, registered as its ``config_type``): the one place its defaults live, from which
+``create_method`` and the ``main_pretrain.py`` flags are built.
+
 ``PretrainModule`` owns what all methods share: the backbone (``self.backbone``, built from
-``backbone_name`` + ``backbone_kwargs`` so a checkpoint can rebuild it), AdamW parameter groups, the
+``cfg.backbone`` so a checkpoint can rebuild it), AdamW parameter groups, the
 warm-up + cosine LR as a function of the optimizer step and ``trainer.estimated_stepping_batches``,
 gradient clipping, the momentum teacher update, a per-step seeded view generator, the non-finite
 loss guard, logging, an online linear probe on detached CLS features, backbone export, and the
@@ -16,25 +20,54 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from osf.backbone.vit1d_cls import create_backbone
+from osf.backbone.vit1d_cls import BackboneConfig, create_backbone
 from osf.models.diagnostics import embedding_metrics
 from osf.models.momentum import cosine_momentum, ema_update
+from osf.utils.config_fields import option, to_record, with_overrides
+from osf.utils.param_groups import trainable_parameters
 from osf.utils.schedules import warmup_cosine_factor, warmup_steps_from
 
-__all__ = ["NonFiniteLossError", "PretrainModule", "SSLStepOutput", "param_groups"]
+__all__ = ["WHICH", "MethodConfig", "NonFiniteLossError", "PretrainModule", "SSLStepOutput", "param_groups"]
 
-# Parameter names (last component) that never get weight decay, whatever their shape (a learned VQ
-# codebook too: decay would pull unused codes to zero).
-NO_DECAY_NAMES: tuple[str, ...] = ("pos_embedding", "cls_token", "mask_token", "lead_emb", "codebook")
+WHICH: tuple[str, ...] = ("teacher", "student")  # the backbones a method exports
+DEFAULT_PROBE_CLASSES = 5  # sleep stages, when the data module does not say
+
+
+@dataclass
+class MethodConfig:
+    """Settings every method shares: the backbone, AdamW, the LR schedule, the teacher EMA, the probe.
+
+    The defaults are the baselines' (MAE / MoCo v3 AdamW recipe for ViTs: lr 1.5e-4, betas (0.9, 0.95),
+    weight decay 0.05) with a short warm-up and clipping; a method's config overrides what differs.
+    """
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # the backbone trained
+    lr: float = option(1.5e-4, help="peak learning rate", group="optimisation")
+    min_lr_ratio: float = option(0.0, help="final LR as a fraction of --lr (cosine end point)")
+    weight_decay: float = option(0.05, help="AdamW weight decay")
+    weight_decay_on_all: bool = option(False, help="decay every parameter (OSF's release) instead of sparing biases, "
+                                                   "norms, position embedding and CLS/mask tokens")
+    betas: tuple[float, float] = option((0.9, 0.95), help="AdamW betas")
+    # OSF's release states no LR warm-up; a short linear warm-up protects AdamW's first steps.
+    warmup_frac: float = option(0.05, help="fraction of the optimizer steps spent in linear LR warm-up")
+    warmup_steps: int | None = option(None, help="LR warm-up length in steps (overrides --warmup_frac)")
+    grad_clip: float | None = option(3.0, help="global gradient-norm clipping (0 disables)")
+    momentum_base: float = option(0.996, help="teacher EMA momentum at step 0 (cosine to --momentum_final)")
+    momentum_final: float = option(1.0, help="teacher EMA momentum at the last step")
+    probe_num_classes: int | None = option(None, help="classes of the online probe (None: the data's, else 5)", cli=False)
+    probe_lr: float = option(1e-3, help="constant learning rate of the online linear probe")
+    seed: int = option(0, help="seeds weights, data order and views", group="optimisation")
+    total_steps: int | None = option(None, help="optimizer steps of the run (None: the Trainer's)", cli=False)
+    compile_backbone: bool = option(False, help="torch.compile the backbone's encoder", flag="compile", group="model")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,21 +83,15 @@ class SSLStepOutput:
     probe_features: torch.Tensor | None = None  # [B, width], detached by the base class
 
 
-def _no_decay(name: str, param: nn.Parameter) -> bool:
-    leaf = name.split(".")[-1]
-    # ndim <= 1: biases and norm scales; weight-norm gains (original0) are [out, 1] but frozen anyway.
-    return param.ndim <= 1 or leaf in NO_DECAY_NAMES or any(part in NO_DECAY_NAMES for part in name.split("."))
-
-
 def param_groups(modules: dict[str, nn.Module], weight_decay: float, decay_all: bool = False) -> list[dict[str, Any]]:
     """AdamW groups: decayed weights and undecayed biases/norms/embeddings/tokens (or all decayed)."""
     decay, no_decay, seen = [], [], set()
     for module in modules.values():
-        for name, p in module.named_parameters():
-            if not p.requires_grad or id(p) in seen:
+        for _, p, decayed in trainable_parameters(module):  # the rule of osf.utils.param_groups
+            if id(p) in seen:
                 continue
             seen.add(id(p))
-            (decay if decay_all or not _no_decay(name, p) else no_decay).append(p)
+            (decay if decay_all or decayed else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
@@ -75,54 +102,50 @@ class PretrainModule(pl.LightningModule):
     """Base of the SSL methods; see the module docstring for what it owns."""
 
     method_name: str = "base"  # set by @register_method
+    config_type: ClassVar[type[MethodConfig]] = MethodConfig  # the method's own config (a MethodConfig subclass)
+    # Attribute holding each exportable backbone; "teacher" falls back to "student" when absent.
+    backbone_attributes: ClassVar[dict[str, str]] = {"student": "backbone", "teacher": "teacher_backbone"}
     # How the method pools an epoch's tokens into the embedding it trains ("cls" or "mean" of patch
     # tokens); the learning diagnostics measure that embedding.
     embedding_pooling: str = "cls"
 
-    def __init__(
-        self,
-        backbone_name: str = "vit_base",
-        backbone_kwargs: dict[str, Any] | None = None,
-        lr: float = 5e-5,
-        min_lr_ratio: float = 0.0,
-        weight_decay: float = 0.05,
-        weight_decay_on_all: bool = False,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_frac: float = 0.0,
-        warmup_steps: int | None = None,
-        grad_clip: float | None = 3.0,
-        momentum_base: float = 0.996,
-        momentum_final: float = 1.0,
-        probe_num_classes: int = 5,
-        probe_lr: float = 1e-3,
-        seed: int = 0,
-        total_steps: int | None = None,
-        compile_backbone: bool = False,
-    ) -> None:
+    def __init__(self, cfg: MethodConfig | None = None, **fields: Any) -> None:
+        """Build from ``cfg`` (default: the method's ``config_type()``), ``fields`` overriding single fields."""
         super().__init__()
-        # Collects the init args of the whole subclass chain, so checkpoints carry the full config.
-        self.save_hyperparameters()
-        self.backbone_name = backbone_name
-        self.backbone_kwargs = dict(backbone_kwargs or {})
-        self.backbone = self.build_backbone()
-        # lead_emb is kept only for checkpoint compatibility; it never sees a gradient, and DDP without
-        # find_unused_parameters would fail on a trainable parameter that gets none.
-        if getattr(self.backbone, "lead_emb", None) is not None:
-            self.backbone.lead_emb.requires_grad_(False)
+        cfg = with_overrides(cfg if cfg is not None else self.config_type(), fields)
+        if not isinstance(cfg, self.config_type):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_type.__name__}, got {type(cfg).__name__}")
+        self.cfg = self.prepare_config(cfg)
+        # hparams hold the plain record of the config: checkpoints carry it, weights-only loadable.
+        self.save_hyperparameters(to_record(self.cfg))
+        self.backbone = self.build_backbone().freeze_unused_()  # DDP: no trainable parameter without a gradient
         self.teacher_backbone: nn.Module | None = None
-        self.probe = nn.Linear(self.backbone.width, probe_num_classes)
-        self._total_steps_override = total_steps
+        self.probe = nn.Linear(self.backbone.width, self.cfg.probe_num_classes or DEFAULT_PROBE_CLASSES)
         self._compiled: dict[int, Any] = {}
-        self.run_config: dict[str, Any] | None = None  # resolved CLI config, stored in checkpoints
+        self.run_config: dict[str, Any] | None = None  # record of the run's PretrainConfig, stored in checkpoints
+
+    def prepare_config(self, cfg: MethodConfig) -> MethodConfig:
+        """The config the module is built from (a method may derive backbone settings from its own)."""
+        return cfg
 
     # --- construction -------------------------------------------------------------------------------
+    @property
+    def backbone_name(self) -> str:
+        """Registered name of the backbone size."""
+        return self.cfg.backbone.name
+
+    @property
+    def backbone_kwargs(self) -> dict[str, Any]:
+        """Constructor keyword arguments of the backbone besides its name."""
+        return self.cfg.backbone.constructor_kwargs()
+
     def build_backbone(self, **overrides: Any) -> nn.Module:
-        """A fresh backbone from the stored name and kwargs (``overrides`` win)."""
+        """A fresh backbone from ``cfg.backbone`` (``overrides`` win)."""
         return create_backbone(self.backbone_name, **{**self.backbone_kwargs, **overrides})
 
     def encode(self, module: nn.Module, x: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         """``module.forward_encoding(x, **kwargs)``, through ``torch.compile`` when ``compile_backbone``."""
-        if not self.hparams.compile_backbone:
+        if not self.cfg.compile_backbone:
             return module.forward_encoding(x, **kwargs)
         fn = self._compiled.get(id(module))
         if fn is None:
@@ -151,8 +174,8 @@ class PretrainModule(pl.LightningModule):
     @property
     def total_steps(self) -> int:
         """Optimizer steps of the whole run (from the trainer when attached)."""
-        if self._total_steps_override is not None:
-            return int(self._total_steps_override)
+        if self.cfg.total_steps is not None:
+            return int(self.cfg.total_steps)
         trainer = self._trainer
         if trainer is None:
             raise RuntimeError("total_steps is unknown: attach a Trainer or pass total_steps=")
@@ -163,22 +186,23 @@ class PretrainModule(pl.LightningModule):
 
     def momentum_at(self, step: int) -> float:
         """Teacher EMA momentum used for the update after optimizer step ``step`` (0-based)."""
-        return cosine_momentum(min(step, self.total_steps - 1), self.total_steps, self.hparams.momentum_base, self.hparams.momentum_final)
+        return cosine_momentum(min(step, self.total_steps - 1), self.total_steps, self.cfg.momentum_base, self.cfg.momentum_final)
 
     def lr_factor(self, step: int) -> float:
         """LR multiplier at optimizer ``step``."""
         total = self.total_steps
-        warmup = warmup_steps_from(total, self.hparams.warmup_frac, self.hparams.warmup_steps)
-        return warmup_cosine_factor(min(step, total - 1), total, warmup, self.hparams.min_lr_ratio)
+        warmup = warmup_steps_from(total, self.cfg.warmup_frac, self.cfg.warmup_steps)
+        return warmup_cosine_factor(min(step, total - 1), total, warmup, self.cfg.min_lr_ratio)
 
     # --- optimisation --------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with decay/no-decay groups + probe group; LambdaLR stepping every optimizer step."""
-        groups = param_groups(self.trainable_modules(), self.hparams.weight_decay, self.hparams.weight_decay_on_all)
+        cfg = self.cfg
+        groups = param_groups(self.trainable_modules(), cfg.weight_decay, cfg.weight_decay_on_all)
         for g in groups:
-            g["lr"] = self.hparams.lr
-        groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lr": self.hparams.probe_lr, "name": "probe"})
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+            g["lr"] = cfg.lr
+        groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lr": cfg.probe_lr, "name": "probe"})
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
         # The probe keeps a constant LR; the backbone and heads follow warm-up + cosine.
         lambdas = [functools.partial(_lr_factor_of, self)] * (len(groups) - 1) + [_constant_one]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
@@ -188,7 +212,7 @@ class PretrainModule(pl.LightningModule):
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
     ) -> None:
         """Clip the global grad norm to ``grad_clip`` (owned by the method, not the Trainer flags)."""
-        clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.grad_clip
+        clip = gradient_clip_val if gradient_clip_val is not None else self.cfg.grad_clip
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
 
@@ -198,7 +222,7 @@ class PretrainModule(pl.LightningModule):
         rank = self.global_rank if self._trainer is not None else 0
         step = self.global_step if stage == "train" else -1
         stage_id = {"train": 0, "val": 1}.get(stage, 2)
-        seed = hash((int(self.hparams.seed), rank, step, batch_idx, stage_id)) & 0x7FFF_FFFF_FFFF_FFFF
+        seed = hash((int(self.cfg.seed), rank, step, batch_idx, stage_id)) & 0x7FFF_FFFF_FFFF_FFFF
         return torch.Generator(device=device).manual_seed(seed)
 
     # --- steps ----------------------------------------------------------------------------------------
@@ -286,7 +310,7 @@ class PretrainModule(pl.LightningModule):
 
     def diagnostic_warmup_steps(self) -> int:
         """Optimizer steps before which collapse signals are not judged (the LR warm-up)."""
-        return warmup_steps_from(self.total_steps, self.hparams.warmup_frac, self.hparams.warmup_steps)
+        return warmup_steps_from(self.total_steps, self.cfg.warmup_frac, self.cfg.warmup_steps)
 
     @torch.no_grad()
     def diagnostic_metrics(self, batch: dict[str, Any]) -> dict[str, float]:
@@ -310,11 +334,29 @@ class PretrainModule(pl.LightningModule):
             "run_config": copy.deepcopy(self.run_config) if self.run_config is not None else None,
         }
 
+    @classmethod
+    def backbone_state_from(cls, state_dict: Mapping[str, torch.Tensor], which: str = "teacher") -> tuple[dict[str, torch.Tensor], str]:
+        """``(weights, source)`` of the ``which`` backbone in a state dict of this method.
+
+        ``source`` is the backbone found: ``"teacher"`` falls back to ``"student"`` for methods
+        (or checkpoints) without one. Names are the backbone's own, as the released layout has them.
+        """
+        _check_which(which)
+        prefixes = {name: f"{attribute}." for name, attribute in cls.backbone_attributes.items()}
+        source = which if any(k.startswith(prefixes[which]) for k in state_dict) else "student"
+        prefix = prefixes[source]
+        # torch.compile wraps modules as `_orig_mod`; the released layout has no such level.
+        state = {k[len(prefix):].replace("_orig_mod.", ""): v for k, v in state_dict.items() if k.startswith(prefix)}
+        return state, source
+
+    def export_backbone_state(self, which: str = "teacher") -> dict[str, torch.Tensor]:
+        """Weights of the teacher (student when there is none) or the student backbone, released names."""
+        return self.backbone_state_from(self.state_dict(), which)[0]
+
     def export_backbone(self, which: str = "teacher") -> nn.Module:
         """A standalone copy of the teacher (student when there is none) or the student backbone."""
-        if which not in ("teacher", "student"):
-            raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
-        source = self.teacher_backbone if which == "teacher" and self.has_teacher else self.backbone
+        _check_which(which)
+        source = getattr(self, self.backbone_attributes[which], None) if self.has_teacher else self.backbone
         source = getattr(source, "_orig_mod", source)
         exported = copy.deepcopy(source).eval()
         for p in exported.parameters():
@@ -331,6 +373,11 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train(was_training)
+
+
+def _check_which(which: str) -> None:
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
 
 
 def _lr_factor_of(module: PretrainModule, step: int) -> float:

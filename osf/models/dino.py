@@ -14,6 +14,7 @@ learning diagnostics (:mod:`osf.models.diagnostics`) add both softmaxes on a fix
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -23,67 +24,99 @@ from osf.augmentations.timeseries import TimeSeriesAugment
 from osf.losses.dino import DINOLoss
 from osf.losses.ibot import IBOTPatchLoss, random_token_mask
 from osf.losses.koleo import koleo_loss
-from osf.models.base import PretrainModule, SSLStepOutput
+from osf.models.base import MethodConfig, PretrainModule, SSLStepOutput
 from osf.models.diagnostics import entropy, prototype_usage, softmax_metrics
 from osf.models.heads import DINOHead
 from osf.models.momentum import make_momentum_copy
 from osf.models.registry import register_method
+from osf.utils.config_fields import field_of, option
 from osf.utils.schedules import linear_warmup_then_constant
 
-__all__ = ["DINO"]
+__all__ = ["DINO", "DINOConfig"]
+
+HEAD_POOLINGS: tuple[str, ...] = ("cls", "mean")
+
+
+@dataclass
+class DINOConfig(MethodConfig):
+    """DINO with the published OSF optimisation (lr 5e-5, weight decay 0.2) and DINO's head and temperatures."""
+
+    lr: float = field_of(MethodConfig, "lr", 5e-5)
+    weight_decay: float = field_of(MethodConfig, "weight_decay", 0.2)
+    dino_out_dim: int = option(2048, help="number of DINO prototypes")
+    dino_hidden_dim: int = option(2048, help="DINO head MLP width")
+    dino_bottleneck_dim: int = option(256, help="DINO head bottleneck before the prototypes")
+    student_temp: float = option(0.1, help="student softmax temperature")
+    teacher_temp: float = option(0.07, help="teacher temperature after warm-up")
+    warmup_teacher_temp: float = option(0.04, help="teacher temperature at step 0")
+    teacher_temp_warmup_frac: float = option(0.1, help="fraction of steps over which the teacher temperature warms up")
+    center_momentum: float = option(0.9, help="EMA momentum of the DINO center")
+    same_view_pairs: bool = option(False, help="count (view i, view i) student/teacher pairs in the DINO loss (OSF "
+                                               "does; DINO does not)")
+    n_global_views: int = option(2, help="views seen by teacher and student")
+    n_local_views: int = option(2, help="extra views seen by the student only")
+    ibot_lambda: float = option(0.0, help="weight of the iBOT masked-patch loss (computed only when > 0)")
+    ibot_mask_ratio: float = option(0.3, help="fraction of patch tokens masked for iBOT")
+    koleo_lambda: float = option(0.0, help="weight of the KoLeo regulariser (computed only when > 0)")
+    # DINO freezes the prototypes for its first epoch; the OSF release does not.
+    freeze_last_layer_frac: float = option(0.0, help="fraction of the steps at the start in which the prototypes "
+                                                     "stay fixed")
+    # What the head reads: the released recipe trains the CLS token.
+    head_pooling: str = option("cls", help="the DINO head reads the cls token (OSF) or the mean of the patch tokens "
+                                           "(small recipe)", choices=HEAD_POOLINGS)
+    compute_zero_weight_losses: bool = option(False, help="compute iBOT and KoLeo even at weight 0 (as OSF's "
+                                                          "release; benchmark baseline)")
+    global_crop_scale: tuple[float, float] = option((0.5, 1.0), help="DINO global views: crop length range, "
+                                                                     "fraction of the epoch")
+
+    @property
+    def computes_ibot(self) -> bool:
+        """Whether the iBOT loss is computed: weighted, or always for the benchmark baseline."""
+        return self.ibot_lambda > 0 or self.compute_zero_weight_losses
+
+    @property
+    def computes_koleo(self) -> bool:
+        """Whether the KoLeo regulariser is computed: weighted, or always for the benchmark baseline."""
+        return self.koleo_lambda > 0 or self.compute_zero_weight_losses
+    local_crop_scale: tuple[float, float] = option((0.2, 0.5), help="DINO local views: crop length range, "
+                                                                    "fraction of the epoch")
 
 
 @register_method("dino")
 class DINO(PretrainModule):
     """Self-distillation with a momentum teacher, a DINO head and centering."""
 
-    def __init__(
-        self,
-        dino_out_dim: int = 2048,
-        dino_hidden_dim: int = 2048,
-        dino_bottleneck_dim: int = 256,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.07,
-        warmup_teacher_temp: float = 0.04,
-        teacher_temp_warmup_frac: float = 0.1,
-        center_momentum: float = 0.9,
-        same_view_pairs: bool = False,
-        n_global_views: int = 2,
-        n_local_views: int = 2,
-        ibot_lambda: float = 0.0,
-        ibot_mask_ratio: float = 0.3,
-        koleo_lambda: float = 0.0,
-        freeze_last_layer_frac: float = 0.0,
-        head_pooling: str = "cls",
-        compute_zero_weight_losses: bool = False,
-        global_crop_scale: tuple[float, float] = (0.5, 1.0),
-        local_crop_scale: tuple[float, float] = (0.2, 0.5),
-        **base_kwargs: Any,
-    ) -> None:
-        self._use_ibot = ibot_lambda > 0 or compute_zero_weight_losses
-        if self._use_ibot:
-            kwargs = dict(base_kwargs.get("backbone_kwargs") or {})
-            kwargs["use_mask_token"] = True
-            base_kwargs["backbone_kwargs"] = kwargs
-        super().__init__(**base_kwargs)
-        if n_global_views < 1 or n_local_views < 0:
-            raise ValueError(f"need >= 1 global and >= 0 local views, got {n_global_views}, {n_local_views}")
-        self._use_koleo = koleo_lambda > 0 or compute_zero_weight_losses
-        if head_pooling not in ("cls", "mean"):
-            raise ValueError(f"head_pooling must be 'cls' or 'mean', got {head_pooling!r}")
+    config_type = DINOConfig
+    cfg: DINOConfig
+
+    def __init__(self, cfg: DINOConfig | None = None, **fields: Any) -> None:
+        """See :class:`DINOConfig` (``fields`` override single fields of ``cfg``)."""
+        super().__init__(cfg, **fields)
+        cfg = self.cfg
+        if cfg.n_global_views < 1 or cfg.n_local_views < 0:
+            raise ValueError(f"need >= 1 global and >= 0 local views, got {cfg.n_global_views}, {cfg.n_local_views}")
+        self._use_ibot, self._use_koleo = cfg.computes_ibot, cfg.computes_koleo
+        if cfg.head_pooling not in HEAD_POOLINGS:
+            raise ValueError(f"head_pooling must be 'cls' or 'mean', got {cfg.head_pooling!r}")
         # What the head (and so the objective) reads; also what diagnostics and probes should pool.
-        self.embedding_pooling = head_pooling
-        self.head = DINOHead(self.width, dino_out_dim, dino_hidden_dim, dino_bottleneck_dim)
+        self.embedding_pooling = cfg.head_pooling
+        self.head = DINOHead(self.width, cfg.dino_out_dim, cfg.dino_hidden_dim, cfg.dino_bottleneck_dim)
         self.teacher_backbone = make_momentum_copy(self.backbone)
         self.teacher_head = make_momentum_copy(self.head)
-        self.dino_loss = DINOLoss(dino_out_dim, center_momentum, same_view_pairs)
-        self.ibot_loss = IBOTPatchLoss(dino_out_dim, center_momentum) if self._use_ibot else None
+        self.dino_loss = DINOLoss(cfg.dino_out_dim, cfg.center_momentum, cfg.same_view_pairs)
+        self.ibot_loss = IBOTPatchLoss(cfg.dino_out_dim, cfg.center_momentum) if self._use_ibot else None
+
+    def prepare_config(self, cfg: DINOConfig) -> DINOConfig:
+        """iBOT needs the backbone's mask token."""
+        if cfg.computes_ibot:
+            return replace(cfg, backbone=replace(cfg.backbone, use_mask_token=True))
+        return cfg
 
     # --- teacher ------------------------------------------------------------------------------------
     def last_layer_frozen_steps(self) -> int:
         """Steps at the start in which the prototypes (``head.last_layer``) get no update (DINO's
         ``freeze_last_layer``: while the backbone is near random, moving prototypes chase noise)."""
-        return round(self.hparams.freeze_last_layer_frac * self.total_steps)
+        return round(self.cfg.freeze_last_layer_frac * self.total_steps)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Drop the prototype gradients during the first :meth:`last_layer_frozen_steps` steps."""
@@ -105,12 +138,12 @@ class DINO(PretrainModule):
 
     def teacher_temp_at(self, step: int) -> float:
         """Teacher temperature: linear warm-up over the first ``teacher_temp_warmup_frac`` of the steps."""
-        return linear_warmup_then_constant(step, self.teacher_temp_warmup_steps(), self.hparams.warmup_teacher_temp,
-                                           self.hparams.teacher_temp)
+        return linear_warmup_then_constant(step, self.teacher_temp_warmup_steps(), self.cfg.warmup_teacher_temp,
+                                           self.cfg.teacher_temp)
 
     def teacher_temp_warmup_steps(self) -> int:
         """Steps of the teacher-temperature warm-up."""
-        return round(self.hparams.teacher_temp_warmup_frac * self.total_steps)
+        return round(self.cfg.teacher_temp_warmup_frac * self.total_steps)
 
     # --- learning diagnostics -------------------------------------------------------------------------
     def diagnostic_warmup_steps(self) -> int:
@@ -120,7 +153,7 @@ class DINO(PretrainModule):
     def head_diagnostics(self, embeddings: dict[str, torch.Tensor]) -> dict[str, float]:
         """Teacher (centred, at this step's temperature) and student softmax entropies; prototype usage."""
         t_probs = self.dino_loss.centering.teacher_probs(self.teacher_head(embeddings[""]), self.teacher_temp_at(self.global_step))
-        s_probs = torch.softmax(self.head(embeddings["student_"]).float() / self.hparams.student_temp, dim=-1)
+        s_probs = torch.softmax(self.head(embeddings["student_"]).float() / self.cfg.student_temp, dim=-1)
         return {**softmax_metrics(s_probs, "student"), **softmax_metrics(t_probs, "teacher"),
                 "proto_usage": prototype_usage(t_probs)}
 
@@ -136,7 +169,7 @@ class DINO(PretrainModule):
     # --- views --------------------------------------------------------------------------------------
     def make_views(self, x: torch.Tensor, channel_mask: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
         """All views stacked view-major ``[V*B, C, T]``; the first ``n_global_views`` are global."""
-        h = self.hparams
+        h = self.cfg
         global_aug = TimeSeriesAugment(crop_min_scale=h.global_crop_scale[0], crop_max_scale=h.global_crop_scale[1])
         local_aug = TimeSeriesAugment(crop_min_scale=h.local_crop_scale[0], crop_max_scale=h.local_crop_scale[1])
         views = [global_aug(x.repeat(h.n_global_views, 1, 1), generator)]
@@ -153,7 +186,7 @@ class DINO(PretrainModule):
     # --- step ---------------------------------------------------------------------------------------
     def ssl_step(self, batch: dict[str, Any], generator: torch.Generator, update_state: bool) -> SSLStepOutput:
         """DINO (+ iBOT, KoLeo) loss over the views of ``batch['signal']``."""
-        h = self.hparams
+        h = self.cfg
         x = batch["signal"]
         batch_size, n_global = x.shape[0], h.n_global_views
         n_views = n_global + h.n_local_views

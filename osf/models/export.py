@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from osf.backbone.checkpoint import CheckpointError, backbone_metadata, save_backbone
-from osf.backbone.vit1d_cls import create_backbone
+from osf.backbone.vit1d_cls import create_backbone, state_has_mask_token
+from osf.models.base import WHICH, PretrainModule
+from osf.models.registry import METHODS, resolve_method_name
 
 __all__ = ["WHICH", "backbone_from_lightning_checkpoint", "export_pretrained_backbone"]
 
 log = logging.getLogger(__name__)
-WHICH: tuple[str, ...] = ("teacher", "student")
-_PREFIX = {"teacher": "teacher_backbone.", "student": "backbone."}
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
@@ -39,32 +39,18 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def backbone_from_lightning_checkpoint(path: str | os.PathLike, which: str = "teacher") -> tuple[nn.Module, dict]:
-    """Backbone of a pre-training checkpoint and its metadata in the released format's terms.
+def _method_class(path: Path, info: dict[str, Any]) -> type[PretrainModule]:
+    """The registered method that wrote the checkpoint: it knows where its backbones are."""
+    try:
+        return METHODS[resolve_method_name(str(info.get("method")))]
+    except ValueError as err:
+        raise CheckpointError(path, str(err)) from err
 
-    ``which="teacher"`` takes the momentum teacher (the encoder DINO-style methods evaluate) and falls
-    back to the student for methods without one; ``which="student"`` takes the trained student.
-    """
-    if which not in WHICH:
-        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-    path = Path(path)
-    ckpt = _read_checkpoint(path)
-    info = ckpt["osf"]
-    state_dict: dict[str, torch.Tensor] = ckpt["state_dict"]
-    source = which
-    if which == "teacher" and not any(k.startswith(_PREFIX["teacher"]) for k in state_dict):
-        log.info("%s: method %s has no teacher; exporting the student", path, info.get("method"))
-        source = "student"
-    prefix = _PREFIX[source]
-    state = {}
-    for key, value in state_dict.items():
-        if key.startswith(prefix):
-            # torch.compile wraps modules as `_orig_mod`; the released layout has no such level.
-            state[key[len(prefix):].replace("_orig_mod.", "")] = value
-    if not state:
-        raise CheckpointError(path, f"no '{prefix}*' weights in the state_dict")
+
+def _rebuild(path: Path, info: dict[str, Any], state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """The backbone the checkpoint names, holding ``state``."""
     kwargs = dict(info.get("backbone_kwargs") or {})
-    kwargs["use_mask_token"] = "mask_token" in state
+    kwargs["use_mask_token"] = state_has_mask_token(state)
     try:
         model = create_backbone(info["backbone_name"], **kwargs)
     except (TypeError, ValueError, KeyError) as err:
@@ -72,7 +58,27 @@ def backbone_from_lightning_checkpoint(path: str | os.PathLike, which: str = "te
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(path, f"{source} weights do not fit {info['backbone_name']}: missing {missing}, unexpected {unexpected}")
-    model.eval()
+    return model.eval()
+
+
+def backbone_from_lightning_checkpoint(path: str | os.PathLike, which: str = "teacher") -> tuple[nn.Module, dict]:
+    """Backbone of a pre-training checkpoint and its metadata in the released format's terms.
+
+    ``which="teacher"`` takes the momentum teacher (the encoder DINO-style methods evaluate) and falls
+    back to the student for methods without one; ``which="student"`` takes the trained student. The
+    method class that wrote the checkpoint picks its weights (:meth:`PretrainModule.backbone_state_from`).
+    """
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    path = Path(path)
+    ckpt = _read_checkpoint(path)
+    info = ckpt["osf"]
+    state, source = _method_class(path, info).backbone_state_from(ckpt["state_dict"], which)
+    if source != which:
+        log.info("%s: method %s has no %s; exporting the %s", path, info.get("method"), which, source)
+    if not state:
+        raise CheckpointError(path, f"no {source} backbone weights in the state_dict")
+    model = _rebuild(path, info, state, source)
     metadata = backbone_metadata(model, model_name=str(info.get("method", "osf")))
     metadata["exported_from"] = source
     return model, metadata

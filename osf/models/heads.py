@@ -36,6 +36,10 @@ class DINOHead(nn.Module):
         self.last_layer.parametrizations.weight.original0.requires_grad_(False)
         self.out_dim = out_dim
 
+    def no_weight_decay(self) -> set[str]:
+        """The prototypes' weight-norm gain is a scale, never decayed (frozen at 1 anyway)."""
+        return {"last_layer.parametrizations.weight.original0"}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[..., out_dim]`` for features ``[..., in_dim]``."""
         x = F.normalize(self.mlp(x), dim=-1, p=2)

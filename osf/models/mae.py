@@ -24,6 +24,7 @@ tokens is the usual MAE alternative. The online probe reads the CLS of the *mask
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,10 +34,11 @@ from torch import nn
 from osf.backbone.vit1d_cls import Block, ViT1D, _init_weights
 from osf.losses.ibot import random_token_mask
 from osf.losses.mae import masked_patch_mse
-from osf.models.base import PretrainModule, SSLStepOutput
+from osf.models.base import MethodConfig, PretrainModule, SSLStepOutput
 from osf.models.registry import register_method
+from osf.utils.config_fields import option
 
-__all__ = ["MAE", "PatchDecoder", "patch_dim", "patch_weights", "patchify", "random_keep_indices"]
+__all__ = ["MAE", "MAEConfig", "PatchDecoder", "patch_dim", "patch_weights", "patchify", "random_keep_indices"]
 
 
 def patch_dim(backbone: ViT1D) -> int:
@@ -104,6 +106,10 @@ class PatchDecoder(nn.Module):
         if self.mask_token is not None:
             nn.init.trunc_normal_(self.mask_token, std=0.02)
 
+    def no_weight_decay(self) -> set[str]:
+        """The decoder's position embeddings and mask token are spared from weight decay, as the backbone's."""
+        return {"pos_embedding"} | ({"mask_token"} if self.mask_token is not None else set())
+
     def forward(self, tokens: torch.Tensor, keep: torch.Tensor | None = None, cls: torch.Tensor | None = None) -> torch.Tensor:
         """Patch predictions ``[B, N, patch_dim]`` (see class doc)."""
         x = self.embed(tokens)
@@ -124,35 +130,44 @@ class PatchDecoder(nn.Module):
         return self.head(x[:, 1:] if cls is not None else x)
 
 
+@dataclass
+class MAEConfig(MethodConfig):
+    """Masked autoencoding of patch tokens with a light decoder."""
+
+    mask_ratio: float = option(0.75, help="fraction of patch tokens masked")
+    decoder_width: int = option(256, help="decoder width")
+    decoder_depth: int = option(4, help="decoder blocks")
+    decoder_heads: int = option(8, help="decoder attention heads")
+    norm_target: bool = option(False, help="per-patch normalised reconstruction targets (MAE's norm_pix_loss)")
+
+
 @register_method("mae")
 class MAE(PretrainModule):
     """Masked autoencoding of patch tokens with a light decoder (see module doc)."""
 
-    def __init__(
-        self,
-        mask_ratio: float = 0.75,
-        decoder_width: int = 256,
-        decoder_depth: int = 4,
-        decoder_heads: int = 8,
-        norm_target: bool = False,
-        **base_kwargs: Any,
-    ) -> None:
-        super().__init__(**base_kwargs)
-        if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+    config_type = MAEConfig
+    cfg: MAEConfig
+
+    def __init__(self, cfg: MAEConfig | None = None, **fields: Any) -> None:
+        """See :class:`MAEConfig` (``fields`` override single fields of ``cfg``)."""
+        super().__init__(cfg, **fields)
+        cfg = self.cfg
+        if not 0.0 < cfg.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {cfg.mask_ratio}")
         self.decoder = PatchDecoder(
-            self.width, self.backbone.num_tokens, patch_dim(self.backbone), decoder_width, decoder_depth, decoder_heads,
+            self.width, self.backbone.num_tokens, patch_dim(self.backbone), cfg.decoder_width, cfg.decoder_depth,
+            cfg.decoder_heads,
             use_mask_token=True, attn_impl=self.backbone.attn_impl,
         )
 
     def ssl_step(self, batch: dict[str, Any], generator: torch.Generator, update_state: bool) -> SSLStepOutput:
         """Encode the visible tokens, decode all, MSE on the masked patches of recorded channels."""
         x, channel_mask = batch["signal"], batch.get("channel_mask")
-        keep, masked = random_keep_indices(x.shape[0], self.backbone.num_tokens, self.hparams.mask_ratio, generator, x.device)
+        keep, masked = random_keep_indices(x.shape[0], self.backbone.num_tokens, self.cfg.mask_ratio, generator, x.device)
         cls, visible = self.encode(self.backbone, x, channel_mask=channel_mask, keep_tokens=keep)
         pred = self.decoder(visible, keep=keep, cls=cls)
         loss = masked_patch_mse(
             pred, patchify(x, self.backbone), masked, patch_weights(channel_mask, x, self.backbone),
-            normalize_target=self.hparams.norm_target,
+            normalize_target=self.cfg.norm_target,
         )
         return SSLStepOutput(loss=loss, logs={"mask_frac": masked.float().mean()}, probe_features=cls)

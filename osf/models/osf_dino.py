@@ -12,35 +12,39 @@ Defaults follow OSF: same-view pairs count in the loss (``same_view_pairs=True``
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from osf.augmentations.channel_drop import random_channel_drop
 from osf.augmentations.span_mask import random_span_mask
-from osf.models.dino import DINO
+from osf.models.dino import DINO, DINOConfig
 from osf.models.registry import register_method
+from osf.utils.config_fields import field_of, option
 
-__all__ = ["OSFDINO"]
+__all__ = ["OSFDINO", "OSFDINOConfig"]
+
+
+@dataclass
+class OSFDINOConfig(DINOConfig):
+    """The OSF recipe: DINO counting same-view pairs, on channel-drop + span-mask views."""
+
+    same_view_pairs: bool = field_of(DINOConfig, "same_view_pairs", True)
+    channel_drop_p: float = option(0.5, help="OSF views: probability of zeroing each channel")
+    span_min_frac: float = option(0.3, help="OSF views: shortest zeroed span, fraction of the epoch")
+    span_max_frac: float = option(0.6, help="OSF views: longest zeroed span, fraction of the epoch")
 
 
 @register_method("dino_ours", aliases=("osf",))
 class OSFDINO(DINO):
     """The OSF recipe: DINO self-distillation with channel-drop + span-mask views."""
 
-    def __init__(
-        self,
-        channel_drop_p: float = 0.5,
-        span_min_frac: float = 0.3,
-        span_max_frac: float = 0.6,
-        same_view_pairs: bool = True,
-        **dino_kwargs: Any,
-    ) -> None:
-        super().__init__(same_view_pairs=same_view_pairs, **dino_kwargs)
+    config_type = OSFDINOConfig
+    cfg: OSFDINOConfig
 
     def make_views(self, x: torch.Tensor, channel_mask: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
         """``[V*B, C, T]`` view-major: channel drop then one span per channel, independently per view."""
-        h = self.hparams
+        h = self.cfg
         n_views = h.n_global_views + h.n_local_views
         mask = None if channel_mask is None else channel_mask.repeat(n_views, 1)
         views, _ = random_channel_drop(x.repeat(n_views, 1, 1), h.channel_drop_p, mask, generator)

@@ -53,6 +53,12 @@ def list_methods() -> list[str]:
     return sorted(METHODS)
 
 
-def create_method(name: str, backbone_name: str, **cfg: Any) -> PretrainModule:
-    """Build the method ``name`` (or alias) around the backbone ``backbone_name``; ``cfg`` → its ``__init__``."""
-    return METHODS[resolve_method_name(name)](backbone_name=backbone_name, **cfg)
+def create_method(name: str, backbone_name: str = "vit_base", **fields: Any) -> PretrainModule:
+    """Build the method ``name`` (or alias) on ``backbone_name`` with the configuration the command line builds.
+
+    That is :func:`osf.models.pretrain_config.method_config`: the method's config defaults, the size's,
+    then ``fields`` (fields of the config; ``backbone_kwargs`` are backbone constructor arguments).
+    """
+    from osf.models.pretrain_config import method_config
+
+    return METHODS[resolve_method_name(name)](method_config(name, backbone_name, **fields))

@@ -13,6 +13,7 @@ is dropped. The online probe reads the CLS of the first view.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,10 +21,23 @@ from torch import nn
 
 from osf.augmentations.timeseries import TimeSeriesAugment
 from osf.losses.ntxent import nt_xent_loss
-from osf.models.base import PretrainModule, SSLStepOutput
+from osf.models.base import MethodConfig, PretrainModule, SSLStepOutput
 from osf.models.registry import register_method
+from osf.utils.config_fields import field_of, option
 
-__all__ = ["ProjectionMLP", "SimCLR"]
+__all__ = ["ProjectionMLP", "SimCLR", "SimCLRConfig"]
+
+
+@dataclass
+class SimCLRConfig(MethodConfig):
+    """SimCLR: two augmented views, projection MLP, NT-Xent (MoCo v3's weight decay 0.1 for ViTs)."""
+
+    weight_decay: float = field_of(MethodConfig, "weight_decay", 0.1)
+    temperature: float = option(0.1, help="NT-Xent temperature")
+    proj_hidden_dim: int = option(2048, help="projection MLP hidden width")
+    proj_output_dim: int = option(128, help="projection output width")
+    crop_min_scale: float = option(0.5, help="shortest crop, fraction of the epoch")
+    noise_std: float = option(0.05, help="std of the additive Gaussian noise")
 
 
 class ProjectionMLP(nn.Module):
@@ -43,20 +57,17 @@ class ProjectionMLP(nn.Module):
 class SimCLR(PretrainModule):
     """Two augmented views, projection MLP, NT-Xent with cross-rank negatives."""
 
-    def __init__(
-        self,
-        temperature: float = 0.1,
-        proj_hidden_dim: int = 2048,
-        proj_output_dim: int = 128,
-        crop_min_scale: float = 0.5,
-        noise_std: float = 0.05,
-        **base_kwargs: Any,
-    ) -> None:
-        super().__init__(**base_kwargs)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.projector = ProjectionMLP(self.width, proj_hidden_dim, proj_output_dim)
-        self.augment = TimeSeriesAugment(crop_min_scale=crop_min_scale, crop_max_scale=1.0, noise_std=noise_std)
+    config_type = SimCLRConfig
+    cfg: SimCLRConfig
+
+    def __init__(self, cfg: SimCLRConfig | None = None, **fields: Any) -> None:
+        """See :class:`SimCLRConfig` (``fields`` override single fields of ``cfg``)."""
+        super().__init__(cfg, **fields)
+        cfg = self.cfg
+        if cfg.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
+        self.projector = ProjectionMLP(self.width, cfg.proj_hidden_dim, cfg.proj_output_dim)
+        self.augment = TimeSeriesAugment(crop_min_scale=cfg.crop_min_scale, crop_max_scale=1.0, noise_std=cfg.noise_std)
 
     def ssl_step(self, batch: dict[str, Any], generator: torch.Generator, update_state: bool) -> SSLStepOutput:
         """NT-Xent between the projections of two augmented views of every epoch."""
@@ -67,5 +78,5 @@ class SimCLR(PretrainModule):
         cls, _ = self.encode(self.backbone, views, channel_mask=mask)
         z = self.projector(cls)
         # Validation shards may differ in length between ranks, so negatives are gathered in training only.
-        loss = nt_xent_loss(z[:batch_size], z[batch_size:], self.hparams.temperature, gather=update_state)
+        loss = nt_xent_loss(z[:batch_size], z[batch_size:], self.cfg.temperature, gather=update_state)
         return SSLStepOutput(loss=loss, probe_features=cls[:batch_size])

@@ -21,17 +21,30 @@ probe reads the mean CLS over the present modalities.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-import config
+from osf import config
 from osf.losses.leave_one_out import LeaveOneOutLoss
-from osf.models.base import PretrainModule, SSLStepOutput
+from osf.models.base import MethodConfig, PretrainModule, SSLStepOutput
 from osf.models.registry import register_method
+from osf.utils.config_fields import option
 
-__all__ = ["SleepFM", "modality_channel_masks"]
+__all__ = ["SleepFM", "SleepFMConfig", "modality_channel_masks"]
+
+
+@dataclass
+class SleepFMConfig(MethodConfig):
+    """SleepFM leave-one-out contrastive learning across modalities."""
+
+    proj_dim: int = option(128, help="per-modality projection width")
+    init_temperature: float = option(0.07, help="initial temperature of the leave-one-out InfoNCE")
+    learn_temperature: bool = option(True, help="learn the InfoNCE temperature")
+    separate_backbones: bool = option(False, help="one backbone per modality instead of one shared "
+                                                  "backbone with the other channels masked")
 
 
 def modality_channel_masks(modalities: dict[str, tuple[str, ...]] | None = None) -> torch.Tensor:
@@ -50,28 +63,23 @@ def modality_channel_masks(modalities: dict[str, tuple[str, ...]] | None = None)
 class SleepFM(PretrainModule):
     """Leave-one-out contrastive learning across modality groups (see module doc)."""
 
-    def __init__(
-        self,
-        proj_dim: int = 128,
-        init_temperature: float = 0.07,
-        learn_temperature: bool = True,
-        separate_backbones: bool = False,
-        **base_kwargs: Any,
-    ) -> None:
-        super().__init__(**base_kwargs)
+    config_type = SleepFMConfig
+    cfg: SleepFMConfig
+
+    def __init__(self, cfg: SleepFMConfig | None = None, **fields: Any) -> None:
+        """See :class:`SleepFMConfig` (``fields`` override single fields of ``cfg``)."""
+        super().__init__(cfg, **fields)
+        cfg = self.cfg
         self.modality_names = list(config.MODALITIES)
         if self.backbone.num_leads != config.NUM_CHANNELS:
             raise ValueError(f"sleepfm needs the {config.NUM_CHANNELS}-channel contract, backbone has {self.backbone.num_leads} leads")
         self.register_buffer("modality_masks", modality_channel_masks(), persistent=False)
         self.modality_backbones = nn.ModuleDict()
-        if separate_backbones:
+        if cfg.separate_backbones:
             for name in self.modality_names[1:]:
-                extra = self.build_backbone()
-                if getattr(extra, "lead_emb", None) is not None:
-                    extra.lead_emb.requires_grad_(False)  # unused, as in the base backbone (DDP)
-                self.modality_backbones[name] = extra
-        self.projectors = nn.ModuleDict({name: nn.Linear(self.width, proj_dim) for name in self.modality_names})
-        self.loo_loss = LeaveOneOutLoss(init_temperature, learnable=learn_temperature)
+                self.modality_backbones[name] = self.build_backbone().freeze_unused_()  # as the base backbone (DDP)
+        self.projectors = nn.ModuleDict({name: nn.Linear(self.width, cfg.proj_dim) for name in self.modality_names})
+        self.loo_loss = LeaveOneOutLoss(cfg.init_temperature, learnable=cfg.learn_temperature)
 
     def modality_presence(self, channel_mask: torch.Tensor | None, batch_size: int) -> torch.Tensor:
         """Bool ``[M, B]``: modality m has at least one recorded channel in epoch b."""
@@ -84,7 +92,7 @@ class SleepFM(PretrainModule):
         n_mod, batch = len(self.modality_names), x.shape[0]
         present = torch.ones_like(self.modality_masks[0]).expand(batch, -1) if channel_mask is None else channel_mask
         masks = present.unsqueeze(0) & self.modality_masks.unsqueeze(1)  # [M, B, C]
-        if not self.hparams.separate_backbones:
+        if not self.cfg.separate_backbones:
             cls, _ = self.encode(self.backbone, x.repeat(n_mod, 1, 1), channel_mask=masks.reshape(n_mod * batch, -1))
             return cls.view(n_mod, batch, -1)
         out = []

@@ -19,6 +19,7 @@ reads the CLS of the (full-input) encoding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,11 +27,27 @@ from torch import nn
 
 from osf.losses.mae import masked_patch_mse
 from osf.losses.vq import VectorQuantizer
-from osf.models.base import PretrainModule, SSLStepOutput
-from osf.models.mae import PatchDecoder, patch_dim, patch_weights, patchify
+from osf.models.base import MethodConfig, PretrainModule, SSLStepOutput
+from osf.models.mae import MAEConfig, PatchDecoder, patch_dim, patch_weights, patchify
 from osf.models.registry import register_method
+from osf.utils.config_fields import field_of, option
 
-__all__ = ["VQVAE"]
+__all__ = ["VQVAE", "VQVAEConfig"]
+
+
+@dataclass
+class VQVAEConfig(MethodConfig):
+    """ViT encoder, vector quantiser and transformer decoder of patch signals."""
+
+    codebook_size: int = option(8192, help="number of codes")
+    code_dim: int = option(32, help="code dimension")
+    commitment_weight: float = option(0.25, help="commitment loss weight")
+    vq_ema: bool = option(True, help="EMA codebook updates instead of a learned codebook with the codebook loss")
+    ema_decay: float = option(0.99, help="decay of the EMA codebook")
+    dead_code_threshold: float = option(1.0, help="codes used less than this (EMA count) are restarted")
+    decoder_width: int = field_of(MAEConfig, "decoder_width")
+    decoder_depth: int = field_of(MAEConfig, "decoder_depth")
+    decoder_heads: int = field_of(MAEConfig, "decoder_heads")
 
 
 @register_method("vqvae")
@@ -39,25 +56,18 @@ class VQVAE(PretrainModule):
 
     embedding_pooling = "mean"  # the patch tokens are what the objective trains (module doc)
 
-    def __init__(
-        self,
-        codebook_size: int = 8192,
-        code_dim: int = 32,
-        commitment_weight: float = 0.25,
-        vq_ema: bool = True,
-        ema_decay: float = 0.99,
-        dead_code_threshold: float = 1.0,
-        decoder_width: int = 256,
-        decoder_depth: int = 4,
-        decoder_heads: int = 8,
-        **base_kwargs: Any,
-    ) -> None:
-        super().__init__(**base_kwargs)
-        self.pre_quant = nn.Linear(self.width, code_dim)
-        self.quantizer = VectorQuantizer(codebook_size, code_dim, commitment_weight, vq_ema, ema_decay,
-                                         dead_code_threshold=dead_code_threshold)
-        self.decoder = PatchDecoder(code_dim, self.backbone.num_tokens, patch_dim(self.backbone), decoder_width,
-                                    decoder_depth, decoder_heads, attn_impl=self.backbone.attn_impl)
+    config_type = VQVAEConfig
+    cfg: VQVAEConfig
+
+    def __init__(self, cfg: VQVAEConfig | None = None, **fields: Any) -> None:
+        """See :class:`VQVAEConfig` (``fields`` override single fields of ``cfg``)."""
+        super().__init__(cfg, **fields)
+        cfg = self.cfg
+        self.pre_quant = nn.Linear(self.width, cfg.code_dim)
+        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.code_dim, cfg.commitment_weight, cfg.vq_ema,
+                                         cfg.ema_decay, dead_code_threshold=cfg.dead_code_threshold)
+        self.decoder = PatchDecoder(cfg.code_dim, self.backbone.num_tokens, patch_dim(self.backbone), cfg.decoder_width,
+                                    cfg.decoder_depth, cfg.decoder_heads, attn_impl=self.backbone.attn_impl)
 
     def ssl_step(self, batch: dict[str, Any], generator: torch.Generator, update_state: bool) -> SSLStepOutput:
         """Reconstruction MSE through the quantised bottleneck + quantiser loss."""

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-import config
+from osf import config
 from osf.backbone.checkpoint import CheckpointError
+from osf.datasets.channelset import ChannelSet
 from osf.datasets.io.edf import read_edf_header
 from osf.downstream.classifier import SleepClassifier, load_classifier
 from osf.downstream.features import pooled_width
@@ -151,6 +152,34 @@ def _load_classifiers(
     return loaded
 
 
+@dataclass(frozen=True)
+class NightChannels:
+    """Channels of a night against the classifiers' contracts (model order)."""
+
+    present: list[str]  # carry signal in at least one epoch
+    required: list[str]  # in some classifier's contract
+    missing: list[str]  # required but not present
+
+
+def check_channels(channel_mask: np.ndarray, classifiers: Sequence[SleepClassifier], edf: Path) -> NightChannels:
+    """Refuse a night that has none of a classifier's channels; warn when it lacks some of them."""
+    present = [c for c, p in zip(config.CHANNELS, channel_mask.any(axis=0)) if p]
+    mask = torch.as_tensor(channel_mask)
+    for clf in classifiers:
+        require_some_channels(clf.missing_channels(mask), clf.channels, present, edf)
+    contracts = np.logical_or.reduce([clf.channel_set.mask for clf in classifiers])
+    required = list(ChannelSet.from_mask(contracts).names)
+    missing = [c for c in required if c not in present]
+    if missing:
+        warnings.warn(
+            f"{edf}: proceeding without {len(missing)} of the classifier's channels ({', '.join(missing)}); "
+            "see the QC report",
+            MissingChannelsWarning,
+            stacklevel=3,
+        )
+    return NightChannels(present, required, missing)
+
+
 def predict_night(
     edf: str | Path,
     classifier: SleepClassifier | str | Path | Sequence[SleepClassifier | str | Path],
@@ -189,21 +218,10 @@ def predict_night(
         edf, scoring_path=annotations, dataset=dataset, channel_map=channel_map,
         accept_scoring_mismatch=accept_scoring_mismatch,
     )
-    present = [c for c, p in zip(config.CHANNELS, recording.channel_mask.any(axis=0)) if p]
-    mask = torch.as_tensor(recording.channel_mask)
-    for clf in classifiers:
-        require_some_channels(clf.missing_channels(mask), clf.channels, present, edf)
-    required = [c for c in config.CHANNELS if any(c in clf.channels for clf in classifiers)]
-    missing = [c for c in required if c not in present]
-    if missing:
-        warnings.warn(
-            f"{edf}: proceeding without {len(missing)} of the classifier's channels ({', '.join(missing)}); "
-            "see the QC report",
-            MissingChannelsWarning,
-            stacklevel=2,
-        )
+    channels = check_channels(recording.channel_mask, classifiers, edf)
+    present, required, missing = channels.present, channels.required, channels.missing
 
-    # Each classifier hides channels outside its own training contract (SleepClassifier.effective_mask).
+    # Each classifier hides channels outside its own training contract (SleepClassifier.channel_set).
     probs: dict[str, np.ndarray] = {}
     head_thresholds: dict[str, float] = {}
     for clf in classifiers:

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-import config
+from osf import config
 from osf.utils.atomic import atomic_path
 
 # Conventional hypnogram order, top to bottom: wake, REM, then sleep from light to deep.
@@ -38,6 +38,45 @@ def _draw_hypnogram(ax, stages: np.ndarray, stage_names: Sequence[str], hours: n
     ax.set_title(title, loc="left", fontsize=10)
 
 
+def _step(values: np.ndarray) -> np.ndarray:
+    """One value per epoch edge: the last one repeated, for step plots."""
+    return np.append(values, values[-1]) if len(values) else values
+
+
+def _draw_scored(ax, scored: np.ndarray, stage_names: Sequence[str], hours: np.ndarray,
+                 agreement: float | None, kappa: float | None) -> None:
+    valid = np.asarray(scored) >= 0
+    score = f"agreement {100 * agreement:.1f}%" if agreement is not None else ""
+    score += f", Cohen's kappa {kappa:.3f}" if kappa is not None else ""
+    _draw_hypnogram(ax, _step(np.asarray(scored)), stage_names, hours,
+                    f"Scored hypnogram ({valid.sum()} scored epochs{'; ' + score if score else ''})")
+
+
+def _draw_hypnodensity(ax, stage_probs: np.ndarray, stage_names: Sequence[str], hours: np.ndarray) -> None:
+    order = hypnogram_order(stage_names)[::-1]  # deep sleep at the bottom of the stack
+    ax.stackplot(
+        hours, *[_step(stage_probs[:, i]) for i in order], step="post",
+        labels=[stage_names[i] for i in order],
+        colors=[_STAGE_COLOURS.get(stage_names[i], f"C{i}") for i in order],
+    )
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, reverse=True)
+    ax.set_title("Hypnodensity (stage probabilities)", loc="left", fontsize=10)
+
+
+def _draw_events(ax, event_probs: Mapping[str, np.ndarray], thresholds: Mapping[str, float], hours: np.ndarray) -> None:
+    names = list(event_probs)
+    for k, name in enumerate(names):
+        base = len(names) - 1 - k
+        p = _step(np.asarray(event_probs[name], dtype=float))
+        ax.fill_between(hours, base, base + 0.9 * p, step="post", color=f"C{k}", alpha=0.8, linewidth=0)
+        ax.hlines(base + 0.9 * thresholds.get(name, 0.5), 0, hours[-1], color="grey", linewidth=0.6, linestyle=":")
+    ax.set_yticks([len(names) - 1 - k + 0.45 for k in range(len(names))], names)
+    ax.set_ylim(0, len(names))
+    ax.set_title("Event probabilities (dotted: decision threshold)", loc="left", fontsize=10)
+
+
 def plot_night(
     path: str | Path,
     stage_probs: np.ndarray,
@@ -57,12 +96,13 @@ def plot_night(
     predicted = stage_probs.argmax(axis=1) if predicted is None else np.asarray(predicted)
     hours = np.arange(n + 1) * epoch_sec / 3600.0  # epoch edges
     event_probs = dict(event_probs or {})
-    rows: list[tuple[str, float]] = [("predicted", 1.3)]
+    # One panel per row: (how to draw it, relative height).
+    rows = [(lambda ax: _draw_hypnogram(ax, _step(predicted), stage_names, hours, "Predicted hypnogram"), 1.3)]
     if scored is not None:
-        rows.append(("scored", 1.3))
-    rows.append(("hypnodensity", 1.3))
+        rows.append((lambda ax: _draw_scored(ax, scored, stage_names, hours, agreement, kappa), 1.3))
+    rows.append((lambda ax: _draw_hypnodensity(ax, stage_probs, stage_names, hours), 1.3))
     if event_probs:
-        rows.append(("events", 0.35 * len(event_probs) + 0.6))
+        rows.append((lambda ax: _draw_events(ax, event_probs, event_thresholds or {}, hours), 0.35 * len(event_probs) + 0.6))
 
     fig = Figure(figsize=(12, 1.2 + sum(h for _, h in rows) * 1.2), layout="constrained")
     FigureCanvasAgg(fig)
@@ -70,41 +110,8 @@ def plot_night(
     axes = np.atleast_1d(axes)
     if title:
         fig.suptitle(title, fontsize=11)
-
-    def step(values: np.ndarray) -> np.ndarray:  # one value per epoch edge: repeat the last for step plots
-        return np.append(values, values[-1]) if len(values) else values
-
-    for ax, (kind, _) in zip(axes, rows):
-        if kind == "predicted":
-            _draw_hypnogram(ax, step(predicted), stage_names, hours, "Predicted hypnogram")
-        elif kind == "scored":
-            valid = np.asarray(scored) >= 0
-            score = f"agreement {100 * agreement:.1f}%" if agreement is not None else ""
-            score += f", Cohen's kappa {kappa:.3f}" if kappa is not None else ""
-            _draw_hypnogram(ax, step(np.asarray(scored)), stage_names, hours,
-                            f"Scored hypnogram ({valid.sum()} scored epochs{'; ' + score if score else ''})")
-        elif kind == "hypnodensity":
-            order = hypnogram_order(stage_names)[::-1]  # deep sleep at the bottom of the stack
-            ax.stackplot(
-                hours, *[step(stage_probs[:, i]) for i in order], step="post",
-                labels=[stage_names[i] for i in order],
-                colors=[_STAGE_COLOURS.get(stage_names[i], f"C{i}") for i in order],
-            )
-            ax.set_ylim(0, 1)
-            ax.set_ylabel("probability")
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, reverse=True)
-            ax.set_title("Hypnodensity (stage probabilities)", loc="left", fontsize=10)
-        else:
-            names = list(event_probs)
-            for k, name in enumerate(names):
-                base = len(names) - 1 - k
-                p = step(np.asarray(event_probs[name], dtype=float))
-                ax.fill_between(hours, base, base + 0.9 * p, step="post", color=f"C{k}", alpha=0.8, linewidth=0)
-                threshold = (event_thresholds or {}).get(name, 0.5)
-                ax.hlines(base + 0.9 * threshold, 0, hours[-1], color="grey", linewidth=0.6, linestyle=":")
-            ax.set_yticks([len(names) - 1 - k + 0.45 for k in range(len(names))], names)
-            ax.set_ylim(0, len(names))
-            ax.set_title("Event probabilities (dotted: decision threshold)", loc="left", fontsize=10)
+    for ax, (draw, _) in zip(axes, rows):
+        draw(ax)
     axes[-1].set_xlabel("hours from recording start")
     axes[-1].set_xlim(0, hours[-1] if n else 1)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-import config
+from osf import config
 from osf.datasets.store import unpack_channel_mask
 
 

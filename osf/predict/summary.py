@@ -33,8 +33,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
-import config
-from osf.datasets.synthetic.hypnogram import stage_runs
+from osf import config
+from osf.datasets.io.scoring import stage_runs
 
 WAKE = "W"
 REM = "REM"

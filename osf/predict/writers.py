@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import config
-from osf.datasets.synthetic.hypnogram import stage_runs
-from osf.datasets.synthetic.xml_writer import nsrr_xml
+from osf import config
+from osf.datasets.io.nsrr_xml import write_psg_annotation
+from osf.datasets.io.scoring import stage_runs
 from osf.downstream.results import to_jsonable
 from osf.utils.atomic import atomic_path
 
@@ -62,11 +62,7 @@ def write_nsrr_xml(
     software: str = "OSF",
 ) -> Path:
     """Write a hypnogram in the current NSRR XML dialect, one ``ScoredEvent`` per run of a stage."""
-    start = start or datetime.datetime(2000, 1, 1)  # anonymised EDFs carry no usable clock time
-    document = nsrr_xml(stages_as_5_class(stages, stage_names), [], start, {}, software=software)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(document)
-    return Path(path)
+    return write_psg_annotation(path, stages_as_5_class(stages, stage_names), start=start, software=software)
 
 
 def write_edf_hypnogram(

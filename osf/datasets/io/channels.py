@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import config
+from osf import config
 from osf.datasets.io.errors import ChannelMapError, DuplicateLabelError
 
 
@@ -99,53 +99,50 @@ def load_channel_map(source: str | Path | Mapping[str, Any]) -> dict[str, str | 
     label_b]`` pair meaning ``a - b``. Duplicated keys, unknown channels, malformed values and a
     label used directly by two channels are errors.
     """
-    where: str | Path | None = None
-    if isinstance(source, Mapping):
-        raw = dict(source)
-    else:
-        text = str(source)
-        if isinstance(source, Path) or (not text.lstrip().startswith("{") and Path(text).is_file()):
-            where = Path(text)
-            text = where.read_text()
-
-        def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-            dup = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
-            if dup:
-                raise ChannelMapError(where, f"channel map names {dup} more than once")
-            return dict(pairs)
-
-        try:
-            raw = json.loads(text, object_pairs_hook=no_duplicates)
-        except json.JSONDecodeError as err:
-            raise ChannelMapError(where, f"channel map is not valid JSON: {err}") from None
-        if not isinstance(raw, dict):
-            raise ChannelMapError(where, f"channel map must be a JSON object, got {type(raw).__name__}")
+    raw, where = (dict(source), None) if isinstance(source, Mapping) else _parse_channel_map(source)
     unknown = [k for k in raw if k not in config.CHANNEL_INDEX]
     if unknown:
-        raise ChannelMapError(
-            where, f"unknown canonical channel(s) {unknown}; known: {list(config.CHANNELS)}"
-        )
-    out: dict[str, str | tuple[str, str]] = {}
-    for key, value in raw.items():
-        if isinstance(value, str) and value.strip():
-            out[key] = value.strip()
-        elif (
-            isinstance(value, (list, tuple))
-            and len(value) == 2
-            and all(isinstance(v, str) and v.strip() for v in value)
-            and value[0].strip() != value[1].strip()
-        ):
-            out[key] = (value[0].strip(), value[1].strip())
-        else:
-            raise ChannelMapError(
-                where, f"{key}: expected an EDF label or a pair of two different labels [a, b], got {value!r}"
-            )
+        raise ChannelMapError(where, f"unknown canonical channel(s) {unknown}; known: {list(config.CHANNELS)}")
+    out = {key: _channel_source(where, key, value) for key, value in raw.items()}
     direct = Counter(v for v in out.values() if isinstance(v, str))
     pairs = Counter(v for v in out.values() if isinstance(v, tuple))
     dup = [v for v, n in direct.items() if n > 1] + [list(v) for v, n in pairs.items() if n > 1]
     if dup:
         raise ChannelMapError(where, f"channel map gives the same source {dup} to more than one channel")
     return out
+
+
+def _parse_channel_map(source: str | Path) -> tuple[dict[str, Any], Path | None]:
+    """The JSON object of a channel map given as text or as a file path, and the file (None for text)."""
+    where: Path | None = None
+    text = str(source)
+    if isinstance(source, Path) or (not text.lstrip().startswith("{") and Path(text).is_file()):
+        where = Path(text)
+        text = where.read_text()
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        dup = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
+        if dup:
+            raise ChannelMapError(where, f"channel map names {dup} more than once")
+        return dict(pairs)
+
+    try:
+        raw = json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as err:
+        raise ChannelMapError(where, f"channel map is not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise ChannelMapError(where, f"channel map must be a JSON object, got {type(raw).__name__}")
+    return raw, where
+
+
+def _channel_source(where: Path | None, key: str, value: Any) -> str | tuple[str, str]:
+    """One map entry: an EDF label, or a pair ``(a, b)`` of two different labels for ``a - b``."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    is_pair = isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, str) and v.strip() for v in value)
+    if is_pair and value[0].strip() != value[1].strip():
+        return (value[0].strip(), value[1].strip())
+    raise ChannelMapError(where, f"{key}: expected an EDF label or a pair of two different labels [a, b], got {value!r}")
 
 
 def resolve_channels(

@@ -38,13 +38,32 @@ def _clock_onset(text: str, start: _dt.time | _dt.datetime | None) -> float | No
 def read_csv_scoring(path: str | Path, recording_start: _dt.time | _dt.datetime | None = None) -> Scoring:
     """Read an onset/duration/description CSV or TSV (clock-time onsets need ``recording_start``)."""
     path = Path(path)
+    table = _read_table(path)
+    cols = _find_columns(path, table)
+    items = []
+    for row, rec in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+        desc = str(rec[cols["description"]]).strip()
+        onset = _time_field(path, row, "onset", _cell(rec, cols["onset"]), recording_start)
+        duration = _time_field(path, row, "duration", _cell(rec, cols["duration"]), recording_start)
+        if desc:
+            items.append((onset, duration, desc))
+    stage_runs, events = split_named_events(items)
+    return build_scoring(path, "csv", stage_runs, events, scores_events=None)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """The table as strings, its separator (tab, semicolon or comma) guessed from the header line."""
     with path.open("r", encoding="utf-8-sig", errors="replace") as f:
         first = f.readline()
     sep = "\t" if "\t" in first else (";" if ";" in first and "," not in first else ",")
     try:
-        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise MalformedScoringError(path, f"unreadable event table: {err}") from None
+
+
+def _find_columns(path: Path, table: pd.DataFrame) -> dict[str, str | None]:
+    """Column of each field (``duration`` may be missing: None)."""
     lowered = {c.strip().lower(): c for c in table.columns}
     cols = {}
     for key, options in _COLUMN_NAMES.items():
@@ -55,30 +74,30 @@ def read_csv_scoring(path: str | Path, recording_start: _dt.time | _dt.datetime 
                 f"no {key!r} column; header is {list(table.columns)}, expected onset, duration, description",
             )
         cols[key] = hit
-    items = []
-    for row, rec in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
-        desc = str(rec[cols["description"]]).strip()
-        values = []
-        for key in ("onset", "duration"):
-            text = str(rec[cols[key]]).strip() if cols[key] else ""
-            if key == "duration" and text in ("", "n/a"):
-                values.append(0.0)
-                continue
-            try:
-                value = float(text)
-            except ValueError:
-                clock = _clock_onset(text, recording_start) if key == "onset" else None
-                if clock is None:
-                    hint = " (a clock time: pass recording_start)" if _CLOCK.match(text) else ""
-                    raise MalformedScoringError(
-                        path,
-                        f"line {row}: {key} {text!r} is not a number of seconds from the recording start{hint}",
-                    ) from None
-                value = clock
-            if not math.isfinite(value) or (key == "duration" and value < 0):
-                raise MalformedScoringError(path, f"line {row}: invalid {key} {value}")
-            values.append(value)
-        if desc:
-            items.append((values[0], values[1], desc))
-    stage_runs, events = split_named_events(items)
-    return build_scoring(path, "csv", stage_runs, events, scores_events=None)
+    return cols
+
+
+def _cell(rec: dict, column: str | None) -> str:
+    return str(rec[column]).strip() if column else ""
+
+
+def _time_field(
+    path: Path, row: int, key: str, text: str, recording_start: _dt.time | _dt.datetime | None
+) -> float:
+    """Seconds of an onset or duration cell (an empty or ``n/a`` duration is 0)."""
+    if key == "duration" and text in ("", "n/a"):
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        clock = _clock_onset(text, recording_start) if key == "onset" else None
+        if clock is None:
+            hint = " (a clock time: pass recording_start)" if _CLOCK.match(text) else ""
+            raise MalformedScoringError(
+                path,
+                f"line {row}: {key} {text!r} is not a number of seconds from the recording start{hint}",
+            ) from None
+        value = clock
+    if not math.isfinite(value) or (key == "duration" and value < 0):
+        raise MalformedScoringError(path, f"line {row}: invalid {key} {value}")
+    return value

@@ -166,6 +166,23 @@ def _start_time(date_raw: bytes, time_raw: bytes) -> _dt.datetime | None:
         return None
 
 
+@dataclass(frozen=True)
+class _FixedHeader:
+    """The 256-byte fixed part of an EDF/BDF header, parsed."""
+
+    raw: bytes
+    file_type: str
+    header_bytes: int
+    variant: str
+    num_records: int
+    record_duration: float
+    num_signals: int
+
+
+# Signal header fields are stored field by field for all signals (EDF spec): widths in bytes.
+_SIGNAL_FIELD_WIDTHS = (16, 80, 8, 8, 8, 8, 8, 80, 8, 32)
+
+
 def read_edf_header(path: str | Path) -> EdfHeader:
     """Parse and validate an EDF/BDF header against the file size (no signal data is read)."""
     path = Path(path)
@@ -173,59 +190,71 @@ def read_edf_header(path: str | Path) -> EdfHeader:
         raise NotEdfError(path, "file does not exist")
     size = path.stat().st_size
     with path.open("rb") as f:
-        fixed = f.read(256)
-        if len(fixed) < 256:
-            raise NotEdfError(path, f"only {size} bytes; an EDF/BDF header alone needs at least 256")
-        version = fixed[:8]
-        if version == _EDF_VERSION:
-            file_type = "EDF"
-        elif version == _BDF_VERSION:
-            file_type = "BDF"
-        else:
-            raise NotEdfError(
-                path, f"not an EDF/BDF file: version field is {version!r}, expected b'0       '"
-            )
-        header_bytes = _number(path, fixed[184:192], "'number of bytes in header'", int)
-        variant = _text(fixed[192:236])[:5]
-        num_records = _number(path, fixed[236:244], "'number of data records'", int)
-        record_duration = _number(path, fixed[244:252], "'duration of a data record'")
-        ns = _number(path, fixed[252:256], "'number of signals'", int)
-        if ns <= 0:
-            raise EdfHeaderError(path, f"header declares {ns} signals")
-        if header_bytes != 256 * (ns + 1):
-            raise EdfHeaderError(
-                path, f"header size field says {header_bytes} bytes but {ns} signals need {256 * (ns + 1)}"
-            )
-        rest = f.read(256 * ns)
-        if len(rest) < 256 * ns:
-            raise TruncatedEdfError(
-                path, f"file ends inside the signal headers ({size} bytes, header is {header_bytes})"
-            )
-
-    def fields(offset: int, width: int) -> list[bytes]:
-        start = offset * ns
-        return [rest[start + i * width : start + (i + 1) * width] for i in range(ns)]
-
-    # Signal header fields are stored field by field for all signals (EDF spec).
-    widths = [16, 80, 8, 8, 8, 8, 8, 80, 8, 32]
-    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
-    cols = [fields(int(o), w) for o, w in zip(offsets, widths)]
-    signals = []
-    for i in range(ns):
-        signals.append(
-            EdfSignalHeader(
-                index=i,
-                label=_text(cols[0][i]),
-                transducer=_text(cols[1][i]),
-                unit=_text(cols[2][i]),
-                physical_min=_number(path, cols[3][i], f"'physical minimum' of signal {i}"),
-                physical_max=_number(path, cols[4][i], f"'physical maximum' of signal {i}"),
-                digital_min=_number(path, cols[5][i], f"'digital minimum' of signal {i}", int),
-                digital_max=_number(path, cols[6][i], f"'digital maximum' of signal {i}", int),
-                prefilter=_text(cols[7][i]),
-                samples_per_record=_number(path, cols[8][i], f"'samples per data record' of signal {i}", int),
-            )
+        fixed = _read_fixed_header(path, f.read(256), size)
+        rest = f.read(256 * fixed.num_signals)
+    if len(rest) < 256 * fixed.num_signals:
+        raise TruncatedEdfError(
+            path, f"file ends inside the signal headers ({size} bytes, header is {fixed.header_bytes})"
         )
+    signals = _signal_headers(path, rest, fixed.num_signals)
+    _check_signals(path, signals, fixed.record_duration)
+    return EdfHeader(
+        path=path,
+        file_type=fixed.file_type,
+        variant=fixed.variant if fixed.variant.startswith(("EDF+", "BDF+")) else "",
+        start_time=_start_time(fixed.raw[168:176], fixed.raw[176:184]),
+        header_bytes=fixed.header_bytes,
+        num_records=_checked_record_count(path, fixed, signals, size),
+        record_duration=fixed.record_duration,
+        signals=tuple(signals),
+    )
+
+
+def _read_fixed_header(path: Path, fixed: bytes, size: int) -> _FixedHeader:
+    """Version, sizes and counts of the fixed header, checked for consistency."""
+    if len(fixed) < 256:
+        raise NotEdfError(path, f"only {size} bytes; an EDF/BDF header alone needs at least 256")
+    version = fixed[:8]
+    file_type = {_EDF_VERSION: "EDF", _BDF_VERSION: "BDF"}.get(version)
+    if file_type is None:
+        raise NotEdfError(path, f"not an EDF/BDF file: version field is {version!r}, expected b'0       '")
+    header_bytes = _number(path, fixed[184:192], "'number of bytes in header'", int)
+    variant = _text(fixed[192:236])[:5]
+    num_records = _number(path, fixed[236:244], "'number of data records'", int)
+    record_duration = _number(path, fixed[244:252], "'duration of a data record'")
+    ns = _number(path, fixed[252:256], "'number of signals'", int)
+    if ns <= 0:
+        raise EdfHeaderError(path, f"header declares {ns} signals")
+    if header_bytes != 256 * (ns + 1):
+        raise EdfHeaderError(path, f"header size field says {header_bytes} bytes but {ns} signals need {256 * (ns + 1)}")
+    return _FixedHeader(fixed, file_type, header_bytes, variant, num_records, record_duration, ns)
+
+
+def _signal_headers(path: Path, rest: bytes, ns: int) -> list[EdfSignalHeader]:
+    """The per-signal headers (``ns`` x 256 bytes, stored field by field)."""
+    offsets = np.concatenate([[0], np.cumsum(_SIGNAL_FIELD_WIDTHS)[:-1]])
+    cols = [
+        [rest[int(o) * ns + i * w : int(o) * ns + (i + 1) * w] for i in range(ns)]
+        for o, w in zip(offsets, _SIGNAL_FIELD_WIDTHS)
+    ]
+    return [
+        EdfSignalHeader(
+            index=i,
+            label=_text(cols[0][i]),
+            transducer=_text(cols[1][i]),
+            unit=_text(cols[2][i]),
+            physical_min=_number(path, cols[3][i], f"'physical minimum' of signal {i}"),
+            physical_max=_number(path, cols[4][i], f"'physical maximum' of signal {i}"),
+            digital_min=_number(path, cols[5][i], f"'digital minimum' of signal {i}", int),
+            digital_max=_number(path, cols[6][i], f"'digital maximum' of signal {i}", int),
+            prefilter=_text(cols[7][i]),
+            samples_per_record=_number(path, cols[8][i], f"'samples per data record' of signal {i}", int),
+        )
+        for i in range(ns)
+    ]
+
+
+def _check_signals(path: Path, signals: list[EdfSignalHeader], record_duration: float) -> None:
     bad = [s.label for s in signals if s.samples_per_record <= 0]
     if bad:
         raise EdfHeaderError(path, f"signals {bad} declare no samples per data record")
@@ -233,15 +262,17 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     if record_duration < 0 or (record_duration == 0 and not only_annotations):
         raise EdfHeaderError(path, f"data record duration is {record_duration} s")
 
-    record_bytes = _BYTES_PER_SAMPLE[file_type] * sum(s.samples_per_record for s in signals)
-    data_bytes = size - header_bytes
+
+def _checked_record_count(path: Path, fixed: _FixedHeader, signals: list[EdfSignalHeader], size: int) -> int:
+    """The number of data records, checked against the file size (-1, "unknown", takes the file's count)."""
+    record_bytes = _BYTES_PER_SAMPLE[fixed.file_type] * sum(s.samples_per_record for s in signals)
+    data_bytes = size - fixed.header_bytes
     complete, leftover = divmod(data_bytes, record_bytes)
-    if num_records == -1:  # allowed by the spec while recording; the file size decides
-        num_records = complete
+    num_records = complete if fixed.num_records == -1 else fixed.num_records  # -1: allowed while recording
     if complete < num_records:
         raise TruncatedEdfError(
             path,
-            f"truncated: header declares {num_records} data records ({num_records * record_duration:g} s) "
+            f"truncated: header declares {num_records} data records ({num_records * fixed.record_duration:g} s) "
             f"but the file holds only {complete} complete records"
             + (f" and {leftover} stray bytes" if leftover else ""),
         )
@@ -254,16 +285,7 @@ def read_edf_header(path: str | Path) -> EdfHeader:
         )
     if num_records == 0:
         raise EdfHeaderError(path, "the file holds no data records")
-    return EdfHeader(
-        path=path,
-        file_type=file_type,
-        variant=variant if variant.startswith(("EDF+", "BDF+")) else "",
-        start_time=_start_time(fixed[168:176], fixed[176:184]),
-        header_bytes=header_bytes,
-        num_records=num_records,
-        record_duration=record_duration,
-        signals=tuple(signals),
-    )
+    return num_records
 
 
 def edf_labels(path: str | Path) -> list[str]:

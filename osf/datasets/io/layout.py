@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import config
+from osf import config
 from osf.datasets.io.errors import IngestionError
 
 

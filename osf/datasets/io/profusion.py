@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-import config
+from osf import config
 from osf.datasets.io.errors import EpochGridError, MalformedScoringError
 from osf.datasets.io.nsrr_xml import number, parse_xml
 from osf.datasets.io.scoring import Scoring, build_scoring

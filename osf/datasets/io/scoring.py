@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import config
+from osf import config
 from osf.datasets.io.errors import EpochGridError, MalformedScoringError, UnknownScoringFormatError
 
 EPOCH_SEC = float(config.EPOCH_SEC)
@@ -168,6 +168,17 @@ def stages_from_runs(path: Path, runs: list[tuple[float, float, int]]) -> np.nda
         stages[a : a + n] = code
         filled[a : a + n] = True
     return stages
+
+
+def stage_runs(stages: np.ndarray) -> list[tuple[int, int, int]]:
+    """Runs of equal stages as (stage, first epoch, number of epochs): the inverse of the runs hypnogram files hold."""
+    stages = np.asarray(stages)
+    if stages.size == 0:
+        return []
+    edges = np.flatnonzero(np.diff(stages)) + 1
+    starts = np.concatenate([[0], edges])
+    ends = np.concatenate([edges, [stages.size]])
+    return [(int(stages[s]), int(s), int(e - s)) for s, e in zip(starts, ends)]
 
 
 def build_scoring(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import config
+from osf import config
 from osf.datasets.preprocess.filters import emg_bandpass, emg_filter_description
 from osf.datasets.preprocess.resample import resample_to_model_rate, resampling_ratio, source_to_output_mask
 

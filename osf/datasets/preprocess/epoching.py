@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-import config
+from osf import config
 from osf.datasets.io.scoring import Scoring
 from osf.datasets.recording import LABEL_FIELDS
 

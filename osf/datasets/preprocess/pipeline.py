@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import config
+from osf import config
 from osf.datasets.io.channels import ChannelResolution, resolve_channels
 from osf.datasets.io.edf import EdfHeader, read_edf, read_edf_header
 from osf.datasets.io.errors import IngestionError, ScoringMismatchError
@@ -45,7 +46,12 @@ from osf.datasets.preprocess import (
     resample,
     scoring_checks,
 )
-from osf.datasets.preprocess.channels import build_canonical_signal, describe_source, source_labels
+from osf.datasets.preprocess.channels import (
+    CanonicalSignal,
+    build_canonical_signal,
+    describe_source,
+    source_labels,
+)
 from osf.datasets.recording import RecordingEpochs
 
 PIPELINE_VERSION = "1.1"  # 1.1: raw-signal dead-channel checks, scale from live epochs only
@@ -208,6 +214,83 @@ def _raw_flags(
     return out
 
 
+@dataclass
+class SignalQC:
+    """QC record of the signal pipeline for one recording; ``to_dict`` is the ``RecordingEpochs.qc`` JSON."""
+
+    source_rates: dict[str, dict[str, float]] = field(default_factory=dict)
+    resampling: dict[str, str] = field(default_factory=dict)
+    filters: dict[str, str] = field(default_factory=dict)
+    normalisation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nonfinite_source_samples: dict[str, int] = field(default_factory=dict)
+    flat_channels: list[str] = field(default_factory=list)
+    dead_channels: dict[str, str] = field(default_factory=dict)  # channel -> why, for channels dead all night
+    dead_epochs: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> {"stuck": n, "railed": n}
+    warnings: list[str] = field(default_factory=list)
+    scoring: dict[str, Any] | None = None  # epoching.align_scoring's report; None without a scoring file
+    unknown_event_names: dict[str, int] | None = None  # only with a scoring file
+    n_epochs: int = 0
+    duration_s: float = 0.0
+    dropped_tail_s: float = 0.0
+    present_channels: list[str] = field(default_factory=list)
+    epochs_present: dict[str, int] = field(default_factory=dict)
+    epochs_flagged: dict[str, dict[str, int]] = field(default_factory=dict)
+    clipped_frac: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``unknown_event_names`` only when there was a scoring file)."""
+        out = asdict(self)
+        if self.unknown_event_names is None:
+            del out["unknown_event_names"]
+        return out
+
+    def note_channel(self, name: str, sig: CanonicalSignal, scale: normalise.RobustScale) -> None:
+        """What building and scaling channel ``name`` did."""
+        self.source_rates[name] = sig.source_rates
+        self.resampling[name] = sig.resampling
+        if sig.filter is not None:
+            self.filters[name] = sig.filter
+        self.normalisation[name] = scale.as_dict()
+        if sig.nonfinite_source_samples:
+            self.nonfinite_source_samples[name] = sig.nonfinite_source_samples
+
+    def note_epochs(self, duration_s: float, present: np.ndarray, q: quality.EpochQuality) -> None:
+        """Per-channel counts of the epochs kept and flagged."""
+        n_epochs = q.channel_mask.shape[0]
+        names = list(config.CHANNELS)
+        self.n_epochs, self.duration_s = n_epochs, float(duration_s)
+        self.dropped_tail_s = float(duration_s - n_epochs * config.EPOCH_SEC)
+        self.present_channels = [n for n, p in zip(names, present) if p]
+        self.epochs_present = {n: int(q.channel_mask[:, i].sum()) for i, n in enumerate(names) if present[i]}
+        self.epochs_flagged = {
+            flag: {n: int(f[:, i].sum()) for i, n in enumerate(names) if f[:, i].any()}
+            for flag, f in (("flat", q.flat), ("nan", q.nan), ("disconnected", q.disconnected))
+        }
+        self.clipped_frac = {n: float(q.clipped_frac[:, i].mean()) for i, n in enumerate(names) if present[i]}
+
+
+@dataclass
+class _EpochArrays:
+    """The recording being assembled: normalised epochs and per-sample / per-epoch flags."""
+
+    epochs: np.ndarray  # float32 [n, 12, 1920]
+    nonfinite: np.ndarray  # bool [n, 12, 1920]
+    present: np.ndarray  # bool [12]
+    stuck: np.ndarray  # bool [n, 12]
+    railed: np.ndarray  # bool [n, 12]
+
+    @classmethod
+    def zeros(cls, n_epochs: int) -> _EpochArrays:
+        shape = (n_epochs, config.NUM_CHANNELS, config.EPOCH_SAMPLES)
+        flags = (n_epochs, config.NUM_CHANNELS)
+        return cls(np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=bool),
+                   np.zeros(config.NUM_CHANNELS, dtype=bool), np.zeros(flags, dtype=bool), np.zeros(flags, dtype=bool))
+
+    @property
+    def n_epochs(self) -> int:
+        return int(self.epochs.shape[0])
+
+
 def epochs_from_signals(
     signals: Mapping[str, np.ndarray],
     rates: Mapping[str, float],
@@ -224,13 +307,50 @@ def epochs_from_signals(
     ``calibrations`` (label -> header ranges) enables the rail check; constant runs are found without.
     """
     where = source_path if source_path is not None else "<signals>"
+    arrays = _EpochArrays.zeros(_count_epochs(where, signals, rates, duration_s, sources))
+    qc = SignalQC()
+    for name, src in sources.items():  # one channel at a time keeps the peak memory low
+        _add_channel(arrays, qc, name, src, signals, rates, calibrations or {}, where)
+    q = quality.epoch_quality(arrays.epochs, arrays.nonfinite, arrays.present, arrays.stuck, arrays.railed)
+    if not q.channel_mask.any():
+        dead = "; ".join(f"{c}: {why}" for c, why in qc.dead_channels.items()) or "none"
+        raise NoUsableSignalError(
+            where,
+            f"no channel carries usable signal, so the night is refused (channels found: {sorted(sources)}; "
+            f"dead all night: {dead}; flat all night: {qc.flat_channels or 'none'}; the others flat, "
+            "stuck, railed, disconnected or NaN in every epoch)",
+        )
+    epochs = arrays.epochs
+    np.clip(epochs, -normalise.CLIP_VALUE, normalise.CLIP_VALUE, out=epochs)
+    epochs[arrays.nonfinite] = 0.0
+    epochs[~q.channel_mask] = 0.0
+    labels = _epoch_labels(scoring, arrays.n_epochs, qc)
+    qc.note_epochs(duration_s, arrays.present, q)
+    return RecordingEpochs(
+        signals=epochs,
+        channel_mask=q.channel_mask,
+        labels=labels,
+        quality=q.columns,
+        qc=qc.to_dict(),
+        source_path=None if source_path is None else os.fspath(source_path),
+        duration_s=float(duration_s),
+    )
+
+
+def _count_epochs(
+    where: Any,
+    signals: Mapping[str, np.ndarray],
+    rates: Mapping[str, float],
+    duration_s: float,
+    sources: Mapping[str, str | Sequence[str]],
+) -> int:
+    """Whole 30 s epochs of the recording that every source signal covers; refuses fewer than one."""
     n_epochs = int(np.floor(duration_s / config.EPOCH_SEC + 1e-9))
     if n_epochs < 1:
         raise RecordingTooShortError(where, f"recording lasts {duration_s:g} s, shorter than one {config.EPOCH_SEC} s epoch")
     unknown = sorted(set(sources) - set(config.CHANNELS))
     if unknown:
         raise ValueError(f"{where}: unknown canonical channel(s) {unknown}")
-
     for name, src in sources.items():  # a signal shorter than the header duration limits the epochs
         for label in source_labels(src):
             if label not in signals or label not in rates:
@@ -239,104 +359,66 @@ def epochs_from_signals(
             n_epochs = min(n_epochs, epoching.count_epochs(len(signals[label]) * up // down))
     if n_epochs < 1:
         raise RecordingTooShortError(where, "a channel holds less than one epoch of samples")
+    return n_epochs
+
+
+def _add_channel(
+    arrays: _EpochArrays,
+    qc: SignalQC,
+    name: str,
+    src: str | Sequence[str],
+    signals: Mapping[str, np.ndarray],
+    rates: Mapping[str, float],
+    calibrations: Mapping[str, raw_checks.Calibration],
+    where: Any,
+) -> None:
+    """Dead-epoch checks, derivation, filtering, resampling and scaling of one canonical channel."""
+    i, n_epochs = config.CHANNEL_INDEX[name], arrays.n_epochs
+    # Dead epochs first, on the raw samples at their native rate (raw_checks module docstring).
+    flags = _raw_flags(src, signals, rates, n_epochs, calibrations)
+    arrays.stuck[:, i], arrays.railed[:, i] = flags.stuck, flags.railed
+    if not _note_dead_epochs(qc, name, src, flags, where):
+        return
+    sig = build_canonical_signal(name, src, signals, rates)
     n_samples = n_epochs * config.EPOCH_SAMPLES
+    data, bad = sig.data[:n_samples], sig.nonfinite[:n_samples]
+    # Scale from the live epochs only: dead stretches would shrink the IQR and inflate what is left.
+    live = np.repeat(~flags.dead, config.EPOCH_SAMPLES)
+    scale = normalise.robust_scale(data, valid=~bad & live)
+    qc.note_channel(name, sig, scale)
+    if scale.method == "flat":  # constant (or entirely NaN) all night: nothing to learn from it
+        qc.flat_channels.append(name)
+        return
+    arrays.present[i] = True
+    arrays.epochs[:, i, :] = normalise.apply_scale(data, scale).reshape(n_epochs, config.EPOCH_SAMPLES)
+    arrays.nonfinite[:, i, :] = bad.reshape(n_epochs, config.EPOCH_SAMPLES)
 
-    shape = (n_epochs, config.NUM_CHANNELS, config.EPOCH_SAMPLES)
-    epochs = np.zeros(shape, dtype=np.float32)
-    nonfinite = np.zeros(shape, dtype=bool)
-    present = np.zeros(config.NUM_CHANNELS, dtype=bool)
-    stuck = np.zeros((n_epochs, config.NUM_CHANNELS), dtype=bool)
-    railed = np.zeros((n_epochs, config.NUM_CHANNELS), dtype=bool)
-    qc: dict[str, Any] = {
-        "source_rates": {},
-        "resampling": {},
-        "filters": {},
-        "normalisation": {},
-        "nonfinite_source_samples": {},
-        "flat_channels": [],
-        "dead_channels": {},
-        "dead_epochs": {},
-        "warnings": [],
-    }
-    for name, src in sources.items():  # one channel at a time keeps the peak memory low
-        i = config.CHANNEL_INDEX[name]
-        # Dead epochs first, on the raw samples at their native rate (raw_checks module docstring).
-        flags = _raw_flags(src, signals, rates, n_epochs, calibrations or {})
-        stuck[:, i], railed[:, i] = flags.stuck, flags.railed
-        if flags.dead.any():
-            qc["dead_epochs"][name] = {"stuck": int(flags.stuck.sum()), "railed": int(flags.railed.sum())}
-        if flags.dead.all():
-            qc["dead_channels"][name] = raw_checks.describe_dead(flags)
-            if flags.stuck.all():  # constant all night: also what "flat_channels" has always listed
-                qc["flat_channels"].append(name)
-            qc["warnings"].append(f"{where}: channel {name} ({describe_source(src)}) is dead: {qc['dead_channels'][name]}")
-            continue
-        if flags.dead.mean() > 0.5:
-            qc["warnings"].append(
-                f"{where}: channel {name} ({describe_source(src)}) is stuck or railed in {int(flags.dead.sum())} "
-                f"of {n_epochs} epochs (masked there)"
-            )
-        sig = build_canonical_signal(name, src, signals, rates)
-        data, bad = sig.data[:n_samples], sig.nonfinite[:n_samples]
-        # Scale from the live epochs only: dead stretches would shrink the IQR and inflate what is left.
-        live = np.repeat(~flags.dead, config.EPOCH_SAMPLES)
-        scale = normalise.robust_scale(data, valid=~bad & live)
-        qc["source_rates"][name] = sig.source_rates
-        qc["resampling"][name] = sig.resampling
-        if sig.filter is not None:
-            qc["filters"][name] = sig.filter
-        qc["normalisation"][name] = scale.as_dict()
-        if sig.nonfinite_source_samples:
-            qc["nonfinite_source_samples"][name] = sig.nonfinite_source_samples
-        if scale.method == "flat":  # constant (or entirely NaN) all night: nothing to learn from it
-            qc["flat_channels"].append(name)
-            continue
-        present[i] = True
-        epochs[:, i, :] = normalise.apply_scale(data, scale).reshape(n_epochs, config.EPOCH_SAMPLES)
-        nonfinite[:, i, :] = bad.reshape(n_epochs, config.EPOCH_SAMPLES)
 
-    quality_columns, channel_mask, per_channel = quality.epoch_quality(epochs, nonfinite, present, stuck, railed)
-    if not channel_mask.any():
-        dead = "; ".join(f"{c}: {why}" for c, why in qc["dead_channels"].items()) or "none"
-        raise NoUsableSignalError(
-            where,
-            f"no channel carries usable signal, so the night is refused (channels found: {sorted(sources)}; "
-            f"dead all night: {dead}; flat all night: {qc['flat_channels'] or 'none'}; the others flat, "
-            "stuck, railed, disconnected or NaN in every epoch)",
+def _note_dead_epochs(
+    qc: SignalQC, name: str, src: str | Sequence[str], flags: raw_checks.RawEpochFlags, where: Any
+) -> bool:
+    """Record a channel's dead epochs; False when it is dead all night (then it is absent)."""
+    if flags.dead.any():
+        qc.dead_epochs[name] = {"stuck": int(flags.stuck.sum()), "railed": int(flags.railed.sum())}
+    if flags.dead.all():
+        qc.dead_channels[name] = raw_checks.describe_dead(flags)
+        if flags.stuck.all():  # constant all night: also what "flat_channels" has always listed
+            qc.flat_channels.append(name)
+        qc.warnings.append(f"{where}: channel {name} ({describe_source(src)}) is dead: {qc.dead_channels[name]}")
+        return False
+    if flags.dead.mean() > 0.5:
+        qc.warnings.append(
+            f"{where}: channel {name} ({describe_source(src)}) is stuck or railed in {int(flags.dead.sum())} "
+            f"of {len(flags.dead)} epochs (masked there)"
         )
-    np.clip(epochs, -normalise.CLIP_VALUE, normalise.CLIP_VALUE, out=epochs)
-    epochs[nonfinite] = 0.0
-    epochs[~channel_mask] = 0.0
+    return True
 
-    if scoring is not None:
-        labels, qc["scoring"] = epoching.align_scoring(scoring, n_epochs)
-        qc["scoring"]["labelled"] = bool((labels["stage"] >= 0).any())
-        qc["unknown_event_names"] = dict(scoring.unknown_event_names)
-    else:
-        labels = epoching.unknown_labels(n_epochs)
-        qc["scoring"] = None
 
-    names = list(config.CHANNELS)
-    qc.update(
-        {
-            "n_epochs": n_epochs,
-            "duration_s": float(duration_s),
-            "dropped_tail_s": float(duration_s - n_epochs * config.EPOCH_SEC),
-            "present_channels": [n for n, p in zip(names, present) if p],
-            "epochs_present": {n: int(channel_mask[:, i].sum()) for i, n in enumerate(names) if present[i]},
-            "epochs_flagged": {
-                flag: {n: int(per_channel[flag][:, i].sum()) for i, n in enumerate(names) if per_channel[flag][:, i].any()}
-                for flag in ("flat", "nan", "disconnected")
-            },
-            "clipped_frac": {n: float(per_channel["clipped_frac"][:, i].mean()) for i, n in enumerate(names) if present[i]},
-        }
-    )
-    return RecordingEpochs(
-        signals=epochs,
-        channel_mask=channel_mask,
-        labels=labels,
-        quality=quality_columns,
-        qc=qc,
-        source_path=None if source_path is None else os.fspath(source_path),
-        duration_s=float(duration_s),
-    )
+def _epoch_labels(scoring: Scoring | None, n_epochs: int, qc: SignalQC) -> dict[str, np.ndarray]:
+    """Labels on the epoch grid (all unknown without a scoring), noting the alignment in ``qc``."""
+    if scoring is None:
+        return epoching.unknown_labels(n_epochs)
+    labels, qc.scoring = epoching.align_scoring(scoring, n_epochs)
+    qc.scoring["labelled"] = bool((labels["stage"] >= 0).any())
+    qc.unknown_event_names = dict(scoring.unknown_event_names)
+    return labels

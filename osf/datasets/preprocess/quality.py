@@ -17,6 +17,8 @@ disconnected and not mostly (>= 50 %) non-finite in that epoch. Epochs found dea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from osf.datasets.preprocess.normalise import CLIP_VALUE
@@ -28,19 +30,40 @@ DISCONNECTED_LEVEL = 3.0
 MOSTLY_NONFINITE = 0.5
 
 
+@dataclass
+class EpochQuality:
+    """Quality flags of every epoch and channel of a recording (``[n, C]`` each, ``clipped_frac_epoch`` ``[n]``)."""
+
+    channel_mask: np.ndarray  # bool: the channel carries usable signal in the epoch
+    flat: np.ndarray  # bool
+    nan: np.ndarray  # bool
+    disconnected: np.ndarray  # bool
+    clipped_frac: np.ndarray  # float32: fraction of the channel's samples beyond the clip value
+    clipped_frac_epoch: np.ndarray  # float32 [n]: over all channels, absent ones counting as unclipped
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """The store's per-epoch quality columns (``osf.datasets.recording.QUALITY_FIELDS``)."""
+        return {
+            "flat_mask": pack_bits(self.flat),
+            "clipped_frac": self.clipped_frac_epoch,
+            "nan_mask": pack_bits(self.nan),
+            "disconnected_mask": pack_bits(self.disconnected),
+        }
+
+
 def epoch_quality(
     epochs: np.ndarray,
     nonfinite: np.ndarray,
     present: np.ndarray,
     stuck: np.ndarray | None = None,
     railed: np.ndarray | None = None,
-) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+) -> EpochQuality:
     """Quality flags of normalised, unclipped ``epochs`` ``[n, C, S]``.
 
     ``nonfinite`` bool ``[n, C, S]`` marks samples that were NaN/inf at the source; ``present`` bool
     ``[C]`` marks channels mapped for the recording; ``stuck`` / ``railed`` bool ``[n, C]`` (optional)
-    are the raw-signal dead epochs. Returns ``(quality columns, channel_mask [n, C], per-channel flags
-    {flat, nan, disconnected, clipped_frac})``.
+    are the raw-signal dead epochs.
     """
     n, c, _ = epochs.shape
     present_nc = np.broadcast_to(np.asarray(present, dtype=bool)[None, :], (n, c))
@@ -61,11 +84,4 @@ def epoch_quality(
         disconnected |= present_nc & railed
     channel_mask = present_nc & ~flat & ~disconnected & (nonfinite_frac < MOSTLY_NONFINITE)
     clipped_frac = np.where(present_nc, clipped_frac_ch, 0.0).mean(axis=1).astype(np.float32)
-    quality = {
-        "flat_mask": pack_bits(flat),
-        "clipped_frac": clipped_frac,
-        "nan_mask": pack_bits(nan),
-        "disconnected_mask": pack_bits(disconnected),
-    }
-    per_channel = {"flat": flat, "nan": nan, "disconnected": disconnected, "clipped_frac": clipped_frac_ch}
-    return quality, channel_mask, per_channel
+    return EpochQuality(channel_mask, flat, nan, disconnected, clipped_frac_ch, clipped_frac)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import config
+from osf import config
 
 STUCK_RUN_S = 2.0
 DEAD_EPOCH_FRAC = 0.5

@@ -15,7 +15,7 @@ from fractions import Fraction
 import numpy as np
 from scipy.signal import resample_poly
 
-import config
+from osf import config
 
 MAX_FACTOR = 10_000
 # Relative rate error above which the approximated ratio would drift by more than ~0.1 s over a night.

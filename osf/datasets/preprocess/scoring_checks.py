@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import config
+from osf import config
 from osf.datasets.io.scoring import Scoring
 
 # Events every export carries whether or not anything was scored.

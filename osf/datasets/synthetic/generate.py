@@ -13,9 +13,10 @@ Layout written by :func:`generate_cohort` (the NSRR layout the ingestion reads):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,18 +286,7 @@ def _parse_cohorts(cohorts: Iterable[str] | str) -> list[str]:
     return names
 
 
-def generate_cohort(
-    output_dir: str | Path,
-    cohorts: Iterable[str] | str = ("shhs", "mesa", "mros"),
-    nights_per_cohort: int = 6,
-    hours: float = 2.0,
-    seed: int = 0,
-    num_workers: int = 1,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Write synthetic cohorts (EDF + NSRR XML + subjects CSV) under ``output_dir``; returns the manifest path."""
-    names = _parse_cohorts(cohorts)
+def _check_counts(nights_per_cohort: int, hours: float, num_workers: int) -> None:
     if (
         isinstance(nights_per_cohort, bool)
         or not isinstance(nights_per_cohort, (int, np.integer))
@@ -306,7 +296,10 @@ def generate_cohort(
     _check_positive("hours", hours)
     if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 1:
         raise ValueError(f"num_workers must be an integer >= 1, got {num_workers!r}")
-    out = Path(output_dir)
+
+
+def _prepare_output(out: Path, names: list[str], overwrite: bool) -> None:
+    """Create the cohort folders; an existing non-empty folder needs ``overwrite`` (then only our files go)."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output_dir {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
@@ -323,48 +316,69 @@ def generate_cohort(
         for sub in (EDF_DIR, XML_DIR, CSV_DIR):
             (out / c / sub).mkdir(parents=True, exist_ok=True)
 
-    jobs = [(c, s) for c in names for s in range(int(nights_per_cohort))]
+
+def _run_jobs(
+    jobs: list[tuple[str, int]], out: Path, seed: int, hours: float, num_workers: int, progress: bool
+) -> tuple[dict[tuple[str, int], dict], list[dict]]:
+    """Generate and write every (cohort, subject) night; a failing night is recorded, the rest go on."""
     results: dict[tuple[str, int], dict] = {}
     failures: list[dict] = []
     bar = tqdm(total=len(jobs), desc="synthetic nights", unit="night", disable=not progress)
+
+    def collect(c: str, s: int, run: Callable[[], dict]) -> None:
+        try:
+            results[(c, s)] = run()
+        except Exception as exc:  # noqa: BLE001  (batch: record, write the rest, fail at the end)
+            failures.append({"cohort": c, "subject": s, "error": repr(exc)})
+        bar.update(1)
+
     if num_workers == 1:
         for c, s in jobs:
-            try:
-                results[(c, s)] = _job(c, s, seed, hours, str(out / c))
-            except Exception as exc:  # noqa: BLE001  (batch: record, write the rest, fail at the end)
-                failures.append({"cohort": c, "subject": s, "error": repr(exc)})
-            bar.update(1)
+            collect(c, s, functools.partial(_job, c, s, seed, hours, str(out / c)))
     else:
         with ProcessPoolExecutor(max_workers=int(num_workers)) as pool:
             futures = {pool.submit(_job, c, s, seed, hours, str(out / c)): (c, s) for c, s in jobs}
             for fut in as_completed(futures):
-                c, s = futures[fut]
-                try:
-                    results[(c, s)] = fut.result()
-                except Exception as exc:  # noqa: BLE001  (same: a worker error must not lose the rest)
-                    failures.append({"cohort": c, "subject": s, "error": repr(exc)})
-                bar.update(1)
+                collect(*futures[fut], fut.result)
     bar.close()
+    return results, failures
 
-    files = []
-    for c in names:
-        rows = [results[(c, s)]["row"] for s in range(int(nights_per_cohort)) if (c, s) in results]
-        csv_path = out / c / CSV_DIR / f"{c}-subjects.csv"
-        atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False, lineterminator="\n"))
-        table_paths = write_subject_tables(out / c, c, rows, GENERATOR_VERSION)
-        paths = [
-            p for s in range(int(nights_per_cohort)) if (c, s) in results for p in results[(c, s)]["files"]
-        ]
-        for p in paths + [csv_path, *table_paths]:
-            files.append(
-                {"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": file_sha256(p)}
-            )
+
+def _write_cohort_tables(out: Path, c: str, nights: int, results: dict[tuple[str, int], dict]) -> list[dict]:
+    """Subjects CSV and tables of cohort ``c``; the manifest's file entries of its nights and tables."""
+    done = [results[(c, s)] for s in range(nights) if (c, s) in results]
+    csv_path = out / c / CSV_DIR / f"{c}-subjects.csv"
+    rows = [r["row"] for r in done]
+    atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False, lineterminator="\n"))
+    table_paths = write_subject_tables(out / c, c, rows, GENERATOR_VERSION)
+    paths = [p for r in done for p in r["files"]] + [csv_path, *table_paths]
+    return [{"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in paths]
+
+
+def generate_cohort(
+    output_dir: str | Path,
+    cohorts: Iterable[str] | str = ("shhs", "mesa", "mros"),
+    nights_per_cohort: int = 6,
+    hours: float = 2.0,
+    seed: int = 0,
+    num_workers: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write synthetic cohorts (EDF + NSRR XML + subjects CSV) under ``output_dir``; returns the manifest path."""
+    names = _parse_cohorts(cohorts)
+    _check_counts(nights_per_cohort, hours, num_workers)
+    out = Path(output_dir)
+    _prepare_output(out, names, overwrite)
+    nights = int(nights_per_cohort)
+    results, failures = _run_jobs([(c, s) for c in names for s in range(nights)], out, seed, hours, num_workers, progress)
+    files = [entry for c in names for entry in _write_cohort_tables(out, c, nights, results)]
     manifest = {
         "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "cohorts": names,
-        "nights_per_cohort": int(nights_per_cohort),
+        "nights_per_cohort": nights,
         "hours": float(hours),
         "layout": {"edf": EDF_DIR.as_posix(), "xml": XML_DIR.as_posix(), "subjects_csv": CSV_DIR.as_posix()},
         "files": files,

@@ -78,14 +78,3 @@ def generate_hypnogram(profile: SubjectProfile, n_epochs: int, rng: np.random.Ge
     scatter(4.0, (N3,), n3_flip)
     hyp[:sleep_start] = W
     return hyp
-
-
-def stage_runs(stages: np.ndarray) -> list[tuple[int, int, int]]:
-    """Runs of equal stages as (stage, first epoch, number of epochs)."""
-    stages = np.asarray(stages)
-    if stages.size == 0:
-        return []
-    edges = np.flatnonzero(np.diff(stages)) + 1
-    starts = np.concatenate([[0], edges])
-    ends = np.concatenate([edges, [stages.size]])
-    return [(int(stages[s]), int(s), int(e - s)) for s, e in zip(starts, ends)]

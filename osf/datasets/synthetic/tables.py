@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-import config
+from osf import config
 from osf.datasets.io.layout import parse_recording_name
 from osf.utils.atomic import atomic_write_text
 

@@ -1,0 +1,175 @@
+"""What a downstream run reads before it trains: the backbone, the store (opened once), the splits, features.
+
+Shared by the three kinds of run (``pipeline``: epoch-level probe / fine-tuning / k-shot,
+``sequence``: sequence-context heads, ``night``: night-level targets), so that they load, check and
+cache the same way: a Stage probe and a night-level run over the same epochs share one extraction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+from torch.utils.data import DataLoader
+
+from osf import config
+from osf.datasets.datamodule import EvalSampler, SleepDataModule, collate_epochs
+from osf.datasets.store import EpochStore
+from osf.downstream.features import FeatureSet, backbone_hash, cached_features, split_hash
+from osf.downstream.linear_probe import check_labels
+from osf.downstream.loading import load_any_backbone
+from osf.downstream.results import RunIdentity
+from osf.downstream.run_config import DownstreamConfig
+
+SPLITS = ("train", "val", "test")
+
+
+# --- checks of the data against the task ----------------------------------------------------------
+def check_store_has_label(store: EpochStore, eval_label: str, datasets: list[str] | None) -> None:
+    """Raise when the store (restricted to ``datasets``) has no known value of ``eval_label``."""
+    column = config.LABEL_COLUMNS[eval_label]
+    index = store.index if datasets is None else store.index[store.index["dataset"].isin(datasets)]
+    if column not in index.columns or not (index[column].to_numpy() >= 0).any():
+        have = [name for name, col in config.LABEL_COLUMNS.items()
+                if col in index.columns and (index[col].to_numpy() >= 0).any()]
+        raise ValueError(
+            f"{store.root}: the store has no {eval_label!r} labels (column {column!r} is all -1"
+            f"{' in datasets ' + str(datasets) if datasets else ''}); labels it has: {have}"
+        )
+
+
+def check_splits(dm: SleepDataModule, k: int | None) -> dict[str, np.ndarray]:
+    """Class counts per split; raises for a one-class split or k above a class size."""
+    counts = {}
+    for split in SPLITS:
+        ds = dm.datasets[split]
+        where = f"{dm.data_dir} {split} split ({dm.eval_label})"
+        if len(ds) == 0:
+            raise ValueError(f"{where}: no labelled epochs; the store's subject split left it empty")
+        counts[split] = check_labels(ds.labels, dm.num_classes, where)
+    if k is not None and k > counts["train"].min():
+        short = {n: int(c) for n, c in zip(dm.label_names, counts["train"]) if c < k}
+        raise ValueError(
+            f"k-shot: k={k} per class is larger than the class size in the training split: {short}; "
+            f"choose --n_train_samples <= {int(counts['train'].min())} or raise --train_data_pct"
+        )
+    return counts
+
+
+# --- loaders and identities of the splits ----------------------------------------------------------
+def full_loader(dm: SleepDataModule, split: str, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Every epoch of ``split`` in order on this process (no DDP sharding, nothing dropped)."""
+    ds = dm.datasets[split]
+    return DataLoader(ds, batch_size=batch_size, sampler=EvalSampler(ds, 1, 0), drop_last=False,
+                      num_workers=num_workers, collate_fn=collate_epochs)
+
+
+def dataset_split_hash(dm: SleepDataModule, split: str, with_labels: bool = True) -> str:
+    """Hash of the epochs a split shows (store content identity + recording/epoch/label + channels).
+
+    ``with_labels=False`` leaves the labels out: the key of the feature cache, whose features do not
+    depend on the task, so the probes of several tasks over the same epochs share one extraction.
+    """
+    ds = dm.datasets[split]
+    index = dm.store.index
+    rows = ds.rows
+    ids = (index["dataset"].to_numpy(dtype=object)[rows] + "/" + index["recording_id"].to_numpy(dtype=object)[rows])
+    labels = ds.labels if with_labels else np.zeros(rows.size, dtype=np.int64)
+    base = split_hash(ids, index["epoch_index"].to_numpy()[rows], labels)
+    manifest = json.dumps(dm.store.manifest, sort_keys=True, default=str)
+    keep = "all" if ds.keep_channels is None else "".join("1" if k else "0" for k in ds.keep_channels)
+    return hashlib.sha256(f"{base}|{manifest}|{keep}".encode()).hexdigest()[:16]
+
+
+def build_datamodule(cfg: DownstreamConfig, store: EpochStore, batch_size: int, seed: int,
+                     n_train_samples: int | None = None) -> SleepDataModule:
+    """The downstream data module of ``cfg`` on an already open ``store``, set up."""
+    dm = SleepDataModule(
+        cfg.data_dir, task="downstream", eval_label=cfg.eval_label, include_datasets=cfg.datasets,
+        batch_size=batch_size, num_workers=cfg.num_workers, train_data_pct=cfg.train_data_pct,
+        n_train_samples=n_train_samples, channel_preset=cfg.eval_channels,
+        mask_train_channels=cfg.mask_train_channels, seed=seed, stage_classes=cfg.stage_classes,
+    )
+    dm.store = store  # opened (and its labels checked) once per run
+    dm.setup()
+    return dm
+
+
+# --- the inputs of a run ------------------------------------------------------------------------------
+@dataclass
+class DownstreamInputs:
+    """The backbone and the data of a run, loaded once, with what identifies them in the run record."""
+
+    backbone: nn.Module
+    metadata: dict[str, Any]
+    ckpt_hash: str
+    backbone_hash: str
+    store: EpochStore
+    dm: SleepDataModule
+    split_hashes: dict[str, str]
+    timings: dict[str, Any]  # load_backbone_s, then features_<split>_s / _cache_hit once extracted
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names of the task (``eval_label``)."""
+        return tuple(self.dm.label_names)
+
+    def model_name(self, cfg: DownstreamConfig) -> str:
+        """Method name of the results table: ``--model_name``, else the checkpoint's."""
+        return cfg.model_name or self.metadata.get("model_name") or "unknown"
+
+
+def load_inputs(cfg: DownstreamConfig, batch_size: int) -> DownstreamInputs:
+    """Load the backbone, open the store, check it has the task's labels, and build the splits."""
+    t0 = time.perf_counter()
+    backbone, metadata, ckpt_hash = load_any_backbone(cfg.ckpt_path, cfg.psg_encoder_name, seed=cfg.seed)
+    timings: dict[str, Any] = {"load_backbone_s": time.perf_counter() - t0}
+    store = EpochStore(cfg.data_dir)
+    check_store_has_label(store, cfg.eval_label, cfg.datasets)
+    dm = build_datamodule(cfg, store, batch_size, cfg.seed)
+    split_hashes = {s: dataset_split_hash(dm, s) for s in SPLITS}
+    return DownstreamInputs(backbone, metadata, ckpt_hash, backbone_hash(backbone), store, dm, split_hashes, timings)
+
+
+def extract_features(cfg: DownstreamConfig, inputs: DownstreamInputs, batch_size: int) -> dict[str, FeatureSet]:
+    """Frozen-backbone features of every split through the feature cache, with the task's labels."""
+    features = {}
+    for split in SPLITS:
+        dm = inputs.dm
+        if len(dm.datasets[split]) == 0:
+            raise ValueError(f"{cfg.data_dir} {split} split: no epochs; the store's subject split left it empty")
+        # the key leaves the labels out: every task over the same epochs shares one extraction
+        key = {"backbone_hash": inputs.backbone_hash, "split_hash": dataset_split_hash(dm, split, with_labels=False)}
+        fs, info = cached_features(cfg.feature_cache, key, inputs.backbone,
+                                   full_loader(dm, split, batch_size, cfg.num_workers), pooling=cfg.pooling,
+                                   device=cfg.device, autocast_dtype=cfg.autocast_dtype)
+        # the file may come from another task's run over the same epochs: this task's labels
+        features[split] = dataclasses.replace(fs, labels=np.asarray(dm.datasets[split].labels, dtype=np.int64))
+        inputs.timings[f"features_{split}_s"], inputs.timings[f"features_{split}_cache_hit"] = info.seconds, info.hit
+    return features
+
+
+# --- what identifies a run in its record and in results.csv --------------------------------------------
+def run_identity(cfg: DownstreamConfig, inputs: DownstreamInputs, *, run_id: str, timestamp: str, task: str,
+                 setting: str, pretrain_samples: int | None, dataset: str | None = None,
+                 train_channels: str | None = None, k_shot: int | None = None, n_seeds: int = 1) -> RunIdentity:
+    """The ``results.csv`` identity columns of a run on ``inputs`` (dataset: the flag, else the store's)."""
+    model_name = inputs.model_name(cfg)
+    return RunIdentity(
+        run_id, timestamp, model_name, model_name, inputs.metadata.get("encoder_name"), str(cfg.ckpt_path),
+        inputs.ckpt_hash, dataset or cfg.downstream_dataset_name or "+".join(inputs.dm.summary()["datasets"]), task,
+        setting, cfg.eval_channels, train_channels or cfg.train_channels, cfg.pooling, k_shot, cfg.train_data_pct,
+        pretrain_samples, cfg.seed, n_seeds, inputs.split_hashes["test"])
+
+
+def record_header(cfg: DownstreamConfig, inputs: DownstreamInputs, identity: RunIdentity) -> dict[str, Any]:
+    """The first keys of every run JSON: run id, timestamp, config, backbone, checkpoint and split hashes."""
+    return {"run_id": identity.run_id, "timestamp": identity.timestamp, "config": dataclasses.asdict(cfg),
+            "backbone": {**inputs.metadata, "backbone_hash": inputs.backbone_hash}, "ckpt_hash": inputs.ckpt_hash,
+            "split_hash": inputs.split_hashes}
