@@ -17,7 +17,7 @@ METHOD="${METHOD:-$([ "$CKPT" = "none" ] && echo random_init || basename "${CKPT
 ENCODER="${ENCODER:-}"                  # required with CKPT=none, e.g. vit_base
 OUT="${OUT:-runs/night}"
 TARGETS="${TARGETS:-nsrr_ahi_hp3r_aasm15>=15 nsrr_age nsrr_sex}"
-NIGHT_MODELS="${NIGHT_MODELS:-mean_std,attention,transformer}"
+NIGHT_MODELS="${NIGHT_MODELS:-mean_std,stage_profile,attention,transformer}"
 CONTEXTS="${CONTEXTS:-5 10 20}"         # +-K epochs of the sequence heads
 SEQ_MODELS="${SEQ_MODELS:-transformer bigru}"
 LABELS="${LABELS:-Stage}"               # epoch tasks for the sequence heads, e.g. "Stage Arousal"

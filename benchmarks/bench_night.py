@@ -28,7 +28,14 @@ import torch
 from osf.downstream.features import FeatureSet
 from osf.downstream.linear_probe import predict_proba, train_linear_probe
 from osf.downstream.metrics import binary_auroc, confusion_matrix, kappa_from_confusion
-from osf.downstream.night import NIGHT_DEFAULTS, NIGHT_MODELS, NightSet, predict_nights, train_night_model
+from osf.downstream.night import (
+    LINEAR_READOUT_MODELS,
+    NIGHT_DEFAULTS,
+    NIGHT_MODELS,
+    NightSet,
+    predict_nights,
+    train_night_model,
+)
 from osf.downstream.sequence import (
     SEQUENCE_DEFAULTS,
     SEQUENCE_MODELS,
@@ -64,8 +71,9 @@ def synthetic_cache(n_nights: int, n_epochs: int, dim: int, seed: int = 0) -> tu
 
 def _nights(fs: FeatureSet, idx: np.ndarray, n_epochs: int, y: np.ndarray) -> NightSet:
     feats = [fs.features[i * n_epochs:(i + 1) * n_epochs] for i in idx]
+    stages = [fs.labels[i * n_epochs:(i + 1) * n_epochs] for i in idx]
     ids = idx.astype(str)
-    return NightSet(feats, ids, ids, y[idx])
+    return NightSet(feats, ids, ids, y[idx], stages)
 
 
 def _epochs(fs: FeatureSet, idx: np.ndarray, n_epochs: int) -> FeatureSet:
@@ -74,6 +82,23 @@ def _epochs(fs: FeatureSet, idx: np.ndarray, n_epochs: int) -> FeatureSet:
 
 def _kappa(y: np.ndarray, proba: np.ndarray) -> float:
     return kappa_from_confusion(confusion_matrix(y, proba.argmax(1), proba.shape[1]))
+
+
+def age_rows(fs: FeatureSet, split: dict[str, np.ndarray], age: np.ndarray, args: argparse.Namespace) -> list[dict]:
+    """Age regression by the closed-form night readouts (mean/std pooling, stage profile)."""
+    sets = {s: _nights(fs, i, args.epochs, age) for s, i in split.items()}
+    rows = []
+    for kind in LINEAR_READOUT_MODELS:
+        t, c = time.perf_counter(), time.process_time()
+        fit = train_night_model(sets["train"], sets["val"], kind, None, max_steps=args.night_steps,
+                                device=args.device, seed=args.seed)
+        fit_s, cpu_s = time.perf_counter() - t, time.process_time() - c
+        pred = predict_nights(fit, sets["test"].features, device=args.device)
+        rows.append({"head": f"night {kind}", "task": "age (regression)", "fit_s": fit_s, "cpu_s": cpu_s,
+                     "steps": "closed form", "metric": "test MAE (train-mean MAE)",
+                     "score": f"{np.mean(np.abs(pred - sets['test'].y)):.2f} "
+                              f"({np.mean(np.abs(sets['train'].y.mean() - sets['test'].y)):.2f})"})
+    return rows
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -95,17 +120,7 @@ def run(args: argparse.Namespace) -> dict:
         auroc = binary_auroc(sets["test"].y == 1, predict_nights(fit, sets["test"].features, device=args.device)[:, 1])
         rows.append({"head": f"night {kind}", "task": "AHI>=15", "fit_s": fit_s, "cpu_s": cpu_s, "steps": args.night_steps,
                      "metric": "test AUROC", "score": auroc})
-    sets = {s: _nights(fs, i, args.epochs, age) for s, i in split.items()}
-    t, c = time.perf_counter(), time.process_time()
-    fit = train_night_model(sets["train"], sets["val"], "mean_std", None, max_steps=args.night_steps,
-                            device=args.device, seed=args.seed)
-    fit_s, cpu_s = time.perf_counter() - t, time.process_time() - c
-    pred = predict_nights(fit, sets["test"].features, device=args.device)
-    rows.append({"head": "night mean_std", "task": "age (regression)", "fit_s": fit_s, "cpu_s": cpu_s,
-                 "steps": args.night_steps,
-                 "metric": "test MAE (train-mean MAE)",
-                 "score": f"{np.mean(np.abs(pred - sets['test'].y)):.2f} "
-                          f"({np.mean(np.abs(sets['train'].y.mean() - sets['test'].y)):.2f})"})
+    rows += age_rows(fs, split, age, args)
     epochs = {s: _epochs(fs, i, args.epochs) for s, i in split.items()}
     t, c = time.perf_counter(), time.process_time()
     probe = train_linear_probe(epochs["train"].features, epochs["train"].labels, epochs["val"].features,

@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "for a numeric variable, classification for a 0/1 or text one")
     g.add_argument("--subject_tables", default=None,
                    help="night level: raw data folder holding <cohort>/datasets/*.csv (main_preprocess.py's --input_dir)")
-    g.add_argument("--night_models", default="mean_std,attention,transformer",
-                   help="night level: comma-separated night models (mean_std, attention, transformer)")
+    g.add_argument("--night_models", default="mean_std,stage_profile,attention,transformer",
+                   help="night level: comma-separated night models (mean_std, stage_profile, attention, transformer; "
+                        "stage_profile pools a stage probe's epoch probabilities, so it needs --eval_label Stage)")
     g.add_argument("--context_epochs", type=int, default=0,
                    help="epoch level: > 0 trains a sequence head over +-K neighbouring epoch embeddings, beside the per-epoch probe")
     g.add_argument("--sequence_model", default="transformer", choices=("transformer", "bigru"),

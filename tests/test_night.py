@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from osf.downstream.night import (
     load_subject_tables,
     lookup_target,
     normalise_id,
+    pad_nights,
     predict_nights,
     save_night_model,
     train_night_model,
@@ -132,7 +134,8 @@ def _nights(n: int, seed: int, signal: str = "mean") -> NightSet:
             x[:, 1] *= 1 + 2 * label
         feats.append(x)
     ids = np.array([f"s{seed}-{i}" for i in range(n)])
-    return NightSet(feats, ids, ids, y)
+    stages = [(x[:, 0] > 0.75).astype(np.int64) for x in feats]  # an epoch-level label the embedding shows
+    return NightSet(feats, ids, ids, y, stages)
 
 
 @pytest.mark.parametrize("kind", NIGHT_MODELS)
@@ -174,6 +177,45 @@ def test_regression_beats_the_training_mean_and_round_trips(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bad.pt: not a readable night model"):
         load_night_model(tmp_path / "bad.pt")
+
+
+def _staged_nights(n: int, seed: int) -> NightSet:
+    """Nights whose target (an "age") sets the fraction of deep-sleep epochs; each epoch shows its stage."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(30, 80, n)
+    feats, stages = [], []
+    for a in age:
+        stage = rng.choice(3, size=int(rng.integers(60, 90)), p=[0.3, 0.7 - (90 - a) / 200, (90 - a) / 200])
+        x = rng.normal(0, 1, (stage.size, 6)).astype(np.float32)
+        x[np.arange(stage.size), stage] += 2.5  # the epoch embedding shows its stage, with noise
+        feats.append(x)
+        stages.append(stage.astype(np.int64))
+    ids = np.array([f"{seed}-{i}" for i in range(n)])
+    return NightSet(feats, ids, ids, age, stages)
+
+
+def test_stage_profile_predicts_from_the_nights_stage_fractions(tmp_path):
+    train, val, test = _staged_nights(40, 0), _staged_nights(12, 1), _staged_nights(30, 2)
+    fit = train_night_model(train, val, "stage_profile", None)
+    x, mask = pad_nights(test.features)
+    profile = fit.model.pool(x, mask).detach().numpy()
+    true = np.stack([np.bincount(s, minlength=3) / s.size for s in test.epoch_labels])
+    assert profile.shape == (30, 3) and np.allclose(profile.sum(1), 1, atol=1e-5)
+    assert np.abs(profile - true).mean() < 0.05  # the pooled vector is the night's stage fractions
+    pred = predict_nights(fit, test.features)
+    m = evaluate_nights(test.y, pred, test.subject_ids, None, train_mean=float(train.y.mean()), n_boot=100)
+    assert m["mae"] < 0.6 * m["baseline_mae"] and m["mae_gain_ci95"][0] > 0
+    again = load_night_model(save_night_model(fit, tmp_path / "n.pt", NightTarget("nsrr_age"), None, None, {}))
+    np.testing.assert_allclose(predict_nights(again, test.features), pred, rtol=1e-5)
+
+
+def test_stage_profile_needs_stage_labels():
+    train, val = _staged_nights(10, 0), _staged_nights(6, 1)
+    with pytest.raises(ValueError, match="stage_profile needs the epochs' stage labels: run the night level with --eval_label Stage"):
+        train_night_model(dataclasses.replace(train, epoch_labels=None), val, "stage_profile", None)
+    one_stage = dataclasses.replace(train, epoch_labels=[np.zeros_like(s) for s in train.epoch_labels])
+    with pytest.raises(ValueError, match="hold 1 stage class"):
+        train_night_model(one_stage, val, "stage_profile", None)
 
 
 def test_classification_metrics_match_sklearn():
@@ -231,11 +273,11 @@ def test_cli_night_level_run_writes_rows_and_counts_skipped_nights(night_store, 
     out = tmp_path / "out"
     args = ["--data_dir", str(store), "--output_dir", str(out), "--ckpt_path", str(ckpt), "--eval_level", "night",
             "--target_variable", "nsrr_ahi_hp3r_aasm15", "--target_threshold", "15", "--subject_tables", str(raw),
-            "--night_models", "mean_std,attention", "--max_steps", "10", "--n_boot", "20",
+            "--night_models", "mean_std,stage_profile,attention", "--max_steps", "10", "--n_boot", "20",
             "--feature_cache_dir", str(tmp_path / "cache")]
     assert _main_finetune().main(args) == 0
     table = pd.read_csv(out / "results.csv")
-    assert table["setting"].tolist() == ["night_mean_std", "night_attention"]
+    assert table["setting"].tolist() == ["night_mean_std", "night_stage_profile", "night_attention"]
     assert (table["task"] == "nsrr_ahi_hp3r_aasm15>=15").all() and "test_auroc_ci_low" in table.columns
     assert (table["n_skipped_nights"] == 1).all()  # s015 has no AHI
     record = json.loads(Path(table["json_path"][0]).read_text())
@@ -243,7 +285,7 @@ def test_cli_night_level_run_writes_rows_and_counts_skipped_nights(night_store, 
     assert sum(v["n_skipped"] for v in skipped.values()) == 1
     assert any("s015" in r for v in skipped.values() for r in v["recording_ids"])
     assert record["class_names"] == ["nsrr_ahi_hp3r_aasm15<15", "nsrr_ahi_hp3r_aasm15>=15"]
-    assert (out / "night_mean_std.pt").is_file() and (out / "night_attention.pt").is_file()
+    assert all((out / f"night_{kind}.pt").is_file() for kind in ("mean_std", "stage_profile", "attention"))
     # the second run reuses the cached epoch features (shared with the linear probe's cache)
     assert _main_finetune().main([*args[:-1], str(tmp_path / "cache"), "--night_models", "mean_std"]) == 0
     last = json.loads(Path(pd.read_csv(out / "results.csv")["json_path"].iloc[-1]).read_text())

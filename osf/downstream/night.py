@@ -43,7 +43,11 @@ from osf.downstream.selection import ValidationSelection, train_with_validation
 
 log = logging.getLogger(__name__)
 
-NIGHT_MODELS: tuple[str, ...] = ("mean_std", "attention", "transformer")
+NIGHT_MODELS: tuple[str, ...] = ("mean_std", "stage_profile", "attention", "transformer")
+# Night models whose readout is fitted in closed form on a pooled night vector (few nights, many features).
+LINEAR_READOUT_MODELS: tuple[str, ...] = ("mean_std", "stage_profile")
+# stage_profile: L2 penalty (C = 1 / this) of the epoch-level stage probe it pools.
+STAGE_PROBE_PENALTY = 2.0
 MAX_CLASSES = 10
 # Defaults of the night models (a night is one sample: few samples, so small models and strong decay).
 NIGHT_DEFAULTS: dict[str, Any] = {"max_steps": 300, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 32,
@@ -238,6 +242,7 @@ class NightSet:
     recording_ids: np.ndarray
     subject_ids: np.ndarray
     y: np.ndarray
+    epoch_labels: list[np.ndarray] | None = None  # per night int [T]: the epochs' labels of the run's task
 
     def __len__(self) -> int:
         return len(self.features)
@@ -245,20 +250,32 @@ class NightSet:
     def subset(self, keep: np.ndarray) -> NightSet:
         """Nights where ``keep`` is True."""
         idx = np.flatnonzero(keep)
-        return NightSet([self.features[i] for i in idx], self.recording_ids[idx], self.subject_ids[idx], self.y[idx])
+        labels = None if self.epoch_labels is None else [self.epoch_labels[i] for i in idx]
+        return NightSet([self.features[i] for i in idx], self.recording_ids[idx], self.subject_ids[idx], self.y[idx],
+                        labels)
 
 
-def group_nights(fs: FeatureSet) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Per recording (in order of first appearance): ``[T, D]`` features sorted by epoch index."""
+def _per_night(fs: FeatureSet, values: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """``values`` (one row per epoch of ``fs``) split per recording, in time order; recordings by first appearance."""
     rec = np.asarray(fs.recording_ids).astype(str)
     order = np.lexsort((fs.epoch_index, rec))
     rec_sorted = rec[order]
     starts = np.r_[0, np.flatnonzero(rec_sorted[1:] != rec_sorted[:-1]) + 1, rec_sorted.size]
-    names = [rec_sorted[starts[i]] for i in range(starts.size - 1)]
-    feats = {n: fs.features[order[starts[i]:starts[i + 1]]] for i, n in enumerate(names)}
-    subj = dict(zip(rec, np.asarray(fs.subject_ids).astype(str)))
+    grouped = {rec_sorted[starts[i]]: values[order[starts[i]:starts[i + 1]]] for i in range(starts.size - 1)}
     first = list(dict.fromkeys(rec))
-    return [feats[r] for r in first], np.asarray(first), np.asarray([subj[r] for r in first])
+    return [grouped[r] for r in first], np.asarray(first)
+
+
+def group_nights(fs: FeatureSet) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Per recording (in order of first appearance): ``[T, D]`` features sorted by epoch index."""
+    feats, first = _per_night(fs, fs.features)
+    subj = dict(zip(np.asarray(fs.recording_ids).astype(str), np.asarray(fs.subject_ids).astype(str)))
+    return feats, first, np.asarray([subj[r] for r in first])
+
+
+def group_night_labels(fs: FeatureSet) -> list[np.ndarray]:
+    """The epochs' labels per recording, in the order and time order of :func:`group_nights`."""
+    return _per_night(fs, np.asarray(fs.labels))[0]
 
 
 def check_night_counts(sets: dict[str, NightSet], class_names: tuple[str, ...] | None) -> dict[str, dict]:
@@ -304,17 +321,23 @@ class NightModel(nn.Module):
     """Night embedding from its epoch embeddings, then a linear output (classes, or 1 for regression)."""
 
     def __init__(self, in_dim: int, out_dim: int, kind: str = "mean_std", d_model: int = 64, layers: int = 2,
-                 heads: int = 4, dropout: float = 0.1, max_len: int = 2048) -> None:
+                 heads: int = 4, dropout: float = 0.1, max_len: int = 2048, n_stages: int = 0) -> None:
         super().__init__()
         if kind not in NIGHT_MODELS:
             raise ValueError(f"unknown night model {kind!r}; choose from {list(NIGHT_MODELS)}")
         self.kind, self.config = kind, {"in_dim": in_dim, "out_dim": out_dim, "kind": kind, "d_model": d_model,
-                                        "layers": layers, "heads": heads, "dropout": dropout, "max_len": max_len}
+                                        "layers": layers, "heads": heads, "dropout": dropout, "max_len": max_len,
+                                        "n_stages": n_stages}
         self.register_buffer("feat_mean", torch.zeros(in_dim))
         self.register_buffer("feat_std", torch.ones(in_dim))
         self.dropout = nn.Dropout(dropout)
         if kind == "mean_std":
             self.out = nn.Linear(2 * in_dim, out_dim)
+        elif kind == "stage_profile":  # hierarchical: epoch stage probabilities, averaged over the night
+            if n_stages < 2:
+                raise ValueError(f"stage_profile needs n_stages >= 2, got {n_stages}")
+            self.stage_probe = nn.Linear(in_dim, n_stages)
+            self.out = nn.Linear(n_stages, out_dim)
         elif kind == "attention":  # ABMIL: embed each epoch, gated attention weights, pooled embedding
             self.embed = nn.Sequential(nn.Linear(in_dim, d_model), nn.GELU(), nn.Dropout(dropout))
             self.att_v, self.att_u = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
@@ -330,11 +353,9 @@ class NightModel(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``x [B, T, D]`` raw embeddings, ``mask [B, T]`` True = epoch -> ``[B, out_dim]``."""
+        if self.kind in LINEAR_READOUT_MODELS:
+            return self.out(self.dropout(self.pool(x, mask)))
         x = (x - self.feat_mean) / self.feat_std
-        if self.kind == "mean_std":
-            mean = _masked_mean(x, mask)
-            var = _masked_mean((x - mean.unsqueeze(1)) ** 2, mask)
-            return self.out(self.dropout(torch.cat([mean, var.clamp_min(1e-8).sqrt()], -1)))
         if self.kind == "attention":
             h = self.embed(x)
             score = self.att_w(torch.tanh(self.att_v(h)) * torch.sigmoid(self.att_u(h))).squeeze(-1)
@@ -347,6 +368,16 @@ class NightModel(nn.Module):
             pos = self.pos[:t]
         h = self.encoder(self.proj(x) + pos, src_key_padding_mask=~mask)
         return self.out(self.dropout(_masked_mean(h, mask)))
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The night vector the linear readouts read: mean and std of the standardised epochs (``mean_std``), or
+        the night's mean stage probabilities under the epoch stage probe (``stage_profile``: its stage fractions)."""
+        x = (x - self.feat_mean) / self.feat_std
+        if self.kind == "stage_profile":
+            return _masked_mean(self.stage_probe(x).softmax(-1), mask)
+        mean = _masked_mean(x, mask)
+        var = _masked_mean((x - mean.unsqueeze(1)) ** 2, mask)
+        return torch.cat([mean, var.clamp_min(1e-8).sqrt()], -1)
 
 
 @dataclass
@@ -412,14 +443,16 @@ def train_night_model(
         raise ValueError("features contain NaN/inf; check the backbone checkpoint and the input signals")
     x, mask = pad_nights(train.features)
     model = NightModel(x.shape[-1], 1 if regression else num_classes, kind, d_model=d_model,
-                       max_len=max(x.shape[1], 64))
+                       max_len=max(x.shape[1], 64), n_stages=_stage_count(train) if kind == "stage_profile" else 0)
     model.feat_mean.copy_(cat.mean(0))
     model.feat_std.copy_(cat.std(0, unbiased=False).clamp_min(1e-6))
     y_mean = float(np.mean(train.y)) if regression else 0.0
     y_std = (float(np.std(train.y)) or 1.0) if regression else 1.0
     y = torch.as_tensor((train.y - y_mean) / y_std if regression else train.y,
                         dtype=torch.float32 if regression else torch.long)
-    if kind == "mean_std":  # few nights, many features: a regularised closed form beats SGD here
+    if kind == "stage_profile":
+        _fit_stage_probe(model, train)
+    if kind in LINEAR_READOUT_MODELS:  # few nights, many features: a regularised closed form beats SGD here
         return _fit_linear_readout(model, train, val, regression, y_mean, y_std, t0, device)
     model.to(device)
     x, mask, y = x.to(device), mask.to(device), y.to(device)
@@ -447,23 +480,47 @@ def _finished(fit: NightFit, selection: ValidationSelection, t0: float) -> Night
     return fit
 
 
+def _stage_count(train: NightSet) -> int:
+    """Stage classes of the training epochs; refuses a run whose epoch labels are not sleep stages."""
+    if train.epoch_labels is None:
+        raise ValueError("stage_profile needs the epochs' stage labels: run the night level with --eval_label Stage")
+    labels = np.concatenate(train.epoch_labels)
+    known = labels[labels >= 0]
+    if np.unique(known).size < 2:
+        raise ValueError(f"stage_profile: the training nights' epochs hold {np.unique(known).size} stage class(es), "
+                         "need >= 2 (run the night level with --eval_label Stage)")
+    return int(known.max()) + 1
+
+
+def _fit_stage_probe(model: NightModel, train: NightSet) -> None:
+    """``stage_profile``: an L2 logistic-regression stage probe on the training nights' standardised epochs."""
+    x = (np.concatenate(train.features) - model.feat_mean.numpy()) / model.feat_std.numpy()
+    labels = np.concatenate(train.epoch_labels)
+    known = labels >= 0
+    coef, intercept = _readout_weights(x[known], labels[known], False, STAGE_PROBE_PENALTY, 0.0, 1.0)
+    weight = np.zeros((model.config["n_stages"], x.shape[1]))
+    bias = np.full(model.config["n_stages"], -1e4)  # a stage absent from training never gets probability
+    present = np.unique(labels[known])  # the classifier's rows, in sorted class order
+    weight[present], bias[present] = coef, intercept
+    with torch.no_grad():
+        model.stage_probe.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        model.stage_probe.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
 @torch.no_grad()
 def _pooled(model: NightModel, features: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
-    """The mean/std pooled night vectors ``[N, 2D]`` that ``model.out`` reads."""
+    """The pooled night vectors that ``model.out`` reads (:meth:`NightModel.pool`)."""
     model.eval()
     out = []
     for i in range(0, len(features), batch_size):
         x, mask = pad_nights(features[i: i + batch_size])
-        x = (x - model.feat_mean.cpu()) / model.feat_std.cpu()
-        mean = _masked_mean(x, mask)
-        var = _masked_mean((x - mean.unsqueeze(1)) ** 2, mask)
-        out.append(torch.cat([mean, var.clamp_min(1e-8).sqrt()], -1))
+        out.append(model.pool(x, mask))
     return torch.cat(out).numpy().astype(np.float64)
 
 
 def _fit_linear_readout(model: NightModel, train: NightSet, val: NightSet, regression: bool, y_mean: float,
                         y_std: float, t0: float, device: str | torch.device) -> NightFit:
-    """``mean_std``: ridge / L2 logistic regression (scikit-learn) on the pooled vectors, the penalty picked on val.
+    """Linear readouts: ridge / L2 logistic regression (scikit-learn) on the pooled vectors, penalty picked on val.
 
     The pooled vectors' standardisation is folded into ``model.out``, so the model applies to raw embeddings.
     """
@@ -616,7 +673,7 @@ def night_sets(ef: EpochFeatures, tables: dict[str, list[SubjectTable]], target:
     for split, (feats, recs, subjects) in grouped.items():
         sl = slice(start, start + len(recs))
         start += len(recs)
-        ns = NightSet(feats, recs, subjects, enc.y[sl])
+        ns = NightSet(feats, recs, subjects, enc.y[sl], group_night_labels(ef.features[split]))
         keep = enc.keep[sl]
         skipped[split] = {"n_skipped": int((~keep).sum()), "recording_ids": [str(r) for r in recs[~keep][:20]]}
         if (~keep).any():

@@ -70,7 +70,7 @@ class DownstreamConfig:
     eval_level: str = "epoch"  # "night": predict --target_variable of each night from its epoch embeddings
     context_epochs: int = 0  # > 0: epoch heads read +-K neighbouring epoch embeddings
     sequence_model: str = "transformer"  # "transformer" or "bigru" (with --context_epochs)
-    night_models: str = "mean_std,attention,transformer"
+    night_models: str = "mean_std,stage_profile,attention,transformer"
     target_variable: str | None = None  # a subject-table variable, e.g. nsrr_ahi_hp3r_aasm15
     target_threshold: float | None = None  # binary task: target_variable >= threshold
     subject_tables: str | None = None  # raw data folder with <cohort>/datasets/*.csv
