@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune_steps", type=int, default=None, help="fine-tuning steps of the staging classifier")
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--gpus", type=int, default=None, help="GPUs for training (0 = CPU; > 1 runs DDP)")
-    p.add_argument("--num_workers", type=int, default=None, help="data-loading / generation workers")
+    p.add_argument("--num_workers", type=int, default=None, help="data-loader workers of training and feature extraction")
+    p.add_argument("--cpu_workers", type=int, default=None,
+                   help="processes generating and preprocessing the nights (default: one per CPU core, at most 4)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--subprocess", action=argparse.BooleanOptionalAction, default=None,
                    help="run each step as its own process (default: in this process, except with --gpus > 1)")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shlex
 import shutil
 import time
@@ -71,11 +72,12 @@ class QuickstartConfig:
     batch_size: int = 32
     val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
     probe_steps: int = 300
-    finetune_steps: int = 200
-    finetune_eval_every: int = 50  # validation (model selection) interval of fine-tuning
+    finetune_steps: int = 150
+    finetune_eval_every: int = 75  # validation (model selection) interval of fine-tuning
     n_boot: int = 200  # bootstrap resamples for the confidence intervals
     gpus: int = 0
-    num_workers: int = 0
+    num_workers: int = 0  # data-loader workers of training and feature extraction
+    cpu_workers: int = 0  # processes generating and preprocessing the nights (0: one per CPU core, at most 4)
     seed: int = 0
     subprocess: bool = False  # run each step as its own process (always so with gpus > 1: DDP)
 
@@ -91,6 +93,11 @@ class QuickstartConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks or self.tasks[0] != "Stage":
             raise ValueError(f"tasks must start with 'Stage' and come from {list(TASKS)}, got {list(self.tasks)}")
+
+    @property
+    def night_workers(self) -> int:
+        """Processes for the CPU-bound night generation and preprocessing."""
+        return self.cpu_workers or max(1, min(4, os.cpu_count() or 1))
 
     @property
     def nights_per_cohort(self) -> int:
@@ -296,7 +303,7 @@ class Quickstart:
                           f"({', '.join(cfg.cohorts)})", "main_synthetic.py",
                 lambda: {"output_dir": str(self.synthetic_dir), "cohorts": ",".join(cfg.cohorts),
                          "nights_per_cohort": cfg.nights_per_cohort, "hours": cfg.hours, "seed": cfg.seed,
-                         "num_workers": max(1, cfg.num_workers), "overwrite": True},
+                         "num_workers": cfg.night_workers, "overwrite": True},
                 _generate, lambda: [self.synthetic_dir / "manifest.json"],
             ),
             Step(
@@ -311,7 +318,7 @@ class Quickstart:
                 f"store_{cohort}", f"preprocess the {cohort} cohort into the epoch store", "main_preprocess.py",
                 lambda cohort=cohort, first=(i == 0): {
                     "dataset": cohort, "input_dir": str(self.synthetic_dir / cohort), "output_dir": str(self.store_dir),
-                    "split_fractions": cfg.split_fractions, "seed": cfg.seed, "num_workers": cfg.num_workers,
+                    "split_fractions": cfg.split_fractions, "seed": cfg.seed, "num_workers": cfg.night_workers,
                     "overwrite": first},
                 _ingest, lambda: [self.store_dir / "index.parquet"],
                 needs=("cohort", *(f"store_{c}" for c in cfg.cohorts[:i])),
@@ -544,7 +551,8 @@ def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
             steps.append(Step(
                 f"night_{init}_ahi", f"night level, AHI >= 15, {init} backbone (mean/std pooling)", "main_finetune.py",
                 lambda init=init, out=out: {
-                    **qs._backbone_flags(init), **common(), "eval_level": "night", "target_variable": NIGHT_TARGET[0],
+                    **qs._backbone_flags(init), **common(), "pooling": cfg.pooling, "eval_level": "night",
+                    "target_variable": NIGHT_TARGET[0],
                     "target_threshold": NIGHT_TARGET[1], "night_models": "mean_std",
                     "subject_tables": str(qs.synthetic_dir), "run_name": "night", "output_dir": str(out)},
                 _downstream, lambda out=out: [out / "night_mean_std.json"],

@@ -46,7 +46,7 @@ def test_nt_xent_equals_direct_computation():
 
 # --- leave-one-out --------------------------------------------------------------------------------
 def _loo_direct(emb: torch.Tensor, present: torch.Tensor, temperature: float) -> list[float]:
-    """Per-modality loss by loops, straight from the definition in the module docstring."""
+    """Per-modality loss by loops, straight from the definition in the module docstring (both directions)."""
     z = F.normalize(emb.double(), dim=-1)
     n_mod, batch, _ = z.shape
     out = []
@@ -57,13 +57,16 @@ def _loo_direct(emb: torch.Tensor, present: torch.Tensor, temperature: float) ->
             valid[b] = bool(others)
             if others:
                 targets[b] = F.normalize(torch.stack(others).sum(0), dim=0)
-        losses = []
+        to_target, to_anchor = [], []
         for b in range(batch):
             if not (present[k, b] and valid[b]):
                 continue
             denom = sum(math.exp(float(z[k, b] @ targets[c]) / temperature) for c in range(batch) if valid[c])
-            losses.append(-math.log(math.exp(float(z[k, b] @ targets[b]) / temperature) / denom))
-        out.append(sum(losses) / len(losses) if losses else 0.0)
+            to_target.append(-math.log(math.exp(float(z[k, b] @ targets[b]) / temperature) / denom))
+            denom = sum(math.exp(float(targets[b] @ z[k, c]) / temperature) for c in range(batch) if present[k, c])
+            to_anchor.append(-math.log(math.exp(float(targets[b] @ z[k, b]) / temperature) / denom))
+        n = len(to_target)
+        out.append((sum(to_target) / n + sum(to_anchor) / n) / 2 if n else 0.0)
     return out
 
 

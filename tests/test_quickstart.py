@@ -115,6 +115,17 @@ def test_multi_gpu_runs_steps_as_subprocesses():
     assert Quickstart(QuickstartConfig()).in_process
 
 
+def test_nights_are_made_in_parallel_and_night_rows_share_the_probe_features():
+    import os
+
+    assert QuickstartConfig().night_workers == max(1, min(4, os.cpu_count() or 1))
+    flags = {s.name: s.flags() for s in Quickstart(QuickstartConfig(cpu_workers=3)).steps}
+    assert flags["cohort"]["num_workers"] == 3 and flags["store_mesa"]["num_workers"] == 3
+    for init in INITS:  # same pooling and cache folder as the Stage probe: one feature extraction per backbone
+        probe, night = flags[f"probe_{init}_stage"], flags[f"night_{init}_ahi"]
+        assert (night["pooling"], night["feature_cache_dir"]) == (probe["pooling"], probe["feature_cache_dir"])
+
+
 @pytest.mark.slow
 def test_full_quickstart(tmp_path):
     """The default sizes (a dozen 1 h nights, vit_nano): the README's main command; ~20 min on 2 CPU cores."""

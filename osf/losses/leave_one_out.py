@@ -6,12 +6,22 @@ re-normalised:
 
     t[k, b] = normalize( sum_{j != k, present[j, b]} z[j, b] )
 
-and InfoNCE makes ``z[k, b]`` pick its own target among the targets of the batch (the other samples'
-targets are the negatives), with a learnable temperature ``s = exp(logit_scale)`` (CLIP-style,
-clamped at 100):
+and InfoNCE, in both directions as in SleepFM's code (CLIP-style), makes ``z[k, b]`` pick its own
+target among the targets of the batch and ``t[k, b]`` pick its own modality embedding among those of
+the batch (the other samples are the negatives), with a learnable temperature ``s = exp(logit_scale)``
+(clamped at 100):
 
-    loss_k = mean_b -log( exp(s <z[k,b], t[k,b]>) / sum_{b'} exp(s <z[k,b], t[k,b']>) )
+    to_target_k = mean_b -log( exp(s <z[k,b], t[k,b]>) / sum_{b'} exp(s <z[k,b], t[k,b']>) )
+    to_anchor_k = mean_b -log( exp(s <t[k,b], z[k,b]>) / sum_{b'} exp(s <t[k,b], z[k,b']>) )
+    loss_k = (to_target_k + to_anchor_k) / 2
     loss   = sum_k loss_k
+
+Remaining differences from SleepFM's ``2_pretrain.py`` (Thapa et al., 2024): its target is the plain
+mean of the other embeddings (here re-normalised, so the logits are cosines and the temperature means
+the same for 2 or 5 modalities); its temperature starts at 1 (``exp(0)``) and is only kept >= 1 in
+scale, here it starts at ``init_temperature`` (0.07, CLIP's) and the scale is clamped at 100; it
+averages the 2M directional terms, here the per-modality means are summed (M times its value, the
+gradient scale the lr of ``sleepfm`` was set with).
 
 Missing modalities (``present[m, b]`` False): an absent modality contributes neither to targets nor
 as an anchor; a sample whose modality ``k`` is absent, or that has no *other* modality, is not an
@@ -56,29 +66,37 @@ def leave_one_out_loss(
             f"expected embeddings [M, B, D] and bool present [M, B], got {list(embeddings.shape)} and "
             f"{present.dtype} {list(present.shape)}"
         )
-    n_modalities, batch, _ = embeddings.shape
+    n_modalities = embeddings.shape[0]
     if n_modalities < 2:
         raise ValueError(f"leave-one-out needs at least 2 modalities, got {n_modalities}")
     z = F.normalize(embeddings.float(), dim=-1)
     targets, target_valid = leave_one_out_targets(z, present)
-    anchor_valid = present & target_valid
+    pairs = present & target_valid  # samples with both an anchor and a target: the positives
     scale = logit_scale.float().exp().clamp(max=MAX_LOGIT_SCALE)
-    per_modality = []
-    for k in range(n_modalities):
-        keys, valid_keys, offset = targets[k], target_valid[k], 0
-        if gather:
-            keys, offset = gather_with_grad(keys)
-            valid_keys, _ = gather_with_grad(valid_keys)
-        logits = scale * z[k] @ keys.t()  # [B, B_global]
-        logits = logits.masked_fill(~valid_keys.unsqueeze(0), float("-inf"))
-        rows = anchor_valid[k]
-        if bool(rows.any()):
-            positive = torch.arange(batch, device=z.device)[rows] + offset
-            per_modality.append(F.cross_entropy(logits[rows], positive))
-        else:
-            per_modality.append(0.0 * (z[k].sum() + keys.sum()) + 0.0 * scale)
+    per_modality = [
+        (_info_nce(z[k], targets[k], target_valid[k], pairs[k], scale, gather)
+         + _info_nce(targets[k], z[k], present[k], pairs[k], scale, gather)) / 2
+        for k in range(n_modalities)
+    ]
     per_modality_t = torch.stack(per_modality)
     return per_modality_t.sum(), per_modality_t
+
+
+def _info_nce(queries: torch.Tensor, keys: torch.Tensor, key_valid: torch.Tensor, rows: torch.Tensor,
+              scale: torch.Tensor, gather: bool) -> torch.Tensor:
+    """Mean over the ``rows`` of ``-log softmax(scale <query_b, keys>)`` at key ``b`` (keys gathered over ranks).
+
+    Invalid keys are no negatives; with no valid row it is 0 with a graph (DDP: every parameter gets a gradient).
+    """
+    offset = 0
+    if gather:
+        keys, offset = gather_with_grad(keys)
+        key_valid, _ = gather_with_grad(key_valid)
+    logits = (scale * queries @ keys.t()).masked_fill(~key_valid.unsqueeze(0), float("-inf"))  # [B, B_global]
+    if not bool(rows.any()):
+        return 0.0 * (queries.sum() + keys.sum()) + 0.0 * scale
+    positive = torch.arange(queries.shape[0], device=queries.device)[rows] + offset
+    return F.cross_entropy(logits[rows], positive)
 
 
 class LeaveOneOutLoss(nn.Module):

@@ -5,7 +5,7 @@ and leg EMG; cardiac: ECG; respiratory: ABD, THX, NP, SN). Each modality of an e
 its own: by default the shared backbone sees the epoch with every channel outside that modality
 zero-filled (``channel_mask``); with ``separate_backbones`` each modality has its own backbone. A
 linear projection per modality maps the CLS to ``proj_dim``; the leave-one-out InfoNCE
-(:mod:`osf.losses.leave_one_out`, learnable temperature, summed over modalities) pulls each
+(:mod:`osf.losses.leave_one_out`: symmetric as in SleepFM, learnable temperature, summed over modalities) pulls each
 modality towards the mean of the other modalities of the same epoch, against the rest of the
 (global) batch.
 
