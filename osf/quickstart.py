@@ -72,8 +72,8 @@ class QuickstartConfig:
     batch_size: int = 32
     val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
     probe_steps: int = 300
-    finetune_steps: int = 150
-    finetune_eval_every: int = 75  # validation (model selection) interval of fine-tuning
+    finetune_steps: int = 200
+    finetune_eval_every: int = 50  # validation (model selection) interval of fine-tuning
     n_boot: int = 200  # bootstrap resamples for the confidence intervals
     gpus: int = 0
     num_workers: int = 0  # data-loader workers of training and feature extraction
