@@ -309,3 +309,18 @@ def test_probes_of_two_tasks_share_one_feature_extraction_and_keep_their_own_lab
     by_epoch = dict(zip(zip(test["recording_id"].astype(str), test["epoch_index"]), test["arousal"]))
     assert [by_epoch[(r, int(e))] for r, e in zip(pred["recording_ids"], pred["epoch_index"])] == pred["labels"].tolist()
     assert pred["proba"].shape == (len(test), 2)
+
+
+def test_the_command_line_and_downstream_config_share_every_default():
+    """main_finetune's flags build a DownstreamConfig: an unset flag must give the dataclass default (no drift)."""
+    import dataclasses
+
+    from main_pipelines import main_finetune
+
+    parsed = vars(main_finetune.build_parser().parse_args(["--data_dir", "S", "--output_dir", "O"]))
+    fields = {f.name: f for f in dataclasses.fields(DownstreamConfig)}
+    assert set(parsed) <= set(fields), set(parsed) - set(fields)
+    defaults = {name: f.default for name, f in fields.items()
+                if name in parsed and f.default is not dataclasses.MISSING}
+    assert defaults, "no defaulted field"
+    assert {k: parsed[k] for k in defaults} == defaults
