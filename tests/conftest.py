@@ -14,6 +14,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch single-threaded for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny models
+    gain nothing from threads, and on a shared 2-core machine two threads per test process oversubscribe badly."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The read-only ../shared folder; tests using it skip when it is absent (users' machines)."""

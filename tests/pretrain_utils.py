@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -75,11 +74,3 @@ def tiny_run_config(method: str, run_dir, **overrides: Any) -> PretrainConfig:
     cfg.backbone.seq_len = SEQ_LEN
     return cfg
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch single-threaded: on a shared 2-core machine, 2 threads per test process oversubscribe badly."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

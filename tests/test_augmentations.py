@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from pretrain_utils import one_thread  # noqa: F401  (autouse fixture)
 
 from osf.augmentations.channel_drop import random_channel_drop
 from osf.augmentations.span_mask import random_span_mask
@@ -17,6 +16,8 @@ from osf.augmentations.timeseries import (
     random_crop_resize,
     random_time_shift,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_channel_drop_rate_near_half_and_never_empty():

@@ -32,13 +32,7 @@ def _nano(lead_wise: int = 1, seed: int = 0, **kw) -> ViT1D:
     return vit_nano(lead_wise=lead_wise, **kw).eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # Tiny models gain nothing from threads; on a loaded 2-core box thread contention costs seconds.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

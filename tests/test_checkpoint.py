@@ -23,13 +23,7 @@ class NotATensor:
     """A custom class: pickling it makes a checkpoint that weights_only=True must refuse."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # Tiny models gain nothing from threads; on a loaded 2-core box thread contention costs seconds.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

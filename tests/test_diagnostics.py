@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from pretrain_utils import TINY_HEAD, TinyDataModule, TinyEpochs, one_thread, tiny_run_config  # noqa: F401
+from pretrain_utils import TINY_HEAD, TinyDataModule, TinyEpochs, tiny_run_config
 
 import config
 from osf.models.diagnostics import (
@@ -32,6 +32,8 @@ from osf.models.diagnostics import (
     rankme,
 )
 from osf.models.training import run_pretrain
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,14 +12,7 @@ from osf.backbone.vit1d_cls import create_backbone
 from osf.downstream.classifier import SleepClassifier, load_classifier, merge_classifiers, save_classifier
 from osf.downstream.loading import load_any_backbone
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

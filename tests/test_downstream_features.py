@@ -19,14 +19,7 @@ from osf.downstream.features import (
     split_hash,
 )
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _loader(n=10, bs=4, seed=0):

@@ -11,14 +11,7 @@ from torch import nn
 from osf.backbone.vit1d_cls import create_backbone
 from osf.downstream.finetune import FinetuneModule, layer_id, param_groups
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

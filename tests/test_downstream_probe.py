@@ -10,14 +10,7 @@ from osf.downstream.fewshot import aggregate_over_seeds, sample_k_per_class
 from osf.downstream.linear_probe import check_labels, predict_proba, train_linear_probe
 from osf.downstream.losses import BalancedSoftmaxLoss, FocalLoss, make_loss
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _planted(n: int, dim: int, num_classes: int, seed: int):

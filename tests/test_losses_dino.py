@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from pretrain_utils import one_thread  # noqa: F401  (autouse fixture)
 
 from osf.losses.dino import Centering, DINOLoss, dino_cross_entropy, view_pairs
 from osf.losses.ibot import IBOTPatchLoss, random_token_mask
 from osf.losses.koleo import koleo_loss
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_dino(student, teacher, center, s_temp, t_temp, same_view):

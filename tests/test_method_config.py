@@ -7,7 +7,6 @@ import typing
 
 import pytest
 import yaml
-from pretrain_utils import one_thread  # noqa: F401  (autouse fixture)
 
 from osf.models.base import MethodConfig
 from osf.models.pretrain_config import (
@@ -21,6 +20,8 @@ from osf.models.pretrain_config import (
 from osf.models.registry import METHODS, create_method, list_methods
 from osf.train_config import RECIPES
 from osf.utils.config_fields import flags_of, from_record, to_record
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 METHOD_NAMES = list_methods()
 SHARED_FLAGS = ["--lr", "1e-3", "--seed", "3", "--weight_decay", "0.01", "--compile", "--patch_size_time", "32",

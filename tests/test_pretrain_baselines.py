@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from pretrain_utils import one_thread  # noqa: F401  (autouse: single-threaded torch on the shared CPU)
 
 import config
 from osf.backbone.checkpoint import load_backbone, save_backbone
@@ -22,6 +21,8 @@ from osf.models import create_method
 from osf.models.ar import next_patch_targets, time_causal_attn_bias
 from osf.models.mae import patchify, random_keep_indices
 from osf.models.sleepfm import modality_channel_masks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ("simclr", "sleepfm", "mae", "vqvae", "ar")

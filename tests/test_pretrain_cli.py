@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from pretrain_utils import one_thread  # noqa: F401  (autouse fixture)
 
 from osf.backbone.checkpoint import load_backbone
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--psg_encoder_name", "vit_nano", "--batch_size", "4", "--accelerator", "cpu", "--logger", "csv",

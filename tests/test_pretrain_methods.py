@@ -7,7 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from pretrain_utils import SEQ_LEN, TINY_HEAD, TinyDataModule, one_thread, tiny_batch, tiny_run_config  # noqa: F401
+from pretrain_utils import SEQ_LEN, TINY_HEAD, TinyDataModule, tiny_batch, tiny_run_config
 
 from osf.backbone.checkpoint import load_backbone
 from osf.models import METHODS, create_method
@@ -16,6 +16,8 @@ from osf.models.export import backbone_from_lightning_checkpoint, export_pretrai
 from osf.models.osf_dino import OSFDINO
 from osf.models.registry import resolve_method_name
 from osf.models.training import run_pretrain
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Every registered method needs an entry here: the constructor kwargs that make it tiny for these
 # tests (vit_nano on SEQ_LEN samples); test_every_registered_method_is_tested fails otherwise.

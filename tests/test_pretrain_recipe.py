@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from pretrain_utils import one_thread  # noqa: F401  (autouse fixture)
 
 import train_config
 from osf.models.osf_dino import OSFDINOConfig
 from osf.models.registry import create_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from pretrain_utils import TinyDataModule, one_thread, tiny_run_config  # noqa: F401  (autouse fixture)
+from pretrain_utils import TinyDataModule, tiny_run_config
 
 from osf.models.training import run_pretrain
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Preempt(pl.Callback):

@@ -8,7 +8,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from pretrain_utils import TINY_HEAD, TinyDataModule, one_thread  # noqa: F401  (autouse fixture)
+from pretrain_utils import TINY_HEAD, TinyDataModule
 
 from osf.models.momentum import cosine_momentum, ema_update, make_momentum_copy
 from osf.utils.schedules import (
@@ -17,6 +17,8 @@ from osf.utils.schedules import (
     warmup_cosine_factor,
     warmup_steps_from,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cosine_schedule_endpoints_midpoint_and_monotone():
