@@ -30,11 +30,8 @@ import dataclasses
 import json
 import math
 import os
-import shlex
-import shutil
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,7 @@ from osf import config
 from osf.downstream.metrics import load_predictions, paired_difference
 from osf.downstream.results import RunSummary
 from osf.predict.writers import write_json
+from osf.utils.steps import Flags, Step, StepRunner, to_argv
 
 TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
 # Headline test metric per task in the results table (keys of the downstream run JSON).
@@ -109,52 +107,6 @@ class QuickstartConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def _flag_text(value: Any) -> str:
-    """A flag value as the command line spells it (whole-number floats without ``.0``)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def to_argv(flags: Mapping[str, Any]) -> list[str]:
-    """``--name value`` per flag in order: True gives ``--name`` alone, None / False leave the flag out,
-    a list gives its items after the name."""
-    argv: list[str] = []
-    for name, value in flags.items():
-        if value is None or value is False:
-            continue
-        argv.append(f"--{name}")
-        if value is not True:
-            argv.extend(_flag_text(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
-    return argv
-
-
-Flags = dict[str, Any]
-
-
-@dataclass
-class Step:
-    """One step: the flags of an entry point, the library call they mean, the files it leaves, the steps it needs."""
-
-    name: str
-    description: str
-    script: str  # the entry point in main_pipelines/ whose command this step prints
-    flags: Callable[[], Flags]  # built when the step runs: later steps read earlier outputs
-    call: Callable[[Flags], object]  # the library function behind the entry point, given those flags
-    outputs: Callable[[], list[Path]]
-    needs: tuple[str, ...] = ()
-    clean: Callable[[], list[Path]] = list  # removed before the step runs (a previous attempt)
-    elapsed_s: float | None = field(default=None, init=False)  # set when the step ran in this process
-
-    def args(self) -> list[str]:
-        """The command-line arguments of this step."""
-        return to_argv(self.flags())
-
-    def command(self) -> list[str]:
-        """The shell command of this step."""
-        return ["python", f"main_pipelines/{self.script}", *self.args()]
-
-
 # --- the library calls of the steps --------------------------------------------------------------
 def _generate(flags: Flags) -> Path:
     from osf.datasets.synthetic import generate_cohort
@@ -212,6 +164,7 @@ class Quickstart:
         self.log = log
         self.run_command = run_command
         self.steps = self._build()
+        self.runner = StepRunner(self.out, self.steps, self._execute, log=log, label="quick start")
 
     @property
     def in_process(self) -> bool:
@@ -422,25 +375,6 @@ class Quickstart:
         return row
 
     # --- running --------------------------------------------------------------------------------
-    def _stamp(self, step: Step) -> Path:
-        return self.out / ".stages" / f"{step.name}.json"
-
-    def _is_done(self, step: Step, command: list[str]) -> bool:
-        try:
-            stamp = json.loads(self._stamp(step).read_text())
-            return stamp.get("command") == command and all(p.exists() for p in step.outputs())
-        except (OSError, ValueError):  # no or unreadable stamp, or outputs that cannot be located yet
-            return False
-
-    def _must_run(self, step: Step, rerun: dict[str, bool]) -> bool:
-        """A step runs when a step it needs reruns, or when it has no valid stamp for its command."""
-        if any(rerun[n] for n in step.needs):
-            return True
-        try:
-            return not self._is_done(step, step.command())
-        except FileNotFoundError:  # its command names an output of a step that has not run yet
-            return True
-
     def _execute(self, step: Step, command: list[str]) -> None:
         """Call the step's library function here, or run its command as a process (DDP, ``subprocess``)."""
         if self.in_process:
@@ -453,40 +387,13 @@ class Quickstart:
 
     def plan(self) -> dict[str, bool]:
         """Which steps a run would execute now (True) and which it would skip (False)."""
-        rerun: dict[str, bool] = {}
-        for step in self.steps:
-            rerun[step.name] = self._must_run(step, rerun)
-        return rerun
+        return self.runner.plan()
 
     def run(self) -> dict:
         """Run (or skip) every step in order, write ``results.json`` and return the results."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        t_start = time.perf_counter()
-        rerun: dict[str, bool] = {}
-        for k, step in enumerate(self.steps, 1):
-            head = f"[{k:2d}/{len(self.steps)}] {step.name}"
-            rerun[step.name] = self._must_run(step, rerun)
-            if not rerun[step.name]:
-                self.log(f"{head}: done before, skipped")
-                continue
-            command = step.command()
-            self.log(f"{head}: {step.description}\n        $ {shlex.join(command)}")
-            for path in step.clean():
-                shutil.rmtree(path, ignore_errors=True)
-            self._stamp(step).unlink(missing_ok=True)
-            t0 = time.perf_counter()
-            try:
-                self._execute(step, command)
-            except Exception as err:
-                raise RuntimeError(f"quick start step {step.name!r} failed: {err}\n  command: {shlex.join(command)}") from err
-            missing = [str(p) for p in step.outputs() if not p.exists()]
-            if missing:
-                raise RuntimeError(f"quick start step {step.name!r} finished without writing {missing}")
-            step.elapsed_s = time.perf_counter() - t0
-            write_json(self._stamp(step), {"command": command, "elapsed_s": step.elapsed_s})
-            self.log(f"        {step.name} finished in {step.elapsed_s:.1f} s")
+        outcome = self.runner.run()
         results = self.results()
-        results["elapsed_s"] = time.perf_counter() - t_start
+        results["elapsed_s"] = outcome.elapsed_s
         results["step_seconds"] = {s.name: s.elapsed_s for s in self.steps if s.elapsed_s is not None}
         write_json(self.out / "results.json", results)
         return results
