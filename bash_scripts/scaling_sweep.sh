@@ -32,6 +32,7 @@ pretrain_samples() {  # training epochs the pre-training run saw: datasets=$1, p
 import sys
 from osf.datasets.datamodule import SleepDataModule
 dm = SleepDataModule(sys.argv[1], task="pretrain", include_datasets=sys.argv[2].split(","), train_data_pct=float(sys.argv[3]))
+dm.setup()
 print(dm.summary()["splits"]["train"]["epochs"])
 PY
 }

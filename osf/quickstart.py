@@ -38,10 +38,11 @@ from typing import Any
 import numpy as np
 
 from osf import config
+from osf import entry_calls as calls
 from osf.downstream.metrics import load_predictions, paired_difference
 from osf.downstream.results import RunSummary
 from osf.predict.writers import write_json
-from osf.utils.steps import Flags, Step, StepRunner, to_argv
+from osf.utils.steps import Flags, Step, StepRunner
 
 TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
 # Headline test metric per task in the results table (keys of the downstream run JSON).
@@ -105,51 +106,6 @@ class QuickstartConfig:
     def as_dict(self) -> dict:
         """JSON-friendly values."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
-
-
-# --- the library calls of the steps --------------------------------------------------------------
-def _generate(flags: Flags) -> Path:
-    from osf.datasets.synthetic import generate_cohort
-
-    return generate_cohort(**flags)
-
-
-def _ingest(flags: Flags) -> Any:
-    from osf.datasets.ingest import ingest_dataset
-
-    fractions = tuple(float(x) for x in flags["split_fractions"].split(","))
-    report = ingest_dataset(**{**flags, "split_fractions": fractions})
-    if report.failed:
-        raise RuntimeError(f"{len(report.failed)} recording(s) failed: {list(report.failed.values())[:3]}")
-    return report
-
-
-def _pretrain(flags: Flags) -> Any:
-    # The pre-training flags are resolved as main_pretrain.py resolves them (defaults, size, recipe, flags).
-    from osf.models.pretrain_config import build_parser, config_from_args, resolve_pretrain_config
-    from osf.models.training import run_pretrain
-
-    args = build_parser().parse_args(to_argv(flags))
-    return run_pretrain(resolve_pretrain_config(config_from_args(args)))
-
-
-def _export(flags: Flags) -> tuple[Path, Path]:
-    from osf.models.export import export_pretrained_backbone
-
-    return export_pretrained_backbone(flags["ckpt_path"], flags["output"])
-
-
-def _downstream(flags: Flags) -> dict[str, Any] | None:
-    from osf.downstream.pipeline import DownstreamConfig, run_downstream
-
-    return run_downstream(DownstreamConfig(**flags))
-
-
-def _predict(flags: Flags) -> Any:
-    from osf.predict.night import predict_night
-
-    return predict_night(flags["edf"], flags["classifier"], annotations=flags["annotations"],
-                         output_dir=flags["output_dir"])
 
 
 class Quickstart:
@@ -241,7 +197,7 @@ class Quickstart:
                      "max_steps": cfg.probe_steps, "batch_size": 4 * cfg.batch_size, "num_workers": cfg.num_workers,
                      "seed": cfg.seed, "n_boot": cfg.n_boot, "pooling": cfg.pooling, "run_name": "probe",
                      "output_dir": str(out), "feature_cache_dir": str(self.out / "feature_cache"), **self._hardware()},
-            _downstream,
+            calls.downstream,
             lambda: [out / "probe.json", out / "classifier.pt", out / "probe_test_predictions.npz"],
             needs=("export",) if init == "pretrained" else (store_step,),
             clean=lambda: [out],
@@ -257,13 +213,13 @@ class Quickstart:
                 lambda: {"output_dir": str(self.synthetic_dir), "cohorts": ",".join(cfg.cohorts),
                          "nights_per_cohort": cfg.nights_per_cohort, "hours": cfg.hours, "seed": cfg.seed,
                          "num_workers": cfg.night_workers, "overwrite": True},
-                _generate, lambda: [self.synthetic_dir / "manifest.json"],
+                calls.generate, lambda: [self.synthetic_dir / "manifest.json"],
             ),
             Step(
                 "heldout", f"generate one held-out {cfg.heldout_cohort} night (another seed)", "main_synthetic.py",
                 lambda: {"output_dir": str(self.heldout_dir), "cohorts": cfg.heldout_cohort, "nights_per_cohort": 1,
                          "hours": cfg.hours, "seed": cfg.seed + 1000, "overwrite": True},
-                _generate, lambda: [self.heldout_dir / "manifest.json"],
+                calls.generate, lambda: [self.heldout_dir / "manifest.json"],
             ),
         ]
         for i, cohort in enumerate(cfg.cohorts):
@@ -273,7 +229,7 @@ class Quickstart:
                     "dataset": cohort, "input_dir": str(self.synthetic_dir / cohort), "output_dir": str(self.store_dir),
                     "split_fractions": cfg.split_fractions, "seed": cfg.seed, "num_workers": cfg.night_workers,
                     "overwrite": first},
-                _ingest, lambda: [self.store_dir / "index.parquet"],
+                calls.ingest, lambda: [self.store_dir / "index.parquet"],
                 needs=("cohort", *(f"store_{c}" for c in cfg.cohorts[:i])),
             ))
         return steps
@@ -290,14 +246,14 @@ class Quickstart:
                          "output_dir": str(self.out / "runs"), "run_name": "pretrain", "logger": "csv",
                          "ckpt_every_n_steps": cfg.max_steps, "limit_val_batches": cfg.val_batches,
                          "log_every_n_steps": max(1, min(10, cfg.max_steps // 2))},
-                _pretrain, lambda: [self.pretrain_ckpt],
+                calls.pretrain, lambda: [self.pretrain_ckpt],
                 needs=(store_step,),
                 clean=lambda: [self.out / "runs" / "pretrain"],
             ),
             Step(
                 "export", "export the teacher backbone in the released format", "main_export.py",
                 lambda: {"ckpt_path": str(self.pretrain_ckpt), "output": str(self.backbone_path)},
-                _export, lambda: [self.backbone_path, self.backbone_path.with_suffix(".safetensors")],
+                calls.export, lambda: [self.backbone_path, self.backbone_path.with_suffix(".safetensors")],
                 needs=("pretrain",),
             ),
         ]
@@ -313,7 +269,7 @@ class Quickstart:
                          "eval_every": cfg.finetune_eval_every, "batch_size": cfg.batch_size,
                          "num_workers": cfg.num_workers, "seed": cfg.seed, "n_boot": cfg.n_boot, "run_name": "finetune",
                          "output_dir": str(self.finetune_dir), **self._hardware()},
-                _downstream, lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
+                calls.downstream, lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
                 needs=("export",),
                 clean=lambda: [self.finetune_dir],
             ),
@@ -323,7 +279,7 @@ class Quickstart:
                          "classifier": [str(self.finetune_dir / "classifier.pt"),
                                         *(str(self.probe_dir("pretrained", t) / "classifier.pt") for t in cfg.tasks[1:])],
                          "output_dir": str(self.prediction_dir)},
-                _predict, lambda: [self.prediction_dir / f"{self.heldout_night()[0].stem}_summary.json"],
+                calls.predict, lambda: [self.prediction_dir / f"{self.heldout_night()[0].stem}_summary.json"],
                 needs=("heldout", "finetune", *(f"probe_pretrained_{config.LABEL_COLUMNS[t]}" for t in cfg.tasks[1:])),
             ),
         ]
@@ -462,7 +418,7 @@ def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
                     "target_variable": NIGHT_TARGET[0],
                     "target_threshold": NIGHT_TARGET[1], "night_models": "mean_std",
                     "subject_tables": str(qs.synthetic_dir), "run_name": "night", "output_dir": str(out)},
-                _downstream, lambda out=out: [out / "night_mean_std.json"],
+                calls.downstream, lambda out=out: [out / "night_mean_std.json"],
                 needs=("export",) if init == "pretrained" else (store_step,), clean=lambda out=out: [out]))
     out = qs.out / "sequence_stage"
     steps.append(Step(
@@ -471,7 +427,7 @@ def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
         lambda: {"ckpt_path": str(qs.backbone_path), **common(), "pooling": cfg.pooling, "eval_label": "Stage",
                  "context_epochs": CONTEXT_EPOCHS, "max_steps": cfg.probe_steps, "run_name": "sequence",
                  "output_dir": str(out)},
-        _downstream, lambda: [out / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json"],
+        calls.downstream, lambda: [out / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json"],
         needs=("export",), clean=lambda: [out]))
     return steps
 

@@ -522,6 +522,7 @@ BACKBONES: dict[str, Callable[..., ViT1D]] = {}
 
 # name -> (width, depth, heads); MLP is 4x width and head dim 64 for all.
 _SIZES: dict[str, tuple[int, int, int]] = {
+    "vit_pico": (64, 4, 2),  # CPU scaling sweeps (SleepBench-mini)
     "vit_nano": (128, 6, 4),
     "vit_tiny": (192, 12, 3),
     "vit_small": (384, 12, 6),
@@ -536,7 +537,7 @@ _SIZES: dict[str, tuple[int, int, int]] = {
 class BackboneConfig:
     """A registered backbone size and its constructor settings (what a pre-training method builds)."""
 
-    name: str = option("vit_base", help="backbone size, vit_nano ... vit_xl", flag="psg_encoder_name", group="model")
+    name: str = option("vit_base", help="backbone size, vit_pico ... vit_xl", flag="psg_encoder_name", group="model")
     patch_size: int = option(64, help="samples per patch", flag="patch_size_time", group="model")
     patch_size_ch: int = option(4, help="channels per patch with --lead_wise 1", group="model")
     lead_wise: int = option(1, help="1: channel-group x time patches, the released layout", choices=(0, 1), group="model")
@@ -608,6 +609,19 @@ def _make(
         encoder_name=name,
         **kwargs,
     )
+
+
+@register_backbone
+def vit_pico(
+    num_leads: int = 12,
+    seq_len: int = 1920,
+    patch_size: int = 64,
+    lead_wise: int = 1,
+    patch_size_ch: int = 4,
+    **kwargs,
+) -> ViT1D:
+    """ViT-Pico: width 64, depth 4, 2 heads (the smallest point of a CPU scaling sweep)."""
+    return _make("vit_pico", num_leads, seq_len, patch_size, lead_wise, patch_size_ch, **kwargs)
 
 
 @register_backbone

@@ -144,7 +144,8 @@ class StepRunner:
         self.out.mkdir(parents=True, exist_ok=True)
         outcome, rerun, t_start = RunOutcome(), {}, time.perf_counter()
         todo = self.plan()
-        bar = tqdm(total=sum(s.cost for s in self.steps if todo[s.name]), disable=not progress, unit="cost",
+        total = sum(s.cost for s in self.steps if todo[s.name])
+        bar = tqdm(total=total, disable=not progress or not total, unit="cost",
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]", desc=self.label)
         for k, step in enumerate(self.steps, 1):
             head = f"[{k:2d}/{len(self.steps)}] {step.name}"

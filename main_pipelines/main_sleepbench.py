@@ -1,0 +1,65 @@
+"""SleepBench-mini: the OSF paper's comparison on the synthetic cohort, on a laptop.
+
+    python main_pipelines/main_sleepbench.py --output_dir OUT              # one seed, ~2 h on 2 CPU cores
+    python main_pipelines/main_sleepbench.py --output_dir OUT --seeds 3    # more seeds (resumes seed 0)
+    python main_pipelines/main_sleepbench.py --output_dir OUT --tiny       # the machinery in a minute
+
+A multi-cohort synthetic corpus -> epoch store -> the seven objectives pre-trained at equal compute ->
+linear probes on four tasks under five channel presets (+ random init, + handcrafted and supervised
+ceilings) -> a k-shot staging curve -> a scaling sweep (data fraction x backbone size) ->
+OUT/results.csv and OUT/report/ (main table, missing-channel table and degradation figure, scaling
+and k-shot figures, the findings as measured). Resumable: finished cells are skipped; a failed cell
+is logged to OUT/failures.log and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from osf.sleepbench import SleepBenchConfig, run_sleepbench
+
+LIST_FLAGS = ("cohorts", "methods", "presets", "tasks", "scaling_sizes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags; unset ones come from the default (or --tiny) configuration."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output_dir", type=Path, required=True, help="everything goes here (OUT)")
+    p.add_argument("--tiny", action="store_true", help="seconds-scale sizes (the test suite's)")
+    p.add_argument("--seeds", type=int, default=None, help="training seeds (default 1)")
+    p.add_argument("--nights", type=int, default=None, help="nights in the corpus, spread over the cohorts (default 64)")
+    p.add_argument("--hours", type=float, default=None, help="hours per night (default 1.0)")
+    p.add_argument("--pretrain_steps", type=int, default=None, help="pre-training steps per objective (default 200)")
+    p.add_argument("--probe_steps", type=int, default=None, help="linear-probe steps (default 300)")
+    for name in LIST_FLAGS:
+        p.add_argument(f"--{name}", default=None, help=f"comma-separated {name.replace('_', ' ')}")
+    p.add_argument("--cpu_workers", type=int, default=None, help="processes generating / preprocessing nights")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SleepBenchConfig:
+    """The configuration: defaults (or --tiny sizes) overridden by the flags given."""
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("tiny", "no_progress")}
+    for key in LIST_FLAGS:
+        if key in given:
+            given[key] = tuple(c.strip() for c in given[key].split(",") if c.strip())
+    return SleepBenchConfig.tiny(**given) if args.tiny else SleepBenchConfig(**given)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or resume) the benchmark; exit 2 on bad flags, 1 when some cell failed."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as err:
+        print(f"main_sleepbench.py: error: {err}", file=sys.stderr)
+        return 2
+    outcome = run_sleepbench(cfg, progress=not args.no_progress)
+    return 1 if outcome.steps.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
