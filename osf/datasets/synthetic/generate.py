@@ -46,7 +46,7 @@ from osf.datasets.synthetic.xml_writer import write_nsrr_xml
 from osf.utils.atomic import atomic_write_text
 
 GENERATOR_NAME = "osf.datasets.synthetic"
-GENERATOR_VERSION = "1.1.0"  # 1.1: subject tables; age, sex and hypertension shape the physiology
+GENERATOR_VERSION = "1.2.0"  # 1.2: mixed-stage epochs, breath-by-breath variability, flow limitation (issue 13)
 
 EDF_DIR = Path("polysomnography") / "edfs"
 XML_DIR = Path("polysomnography") / "annotations-events-nsrr"

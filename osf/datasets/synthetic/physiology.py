@@ -18,7 +18,7 @@ from scipy import signal as sps
 
 from osf.datasets.synthetic.cohorts import UNIPOLAR_PAIRS
 from osf.datasets.synthetic.events import ScoredEvent
-from osf.datasets.synthetic.hypnogram import EPOCH_SEC
+from osf.datasets.synthetic.hypnogram import EPOCH_SEC, latent_stage_mix
 from osf.datasets.synthetic.subjects import SubjectProfile
 
 CTRL_FS = 10.0  # Hz, rate of the slowly varying latent drivers
@@ -33,13 +33,28 @@ EEG_RMS = {  # uV rms of each EEG component
 }
 EEG_BANDS = {"delta": (0.5, 2.0), "theta": (4.0, 7.0), "alpha": (8.0, 11.0), "beta": (18.0, 30.0)}
 CHIN_RMS = (18.0, 9.0, 6.0, 5.0, 1.5)
-HR_FACTOR = (1.12, 1.04, 1.0, 0.93, 1.06)
+# Heart rate by stage relative to N2: ~5-10 % lower in N3 than in wake, REM near wake (Trinder et al. 2001,
+# J Sleep Res 10:253; Burgess et al. 1997). Generator <= 1.1 used (1.12, 1.04, 1.0, 0.93, 1.06), N3 17 % below W.
+HR_FACTOR = (1.07, 1.03, 1.0, 0.96, 1.04)
 HR_LF_BPM = (3.0, 2.0, 1.5, 0.7, 4.5)  # low-frequency heart-rate variability
 RSA_BPM = (2.0, 2.5, 3.0, 3.5, 1.5)  # respiratory sinus arrhythmia
 RESP_RATE_FACTOR = (1.1, 1.05, 1.0, 0.97, 1.08)
 RESP_RATE_VAR = (0.10, 0.06, 0.03, 0.02, 0.12)
 TIDAL = (1.0, 0.9, 0.85, 0.9, 0.8)
 SNORE_BY_STAGE = (0.0, 0.4, 0.8, 0.6, 0.3)
+# Breath-to-breath variability (coefficient of variation of breath duration and of tidal amplitude):
+# regular in slow-wave sleep, irregular in REM and wake (Douglas et al. 1982, Thorax 37:840; Gould et al.
+# 1988, Am Rev Respir Dis 138:874; Krieger 1990 review: CV of Ttot ~5-10 % in N3, ~20-30 % in REM).
+BREATH_PERIOD_CV = (0.18, 0.15, 0.08, 0.05, 0.25)
+BREATH_AMP_CV = (0.20, 0.18, 0.10, 0.07, 0.25)
+# Baseline inspiratory flow limitation (flattening of the nasal-pressure inspiration, 0..1): upper-airway
+# resistance rises from wake into NREM, most in N2/N3 (Hudgel et al. 1984, J Appl Physiol 56:133;
+# Wiegand 1989), more in snorers; scaled by the subject's collapsibility.
+FLOW_LIMITATION = (0.0, 0.15, 0.3, 0.35, 0.2)
+# Slow fluctuation of slow-wave activity within and across NREM periods (SWA rises and falls over
+# minutes, Achermann & Borbely 2003): log-sd of a < 0.01 Hz modulation of the delta amplitude.
+SWA_LOG_SD = 0.25
+TRANSITION_JITTER_S = 12.0  # stage changes happen anywhere within +-12 s of the scored epoch boundary
 
 
 def _stream(seed: int, profile: SubjectProfile, *names: object) -> np.random.Generator:
@@ -144,6 +159,7 @@ class NightRenderer:
         self.nc = int(self.duration * CTRL_FS)
         self.tc = np.arange(self.nc) / CTRL_FS
         self._cache: dict[tuple[str, int], np.ndarray] = {}
+        self.epoch_w = latent_stage_mix(self.stages, self.rng("stage-mix"))  # [n_epochs, 5]
         self._drivers()
 
     # -- latent drivers ---------------------------------------------------------------------
@@ -152,16 +168,36 @@ class NightRenderer:
         return _stream(self.seed, self.p, *names)
 
     def _drivers(self) -> None:
-        st = np.repeat(self.stages, int(EPOCH_SEC * CTRL_FS))[: self.nc]
-        onehot = np.eye(5)[st].T  # [5, nc]
-        k = int(3 * CTRL_FS)  # 3 s cross-fade between stages
-        self.w = np.stack([np.convolve(o, np.ones(k) / k, mode="same") for o in onehot])
+        self.w = self._stage_weights()
         self.arousal = self._envelope(self.ev.arousals, ramp=1.0)
         self.movement = self._envelope([ScoredEvent("m", a, d) for a, d in self.ev.movements], ramp=0.3)
         self._resp_drivers()
         self._heart_drivers()
         self._latent_eeg_events()
         self._latent_eye_events()
+
+    def _stage_weights(self) -> np.ndarray:
+        """Stage weights ``[5, nc]`` at the control rate: each epoch's mixture, transitions off the epoch grid.
+
+        A scorer labels an epoch by the stage that fills most of it, so the physiological change lies
+        anywhere around the scored boundary (shifted by up to ``TRANSITION_JITTER_S``) and is gradual (5 s).
+        """
+        per = int(EPOCH_SEC * CTRL_FS)
+        w = np.repeat(self.epoch_w, per, axis=0)[: self.nc]
+        rng = self.rng("transition-jitter")
+        for b in np.flatnonzero(np.diff(self.stages) != 0) + 1:
+            shift = int(rng.uniform(-TRANSITION_JITTER_S, TRANSITION_JITTER_S) * CTRL_FS)
+            a = b * per
+            if shift > 0:  # the earlier stage lasts into the later epoch
+                w[a : a + shift] = self.epoch_w[b - 1]
+            elif shift < 0:
+                w[a + shift : a] = self.epoch_w[b]
+        k = int(5 * CTRL_FS)
+        return np.stack([np.convolve(col, np.ones(k) / k, mode="same") for col in w.T])
+
+    def stage_rate(self, per_stage: tuple[float, ...] | np.ndarray) -> np.ndarray:
+        """Per-epoch rate of a stage-dependent event (e.g. spindles/min) from each epoch's stage mixture."""
+        return self.epoch_w @ np.asarray(per_stage, dtype=np.float64)
 
     def by_stage(self, values: tuple[float, ...]) -> np.ndarray:
         """Per-stage parameter as a smooth ctrl-rate trace."""
@@ -190,8 +226,10 @@ class NightRenderer:
         nc = self.nc
         rate = self.p.resp_rate / 60.0 * self.by_stage(RESP_RATE_FACTOR)
         var = band_noise(rng, nc, CTRL_FS, None, 0.03) * self.by_stage(RESP_RATE_VAR)
-        self.phase = 2 * np.pi * np.cumsum(rate * (1 + var)) / CTRL_FS
-        self.tidal = self.by_stage(TIDAL) * (1 + 0.08 * band_noise(rng, nc, CTRL_FS, None, 0.05))
+        base = rate * (1 + var)
+        tidal_noise = 1 + 0.08 * band_noise(rng, nc, CTRL_FS, None, 0.05)
+        self.phase, breath_amp = self._breath_by_breath(base, self.rng("breath-by-breath"))
+        self.tidal = self.by_stage(TIDAL) * tidal_noise * breath_amp
         flow_m, eff_m, paradox = np.ones(nc), np.ones(nc), np.zeros(nc)
         snore_boost, flat = np.ones(nc), np.zeros(nc)
         t = self.tc
@@ -214,6 +252,8 @@ class NightRenderer:
             flow_m[b:r] = 1 + 0.8 * rec
             eff_m[b:r] = 1 + 0.5 * rec
             snore_boost[b:r] = 2.5
+        collapsible = (0.5 + 0.5 * self.p.snorer) * (0.6 + min(self.p.ahi_target, 40.0) / 40.0)
+        flat = np.maximum(flat, self.by_stage(FLOW_LIMITATION) * min(collapsible, 1.2))
         self.flow_m, self.eff_m, self.paradox, self.snore_boost, self.flat = (
             flow_m,
             eff_m,
@@ -221,6 +261,18 @@ class NightRenderer:
             snore_boost,
             flat,
         )
+
+    def _breath_by_breath(self, rate: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Breathing phase with per-breath duration jitter, and a per-breath tidal-amplitude factor (ctrl rate)."""
+        breath = np.floor(np.cumsum(rate) / CTRL_FS).astype(np.int64)
+        n_breaths = int(breath[-1]) + 2 if breath.size else 1
+        z_period, z_amp = rng.standard_normal(n_breaths), rng.standard_normal(n_breaths)
+        speed = np.clip(1 + self.by_stage(BREATH_PERIOD_CV) * z_period[breath], 0.5, 2.0)
+        phase = 2 * np.pi * np.cumsum(rate * speed) / CTRL_FS
+        k = np.clip((phase // (2 * np.pi)).astype(np.int64), 0, n_breaths - 1)
+        amp = np.clip(1 + self.by_stage(BREATH_AMP_CV) * z_amp[k], 0.3, 2.0)
+        m = int(0.5 * CTRL_FS)  # no step in the waveform where one breath hands over to the next
+        return phase, np.convolve(amp, np.ones(m) / m, mode="same")
 
     def _heart_drivers(self) -> None:
         rng = self.rng("heart")
@@ -239,15 +291,15 @@ class NightRenderer:
 
     def _latent_eeg_events(self) -> None:
         rng = self.rng("eeg-events")
-        s, ep = self.stages, EPOCH_SEC
+        ep = EPOCH_SEC
 
         def per_epoch(rate_per_min: dict[int, float]) -> list[float]:
+            per_stage = np.zeros(5)
+            per_stage[list(rate_per_min)] = list(rate_per_min.values())
+            n = rng.poisson(self.stage_rate(per_stage) * 0.5)  # an ambiguous epoch has its mixture's rate
             times: list[float] = []
-            for stage, rate in rate_per_min.items():
-                idx = np.flatnonzero(s == stage)
-                n = rng.poisson(rate * 0.5, idx.size)
-                for e, k in zip(idx[n > 0], n[n > 0]):
-                    times.extend((e * ep + rng.uniform(0, ep - 2, k)).tolist())
+            for e in np.flatnonzero(n):
+                times.extend((e * ep + rng.uniform(0, ep - 2, n[e])).tolist())
             return sorted(times)
 
         g = self.p.eeg_gain
@@ -264,20 +316,22 @@ class NightRenderer:
             for t in per_epoch({4: 1.5})
         ]
         self.alpha_env = np.clip(0.6 + 0.6 * band_noise(rng, self.nc, CTRL_FS, None, 0.3), 0.0, 2.0)
+        self.swa_env = np.exp(SWA_LOG_SD * band_noise(self.rng("swa"), self.nc, CTRL_FS, None, 0.005))
 
     def _latent_eye_events(self) -> None:
         rng = self.rng("eye-events")
         s, ep = self.stages, EPOCH_SEC
         times, _amps = [], []
         rem_burst = rng.gamma(1.0, 1.0, s.size)  # phasic REM: some epochs full of eye movements
-        rate = np.select([s == 0, s == 1, s == 4], [20.0, 3.0, 40.0 * rem_burst], 0.0)
+        w = self.epoch_w
+        rate = 20.0 * w[:, 0] + 3.0 * w[:, 1] + 40.0 * rem_burst * w[:, 4]
         n = rng.poisson(rate * 0.5)
         for e in np.flatnonzero(n):
             times.append(e * ep + np.sort(rng.uniform(0, ep, n[e])))
         times_arr = np.concatenate(times) if times else np.zeros(0)
         pos = rng.uniform(-1, 1, times_arr.size) * np.where(s[(times_arr // ep).astype(int)] == 4, 1.3, 0.7)
         self.saccades = (times_arr, np.diff(np.concatenate([[0.0], pos])))
-        nb = rng.poisson(np.where(s == 0, 15.0, 0.0) * 0.5)
+        nb = rng.poisson(15.0 * w[:, 0] * 0.5)
         bl = [e * ep + rng.uniform(0, ep, nb[e]) for e in np.flatnonzero(nb)]
         self.blinks = np.concatenate(bl) if bl else np.zeros(0)
 
@@ -373,7 +427,7 @@ class NightRenderer:
             if band == "beta":
                 amp = amp + 6.0 * arousal
             if band == "delta":
-                amp = amp * (1 - 0.7 * arousal)
+                amp = amp * self.at(self.swa_env, fs, n) * (1 - 0.7 * arousal)
             x += g * amp * mixed
         side = 1.0 if q == "EEG_C3_A2" else 0.9
         for bursts, kind in (
@@ -418,8 +472,8 @@ class NightRenderer:
         rng = self.rng("chin", fs)
         tone = self.by_stage(CHIN_RMS) * self.p.emg_gain + 15.0 * self.p.emg_gain * self.arousal
         x = self.at(tone, fs, n) * band_noise(rng, n, fs, 10.0, None)
-        rem = np.flatnonzero(self.stages == 4)
-        k = rng.poisson(6.0 * 0.5, rem.size)  # phasic twitches during REM atonia
+        rem = np.flatnonzero(self.epoch_w[:, 4] > 0)
+        k = rng.poisson(6.0 * 0.5 * self.epoch_w[rem, 4])  # phasic twitches during REM atonia
         tw = np.concatenate(
             [e * EPOCH_SEC + rng.uniform(0, EPOCH_SEC, m) for e, m in zip(rem, k) if m] or [np.zeros(0)]
         )

@@ -7,6 +7,7 @@ import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.special import ndtri
 
 from osf.datasets.synthetic.cohorts import CohortPreset
 
@@ -77,6 +78,7 @@ class SubjectProfile:
 MALE_N3_FACTOR, FEMALE_N3_FACTOR = 0.85, 1.15
 HYPERTENSION_HR_BPM = 9.0
 HYPERTENSION_HRV_SCALE = 0.45
+HR_MEAN_BPM, HR_SD_BPM = 62.0, 7.0
 
 
 def _traits(preset: CohortPreset, subject: int, seed: int, age: float, ahi: float) -> dict:
@@ -111,7 +113,10 @@ def draw_subject(preset: CohortPreset, subject: int, seed: int) -> SubjectProfil
     else:
         older = np.clip((age - 40.0) / 40.0, 0.0, 1.0)  # 0 at 40 y, 1 at 80 y
         n3_scale = float(rng.uniform(0.9, 1.4) * (1.0 - 0.65 * older))
-        hr_base = float(rng.uniform(55, 70))
+        # sleeping heart rate of adults ~62 +- 7 bpm between subjects (e.g. MESA/SHHS nocturnal HR; Singh
+        # 1998, Framingham): wider than the N2 -> N3 drop (~5-10 %), so absolute rate alone stages poorly.
+        # One uniform draw, mapped through the normal quantile, keeps the subject streams unchanged.
+        hr_base = float(np.clip(HR_MEAN_BPM + HR_SD_BPM * ndtri(rng.uniform(0.02, 0.98)), 45.0, 85.0))
         resp_rate = float(rng.uniform(12, 16))
         waso_rate = float(rng.uniform(1.5, 3.0) * (1.0 + older))
         spont = float(rng.uniform(6, 12) * (1.0 + 0.7 * older))
