@@ -67,6 +67,7 @@ def test_report_has_the_three_views_and_the_findings(bench):
     text = (report / "report.md").read_text()
     for method in (*cfg.methods, RANDOM, *cfg.ceilings):
         assert f"| {method} |" in text
+    assert "## Pre-training (equal compute)" in text and "| 0 | dino_ours |" in text
     for finding in ("(0) Full-montage staging vs random init", "(1) Staging without channels",
                     "(2) OSF vs the other objectives", "(3) Scaling"):
         assert finding in text

@@ -9,6 +9,7 @@ and the verdicts count the seeds whose CI excludes zero.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,30 @@ def missing_channel_table(table: pd.DataFrame, cfg: SleepBenchConfig, task: str)
                                                 + _diff_cell(*r.iloc[0][["vs_full", "vs_full_low", "vs_full_high"]]))
         out.append(line)
     return _markdown(pd.DataFrame(out))
+
+
+def pretraining_table(cfg: SleepBenchConfig) -> str:
+    """Per objective and seed: training loss first -> last, RankMe, collapse warnings, wall time."""
+    from osf.sleepbench.steps import SleepBenchLayout
+
+    at = SleepBenchLayout(cfg)
+    lines = []
+    for seed in range(cfg.seeds):
+        for method in cfg.methods:
+            run = at.pretrain_ckpt(method, seed).parents[1]
+            logs = sorted(run.glob("csv_logs/version_*/metrics.csv"))
+            if not (run / "diagnostics.json").exists() or not logs:
+                continue
+            diag = json.loads((run / "diagnostics.json").read_text())
+            loss = pd.read_csv(logs[-1])["train/loss"].dropna().to_numpy()
+            stamp = at.out / ".stages" / f"pretrain_{method}_s{seed}.json"
+            minutes = json.loads(stamp.read_text())["elapsed_s"] / 60 if stamp.exists() else np.nan
+            lines.append({"seed": seed, "objective": method,
+                          "loss first -> last": f"{loss[:3].mean():.3f} -> {loss[-3:].mean():.3f}" if loss.size else "–",
+                          "RankMe": f"{diag['final'].get('rankme', np.nan):.1f}",
+                          "collapse warnings": "; ".join(t["signal"] for t in diag["tripped"]) or "none",
+                          "minutes": f"{minutes:.1f}"})
+    return _markdown(pd.DataFrame(lines)) if lines else "_no pre-training run finished_\n"
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -182,7 +207,8 @@ def write_report(table: pd.DataFrame, cfg: SleepBenchConfig, out: Path) -> dict[
              (f"{seeds} seed(s); {cfg.backbone}, {cfg.pretrain_steps} pre-training steps x batch {cfg.batch_size} per "
              "objective; linear probes on the test subjects; cells: metric [95% CI by subject] (difference to random "
              "init, paired CI: better / worse / n.s.); Stage: Cohen's kappa, events: AUROC.\n\n"),
-             "## Full montage\n\n", main,
+             "## Pre-training (equal compute)\n\n", pretraining_table(cfg),
+             "\n## Full montage\n\n", main,
              "\n## Missing channels (change from the full montage, paired CI)\n", missing,
              "\n## Findings, as measured\n\n", *(f"- {line}\n" for line in findings(table, cfg)),
              "\n## Figures\n\n", *(f"- {name}: `{p.name}`\n" for name, p in written.items() if p is not None)]
