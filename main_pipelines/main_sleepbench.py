@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", type=Path, required=True, help="everything goes here (OUT)")
     p.add_argument("--tiny", action="store_true", help="seconds-scale sizes (the test suite's)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds (default 1)")
-    p.add_argument("--nights", type=int, default=None, help="nights in the corpus, spread over the cohorts (default 64)")
-    p.add_argument("--hours", type=float, default=None, help="hours per night (default 1.0)")
+    p.add_argument("--nights", type=int, default=None, help="nights in the corpus, spread over the cohorts (default 48)")
+    p.add_argument("--hours", type=float, default=None, help="hours per night (default 1.5)")
     p.add_argument("--pretrain_steps", type=int, default=None, help="pre-training steps per objective (default 200)")
     p.add_argument("--probe_steps", type=int, default=None, help="linear-probe steps (default 300)")
     for name in LIST_FLAGS:
