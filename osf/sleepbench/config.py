@@ -38,7 +38,7 @@ class SleepBenchConfig:
     kshots: tuple[int, ...] = (1, 5, 20)  # labelled epochs per stage for the k-shot staging curve
     kshot_draws: int = 3
     scaling_sizes: tuple[str, ...] = ("vit_pico", "vit_nano")
-    scaling_fractions: tuple[float, ...] = (0.1, 0.3, 1.0)  # of the training subjects
+    scaling_fractions: tuple[float, ...] = (0.3, 1.0)  # of the training subjects
     scaling_method: str = "dino_ours"
     ceilings: tuple[str, ...] = CEILINGS
     ceiling_steps: int = 400
