@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from osf.sleepbench import SleepBenchConfig, run_sleepbench
+from osf.sleepbench.config import SleepBenchConfig
 
 LIST_FLAGS = ("cohorts", "methods", "presets", "tasks", "scaling_sizes")
 
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"main_sleepbench.py: error: {err}", file=sys.stderr)
         return 2
+    from osf.sleepbench.run import run_sleepbench  # torch and the models: only when running
+
     outcome = run_sleepbench(cfg, progress=not args.no_progress)
     return 1 if outcome.steps.failed else 0
 
