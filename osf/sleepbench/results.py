@@ -126,7 +126,7 @@ def _kshot_rows(cfg: SleepBenchConfig, at: SleepBenchLayout, seed: int) -> list[
 
 
 def _scaling_rows(cfg: SleepBenchConfig, at: SleepBenchLayout, seed: int) -> list[BenchRow]:
-    rows = []
+    rows, samples_of = [], {}  # each fraction's sample count reads the store once, not per size and task
     for size in cfg.scaling_sizes:
         for fraction in cfg.scaling_fractions:
             run = at.scaling_run(size, fraction)
@@ -134,7 +134,9 @@ def _scaling_rows(cfg: SleepBenchConfig, at: SleepBenchLayout, seed: int) -> lis
                 folder = at.scaling_probe_dir(run, task, seed)
                 if not (folder / "probe.json").exists():
                     continue
-                samples = pretrain_samples(at.store, fraction, seed)
+                if fraction not in samples_of:
+                    samples_of[fraction] = pretrain_samples(at.store, fraction, seed)
+                samples = samples_of[fraction]
                 row = _probe_row(folder, seed, cfg.scaling_method, "scaling", "full", task, backbone=size,
                                  train_fraction=fraction, pretrain_samples=float(samples))
                 rows += [row] if row else []
