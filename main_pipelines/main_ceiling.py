@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_boot", type=int, default=200, help="subject-bootstrap resamples of the CIs")
     p.add_argument("--max_steps", type=int, default=400, help="training steps of the supervised CNN")
     p.add_argument("--output_dir", default=None, help="where the result and predictions go")
+    p.add_argument("--feature_cache_dir", default=None,
+                   help="handcrafted: cache of the store's full-montage features, shared by every preset and task "
+                        "(default: none, computed for this run)")
     return p
 
 

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--results_csv", default=None, help="results table to append to (default OUTPUT_DIR/results.csv)")
     g.add_argument("--feature_cache_dir", default=None,
                    help="linear-probe feature cache (default OUTPUT_DIR/feature_cache; 'off' disables)")
+    g.add_argument("--cache_poolings", default=None,
+                   help="comma-separated poolings also written to the feature cache from the same backbone pass "
+                        "(e.g. --pooling cls --cache_poolings mean: a later mean-pooled probe finds its features)")
     g.add_argument("--export_classifier", action=argparse.BooleanOptionalAction, default=True,
                    help="write OUTPUT_DIR/classifier.pt (backbone + head + label names + channel contract)")
     g.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples (by subject) for the 95%% CIs")

@@ -69,4 +69,4 @@ def ceiling(flags: Flags) -> Any:
 
     return run_ceiling(flags["kind"], flags["data_dir"], flags["eval_channels"], flags["eval_label"],
                        seed=flags["seed"], n_boot=flags["n_boot"], max_steps=flags["max_steps"],
-                       output_dir=flags["output_dir"])
+                       output_dir=flags["output_dir"], feature_cache_dir=flags["feature_cache_dir"])

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from osf import entry_calls as calls
 from osf.downstream.metrics import load_predictions, paired_difference
 from osf.downstream.results import RunSummary
 from osf.predict.writers import write_json
+from osf.utils import corpus_sizes
 from osf.utils.steps import Flags, Step, StepRunner
 
 TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
@@ -96,12 +96,12 @@ class QuickstartConfig:
     @property
     def night_workers(self) -> int:
         """Processes for the CPU-bound night generation and preprocessing."""
-        return self.cpu_workers or max(1, min(4, os.cpu_count() or 1))
+        return corpus_sizes.night_workers(self.cpu_workers)
 
     @property
     def nights_per_cohort(self) -> int:
         """Nights generated per cohort (at least one each)."""
-        return max(1, math.ceil(self.nights / len(self.cohorts)))
+        return corpus_sizes.nights_per_cohort(self.nights, len(self.cohorts))
 
     def as_dict(self) -> dict:
         """JSON-friendly values."""

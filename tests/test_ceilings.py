@@ -10,6 +10,7 @@ import torch
 
 from osf import config
 from osf.datasets.channelset import ChannelSet
+from osf.datasets.store import EpochStore
 from osf.downstream import ceilings
 from osf.downstream.metrics import load_predictions, paired_difference
 from osf.testing.stores import make_random_store
@@ -83,6 +84,35 @@ def test_preset_zeroes_other_channels_in_every_split(store):
     assert names == config.STAGE_NAMES_4
     for data in loaded.values():
         assert not data.signal[:, eeg].any() and not data.channel_mask[:, eeg].any()
+
+
+def test_preset_features_are_columns_of_one_cached_full_montage_computation(store, tmp_path, monkeypatch):
+    """Each preset's features equal the per-preset computation they replace; the store's are computed once."""
+    monkeypatch.setattr(ceilings, "_READ_CHUNK", 64)  # several chunks: no feature may depend on its batch
+    compute, computed = ceilings.compute_store_features, []
+    monkeypatch.setattr(ceilings, "compute_store_features",
+                        lambda opened, rows: computed.append(rows.size) or compute(opened, rows))
+    opened = EpochStore(store)
+    for preset in ("cardio_respiratory", "eeg_eog_only", "full"):  # eeg_eog_only: subject 1 has no EEG
+        loaded = ceilings.load_task_splits(store, preset, "Stage")[0]
+        keep = ChannelSet.from_spec(preset).mask
+        feats = ceilings.preset_features(opened, loaded, keep, tmp_path)
+        per_preset = ceilings.preset_features(opened, loaded, keep)  # no cache: from the preset-zeroed split
+        for split in loaded:
+            np.testing.assert_array_equal(feats[split], per_preset[split])
+    assert computed == [sum(len(data.rows) for data in loaded.values())]
+    assert len(list(tmp_path.glob("handcrafted_*.npz"))) == 1
+
+
+def test_a_second_handcrafted_run_reads_the_feature_cache(store, tmp_path, monkeypatch):
+    first = ceilings.run_ceiling("handcrafted", store, "full", "Stage", n_boot=0, feature_cache_dir=tmp_path)
+
+    def no_extraction(*_args):
+        raise AssertionError("features recomputed despite the cache")
+
+    monkeypatch.setattr(ceilings, "handcrafted_features", no_extraction)
+    again = ceilings.run_ceiling("handcrafted", store, "no_eeg", "Stage", n_boot=0, feature_cache_dir=tmp_path)
+    assert first.metrics["n_epochs"] == again.metrics["n_epochs"] and 0.0 <= again.metrics["kappa"] <= 1.0
 
 
 def test_handcrafted_beats_chance_where_the_label_is_planted(store, tmp_path):

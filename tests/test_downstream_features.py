@@ -12,6 +12,7 @@ from osf.datasets.channelset import ChannelSet
 from osf.downstream.features import (
     FeatureSet,
     backbone_hash,
+    cache_key,
     cached_features,
     encode,
     extract_features,
@@ -91,6 +92,25 @@ def test_cache_hits_only_for_the_same_backbone_split_and_pooling(nano, tmp_path)
     assert not np.array_equal(low.features, first.features)
     with pytest.raises(ValueError, match="needs backbone_hash and split_hash"):
         cached_features(tmp_path, {"backbone_hash": "x"}, nano, loader)
+
+
+def test_one_backbone_pass_caches_every_pooling_asked_for(nano, tmp_path, monkeypatch):
+    loader = _loader()
+    key = {"backbone_hash": backbone_hash(nano), "split_hash": split_hash(["r"] * 10, range(10), [0] * 10)}
+    forward, passes = nano.forward_encoding, []
+    monkeypatch.setattr(nano, "forward_encoding", lambda *a, **kw: passes.append(1) or forward(*a, **kw))
+    cls, info = cached_features(tmp_path, key, nano, loader, pooling="cls", also_poolings=("mean", "groups"))
+    assert not info.hit and len(passes) == len(loader)  # one pass over the loader for the three poolings
+    # a single pooling's file name is unchanged: caches written before also_poolings stay valid
+    assert info.path.name == f"features_{cache_key(dict(key, pooling='cls', channels='store', autocast='off'))}.npz"
+    mean, info_mean = cached_features(tmp_path, key, nano, loader, pooling="mean")
+    assert info_mean.hit and len(passes) == len(loader)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(mean.features, extract_features(nano, loader, pooling="mean").features)
+    np.testing.assert_array_equal(cls.features, extract_features(nano, loader, pooling="cls").features)
+    np.testing.assert_array_equal(mean.epoch_index, cls.epoch_index)
+    groups, info_groups = cached_features(tmp_path, key, nano, loader, pooling="groups")
+    assert info_groups.hit and groups.features.shape == (10, pooled_width(nano, "groups"))
 
 
 def test_hashes_change_with_weights_and_epochs(nano):

@@ -311,6 +311,25 @@ def test_probes_of_two_tasks_share_one_feature_extraction_and_keep_their_own_lab
     assert pred["proba"].shape == (len(test), 2)
 
 
+def test_the_mean_probe_reads_the_features_the_cls_probe_cached(store, tmp_path):
+    """--cache_poolings: the CLS probe's backbone pass caches the mean features; the mean probe extracts nothing."""
+    from osf.downstream.inputs import extract_features, load_inputs
+
+    cache = str(tmp_path / "cache")
+    cls = run_downstream(_cfg(store, tmp_path / "cls", feature_cache_dir=cache, cache_poolings="mean"))
+    mean = run_downstream(_cfg(store, tmp_path / "mean", feature_cache_dir=cache, pooling="mean"))
+    splits = ("train", "val", "test")
+    assert not any(cls["timings"][f"features_{s}_cache_hit"] for s in splits)
+    assert all(mean["timings"][f"features_{s}_cache_hit"] for s in splits)
+    direct_cfg = _cfg(store, tmp_path / "direct", feature_cache_dir="off", pooling="mean")
+    direct = extract_features(direct_cfg, load_inputs(direct_cfg, 64), 64)
+    cached_cfg = _cfg(store, tmp_path / "again", feature_cache_dir=cache, pooling="mean")
+    cached = extract_features(cached_cfg, load_inputs(cached_cfg, 64), 64)
+    for split in splits:
+        np.testing.assert_array_equal(cached[split].features, direct[split].features)
+        np.testing.assert_array_equal(cached[split].labels, direct[split].labels)
+
+
 def test_the_command_line_and_downstream_config_share_every_default():
     """main_finetune's flags build a DownstreamConfig: an unset flag must give the dataclass default (no drift)."""
     import dataclasses

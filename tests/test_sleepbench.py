@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,18 @@ def test_report_has_the_three_views_and_the_findings(bench):
     for finding in ("(0) Full-montage staging vs random init", "(1) Staging without channels",
                     "(2) OSF vs the other objectives", "(3) Scaling"):
         assert finding in text
+
+
+def test_features_are_computed_once_for_the_pooling_choice_and_the_ceilings(bench):
+    out, cfg, _ = bench
+    splits = ("train", "val", "test")
+    for backbone in (*cfg.methods, RANDOM):  # the CLS probe's backbone pass cached the mean features too
+        cls, mean = (json.loads((out / "seed0" / "pooling" / backbone / p / "probe.json").read_text())["timings"]
+                     for p in ("cls", "mean"))
+        assert not any(cls[f"features_{s}_cache_hit"] for s in splits), backbone
+        assert all(mean[f"features_{s}_cache_hit"] for s in splits), backbone
+    # one file of full-montage handcrafted features serves every preset and task
+    assert len(list((out / "feature_cache").glob("handcrafted_*.npz"))) == 1
 
 
 def test_rerun_skips_everything_and_a_failed_cell_loses_nothing(bench, monkeypatch, capsys):

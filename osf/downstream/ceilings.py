@@ -11,13 +11,15 @@ Two reference models sit beside the pre-trained backbones in the SleepBench-mini
 Both see only the preset's channels (the others are zeroed, as ``SleepDataModule`` does with
 ``mask_train_channels=True``) and are scored on the store's subject-level test split with
 ``osf.downstream.metrics.evaluate_predictions``, so their predictions files compare with the linear
-probes' through ``paired_difference``.
+probes' through ``paired_difference``. The handcrafted features are per channel: they are computed once
+per store on the full montage (cached in ``feature_cache_dir``) and a preset keeps its channels' columns.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from torch import nn
 from osf import config
 from osf.datasets.channelset import ChannelSet
 from osf.datasets.datamodule import EpochDataset, SleepDataModule
+from osf.datasets.store import EpochStore
+from osf.downstream.features import cache_key
 from osf.downstream.metrics import (
     binary_auroc,
     choose_threshold,
@@ -40,7 +44,7 @@ from osf.downstream.metrics import (
     save_predictions,
 )
 from osf.downstream.selection import train_with_validation
-from osf.utils.atomic import atomic_write_text
+from osf.utils.atomic import atomic_path, atomic_write_text
 
 KINDS: tuple[str, ...] = ("handcrafted", "supervised")
 TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
@@ -58,6 +62,8 @@ ECG_FEATURES: tuple[str, ...] = ("heart_rate", "log_sdnn", "log_rmssd", "n_beats
 BREATH_FEATURES: tuple[str, ...] = ("breath_rate", "interval_cv", "amplitude_cv", "log_amplitude")
 BREATH_CHANNELS: tuple[str, ...] = ("ABD", "THX", "NP")
 LOGREG_C: tuple[float, ...] = (0.01, 0.1, 1.0)
+# Part of the feature cache key: bump it when a feature's computation changes, so old cache files are not read.
+FEATURES_VERSION = 1
 _READ_CHUNK = 512
 
 
@@ -72,6 +78,7 @@ class SplitArrays:
     subject_ids: np.ndarray
     recording_ids: np.ndarray
     epoch_index: np.ndarray
+    rows: np.ndarray  # int64 [n], the epochs' rows in the store index
 
 
 def check_ceiling_args(kind: str, preset: str, task: str) -> ChannelSet:
@@ -106,6 +113,7 @@ def read_split(dataset: EpochDataset) -> SplitArrays:
     return SplitArrays(
         signal, mask, np.asarray(dataset.labels, dtype=np.int64), np.asarray(subjects, dtype=str),
         np.asarray(recordings, dtype=str), np.concatenate(epochs) if epochs else np.zeros(0, np.int64),
+        np.asarray(dataset.rows, dtype=np.int64),
     )
 
 
@@ -212,6 +220,68 @@ def handcrafted_features(x: np.ndarray, channel_mask: np.ndarray) -> np.ndarray:
     feats = np.concatenate([generic, heart, *breath], axis=1)
     feats = np.where(mask[:, feature_channels()], feats, 0.0)
     return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+def feature_cache_path(cache_dir: str | Path, store: EpochStore) -> Path:
+    """The store's handcrafted-feature file in ``cache_dir``, keyed by the store manifest and the feature set."""
+    key = cache_key({"store": store.manifest, "features": feature_names(), "version": FEATURES_VERSION})
+    return Path(cache_dir) / f"handcrafted_{key}.npz"
+
+
+def compute_store_features(store: EpochStore, rows: np.ndarray) -> np.ndarray:
+    """Full-montage :func:`handcrafted_features` of the store's ``rows``, read and computed a chunk at a time."""
+    out = np.empty((rows.size, len(feature_names())), dtype=np.float32)
+    for start in range(0, rows.size, _READ_CHUNK):
+        chunk = rows[start : start + _READ_CHUNK]
+        out[start : start + chunk.size] = handcrafted_features(store.read(chunk), store.channel_masks(chunk))
+    return out
+
+
+def _read_feature_cache(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted store rows and their features from ``path``; empty when there is no cache file."""
+    if not path.is_file():
+        return np.zeros(0, dtype=np.int64), np.zeros((0, len(feature_names())), dtype=np.float32)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["rows"], z["features"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"handcrafted feature cache {path} is unreadable: {err}; delete it to recompute") from err
+
+
+def store_features(store: EpochStore, rows: np.ndarray, cache_dir: str | Path) -> np.ndarray:
+    """Full-montage features of the store's ``rows``: cached ones read, the others computed and added to the cache.
+
+    The cache holds any rows computed so far (every split, every task's labelled epochs), so the presets and
+    tasks of one store compute each epoch's features once.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    path = feature_cache_path(cache_dir, store)
+    known, feats = _read_feature_cache(path)
+    missing = np.setdiff1d(rows, known)
+    if missing.size:
+        known = np.concatenate([known, missing])
+        feats = np.concatenate([feats, compute_store_features(store, missing)])
+        order = np.argsort(known, kind="stable")
+        known, feats = known[order], feats[order]
+        with atomic_path(path, suffix=".npz") as tmp:  # a killed run leaves the previous file whole
+            np.savez(tmp, rows=known, features=feats)
+    return feats[np.searchsorted(known, rows)]
+
+
+def preset_features(store: EpochStore, splits: dict[str, SplitArrays], keep: np.ndarray,
+                    cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Each split's features of the ``keep`` channels (the preset's): the columns of those channels.
+
+    With ``cache_dir``, the columns of the store's cached full-montage features: equal to those computed
+    from the preset-zeroed split, as every column comes from one channel's signal and presence bit, which
+    zeroing the other channels leaves unchanged. Without, computed from the split (only its channels).
+    """
+    columns = np.isin(feature_channels(), np.flatnonzero(keep))
+    if cache_dir is None:  # nothing to share with other presets: the preset's channels alone are cheaper
+        return {split: handcrafted_features(a.signal, a.channel_mask)[:, columns] for split, a in splits.items()}
+    full = store_features(store, np.concatenate([a.rows for a in splits.values()]), cache_dir)
+    bounds = np.cumsum([len(a.rows) for a in splits.values()])[:-1]
+    return {split: part[:, columns] for split, part in zip(splits, np.split(full, bounds))}
 
 
 # --- the two models -------------------------------------------------------------------------------
@@ -325,12 +395,11 @@ class CeilingResult:
         return d
 
 
-def _predict(kind: str, splits: dict[str, SplitArrays], num_classes: int, keep: np.ndarray, seed: int,
-             max_steps: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _predict(kind: str, store_dir: str | Path, splits: dict[str, SplitArrays], num_classes: int, keep: np.ndarray,
+             seed: int, max_steps: int, feature_cache_dir: str | Path | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Fit the ``kind`` model on train (selected on val); its val and test probabilities and selection record."""
     if kind == "handcrafted":
-        feats = {s: handcrafted_features(a.signal, a.channel_mask)[:, np.isin(feature_channels(), np.flatnonzero(keep))]
-                 for s, a in splits.items()}
+        feats = preset_features(EpochStore(store_dir), splits, keep, feature_cache_dir)
         model, selection = fit_handcrafted(feats, {s: a.labels for s, a in splits.items()}, seed)
         return {s: model.predict_proba(feats[s]) for s in ("val", "test")}, selection
     model, selection = fit_cnn(splits, num_classes, keep, seed=seed, max_steps=max_steps)
@@ -338,12 +407,18 @@ def _predict(kind: str, splits: dict[str, SplitArrays], num_classes: int, keep: 
 
 
 def run_ceiling(kind: str, store_dir: str | Path, preset: str, task: str, *, seed: int = 0, n_boot: int = 200,
-                max_steps: int = 300, output_dir: str | Path | None = None) -> CeilingResult:
-    """Train the ``kind`` ceiling ("handcrafted" | "supervised") on ``preset``'s channels and score it on test."""
+                max_steps: int = 300, output_dir: str | Path | None = None,
+                feature_cache_dir: str | Path | None = None) -> CeilingResult:
+    """Train the ``kind`` ceiling ("handcrafted" | "supervised") on ``preset``'s channels and score it on test.
+
+    ``feature_cache_dir``: where the handcrafted kind caches the store's full-montage features (shared by
+    every preset and task); None computes them for this run only.
+    """
     channels = check_ceiling_args(kind, preset, task)
     splits, class_names = load_task_splits(store_dir, preset, task)
     t0 = time.perf_counter()
-    proba, selection = _predict(kind, splits, len(class_names), channels.mask, seed, max_steps)
+    proba, selection = _predict(kind, store_dir, splits, len(class_names), channels.mask, seed, max_steps,
+                                feature_cache_dir)
     seconds = time.perf_counter() - t0
     val, test = splits["val"], splits["test"]
     threshold = choose_threshold(val.labels, proba["val"]) if len(class_names) == 2 else None

@@ -55,9 +55,17 @@ def pool_tokens(cls: torch.Tensor, patches: torch.Tensor, pooling: str, num_grou
 
 def encode(backbone: nn.Module, signal: torch.Tensor, channel_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Backbone embedding: CLS token, mean of the patch tokens, or per-channel-group means (see POOLINGS)."""
-    check_pooling(pooling)
+    return encode_poolings(backbone, signal, channel_mask, (pooling,))[0]
+
+
+def encode_poolings(backbone: nn.Module, signal: torch.Tensor, channel_mask: torch.Tensor,
+                    poolings: Sequence[str]) -> list[torch.Tensor]:
+    """One backbone pass pooled several ways (see :func:`encode`), in the order of ``poolings``."""
+    for pooling in poolings:
+        check_pooling(pooling)
     cls, patches = backbone.forward_encoding(signal, return_sequence=False, channel_mask=channel_mask)
-    return pool_tokens(cls, patches, pooling, int(getattr(backbone, "num_groups", 1)))
+    groups = int(getattr(backbone, "num_groups", 1))
+    return [pool_tokens(cls, patches, p, groups) for p in poolings]
 
 
 @dataclass
@@ -174,11 +182,24 @@ def extract_features(
 
     ``channels``: if given, channels outside it are zeroed and masked before the backbone sees them.
     """
+    return extract_poolings(backbone, loader, (pooling,), channels, device, autocast_dtype)[pooling]
+
+
+def extract_poolings(
+    backbone: nn.Module,
+    loader: Iterable[Mapping],
+    poolings: Sequence[str],
+    channels: ChannelSet | Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, FeatureSet]:
+    """:func:`extract_features` of several poolings from one backbone pass over ``loader``."""
+    poolings = list(dict.fromkeys(poolings))  # a pooling named twice is extracted once
     device_type = torch.device(device).type
 
     def embed(signal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            return encode(backbone, signal, mask, pooling)
+            return torch.cat(encode_poolings(backbone, signal, mask, poolings), dim=1)
 
     was_training = backbone.training
     backbone.eval().to(device)
@@ -186,7 +207,10 @@ def extract_features(
         out = run_over_loader(loader, embed, channels, device)
     finally:
         backbone.train(was_training)
-    return FeatureSet(out["outputs"], out["labels"], out["subject_ids"], out["recording_ids"], out["epoch_index"])
+    bounds = np.cumsum([pooled_width(backbone, p) for p in poolings])[:-1]
+    return {p: FeatureSet(np.ascontiguousarray(f), out["labels"], out["subject_ids"], out["recording_ids"],
+                          out["epoch_index"])
+            for p, f in zip(poolings, np.split(out["outputs"], bounds, axis=1))}
 
 
 @dataclass
@@ -207,24 +231,30 @@ def cached_features(
     channels: ChannelSet | Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    also_poolings: Sequence[str] = (),
 ) -> tuple[FeatureSet, CacheInfo]:
     """Features from ``<cache_dir>/<key>.npz`` when present, else extracted and stored there.
 
     ``key_parts`` must identify the backbone (hash) and the split (hash); pooling, channels and the
-    autocast dtype are added here. ``cache_dir=None`` disables caching.
+    autocast dtype are added here. ``cache_dir=None`` disables caching. ``also_poolings``: on a miss,
+    these poolings' files are written too, from the same backbone pass (a later run with one of them hits).
     """
     t0 = time.perf_counter()
     # Reduced-precision features are not the float32 ones: the autocast dtype is part of the key.
     shown = "store" if channels is None else list(ChannelSet.coerce(channels).names)
-    parts = dict(key_parts, pooling=pooling, channels=shown,
-                 autocast=str(autocast_dtype) if autocast_dtype is not None else "off")
-    if not {"backbone_hash", "split_hash"} <= parts.keys():
-        raise ValueError(f"feature cache key needs backbone_hash and split_hash, got {sorted(parts)}")
-    path = Path(cache_dir) / f"features_{cache_key(parts)}.npz" if cache_dir is not None else None
+    base = dict(key_parts, channels=shown, autocast=str(autocast_dtype) if autocast_dtype is not None else "off")
+    if not {"backbone_hash", "split_hash"} <= base.keys():
+        raise ValueError(f"feature cache key needs backbone_hash and split_hash, got {sorted(base)}")
+    parts = {p: dict(base, pooling=p) for p in (pooling, *also_poolings)}
+    paths = {p: None if cache_dir is None else Path(cache_dir) / f"features_{cache_key(q)}.npz" for p, q in parts.items()}
+    path = paths[pooling]
     if path is not None and path.is_file():
         return FeatureSet.load(path), CacheInfo(path, True, time.perf_counter() - t0)
-    fs = extract_features(backbone, loader, pooling, channels, device, autocast_dtype)
-    if path is not None:
-        fs.save(path)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(parts, indent=1, default=str))
-    return fs, CacheInfo(path, False, time.perf_counter() - t0)
+    # without a cache the other poolings would be thrown away: extract only the one asked for
+    wanted = [p for p, q in paths.items() if p == pooling or (q is not None and not q.is_file())]
+    extracted = extract_poolings(backbone, loader, wanted, channels, device, autocast_dtype)
+    if cache_dir is not None:
+        for p in wanted:
+            extracted[p].save(paths[p])
+            atomic_write_text(paths[p].with_suffix(".json"), json.dumps(parts[p], indent=1, default=str))
+    return extracted[pooling], CacheInfo(path, False, time.perf_counter() - t0)

@@ -148,7 +148,8 @@ def extract_features(cfg: DownstreamConfig, inputs: DownstreamInputs, batch_size
         key = {"backbone_hash": inputs.backbone_hash, "split_hash": dataset_split_hash(dm, split, with_labels=False)}
         fs, info = cached_features(cfg.feature_cache, key, inputs.backbone,
                                    full_loader(dm, split, batch_size, cfg.num_workers), pooling=cfg.pooling,
-                                   device=cfg.device, autocast_dtype=cfg.autocast_dtype)
+                                   device=cfg.device, autocast_dtype=cfg.autocast_dtype,
+                                   also_poolings=cfg.also_poolings)
         # the file may come from another task's run over the same epochs: this task's labels
         features[split] = dataclasses.replace(fs, labels=np.asarray(dm.datasets[split].labels, dtype=np.int64))
         inputs.timings[f"features_{split}_s"], inputs.timings[f"features_{split}_cache_hit"] = info.seconds, info.hit

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from osf import config, train_config
+from osf.downstream.features import check_pooling
 from osf.downstream.losses import LOSS_TYPES
 
 # Fields left at None take DOWNSTREAM_DEFAULTS[linear_probe | finetune].
@@ -62,6 +63,7 @@ class DownstreamConfig:
     num_workers: int = 0
     n_boot: int = 1000
     feature_cache_dir: str | None = None  # default <output_dir>/feature_cache; "off" disables
+    cache_poolings: str | None = None  # comma-separated poolings also cached from the same backbone pass
     results_csv: str | None = None  # default <output_dir>/results.csv
     pretrain_samples: int | None = None  # for scaling plots; default from checkpoint metadata
     run_name: str | None = None
@@ -117,6 +119,11 @@ class DownstreamConfig:
         if self.feature_cache_dir == "off":
             return None
         return Path(self.feature_cache_dir) if self.feature_cache_dir else Path(self.output_dir) / "feature_cache"
+
+    @property
+    def also_poolings(self) -> tuple[str, ...]:
+        """``cache_poolings`` as a tuple (each checked): the feature cache gets them from the probe's backbone pass."""
+        return tuple(check_pooling(p.strip()) for p in (self.cache_poolings or "").split(",") if p.strip())
 
     @property
     def results_csv_path(self) -> Path:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from osf.config import CHANNEL_PRESETS, LABEL_COLUMNS
+from osf.utils import corpus_sizes
 
 METHODS: tuple[str, ...] = ("dino_ours", "dino", "simclr", "sleepfm", "mae", "vqvae", "ar")
 PRESETS: tuple[str, ...] = ("full", "no_eeg", "eeg_eog_only", "cardio_respiratory", "respiratory_only")
@@ -73,12 +73,12 @@ class SleepBenchConfig:
     @property
     def night_workers(self) -> int:
         """Processes for the CPU-bound night generation and preprocessing."""
-        return self.cpu_workers or max(1, min(4, os.cpu_count() or 1))
+        return corpus_sizes.night_workers(self.cpu_workers)
 
     @property
     def nights_per_cohort(self) -> int:
         """Nights generated per cohort (at least one each)."""
-        return max(1, -(-self.nights // len(self.cohorts)))
+        return corpus_sizes.nights_per_cohort(self.nights, len(self.cohorts))
 
     def as_dict(self) -> dict:
         """JSON-friendly values."""

@@ -192,7 +192,10 @@ class SleepBenchSteps:
                 steps.append(self._probe(
                     f"pooling_{b}_{pooling}_s{seed}", f"staging probe of {b} with {pooling} pooling (chooses on val)",
                     b, seed, at.pooling_dir(b, pooling, seed), "Stage", "full",
-                    lambda pooling=pooling: {"pooling": pooling}, self._needs(b, seed)))
+                    # one backbone pass caches every choice's features: the other choices' probes only read them
+                    lambda pooling=pooling: {"pooling": pooling,
+                                             "cache_poolings": ",".join(p for p in POOLING_CHOICES if p != pooling)},
+                    self._needs(b, seed)))
             chose = tuple(f"pooling_{b}_{p}_s{seed}" for p in POOLING_CHOICES)
             for preset in cfg.presets:
                 for task in cfg.tasks:
@@ -248,7 +251,9 @@ class SleepBenchSteps:
                     f"{kind} ceiling, {task}, {preset}", "main_ceiling.py",
                     lambda kind=kind, preset=preset, task=task, out=out: {
                         "kind": kind, "data_dir": str(at.store), "eval_channels": preset, "eval_label": task,
-                        "seed": seed, "n_boot": cfg.n_boot, "max_steps": cfg.ceiling_steps, "output_dir": str(out)},
+                        "seed": seed, "n_boot": cfg.n_boot, "max_steps": cfg.ceiling_steps, "output_dir": str(out),
+                        # every preset and task of the handcrafted kind reads the store's features from here
+                        "feature_cache_dir": str(at.feature_cache) if kind == "handcrafted" else None},
                     calls.ceiling, lambda out=out: [out / RESULT_FILE, out / PREDICTIONS_FILE],
                     needs=(self.store_step,), clean=lambda out=out: [out], cost=COST[f"ceiling_{kind}"]))
         return steps
