@@ -1,13 +1,14 @@
 """The small-scale recipe study: which DINO settings leave the uniform state, and do their probes beat random?
 
-For each configuration (a JSON list of method overrides), pre-trains ``dino_ours`` on an epoch store with
-the library (``osf.models.training``), then probes the teacher and the student against a random-init
+For each configuration (a JSON list of method overrides on top of ``--recipe``), pre-trains ``--method``
+(``dino_ours`` or ``dino``) on an epoch store with the library (``osf.models.training``), then probes the teacher and the student against a random-init
 backbone of the same seed. Probes here are a fast proxy of ``main_finetune.py``'s: scikit-learn logistic
 regression on standardised frozen features (train split every 3rd epoch, all test epochs), scored on the
 test subjects with a paired subject-bootstrap CI of the difference (``osf.downstream.metrics``).
 
     python benchmarks/bench_recipe_study.py --store STORE --configs '[{"name": "small", "head_pooling": "mean"}]'
-        [--steps 200] [--batch_size 32] [--lr 5e-4] [--poolings cls,groups] [--out study.jsonl]
+        [--method dino_ours] [--recipe small] [--steps 200] [--batch_size 32] [--lr LR_PER_256]
+        [--poolings cls,mean,groups] [--out study.jsonl]
 
 The store used for the table in benchmarks/README.md: ``main_synthetic.py --cohorts shhs,mros,mesa
 --nights_per_cohort 14 --hours 1.0 --seed 0`` and ``main_preprocess.py --split_fractions 0.5,0.25,0.25``
@@ -83,10 +84,11 @@ def compare(a: dict, b: dict) -> dict[str, dict[str, float]]:
             for task, metric in TASKS.items()}
 
 
-def pretrain(store: Path, out: Path, name: str, steps: int, batch_size: int, lr: float, seed: int, overrides: dict):
-    """One ``dino_ours`` run; the trained module, wall seconds and its CSV log."""
-    cli = {"model_name": "dino_ours", "psg_encoder_name": "vit_nano", "data_dir": str(store), "batch_size": batch_size,
-           "max_steps": steps, "lr": lr, "num_workers": 0, "seed": seed, "accelerator": "cpu", "num_devices": 1,
+def pretrain(store: Path, out: Path, name: str, args: argparse.Namespace, overrides: dict):
+    """One run of ``args.method`` under ``args.recipe``; the trained module, wall seconds and its CSV log."""
+    steps, seed = args.steps, args.seed
+    cli = {"model_name": args.method, "recipe": args.recipe, "psg_encoder_name": "vit_nano", "data_dir": str(store),
+           "batch_size": args.batch_size, "max_steps": steps, "lr": args.lr, "num_workers": 0, "seed": seed, "accelerator": "cpu", "num_devices": 1,
            "num_nodes": 1, "output_dir": str(out), "run_name": name, "logger": "csv", "ckpt_every_n_steps": steps,
            "limit_val_batches": 2, "log_every_n_steps": 10, "progress_bar": False, "method_kwargs": overrides,
            "probe_label": None, "diag_every_n_steps": 0}
@@ -103,9 +105,11 @@ def main() -> None:
     p.add_argument("--configs", required=True, help="JSON list of {name, <dino_ours parameter>: value, ...}")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=None, help="default: the recipe's (per 256 samples under 'small')")
+    p.add_argument("--recipe", default="small", help="named recipe the configurations override (osf.train_config)")
+    p.add_argument("--method", default="dino_ours", choices=["dino_ours", "dino"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--poolings", default="cls,groups")
+    p.add_argument("--poolings", default="cls,mean,groups")
     p.add_argument("--runs_dir", type=Path, default=Path("recipe_study_runs"))
     p.add_argument("--out", type=Path, default=Path("recipe_study.jsonl"))
     args = p.parse_args()
@@ -116,10 +120,10 @@ def main() -> None:
         random_probes = {k: probe(v, index) for k, v in features(create_backbone("vit_nano"), x, mask, poolings).items()}
     for overrides in json.loads(args.configs):
         name = overrides.pop("name")
-        model, seconds, logs = pretrain(args.store, args.runs_dir, name, args.steps, args.batch_size, args.lr,
-                                        args.seed, overrides)
+        model, seconds, logs = pretrain(args.store, args.runs_dir, name, args, overrides)
         loss = logs["train/dino_loss"].dropna().to_numpy()
-        record = {"name": name, "overrides": overrides, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+        record = {"name": name, "method": args.method, "recipe": args.recipe, "overrides": overrides,
+                  "steps": args.steps, "batch_size": args.batch_size, "lr": model.hparams.lr,
                   "seed": args.seed, "pretrain_s": round(seconds, 1), "loss_first": float(loss[:3].mean()),
                   "loss_last": float(loss[-3:].mean()), "log_k": math.log(model.hparams.dino_out_dim),
                   "teacher_entropy_last": float(logs["train/teacher_entropy"].dropna().to_numpy()[-3:].mean())}

@@ -37,12 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", default=None, help=f"comma-separated {name.replace('_', ' ')}")
     p.add_argument("--cpu_workers", type=int, default=None, help="processes generating / preprocessing nights")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--rerun", default=None, help="comma-separated step-name patterns to rerun although finished, "
+                                                 "with what depends on them (e.g. 'pretrain_dino*' after editing a "
+                                                 "recipe in train_config, which the stamped commands do not show)")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> SleepBenchConfig:
     """The configuration: defaults (or --tiny sizes) overridden by the flags given."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("tiny", "no_progress")}
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("tiny", "no_progress", "rerun")}
     for key in LIST_FLAGS:
         if key in given:
             given[key] = tuple(c.strip() for c in given[key].split(",") if c.strip())
@@ -59,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from osf.sleepbench.run import run_sleepbench  # torch and the models: only when running
 
-    outcome = run_sleepbench(cfg, progress=not args.no_progress)
+    rerun = tuple(p.strip() for p in (args.rerun or "").split(",") if p.strip())
+    try:
+        outcome = run_sleepbench(cfg, progress=not args.no_progress, rerun=rerun)
+    except ValueError as err:  # a --rerun pattern that names no step
+        print(f"main_sleepbench.py: error: {err}", file=sys.stderr)
+        return 2
     return 1 if outcome.steps.failed else 0
 
 

@@ -114,3 +114,7 @@ def test_bad_flags_are_refused_in_one_line(tmp_path, capsys):
     assert err.startswith("main_sleepbench.py: error: methods: unknown or empty ['byol']") and "\n" not in err
     assert main_sleepbench.main(["--output_dir", str(tmp_path), "--presets", "no_eeg"]) == 2
     assert "presets must include 'full'" in capsys.readouterr().err
+    assert main_sleepbench.main(["--output_dir", str(tmp_path), "--tiny", "--rerun", "pretrain_byol*"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("main_sleepbench.py: error: --rerun ['pretrain_byol*'] match(es) no sleepbench step")
+    assert "\n" not in err and not (tmp_path / "config.json").exists()

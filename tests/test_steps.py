@@ -48,6 +48,19 @@ def test_rerun_skips_done_steps_and_reruns_what_changed_and_its_dependants(tmp_p
     assert calls == ["a", "b"]
 
 
+def test_forced_patterns_rerun_finished_steps_and_their_dependants_only(tmp_path):
+    calls: list[str] = []
+    _runner(tmp_path, _steps(tmp_path, calls, {})).run()
+    calls.clear()
+    forced = StepRunner(tmp_path, _steps(tmp_path, calls, {}), lambda step, _cmd: step.call(step.flags()),
+                        log=lambda _m: None, label="test", force=("a*",))
+    assert forced.plan() == {"a": True, "b": True, "c": False}
+    forced.run()
+    assert calls == ["a", "b"]
+    with pytest.raises(ValueError, match=r"--rerun \['pretrain_\*'\] match\(es\) no test step"):
+        StepRunner(tmp_path, _steps(tmp_path, calls, {}), lambda s, c: None, label="test", force=("pretrain_*",))
+
+
 def test_a_failure_stops_the_run_unless_keep_going(tmp_path):
     calls: list[str] = []
     with pytest.raises(RuntimeError, match="test step 'a' failed: a broke"):

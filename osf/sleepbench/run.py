@@ -12,7 +12,7 @@ from osf.sleepbench.config import SleepBenchConfig
 from osf.sleepbench.report import write_report
 from osf.sleepbench.results import write_results
 from osf.sleepbench.steps import SleepBenchSteps
-from osf.utils.steps import RunOutcome, Step, StepRunner
+from osf.utils.steps import RunOutcome, StepRunner
 
 
 @dataclass
@@ -31,22 +31,25 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def run_sleepbench(cfg: SleepBenchConfig, log: Callable[[str], None] = print, progress: bool = True) -> SleepBenchOutcome:
-    """Run (or resume) the benchmark for ``cfg``; failed cells go to ``failures.log`` and the rest goes on."""
+def run_sleepbench(cfg: SleepBenchConfig, log: Callable[[str], None] = print, progress: bool = True,
+                   rerun: tuple[str, ...] = ()) -> SleepBenchOutcome:
+    """Run (or resume) the benchmark for ``cfg``; failed cells go to ``failures.log`` and the rest goes on.
+
+    ``rerun``: step-name patterns run again although finished (``StepRunner``'s ``force``).
+    """
     out = Path(cfg.output_dir).resolve()
+    steps = SleepBenchSteps(cfg).build()
+    runner = StepRunner(out, steps, lambda step, _command: step.call(step.flags()), log=log, label="sleepbench",
+                        force=rerun)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg.as_dict())
     _quiet_libraries()
-    steps = SleepBenchSteps(cfg).build()
-
-    def execute(step: Step, _command: list[str]) -> None:
-        step.call(step.flags())
 
     if progress and log is print:
         from tqdm.auto import tqdm
 
-        log = tqdm.write  # step lines above the progress bar
-    outcome = StepRunner(out, steps, execute, log=log, label="sleepbench").run(keep_going=True, progress=progress)
+        runner.log = log = tqdm.write  # step lines above the progress bar
+    outcome = runner.run(keep_going=True, progress=progress)
     results_csv, table = write_results(cfg)
     report = write_report(table, cfg, out / "report")
     log(f"sleepbench: {len(outcome.ran)} steps ran, {len(outcome.skipped)} were done before, {len(outcome.failed)} "

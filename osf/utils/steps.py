@@ -3,12 +3,14 @@
 A step that succeeds leaves a stamp (its command) in ``<out>/.stages/``. On a rerun a step is skipped
 when its stamp holds the same command, its outputs exist and none of the steps it needs ran again;
 so a rerun with the same flags skips everything, and changing one step's flags reruns that step and
-what depends on it. The quick start stops at the first failure; a long sweep (SleepBench-mini) keeps
+what depends on it. ``force`` patterns (``fnmatch``, e.g. ``pretrain_dino*``) rerun matching steps
+whatever their stamps say, for changes a command does not show (a recipe edited in ``train_config``). The quick start stops at the first failure; a long sweep (SleepBench-mini) keeps
 going, records the failure in ``<out>/failures.log`` and skips only the steps that needed it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shlex
 import shutil
@@ -81,9 +83,15 @@ class StepRunner:
     """Run (or skip) steps in order with stamps under ``<out>/.stages``."""
 
     def __init__(self, out: Path, steps: list[Step], execute: Callable[[Step, list[str]], None],
-                 log: Callable[[str], None] = print, label: str = "pipeline") -> None:
-        """``execute(step, command)`` runs one step (in this process or as its command)."""
+                 log: Callable[[str], None] = print, label: str = "pipeline", force: tuple[str, ...] = ()) -> None:
+        """``execute(step, command)`` runs one step (in this process or as its command); ``force``: step-name
+        patterns to rerun even when stamped (unknown patterns are refused)."""
+        names = [s.name for s in steps]
+        unmatched = [p for p in force if not fnmatch.filter(names, p)]
+        if unmatched:
+            raise ValueError(f"--rerun {unmatched} match(es) no {label} step; steps are named like {names[:3]}...")
         self.out, self.steps, self.execute, self.log, self.label = Path(out), steps, execute, log, label
+        self.force = tuple(force)
 
     def stamp(self, step: Step) -> Path:
         """The stamp file of ``step``."""
@@ -97,8 +105,8 @@ class StepRunner:
             return False
 
     def must_run(self, step: Step, rerun: Mapping[str, bool]) -> bool:
-        """A step runs when a step it needs reruns, or when it has no valid stamp for its command."""
-        if any(rerun.get(n, False) for n in step.needs):
+        """A step runs when forced, when a step it needs reruns, or when it has no valid stamp for its command."""
+        if any(fnmatch.fnmatchcase(step.name, p) for p in self.force) or any(rerun.get(n, False) for n in step.needs):
             return True
         try:
             return not self._is_done(step, step.command())
