@@ -3,8 +3,10 @@
     python main_pipelines/main_export.py --ckpt_path RUN/checkpoints/last.ckpt \
         --output pretrained_weights/osf_backbone.pth [--which teacher|student]
 
-By default the momentum TEACHER is exported (for dino_ours / dino, as OSF released it); methods
-without a teacher export their student whatever --which says. The files load with
+By default the backbone the run's recipe names is exported: the momentum TEACHER under the published
+recipe (for dino_ours / dino, as OSF released it), the student under the small-scale recipe (it probes
+better after a few hundred steps, benchmarks/README.md); methods without a teacher export their student
+whatever --which says. The files load with
 osf.backbone.checkpoint.load_backbone.
 """
 
@@ -23,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt_path", required=True, help="Lightning checkpoint written by main_pretrain.py")
     p.add_argument("--output", default="pretrained_weights/osf_backbone.pth",
                    help="output .pth (a .safetensors twin is written beside it)")
-    p.add_argument("--which", choices=WHICH, default="teacher",
-                   help="teacher (default; falls back to the student for methods without a teacher) or student")
+    p.add_argument("--which", choices=WHICH, default=None,
+                   help="teacher (falls back to the student for methods without a teacher) or student; default: "
+                        "what the run's recipe exports (osf.train_config: 'osf' the teacher, 'small' the student)")
     return p
 
 

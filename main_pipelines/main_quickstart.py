@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default=None, help="pre-training recipe of train_config.RECIPES (default small)")
     p.add_argument("--lr", type=float, default=None,
                    help="pre-training peak learning rate per 256 samples (default: the recipe's)")
-    p.add_argument("--pooling", default=None, help="probe features: cls, mean or groups (default groups)")
+    p.add_argument("--poolings", "--pooling", default=None,
+                   help="comma-separated probe features tried per backbone and task, the best on validation reported: "
+                        "cls, mean, groups, cls_groups (default cls,groups)")
     p.add_argument("--probe_steps", type=int, default=None, help="linear-probe steps per task")
     p.add_argument("--finetune_steps", type=int, default=None, help="fine-tuning steps of the staging classifier")
     p.add_argument("--batch_size", type=int, default=None)
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> QuickstartConfig:
     """The configuration: defaults (or --tiny sizes) overridden by the flags given."""
     given = {k: v for k, v in vars(args).items() if v is not None and k != "tiny"}
-    for key in ("cohorts", "tasks"):
+    for key in ("cohorts", "tasks", "poolings"):
         if key in given:
             given[key] = tuple(c.strip() for c in given[key].split(",") if c.strip())
     return QuickstartConfig.tiny(**given) if args.tiny else QuickstartConfig(**given)

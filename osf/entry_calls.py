@@ -40,10 +40,11 @@ def pretrain(flags: Flags) -> Any:
 
 
 def export(flags: Flags) -> tuple[Path, Path]:
-    """main_export.py: the backbone of a pre-training checkpoint in the released format."""
+    """main_export.py: the backbone of a pre-training checkpoint in the released format (``--which``: default
+    the run's recipe's choice)."""
     from osf.models.export import export_pretrained_backbone
 
-    return export_pretrained_backbone(flags["ckpt_path"], flags["output"])
+    return export_pretrained_backbone(flags["ckpt_path"], flags["output"], flags.get("which"))
 
 
 def downstream(flags: Flags) -> dict[str, Any] | None:

@@ -41,6 +41,7 @@ from osf import entry_calls as calls
 from osf.downstream.metrics import load_predictions, paired_difference
 from osf.downstream.results import RunSummary
 from osf.predict.writers import write_json
+from osf.train_config import get_recipe
 from osf.utils import corpus_sizes
 from osf.utils.steps import Flags, Step, StepRunner
 
@@ -67,7 +68,10 @@ class QuickstartConfig:
     recipe: str = "small"  # train_config.RECIPES: the small-scale recipe (lr per 256 samples, scaled with batch)
     max_steps: int = 200  # pre-training optimizer steps
     lr: float | None = None  # pre-training lr per 256 samples (None: the recipe's)
-    pooling: str = "groups"  # probe features (osf.downstream.features.POOLINGS), the same for both inits
+    # Probe features (osf.downstream.features.POOLINGS) tried per backbone and task; the one with the better
+    # validation score is reported (a random backbone's cues sit in the channel groups, a pre-trained one's CLS
+    # carries them after iBOT: one fixed pooling would favour one of the two). One backbone pass serves all.
+    poolings: tuple[str, ...] = ("cls", "groups")
     batch_size: int = 32
     val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
     probe_steps: int = 300
@@ -92,6 +96,12 @@ class QuickstartConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks or self.tasks[0] != "Stage":
             raise ValueError(f"tasks must start with 'Stage' and come from {list(TASKS)}, got {list(self.tasks)}")
+        from osf.downstream.features import check_pooling
+
+        if not self.poolings:
+            raise ValueError("poolings: give at least one of cls, mean, groups, cls_groups")
+        for pooling in self.poolings:
+            check_pooling(pooling)
 
     @property
     def night_workers(self) -> int:
@@ -154,9 +164,21 @@ class Quickstart:
         """The exported backbone (released format, + .safetensors twin)."""
         return self.weights / f"osf_quickstart_{self.cfg.backbone}.pth"
 
-    def probe_dir(self, init: str, task: str) -> Path:
-        """Output folder of one linear probe."""
-        return self.out / "probes" / init / config.LABEL_COLUMNS[task]
+    def probe_dir(self, init: str, task: str, pooling: str | None = None) -> Path:
+        """Output folder of one linear probe (``pooling`` None: the one chosen on validation)."""
+        return self.out / "probes" / init / config.LABEL_COLUMNS[task] / (pooling or self.chosen_pooling(init, task))
+
+    def chosen_pooling(self, init: str, task: str) -> str:
+        """The pooling whose probe scores best on the validation split (the first on ties)."""
+        def val_score(pooling: str) -> float:
+            summary = RunSummary.read(self.probe_dir(init, task, pooling) / "probe.json")
+            return float(summary.metrics["val"][TASK_METRIC[task]])
+
+        return max(self.cfg.poolings, key=val_score)
+
+    def probe_steps_of(self, init: str, task: str) -> tuple[str, ...]:
+        """Names of the probe steps of one backbone and task (one per pooling)."""
+        return tuple(f"probe_{init}_{config.LABEL_COLUMNS[task]}_{p}" for p in self.cfg.poolings)
 
     @property
     def finetune_dir(self) -> Path:
@@ -187,16 +209,19 @@ class Quickstart:
             return {"ckpt_path": str(self.backbone_path)}
         return {"ckpt_path": "none", "psg_encoder_name": self.cfg.backbone, "model_name": "random_init"}
 
-    def _probe_step(self, init: str, task: str, store_step: str) -> Step:
-        out = self.probe_dir(init, task)
+    def _probe_step(self, init: str, task: str, pooling: str, store_step: str) -> Step:
+        out = self.probe_dir(init, task, pooling)
         column = config.LABEL_COLUMNS[task]
         cfg = self.cfg
+        others = ",".join(p for p in cfg.poolings if p != pooling) or None  # cached from the same backbone pass
         return Step(
-            f"probe_{init}_{column}", f"linear probe, {task}, {init} backbone", "main_finetune.py",
+            f"probe_{init}_{column}_{pooling}", f"linear probe, {task}, {init} backbone, {pooling} pooling",
+            "main_finetune.py",
             lambda: {**self._backbone_flags(init), "data_dir": str(self.store_dir), "eval_label": task,
                      "max_steps": cfg.probe_steps, "batch_size": 4 * cfg.batch_size, "num_workers": cfg.num_workers,
-                     "seed": cfg.seed, "n_boot": cfg.n_boot, "pooling": cfg.pooling, "run_name": "probe",
-                     "output_dir": str(out), "feature_cache_dir": str(self.out / "feature_cache"), **self._hardware()},
+                     "seed": cfg.seed, "n_boot": cfg.n_boot, "pooling": pooling, "cache_poolings": others,
+                     "run_name": "probe", "output_dir": str(out), "feature_cache_dir": str(self.out / "feature_cache"),
+                     **self._hardware()},
             calls.downstream,
             lambda: [out / "probe.json", out / "classifier.pt", out / "probe_test_predictions.npz"],
             needs=("export",) if init == "pretrained" else (store_step,),
@@ -235,7 +260,7 @@ class Quickstart:
         return steps
 
     def _pretrain_steps(self, store_step: str) -> list[Step]:
-        """OSF pre-training and the export of its teacher backbone."""
+        """OSF pre-training and the export of the backbone its recipe names (teacher or student)."""
         cfg = self.cfg
         return [
             Step(
@@ -251,7 +276,8 @@ class Quickstart:
                 clean=lambda: [self.out / "runs" / "pretrain"],
             ),
             Step(
-                "export", "export the teacher backbone in the released format", "main_export.py",
+                "export", f"export the {get_recipe(cfg.recipe).export} backbone (the recipe's choice) in the released "
+                          "format", "main_export.py",
                 lambda: {"ckpt_path": str(self.pretrain_ckpt), "output": str(self.backbone_path)},
                 calls.export, lambda: [self.backbone_path, self.backbone_path.with_suffix(".safetensors")],
                 needs=("pretrain",),
@@ -280,7 +306,7 @@ class Quickstart:
                                         *(str(self.probe_dir("pretrained", t) / "classifier.pt") for t in cfg.tasks[1:])],
                          "output_dir": str(self.prediction_dir)},
                 calls.predict, lambda: [self.prediction_dir / f"{self.heldout_night()[0].stem}_summary.json"],
-                needs=("heldout", "finetune", *(f"probe_pretrained_{config.LABEL_COLUMNS[t]}" for t in cfg.tasks[1:])),
+                needs=("heldout", "finetune", *(n for t in cfg.tasks[1:] for n in self.probe_steps_of("pretrained", t))),
             ),
         ]
 
@@ -290,7 +316,8 @@ class Quickstart:
         return [
             *data,
             *self._pretrain_steps(store_step),
-            *(self._probe_step(init, task, store_step) for init in INITS for task in self.cfg.tasks),
+            *(self._probe_step(init, task, pooling, store_step)
+              for init in INITS for task in self.cfg.tasks for pooling in self.cfg.poolings),
             *self._context_steps(store_step),
             *self._use_steps(),
         ]
@@ -320,7 +347,7 @@ class Quickstart:
     def _probe_result(self, task: str) -> dict[str, Any]:
         """Test metric per init with its CI, and the paired difference (pre-trained - random) with its CI."""
         metric = TASK_METRIC[task]
-        row: dict[str, Any] = {"metric": metric}
+        row: dict[str, Any] = {"metric": metric, "pooling": {init: self.chosen_pooling(init, task) for init in INITS}}
         for init in INITS:
             test = RunSummary.read(self.probe_dir(init, task) / "probe.json").test
             row[init], row[f"{init}_ci95"] = test.get(metric), test.get(f"{metric}_ci95")
@@ -414,21 +441,23 @@ def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
             steps.append(Step(
                 f"night_{init}_ahi", f"night level, AHI >= 15, {init} backbone (mean/std pooling)", "main_finetune.py",
                 lambda init=init, out=out: {
-                    **qs._backbone_flags(init), **common(), "pooling": cfg.pooling, "eval_level": "night",
+                    **qs._backbone_flags(init), **common(), "pooling": qs.chosen_pooling(init, "Stage"),
+                    "eval_level": "night",
                     "target_variable": NIGHT_TARGET[0],
                     "target_threshold": NIGHT_TARGET[1], "night_models": "mean_std",
                     "subject_tables": str(qs.synthetic_dir), "run_name": "night", "output_dir": str(out)},
                 calls.downstream, lambda out=out: [out / "night_mean_std.json"],
-                needs=("export",) if init == "pretrained" else (store_step,), clean=lambda out=out: [out]))
+                needs=qs.probe_steps_of(init, "Stage"), clean=lambda out=out: [out]))
     out = qs.out / "sequence_stage"
     steps.append(Step(
         "sequence_stage", f"sequence-context staging (+-{CONTEXT_EPOCHS} epochs) beside the per-epoch probe",
         "main_finetune.py",
-        lambda: {"ckpt_path": str(qs.backbone_path), **common(), "pooling": cfg.pooling, "eval_label": "Stage",
+        lambda: {"ckpt_path": str(qs.backbone_path), **common(), "pooling": qs.chosen_pooling("pretrained", "Stage"),
+                 "eval_label": "Stage",
                  "context_epochs": CONTEXT_EPOCHS, "max_steps": cfg.probe_steps, "run_name": "sequence",
                  "output_dir": str(out)},
         calls.downstream, lambda: [out / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json"],
-        needs=("export",), clean=lambda: [out]))
+        needs=qs.probe_steps_of("pretrained", "Stage"), clean=lambda: [out]))
     return steps
 
 
@@ -486,14 +515,17 @@ def format_results(results: dict) -> str:
     probes = results["probes"]
     first = next(iter(probes.values()))
     lines = ["", (f"Linear probes on {first.get('n_test_subjects')} held-out test subjects (pre-trained OSF backbone vs "
-                  "random init; 95% CIs by subject bootstrap, the difference's paired):"), "",
-             f"  {'task':20s} {'metric':6s} {'pre-trained':>22s} {'random init':>22s} {'difference':>23s}  verdict"]
+                  "random init, each with the pooling its validation split chose; 95% CIs by subject bootstrap, the "
+                  "difference's paired):"), "",
+             (f"  {'task':20s} {'metric':6s} {'pre-trained':>22s} {'random init':>22s} {'difference':>23s}  verdict"
+              "        pooling (pre-trained / random)")]
     for task, row in probes.items():
         lo, hi = row["difference_ci95"]
         verdict = "better" if lo > 0 else "worse" if hi < 0 else "not separated"
         lines.append(f"  {task:20s} {row['metric']:6s} {_with_ci(row['pretrained'], row['pretrained_ci95']):>22s} "
                      f"{_with_ci(row['random'], row['random_ci95']):>22s} "
-                     f"{_with_ci(row['difference'], row['difference_ci95'], signed=True):>23s}  {verdict}")
+                     f"{_with_ci(row['difference'], row['difference_ci95'], signed=True):>23s}  {verdict:13s}"
+                     f"  {' / '.join(row.get('pooling', {}).values())}")
     pretraining = results.get("pretraining")
     if pretraining:
         lines += ["", (f"Pre-training ({pretraining['recipe']} recipe): DINO loss {_fmt(pretraining['loss_first'])} -> "

@@ -152,8 +152,13 @@ def test_groups_pooling_is_the_mean_of_each_channel_groups_tokens(nano):
     with torch.no_grad():
         torch.testing.assert_close(encode(nano, x, mask, "mean"), patches.mean(1))
     assert pooled_width(nano, "cls") == pooled_width(nano, "mean") == nano.width
+    with torch.no_grad():
+        both = encode(nano, x, mask, "cls_groups")
+        cls = encode(nano, x, mask, "cls")
+    assert both.shape == (3, pooled_width(nano, "cls_groups")) == (3, 4 * nano.width)
+    torch.testing.assert_close(both, torch.cat([cls, pooled], dim=1))
 
 
 def test_unknown_pooling_is_refused_with_the_choices(nano):
-    with pytest.raises(ValueError, match=r"unknown pooling 'max'; choose one of \['cls', 'mean', 'groups'\]"):
+    with pytest.raises(ValueError, match=r"unknown pooling 'max'; choose one of \['cls', 'mean', 'groups', 'cls_groups'\]"):
         pooled_width(nano, "max")

@@ -52,6 +52,23 @@ def test_pretrain_and_export_cli_in_process(tiny_store, tmp_path):
         torch.testing.assert_close(load_backbone(st)[0](x), model(x))
 
 
+def test_export_takes_the_backbone_the_run_recipe_names(tiny_store, tmp_path):
+    """The small recipe's runs export the student by default; --which still overrides."""
+    main_pretrain, main_export = _script("main_pretrain"), _script("main_export")
+    result = main_pretrain.main(["--model_name", "osf", "--recipe", "small", "--data_dir", str(tiny_store),
+                                 "--max_steps", "2", "--output_dir", str(tmp_path), "--run_name", "r", *TINY])
+    model = result.model
+    x = torch.randn(2, 12, 1920)
+    with torch.no_grad():
+        assert not torch.allclose(model.export_backbone("student")(x), model.export_backbone("teacher")(x))
+        for which, flags in (("student", []), ("teacher", ["--which", "teacher"])):
+            pth, _ = main_export.main(["--ckpt_path", str(result.last_checkpoint), "--output",
+                                       str(tmp_path / which / "b.pth"), *flags])
+            exported, metadata = load_backbone(pth)
+            assert metadata["exported_from"] == which
+            torch.testing.assert_close(exported(x), model.export_backbone(which)(x))
+
+
 def test_cli_errors_and_help(tiny_store, tmp_path, capsys):
     main_pretrain, main_export = _script("main_pretrain"), _script("main_export")
     with pytest.raises(ValueError, match="method 'dino' has no parameter.*channel_drop_p"):

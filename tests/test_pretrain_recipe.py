@@ -31,7 +31,8 @@ def test_small_recipe_sets_its_values_and_flags_still_win():
     assert published["lr"] == OSFDINOConfig().lr and "base_lr" not in published
     small = _resolve(["--max_steps", "10", "--recipe", "small"])
     recipe = train_config.RECIPES["small"].methods["dino_ours"]
-    for key in ("dino_out_dim", "teacher_temp", "momentum_base", "freeze_last_layer_frac", "koleo_lambda"):
+    for key in ("dino_out_dim", "dino_hidden_dim", "ibot_lambda", "teacher_temp", "momentum_base",
+                "freeze_last_layer_frac", "koleo_lambda"):
         assert small["method_kwargs"][key] == recipe[key], key
     assert small["batch_size"] == 32 and small["lr_base_batch"] == 256
     assert small["lr"] == pytest.approx(recipe["lr"] * 32 / 256) == small["method_kwargs"]["lr"]

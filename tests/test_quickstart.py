@@ -75,8 +75,8 @@ def test_changing_a_flag_reruns_exactly_the_steps_that_depend_on_it(tiny_run):
     assert {name for name, run in plan.items() if run} == {"finetune", "predict"}
     plan = Quickstart(dataclasses.replace(cfg, max_steps=cfg.max_steps + 1)).plan()
     rerun = {name for name, run in plan.items() if run}
-    assert rerun == {"pretrain", "export", "probe_pretrained_stage", "probe_pretrained_arousal", "sequence_stage",
-                     "finetune", "predict"}
+    assert rerun == {"pretrain", "export", *(f"probe_pretrained_{t}_{p}" for t in ("stage", "arousal")
+                                             for p in cfg.poolings), "sequence_stage", "finetune", "predict"}
     plan = Quickstart(dataclasses.replace(cfg, hours=1.0)).plan()
     assert all(plan.values())  # new nights: everything again
 
@@ -86,6 +86,31 @@ def test_bad_flags_are_refused(capsys):
 
     assert main(["--tasks", "Arousal,Stage"]) == 2
     assert "must start with 'Stage'" in capsys.readouterr().err
+    assert main(["--poolings", "cls,max"]) == 2
+    assert "unknown pooling 'max'" in capsys.readouterr().err
+
+
+def test_each_backbone_reports_the_pooling_its_validation_split_chose(tiny_run):
+    from osf.downstream.results import RunSummary
+    from osf.quickstart import TASK_METRIC
+
+    cfg, printed, _ = tiny_run
+    qs = Quickstart(cfg)
+    results = json.loads((cfg.output_dir / "results.json").read_text())
+    assert len(cfg.poolings) == 2
+    for task, row in results["probes"].items():
+        metric = TASK_METRIC[task]
+        for init in INITS:
+            runs = {p: RunSummary.read(qs.probe_dir(init, task, p) / "probe.json").metrics for p in cfg.poolings}
+            best = max(runs[p]["val"][metric] for p in cfg.poolings)
+            chosen = row["pooling"][init]
+            assert runs[chosen]["val"][metric] == best and row[init] == runs[chosen]["test"][metric]
+    assert f"{results['probes']['Stage']['pooling']['pretrained']} / " in printed
+    # the sequence head reads the pre-trained Stage probe's pooling from the same feature cache
+    seq = next(s for s in qs.steps if s.name == "sequence_stage").flags()
+    stage = next(s for s in qs.steps if s.name == f"probe_pretrained_stage_{seq['pooling']}").flags()
+    assert seq["pooling"] == qs.chosen_pooling("pretrained", "Stage")
+    assert seq["feature_cache_dir"] == stage["feature_cache_dir"]
 
 
 def test_the_demo_notebook_runs_after_the_quick_start(tiny_run, tmp_path):
@@ -115,18 +140,17 @@ def test_multi_gpu_runs_steps_as_subprocesses():
     assert Quickstart(QuickstartConfig()).in_process
 
 
-def test_nights_are_made_in_parallel_and_night_rows_share_the_probe_features(tmp_path):
+def test_nights_are_made_in_parallel_and_night_rows_follow_the_stage_probes(tmp_path):
     import os
 
     assert QuickstartConfig().night_workers == max(1, min(4, os.cpu_count() or 1))
     qs = Quickstart(QuickstartConfig(cpu_workers=3, output_dir=tmp_path / "qs", weights_dir=tmp_path / "w"))
-    wanted = {"cohort", "store_mesa", *(f"{kind}_{init}_{task}" for init in INITS
-                                        for kind, task in (("probe", "stage"), ("night", "ahi")))}
-    flags = {s.name: s.flags() for s in qs.steps if s.name in wanted}  # the predict step needs a generated night
-    assert flags["cohort"]["num_workers"] == 3 and flags["store_mesa"]["num_workers"] == 3
-    for init in INITS:  # same pooling and cache folder as the Stage probe: one feature extraction per backbone
-        probe, night = flags[f"probe_{init}_stage"], flags[f"night_{init}_ahi"]
-        assert (night["pooling"], night["feature_cache_dir"]) == (probe["pooling"], probe["feature_cache_dir"])
+    steps = {s.name: s for s in qs.steps}
+    assert steps["cohort"].flags()["num_workers"] == 3 and steps["store_mesa"].flags()["num_workers"] == 3
+    for init in INITS:  # the night row reads the pooling its Stage probes chose, from their feature cache
+        assert set(steps[f"night_{init}_ahi"].needs) == {f"probe_{init}_stage_{p}" for p in qs.cfg.poolings}
+    probe = steps["probe_random_stage_cls"].flags()  # one backbone pass caches the other pooling too
+    assert probe["pooling"] == "cls" and probe["cache_poolings"] == "groups"
 
 
 @pytest.mark.slow

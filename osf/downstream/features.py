@@ -28,7 +28,9 @@ from osf.utils.atomic import atomic_path, atomic_write_text
 # group (lead_wise=1: ECG+EMG, respiration, EEG+EOG), concatenated. The final LayerNorm leaves each token
 # only its direction, so pooling over groups keeps apart what the CLS and a global mean blend: a chin-EMG
 # burst changes the cardio-EMG group's tokens without being averaged with the 60 others (benchmarks/README).
-POOLINGS: tuple[str, ...] = ("cls", "mean", "groups")
+# cls_groups: the CLS token and the group means side by side; after the small recipe's masked-patch
+# (iBOT) training the CLS carries staging and breathing, while a random backbone's cues sit in the groups.
+POOLINGS: tuple[str, ...] = ("cls", "mean", "groups", "cls_groups")
 
 
 def check_pooling(pooling: str) -> str:
@@ -39,18 +41,21 @@ def check_pooling(pooling: str) -> str:
 
 
 def pooled_width(backbone: nn.Module, pooling: str) -> int:
-    """Width of :func:`encode`'s output: ``width``, or ``width x channel groups`` for ``groups``."""
-    groups = int(getattr(backbone, "num_groups", 1)) if check_pooling(pooling) == "groups" else 1
-    return int(backbone.width) * groups
+    """Width of :func:`encode`'s output: ``width``, ``width x channel groups`` for ``groups``, one more
+    ``width`` for ``cls_groups``."""
+    groups = int(getattr(backbone, "num_groups", 1)) if check_pooling(pooling) in ("groups", "cls_groups") else 0
+    return int(backbone.width) * max(1, groups + (pooling == "cls_groups"))
 
 
 def pool_tokens(cls: torch.Tensor, patches: torch.Tensor, pooling: str, num_groups: int = 1) -> torch.Tensor:
-    """Pool ``cls [B, D]`` and group-major ``patches [B, N, D]`` into ``[B, D]`` or ``[B, G*D]`` (groups)."""
+    """Pool ``cls [B, D]`` and group-major ``patches [B, N, D]`` into ``[B, D]``, ``[B, G*D]`` (groups) or
+    ``[B, (1+G)*D]`` (cls_groups)."""
     if check_pooling(pooling) == "cls":
         return cls
     if pooling == "mean":
         return patches.mean(1)
-    return rearrange(patches, "b (g t) d -> b g t d", g=num_groups).mean(2).flatten(1)
+    groups = rearrange(patches, "b (g t) d -> b g t d", g=num_groups).mean(2).flatten(1)
+    return torch.cat([cls, groups], dim=1) if pooling == "cls_groups" else groups
 
 
 def encode(backbone: nn.Module, signal: torch.Tensor, channel_mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -19,6 +19,7 @@ from osf.backbone.checkpoint import CheckpointError, backbone_metadata, save_bac
 from osf.backbone.vit1d_cls import create_backbone, state_has_mask_token
 from osf.models.base import WHICH, PretrainModule
 from osf.models.registry import METHODS, resolve_method_name
+from osf.train_config import RECIPES
 
 __all__ = ["WHICH", "backbone_from_lightning_checkpoint", "export_pretrained_backbone"]
 
@@ -61,18 +62,26 @@ def _rebuild(path: Path, info: dict[str, Any], state: dict[str, torch.Tensor], s
     return model.eval()
 
 
-def backbone_from_lightning_checkpoint(path: str | os.PathLike, which: str = "teacher") -> tuple[nn.Module, dict]:
+def recipe_export(info: dict[str, Any]) -> str:
+    """The backbone the run's recipe exports (``Recipe.export``); the teacher for runs without a known recipe."""
+    recipe = (info.get("run_config") or {}).get("recipe")
+    return RECIPES[recipe].export if recipe in RECIPES else "teacher"
+
+
+def backbone_from_lightning_checkpoint(path: str | os.PathLike, which: str | None = None) -> tuple[nn.Module, dict]:
     """Backbone of a pre-training checkpoint and its metadata in the released format's terms.
 
     ``which="teacher"`` takes the momentum teacher (the encoder DINO-style methods evaluate) and falls
-    back to the student for methods without one; ``which="student"`` takes the trained student. The
-    method class that wrote the checkpoint picks its weights (:meth:`PretrainModule.backbone_state_from`).
+    back to the student for methods without one; ``which="student"`` takes the trained student;
+    ``None`` takes what the run's recipe exports (:func:`recipe_export`). The method class that wrote
+    the checkpoint picks its weights (:meth:`PretrainModule.backbone_state_from`).
     """
-    if which not in WHICH:
+    if which is not None and which not in WHICH:
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
     path = Path(path)
     ckpt = _read_checkpoint(path)
     info = ckpt["osf"]
+    which = which or recipe_export(info)
     state, source = _method_class(path, info).backbone_state_from(ckpt["state_dict"], which)
     if source != which:
         log.info("%s: method %s has no %s; exporting the %s", path, info.get("method"), which, source)
@@ -84,7 +93,9 @@ def backbone_from_lightning_checkpoint(path: str | os.PathLike, which: str = "te
     return model, metadata
 
 
-def export_pretrained_backbone(ckpt_path: str | os.PathLike, output: str | os.PathLike, which: str = "teacher") -> tuple[Path, Path]:
-    """Write the backbone of ``ckpt_path`` as ``output`` (.pth, released format) and its .safetensors twin."""
+def export_pretrained_backbone(ckpt_path: str | os.PathLike, output: str | os.PathLike,
+                               which: str | None = None) -> tuple[Path, Path]:
+    """Write the backbone of ``ckpt_path`` as ``output`` (.pth, released format) and its .safetensors twin;
+    ``which`` as :func:`backbone_from_lightning_checkpoint`'s."""
     model, metadata = backbone_from_lightning_checkpoint(ckpt_path, which)
     return save_backbone(model, output, metadata)
