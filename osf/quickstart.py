@@ -71,7 +71,7 @@ class QuickstartConfig:
     # Probe features (osf.downstream.features.POOLINGS) tried per backbone and task; the one with the better
     # validation score is reported (a random backbone's cues sit in the channel groups, a pre-trained one's CLS
     # carries them after iBOT: one fixed pooling would favour one of the two). One backbone pass serves all.
-    poolings: tuple[str, ...] = ("cls", "groups")
+    poolings: tuple[str, ...] = ("cls", "groups", "cls_groups")
     batch_size: int = 32
     val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
     probe_steps: int = 300
@@ -292,11 +292,15 @@ class Quickstart:
                 "finetune", f"fine-tune a staging classifier ({cfg.finetune_steps} steps)", "main_finetune.py",
                 lambda: {"ckpt_path": str(self.backbone_path), "data_dir": str(self.store_dir), "eval_label": "Stage",
                          "finetune_backbone": True, "max_steps": cfg.finetune_steps,
+                         # the features the Stage probe chose; a tenth of the steps to warm up (not the 100 of
+                         # main_finetune's default, which is half of a short run)
+                         "pooling": self.chosen_pooling("pretrained", "Stage"),
+                         "warmup_steps": max(1, cfg.finetune_steps // 10),
                          "eval_every": cfg.finetune_eval_every, "batch_size": cfg.batch_size,
                          "num_workers": cfg.num_workers, "seed": cfg.seed, "n_boot": cfg.n_boot, "run_name": "finetune",
                          "output_dir": str(self.finetune_dir), **self._hardware()},
                 calls.downstream, lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
-                needs=("export",),
+                needs=self.probe_steps_of("pretrained", "Stage"),
                 clean=lambda: [self.finetune_dir],
             ),
             Step(

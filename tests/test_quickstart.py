@@ -97,7 +97,7 @@ def test_each_backbone_reports_the_pooling_its_validation_split_chose(tiny_run):
     cfg, printed, _ = tiny_run
     qs = Quickstart(cfg)
     results = json.loads((cfg.output_dir / "results.json").read_text())
-    assert len(cfg.poolings) == 2
+    assert len(cfg.poolings) >= 2
     for task, row in results["probes"].items():
         metric = TASK_METRIC[task]
         for init in INITS:
@@ -150,7 +150,7 @@ def test_nights_are_made_in_parallel_and_night_rows_follow_the_stage_probes(tmp_
     for init in INITS:  # the night row reads the pooling its Stage probes chose, from their feature cache
         assert set(steps[f"night_{init}_ahi"].needs) == {f"probe_{init}_stage_{p}" for p in qs.cfg.poolings}
     probe = steps["probe_random_stage_cls"].flags()  # one backbone pass caches the other pooling too
-    assert probe["pooling"] == "cls" and probe["cache_poolings"] == "groups"
+    assert probe["pooling"] == "cls" and probe["cache_poolings"] == "groups,cls_groups"
 
 
 @pytest.mark.slow
