@@ -9,6 +9,6 @@
 # Resume after a preemption: add --ckpt_path runs/<run>/checkpoints/last.ckpt (same other flags).
 # Export afterwards:
 #   python main_pipelines/main_export.py --ckpt_path runs/<run>/checkpoints/last.ckpt \
-#       --output pretrained_weights/osf_backbone.pth      # exports the teacher (default)
+#       --output pretrained_weights/osf_backbone.pth      # exports the teacher (the published recipe's choice)
 set -euo pipefail
 exec bash "$(dirname "${BASH_SOURCE[0]}")/pretrain_recipe.sh" --model_name dino_ours --lr 5e-5 "$@"

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--finetune_backbone", action=argparse.BooleanOptionalAction, default=False,
                    help="full fine-tuning (default: linear probe on cached frozen features)")
     g.add_argument("--pooling", default="cls", choices=list(POOLINGS),
-                   help="backbone features: cls token, mean of patch tokens, or per-channel-group means (groups)")
+                   help="backbone features: cls token, mean of patch tokens, per-channel-group means (groups), or the "
+                        "cls token beside the group means (cls_groups)")
     g.add_argument("--use_mean_pool", action=argparse.BooleanOptionalAction, default=False,
                    help="same as --pooling mean (kept for the published scripts)")
     g.add_argument("--loss_type", default="ce", choices=list(LOSS_TYPES))

@@ -50,7 +50,7 @@ class DownstreamConfig:
     eval_every: int | None = None
     finetune_backbone: bool = False
     use_mean_pool: bool = False  # the published flag: same as pooling="mean"
-    pooling: str = "cls"  # cls, mean or groups (osf.downstream.features.POOLINGS)
+    pooling: str = "cls"  # cls, mean, groups or cls_groups (osf.downstream.features.POOLINGS)
     loss_type: str = "ce"
     eval_channels: str = "full"
     mask_train_channels: bool = False
