@@ -193,9 +193,14 @@ def test_quickstart_rows_for_night_level_and_sequence_staging(tmp_path):
     small = Quickstart(QuickstartConfig.tiny(output_dir=tmp_path))
     assert "sequence_stage" in [s.name for s in small.steps] and "night_pretrained_ahi" not in [s.name for s in small.steps]
     big = Quickstart(QuickstartConfig(output_dir=tmp_path, nights=NIGHT_MIN_NIGHTS))
+    for pooling, val_kappa in zip(big.cfg.poolings, (0.3, 0.7, 0.6)):  # the random Stage probes, one per pooling
+        probe = big.probe_dir("random", "Stage", pooling)
+        probe.mkdir(parents=True)
+        (probe / "probe.json").write_text(json.dumps({"metrics": {"val": {"kappa": val_kappa}}}))
     night = next(s for s in big.steps if s.name == "night_random_ahi").command()
     assert night[night.index("--target_threshold") - 1: night.index("--target_threshold") + 2] == [
         "nsrr_ahi_hp3r_aasm15", "--target_threshold", "15"] and "none" in night
+    assert night[night.index("--pooling") + 1] == big.cfg.poolings[1]  # the Stage probes' validation choice
     for init, auroc in (("pretrained", 0.9), ("random", 0.6)):
         (tmp_path / "night" / init).mkdir(parents=True)
         (tmp_path / "night" / init / "night_mean_std.json").write_text(
