@@ -4,8 +4,9 @@ A step that succeeds leaves a stamp (its command) in ``<out>/.stages/``. On a re
 when its stamp holds the same command, its outputs exist and none of the steps it needs ran again;
 so a rerun with the same flags skips everything, and changing one step's flags reruns that step and
 what depends on it. ``force`` patterns (``fnmatch``, e.g. ``pretrain_dino*``) rerun matching steps
-whatever their stamps say, for changes a command does not show (a recipe edited in ``train_config``). The quick start stops at the first failure; a long sweep (SleepBench-mini) keeps
-going, records the failure in ``<out>/failures.log`` and skips only the steps that needed it.
+whatever their stamps say, for changes a command does not show (a recipe edited in ``train_config``).
+The quick start stops at the first failure; a long sweep (SleepBench-mini) keeps going, records the
+failure in ``<out>/failures.log`` and skips only the steps that needed it.
 """
 
 from __future__ import annotations
