@@ -39,7 +39,7 @@ import numpy as np
 from osf import config
 from osf import entry_calls as calls
 from osf.downstream.metrics import load_predictions, paired_difference
-from osf.downstream.results import RunSummary
+from osf.downstream.results import RunSummary, best_on_validation
 from osf.predict.writers import write_json
 from osf.train_config import get_recipe
 from osf.utils import corpus_sizes
@@ -170,11 +170,8 @@ class Quickstart:
 
     def chosen_pooling(self, init: str, task: str) -> str:
         """The pooling whose probe scores best on the validation split (the first on ties)."""
-        def val_score(pooling: str) -> float:
-            summary = RunSummary.read(self.probe_dir(init, task, pooling) / "probe.json")
-            return float(summary.metrics["val"][TASK_METRIC[task]])
-
-        return max(self.cfg.poolings, key=val_score)
+        return best_on_validation({p: self.probe_dir(init, task, p) / "probe.json" for p in self.cfg.poolings},
+                                  TASK_METRIC[task])
 
     def probe_steps_of(self, init: str, task: str) -> tuple[str, ...]:
         """Names of the probe steps of one backbone and task (one per pooling)."""

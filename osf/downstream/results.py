@@ -130,6 +130,12 @@ class RunSummary:
         return cls(record.get("run_id"), record.get("metrics", {}), record.get("comparison"))
 
 
+def best_on_validation(runs: Mapping[str, str | Path], metric: str) -> str:
+    """The key of ``runs`` (name -> run JSON) whose validation ``metric`` is highest; the first on ties."""
+    scores = {name: float(RunSummary.read(path).metrics["val"][metric]) for name, path in runs.items()}
+    return max(scores, key=scores.__getitem__)
+
+
 def flatten_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """``{"test": {"kappa": .., "kappa_ci95": [lo, hi], "per_class_f1": {...}}}`` -> flat CSV columns.
 

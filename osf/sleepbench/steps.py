@@ -7,13 +7,13 @@ share the feature cache, so each backbone runs once per preset and every task tr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from osf import config
 from osf import entry_calls as calls
 from osf.downstream.ceilings import PREDICTIONS_FILE, RESULT_FILE
+from osf.downstream.results import best_on_validation
 from osf.sleepbench.config import POOLING_CHOICES, RANDOM, SleepBenchConfig
 from osf.utils.steps import Flags, Step
 
@@ -76,13 +76,8 @@ class SleepBenchLayout:
 
     def chosen_pooling(self, backbone: str, seed: int) -> str:
         """The pooling with the better validation staging kappa (CLS first on ties); FileNotFoundError before."""
-        scores = {p: _val_kappa(self.pooling_dir(backbone, p, seed) / "probe.json") for p in POOLING_CHOICES}
-        return max(POOLING_CHOICES, key=lambda p: scores[p])
-
-
-def _val_kappa(path: Path) -> float:
-    record = json.loads(path.read_text())
-    return float(record["metrics"]["val"]["kappa"])
+        return best_on_validation({p: self.pooling_dir(backbone, p, seed) / "probe.json" for p in POOLING_CHOICES},
+                                  "kappa")
 
 
 def _outputs(folder: Path, run_name: str = "probe") -> list[Path]:
