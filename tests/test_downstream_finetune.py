@@ -76,6 +76,7 @@ def _gather_worker(rank: int, init_file: str, out_dir: str) -> None:
         proba = torch.arange(n * 4, dtype=torch.float32).reshape(n, 4) + 100 * rank
         label = torch.arange(n) + 10 * rank
         torch.save({"proba": gather_uneven(proba), "label": gather_uneven(label)}, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while its peer still has traffic in flight
     finally:
         dist.destroy_process_group()
 

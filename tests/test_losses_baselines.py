@@ -195,6 +195,7 @@ def _gather_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         loo.backward()
         torch.save({"loss": loss.detach(), "g1": z1.grad, "g2": z2.grad, "loo": loo.detach(), "ge": emb.grad},
                    f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while its peer still has traffic in flight
     finally:
         dist.destroy_process_group()
 
