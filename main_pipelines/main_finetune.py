@@ -59,9 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("training")
     g.add_argument("--finetune_backbone", action=argparse.BooleanOptionalAction, default=False,
                    help="full fine-tuning (default: linear probe on cached frozen features)")
+    g.add_argument("--init_head", default=None, metavar="CLASSIFIER_PT",
+                   help="fine-tuning: start the head at this linear probe's (its classifier.pt; same backbone, pooling "
+                        "and task), i.e. LP-FT")
     g.add_argument("--pooling", default="cls", choices=list(POOLINGS),
                    help="backbone features: cls token, mean of patch tokens, per-channel-group means (groups), or the "
-                        "cls token beside the group means (cls_groups)")
+                        "cls token beside the group means (cls_groups), or each group's mean and std over time (groups_std)")
     g.add_argument("--use_mean_pool", action=argparse.BooleanOptionalAction, default=False,
                    help="same as --pooling mean (kept for the published scripts)")
     g.add_argument("--loss_type", default="ce", choices=list(LOSS_TYPES))

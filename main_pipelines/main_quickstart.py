@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre-training peak learning rate per 256 samples (default: the recipe's)")
     p.add_argument("--poolings", "--pooling", default=None,
                    help="comma-separated probe features tried per backbone and task, the best on validation reported: "
-                        "cls, mean, groups, cls_groups (default cls,groups,cls_groups)")
+                        "cls, mean, groups, cls_groups, groups_std (default: QuickstartConfig.poolings)")
     p.add_argument("--probe_steps", type=int, default=None, help="linear-probe steps per task")
     p.add_argument("--finetune_steps", type=int, default=None, help="fine-tuning steps of the staging classifier")
     p.add_argument("--batch_size", type=int, default=None)

@@ -159,6 +159,20 @@ def test_groups_pooling_is_the_mean_of_each_channel_groups_tokens(nano):
     torch.testing.assert_close(both, torch.cat([cls, pooled], dim=1))
 
 
+def test_groups_std_adds_the_spread_of_each_groups_tokens_over_the_epoch(nano):
+    x = torch.randn(2, 12, 1920, generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    with torch.no_grad():
+        pooled = encode(nano, x, mask, "groups_std")
+        _, patches = nano.forward_encoding(x, channel_mask=mask)
+    width, t = nano.width, nano.num_time_patches
+    assert pooled.shape == (2, pooled_width(nano, "groups_std")) == (2, 6 * width)
+    torch.testing.assert_close(pooled[:, : 3 * width], encode(nano, x, mask, "groups"))
+    for g in range(nano.num_groups):
+        tokens = patches[:, g * t : (g + 1) * t].numpy()
+        np.testing.assert_allclose(pooled[:, (3 + g) * width : (4 + g) * width].numpy(), tokens.std(1), rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_pooling_is_refused_with_the_choices(nano):
-    with pytest.raises(ValueError, match=r"unknown pooling 'max'; choose one of \['cls', 'mean', 'groups', 'cls_groups'\]"):
+    with pytest.raises(ValueError, match=r"unknown pooling 'max'; choose one of \['cls', 'mean', 'groups', 'cls_groups', 'groups_std'\]"):
         pooled_width(nano, "max")

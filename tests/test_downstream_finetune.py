@@ -99,3 +99,61 @@ def test_loaded_backbone_is_fine_tuned_in_train_mode():
     backbone = create_backbone("vit_nano", drop_path_rate=0.1).eval()
     module = FinetuneModule(backbone, num_classes=4)
     assert module.backbone.training and all(m.training for m in module.backbone.modules())
+
+
+# --- LP-FT: the head starts at a linear probe's -------------------------------------------------
+def _probe_file(tmp_path, backbone: nn.Module, pooling: str, task: str = "stage"):
+    from osf.backbone.checkpoint import backbone_metadata
+    from osf.downstream.classifier import SleepClassifier, save_classifier
+    from osf.downstream.features import pooled_width
+
+    head = nn.Linear(pooled_width(backbone, pooling), 4)
+    torch.nn.init.normal_(head.weight, generator=torch.Generator().manual_seed(3))
+    clf = SleepClassifier(backbone, {task: head}, {task: ["W", "Light", "Deep", "REM"]}, pooling=pooling,
+                          backbone_metadata=backbone_metadata(backbone, "test"))
+    return save_classifier(clf, tmp_path / f"{task}_{pooling}.pt"), clf
+
+
+def test_fine_tuning_starts_where_the_linear_probe_ended(tmp_path):
+    from osf.downstream.finetune import start_head_from_probe
+
+    torch.manual_seed(0)
+    backbone = create_backbone("vit_pico").eval()
+    path, probe = _probe_file(tmp_path, backbone, "cls_groups")
+    module = FinetuneModule(copy_of(backbone), 4, pooling="cls_groups").eval()
+    x, mask = torch.randn(3, 12, 1920), torch.ones(3, 12, dtype=torch.bool)
+    assert not torch.allclose(module(x, mask), probe(x, mask)["stage"])  # a fresh head differs
+    start_head_from_probe(module, str(path), "stage")
+    torch.testing.assert_close(module(x, mask), probe(x, mask)["stage"])
+
+
+def test_a_probe_of_another_backbone_pooling_or_task_is_refused(tmp_path):
+    from osf.downstream.finetune import start_head_from_probe
+
+    torch.manual_seed(0)
+    backbone = create_backbone("vit_pico")
+    path, _ = _probe_file(tmp_path, backbone, "cls")
+    with pytest.raises(ValueError, match=r"reads 'cls' features, fine-tuning uses --pooling groups"):
+        start_head_from_probe(FinetuneModule(copy_of(backbone), 4, pooling="groups"), str(path), "stage")
+    with pytest.raises(ValueError, match=r"heads for \['stage'\], not 'arousal'"):
+        start_head_from_probe(FinetuneModule(copy_of(backbone), 4, pooling="cls"), str(path), "arousal")
+    with pytest.raises(ValueError, match="trained on another backbone"):
+        start_head_from_probe(FinetuneModule(create_backbone("vit_pico"), 4, pooling="cls"), str(path), "stage")
+
+
+def test_init_head_needs_fine_tuning_and_an_existing_file(tmp_path):
+    from osf.downstream.run_config import DownstreamConfig, validate_config
+
+    cfg = DownstreamConfig(data_dir=".", output_dir=".", init_head=str(tmp_path / "probe.pt")).resolved()
+    with pytest.raises(ValueError, match="--init_head starts fine-tuning at a probe's head: it needs --finetune_backbone"):
+        validate_config(cfg)
+    cfg = DownstreamConfig(data_dir=".", output_dir=".", init_head=str(tmp_path / "probe.pt"),
+                           finetune_backbone=True).resolved()
+    with pytest.raises(ValueError, match=r"probe.pt: no such file"):
+        validate_config(cfg)
+
+
+def copy_of(module: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module)

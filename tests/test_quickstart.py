@@ -111,6 +111,9 @@ def test_each_backbone_reports_the_pooling_its_validation_split_chose(tiny_run):
     stage = next(s for s in qs.steps if s.name == f"probe_pretrained_stage_{seq['pooling']}").flags()
     assert seq["pooling"] == qs.chosen_pooling("pretrained", "Stage")
     assert seq["feature_cache_dir"] == stage["feature_cache_dir"]
+    # fine-tuning starts at that probe's head (LP-FT) and reads the same features
+    ft = next(s for s in qs.steps if s.name == "finetune").flags()
+    assert ft["init_head"] == str(qs.probe_dir("pretrained", "Stage") / "classifier.pt") and ft["pooling"] == seq["pooling"]
 
 
 def test_the_demo_notebook_runs_after_the_quick_start(tiny_run, tmp_path):
@@ -150,7 +153,7 @@ def test_nights_are_made_in_parallel_and_night_rows_follow_the_stage_probes(tmp_
     for init in INITS:  # the night row reads the pooling its Stage probes chose, from their feature cache
         assert set(steps[f"night_{init}_ahi"].needs) == {f"probe_{init}_stage_{p}" for p in qs.cfg.poolings}
     probe = steps["probe_random_stage_cls"].flags()  # one backbone pass caches the other pooling too
-    assert probe["pooling"] == "cls" and probe["cache_poolings"] == "groups,cls_groups"
+    assert probe["pooling"] == "cls" and probe["cache_poolings"] == "groups,cls_groups,groups_std"
 
 
 @pytest.mark.slow

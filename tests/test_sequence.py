@@ -193,7 +193,8 @@ def test_quickstart_rows_for_night_level_and_sequence_staging(tmp_path):
     small = Quickstart(QuickstartConfig.tiny(output_dir=tmp_path))
     assert "sequence_stage" in [s.name for s in small.steps] and "night_pretrained_ahi" not in [s.name for s in small.steps]
     big = Quickstart(QuickstartConfig(output_dir=tmp_path, nights=NIGHT_MIN_NIGHTS))
-    for pooling, val_kappa in zip(big.cfg.poolings, (0.3, 0.7, 0.6)):  # the random Stage probes, one per pooling
+    val_kappas = (0.3, 0.7) + (0.6,) * (len(big.cfg.poolings) - 2)
+    for pooling, val_kappa in zip(big.cfg.poolings, val_kappas, strict=True):  # the random Stage probes, one per pooling
         probe = big.probe_dir("random", "Stage", pooling)
         probe.mkdir(parents=True)
         (probe / "probe.json").write_text(json.dumps({"metrics": {"val": {"kappa": val_kappa}}}))

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from osf.backbone.vit1d_cls import vit_layer_id as layer_id  # noqa: F401  (the backbone's rule, public here too)
-from osf.downstream.features import encode, pooled_width, run_over_loader
+from osf.downstream.features import backbone_hash, encode, pooled_width, run_over_loader
 from osf.downstream.linear_probe import selection_score
 from osf.downstream.losses import make_loss
 from osf.utils.param_groups import trainable_parameters
@@ -170,6 +170,28 @@ class FinetuneModule(pl.LightningModule):
         """Load the weights of the best validation score (no-op if validation never ran)."""
         if self.best_state is not None:
             self.load_state_dict(copy.deepcopy(self.best_state))
+
+
+def start_head_from_probe(module: FinetuneModule, probe_path: str, task: str) -> None:
+    """LP-FT (Kumar et al., 2022): start the head at a linear probe's of the same backbone, pooling and task.
+
+    A randomly initialised head sends large gradients into the backbone in the first steps and distorts its
+    features; started at the probe, a short fine-tuning begins where the probe ended.
+    """
+    from osf.downstream.classifier import load_classifier
+
+    where = f"--init_head {probe_path}"
+    probe = load_classifier(probe_path)
+    if task not in probe.heads:
+        raise ValueError(f"{where}: the classifier has heads for {probe.tasks}, not {task!r}")
+    if probe.pooling != module.pooling:
+        raise ValueError(f"{where}: the probe reads {probe.pooling!r} features, fine-tuning uses --pooling {module.pooling}")
+    head = probe.heads[task]
+    if tuple(head.weight.shape) != tuple(module.head.weight.shape):
+        raise ValueError(f"{where}: head shape {list(head.weight.shape)} != {list(module.head.weight.shape)}")
+    if backbone_hash(probe.backbone) != backbone_hash(module.backbone):
+        raise ValueError(f"{where}: the probe was trained on another backbone than the one being fine-tuned")
+    module.head.load_state_dict(head.state_dict())
 
 
 def predict_loader(

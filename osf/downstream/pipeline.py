@@ -162,7 +162,7 @@ def _finetune(cfg: DownstreamConfig, dm: Any, backbone: nn.Module, seed: int) ->
     """Lightning fit of one seed; the module ends at its best validation step."""
     import pytorch_lightning as pl
 
-    from osf.downstream.finetune import FinetuneModule, predict_loader
+    from osf.downstream.finetune import FinetuneModule, predict_loader, start_head_from_probe
     from osf.utils.quiet import quiet_lightning
 
     quiet_lightning()  # no Lightning banners/tips or third-party deprecations in the run's output
@@ -175,6 +175,8 @@ def _finetune(cfg: DownstreamConfig, dm: Any, backbone: nn.Module, seed: int) ->
         max_steps=cfg.max_steps, loss_type=cfg.loss_type, class_counts=np.asarray(dm.class_counts).tolist(),
         selection_metric=default_selection_metric(dm.num_classes),
     )
+    if cfg.init_head:
+        start_head_from_probe(module, cfg.init_head, config.LABEL_COLUMNS[cfg.eval_label])
     trainer = _finetune_trainer(cfg)
     trainer.fit(module, datamodule=dm)
     module.restore_best()

@@ -49,8 +49,9 @@ class DownstreamConfig:
     batch_size: int | None = None
     eval_every: int | None = None
     finetune_backbone: bool = False
+    init_head: str | None = None  # fine-tuning: a linear probe's classifier.pt the head starts from (LP-FT)
     use_mean_pool: bool = False  # the published flag: same as pooling="mean"
-    pooling: str = "cls"  # cls, mean, groups or cls_groups (osf.downstream.features.POOLINGS)
+    pooling: str = "cls"  # osf.downstream.features.POOLINGS
     loss_type: str = "ce"
     eval_channels: str = "full"
     mask_train_channels: bool = False
@@ -154,4 +155,8 @@ def validate_config(cfg: DownstreamConfig) -> tuple[str, ...]:
         raise ValueError(f"--n_train_samples (k per class) must be >= 1, got {cfg.n_train_samples}")
     if not 0.0 < cfg.train_data_pct <= 1.0:
         raise ValueError(f"--train_data_pct must be in (0, 1], got {cfg.train_data_pct}")
+    if cfg.init_head and not cfg.finetune_backbone:
+        raise ValueError("--init_head starts fine-tuning at a probe's head: it needs --finetune_backbone")
+    if cfg.init_head and not Path(cfg.init_head).is_file():
+        raise ValueError(f"--init_head {cfg.init_head}: no such file")
     return config.resolve_channel_preset(cfg.eval_channels)  # raises on an empty / unknown preset
