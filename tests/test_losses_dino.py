@@ -114,3 +114,64 @@ def test_koleo_matches_brute_force_and_prefers_spread_features():
     assert koleo_loss(clustered) > koleo_loss(x)
     with pytest.raises(ValueError, match="B >= 2"):
         koleo_loss(torch.randn(1, 5))
+
+
+def _dinov2_sinkhorn(logits: torch.Tensor, temp: float, n_iter: int = 3) -> torch.Tensor:
+    """DINOv2's sinkhorn_knopp_teacher, single process, written as in its repository."""
+    q = torch.exp(logits / temp).t()
+    b, k = q.shape[1], q.shape[0]
+    q /= q.sum()
+    for _ in range(n_iter):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= b
+    return (q * b).t()
+
+
+def test_sinkhorn_teacher_matches_dinov2_and_spreads_a_collapsed_batch():
+    from osf.losses.dino import SinkhornKnopp
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 16, generator=g).clamp(-1, 1)
+    torch.testing.assert_close(SinkhornKnopp().teacher_probs(logits, 0.1), _dinov2_sinkhorn(logits, 0.1))
+    # every row prefers prototype 0: softmax sends the batch there, Sinkhorn-Knopp spreads it
+    collapsed = logits * 0.1
+    collapsed[:, 0] += 1.0
+    soft = F.softmax(collapsed / 0.015, dim=-1)
+    sk = SinkhornKnopp().teacher_probs(collapsed, 0.015)  # exp(t / 0.015) alone would overflow float32 here
+    assert soft.mean(0)[0] > 0.99
+    assert torch.isfinite(sk).all()
+    torch.testing.assert_close(sk.sum(-1), torch.ones(64))
+    assert sk.mean(0).max() < 2.0 / 16  # near 1/K for every prototype
+    loss = DINOLoss(16, centering="sinkhorn")
+    assert "centering.center" not in loss.state_dict()
+    with pytest.raises(ValueError, match=r"unknown teacher centering 'sk'; choose one of \['ema', 'sinkhorn'\]"):
+        DINOLoss(16, centering="sk")
+
+
+def _sinkhorn_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from osf.losses.dino import SinkhornKnopp
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        logits = torch.randn(12, 8, generator=torch.Generator().manual_seed(5))
+        mine = logits[:8] if rank == 0 else logits[8:]  # unequal shards
+        torch.save({"probs": SinkhornKnopp().teacher_probs(mine, 0.05)}, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while its peer still has traffic in flight
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sinkhorn_over_ranks_normalises_the_global_batch(tmp_path):
+    """Two gloo ranks holding 8 and 4 rows get the rows of the 12-row normalisation."""
+    import torch.multiprocessing as mp
+
+    from osf.losses.dino import SinkhornKnopp
+
+    mp.start_processes(_sinkhorn_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="spawn")
+    shards = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["probs"] for r in range(2)]
+    logits = torch.randn(12, 8, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(torch.cat(shards), SinkhornKnopp().teacher_probs(logits, 0.05))

@@ -212,3 +212,14 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert ckpt["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert not (tmp_path / "run" / "checkpoints" / "step00000006.ckpt").exists()
+
+
+def test_sinkhorn_teacher_option_normalises_both_dino_and_ibot_targets():
+    from osf.losses.dino import Centering, SinkhornKnopp
+
+    kw = {"backbone_kwargs": {"seq_len": SEQ_LEN}, "total_steps": 10, "ibot_lambda": 0.5, **TINY_HEAD}
+    model = create_method("dino_ours", "vit_nano", teacher_centering="sinkhorn", **kw)
+    assert isinstance(model.dino_loss.centering, SinkhornKnopp) and isinstance(model.ibot_loss.centering, SinkhornKnopp)
+    out = model.ssl_step(tiny_batch(4), torch.Generator().manual_seed(0), update_state=True)
+    assert math.isfinite(out.loss.item()) and out.loss.requires_grad
+    assert isinstance(create_method("dino_ours", "vit_nano", **kw).dino_loss.centering, Centering)  # DINO's default

@@ -173,7 +173,7 @@ class FinetuneModule(pl.LightningModule):
 
 
 def start_head_from_probe(module: FinetuneModule, probe_path: str, task: str) -> None:
-    """LP-FT (Kumar et al., 2022): start the head at a linear probe's of the same backbone, pooling and task.
+    """LP-FT (Kumar et al., 2022): start the head at the head of a linear probe (same backbone, pooling, task).
 
     A randomly initialised head sends large gradients into the backbone in the first steps and distorts its
     features; started at the probe, a short fine-tuning begins where the probe ended.

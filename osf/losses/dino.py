@@ -4,6 +4,11 @@ The loss between a student view ``s`` and a teacher view ``t`` is the cross-entr
 ``-sum_k softmax((t_k - c_k) / tau_t) * log_softmax(s_k / tau_s)``, averaged over the batch and over the
 (student view, teacher view) pairs that count. The center ``c`` is an EMA of the teacher's batch mean
 logit, all-reduced across ranks so every rank centers with the same vector.
+
+DINOv2 (Oquab et al., 2023) replaces the centering by a Sinkhorn-Knopp normalisation of the teacher
+(:class:`SinkhornKnopp`): ``Q = exp(t / tau_t)`` is rescaled, alternately over prototypes and over the
+batch, until every prototype carries ``1/K`` of the batch and every row sums to 1. A sharp teacher then
+cannot put the whole batch on a few prototypes.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Centering", "DINOLoss", "dino_cross_entropy", "view_pairs"]
+__all__ = ["CENTERINGS", "Centering", "DINOLoss", "SinkhornKnopp", "dino_cross_entropy", "make_centering", "view_pairs"]
+
+CENTERINGS: tuple[str, ...] = ("ema", "sinkhorn")
 
 
 def _all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
@@ -45,6 +52,53 @@ class Centering(nn.Module):
         return F.softmax((teacher_logits.detach().float() - self.center) / temperature, dim=-1)
 
 
+def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(x)
+    return x
+
+
+def _all_reduce_max(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return x
+
+
+class SinkhornKnopp(nn.Module):
+    """Teacher probabilities with equal prototype mass over the global batch (DINOv2); no state to update."""
+
+    def __init__(self, n_iterations: int = 3) -> None:
+        super().__init__()
+        self.n_iterations = n_iterations
+
+    def update(self, teacher_logits: torch.Tensor) -> None:
+        """Nothing to track: each batch is normalised on its own."""
+
+    @torch.no_grad()
+    def teacher_probs(self, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Rows of ``teacher_logits`` ``[..., K]`` (all ranks' rows together) as equipartitioned probabilities."""
+        shape = teacher_logits.shape
+        scaled = teacher_logits.detach().float().reshape(-1, shape[-1]) / temperature
+        # exp(t / tau) overflows float32 for a sharp teacher; a shared shift cancels in the normalisation.
+        shift = _all_reduce_max(scaled.max() if scaled.numel() else scaled.new_tensor(-torch.inf))
+        q = torch.exp(scaled - shift).t()  # [K, B]
+        n_rows = _all_reduce_sum(torch.tensor(float(q.shape[1]), device=q.device))
+        q /= _all_reduce_sum(q.sum())
+        for _ in range(self.n_iterations):
+            q /= _all_reduce_sum(q.sum(dim=1, keepdim=True)) * q.shape[0]  # each prototype: 1/K of the mass
+            q /= q.sum(dim=0, keepdim=True) * n_rows  # each row: 1/B
+        return (q * n_rows).t().reshape(shape)
+
+
+def make_centering(kind: str, dim: int, momentum: float = 0.9) -> Centering | SinkhornKnopp:
+    """The teacher normalisation ``kind`` (:data:`CENTERINGS`): EMA centering or Sinkhorn-Knopp."""
+    if kind == "ema":
+        return Centering(dim, momentum)
+    if kind == "sinkhorn":
+        return SinkhornKnopp()
+    raise ValueError(f"unknown teacher centering {kind!r}; choose one of {list(CENTERINGS)}")
+
+
 def dino_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float) -> torch.Tensor:
     """Mean over rows of ``-sum(teacher_probs * log_softmax(student_logits / student_temp))``."""
     return torch.sum(-teacher_probs * F.log_softmax(student_logits.float() / student_temp, dim=-1), dim=-1).mean()
@@ -60,9 +114,10 @@ def view_pairs(n_student: int, n_teacher: int, same_view_pairs: bool) -> list[tu
 class DINOLoss(nn.Module):
     """DINO loss over views; ``same_view_pairs`` counts (view i, view i) pairs as OSF does."""
 
-    def __init__(self, out_dim: int, center_momentum: float = 0.9, same_view_pairs: bool = False) -> None:
+    def __init__(self, out_dim: int, center_momentum: float = 0.9, same_view_pairs: bool = False,
+                 centering: str = "ema") -> None:
         super().__init__()
-        self.centering = Centering(out_dim, center_momentum)
+        self.centering = make_centering(centering, out_dim, center_momentum)
         self.same_view_pairs = same_view_pairs
 
     def forward(

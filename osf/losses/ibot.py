@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from osf.losses.dino import Centering
+from osf.losses.dino import make_centering
 
 __all__ = ["IBOTPatchLoss", "random_token_mask"]
 
@@ -31,9 +31,9 @@ def random_token_mask(batch: int, num_tokens: int, ratio: float, generator: torc
 class IBOTPatchLoss(nn.Module):
     """Cross-entropy between teacher and student patch distributions on the masked tokens only."""
 
-    def __init__(self, out_dim: int, center_momentum: float = 0.9) -> None:
+    def __init__(self, out_dim: int, center_momentum: float = 0.9, centering: str = "ema") -> None:
         super().__init__()
-        self.centering = Centering(out_dim, center_momentum)
+        self.centering = make_centering(centering, out_dim, center_momentum)
 
     def forward(
         self,

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from osf.augmentations.timeseries import TimeSeriesAugment
-from osf.losses.dino import DINOLoss
+from osf.losses.dino import CENTERINGS, DINOLoss
 from osf.losses.ibot import IBOTPatchLoss, random_token_mask
 from osf.losses.koleo import koleo_loss
 from osf.models.base import MethodConfig, PretrainModule, SSLStepOutput
@@ -51,6 +51,8 @@ class DINOConfig(MethodConfig):
     warmup_teacher_temp: float = option(0.04, help="teacher temperature at step 0")
     teacher_temp_warmup_frac: float = option(0.1, help="fraction of steps over which the teacher temperature warms up")
     center_momentum: float = option(0.9, help="EMA momentum of the DINO center")
+    teacher_centering: str = option("ema", choices=CENTERINGS,
+                                    help="teacher normalisation: ema (DINO's center) or sinkhorn (DINOv2's Sinkhorn-Knopp)")
     same_view_pairs: bool = option(False, help="count (view i, view i) student/teacher pairs in the DINO loss (OSF "
                                                "does; DINO does not)")
     n_global_views: int = option(2, help="views seen by teacher and student")
@@ -103,8 +105,9 @@ class DINO(PretrainModule):
         self.head = DINOHead(self.width, cfg.dino_out_dim, cfg.dino_hidden_dim, cfg.dino_bottleneck_dim)
         self.teacher_backbone = make_momentum_copy(self.backbone)
         self.teacher_head = make_momentum_copy(self.head)
-        self.dino_loss = DINOLoss(cfg.dino_out_dim, cfg.center_momentum, cfg.same_view_pairs)
-        self.ibot_loss = IBOTPatchLoss(cfg.dino_out_dim, cfg.center_momentum) if self._use_ibot else None
+        self.dino_loss = DINOLoss(cfg.dino_out_dim, cfg.center_momentum, cfg.same_view_pairs, cfg.teacher_centering)
+        self.ibot_loss = (IBOTPatchLoss(cfg.dino_out_dim, cfg.center_momentum, cfg.teacher_centering)
+                          if self._use_ibot else None)
 
     def prepare_config(self, cfg: DINOConfig) -> DINOConfig:
         """iBOT needs the backbone's mask token."""
