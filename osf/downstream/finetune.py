@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from osf.backbone.vit1d_cls import vit_layer_id as layer_id  # noqa: F401  (the backbone's rule, public here too)
+from osf.downstream.classifier import load_classifier
 from osf.downstream.features import backbone_hash, encode, pooled_width, run_over_loader
 from osf.downstream.linear_probe import selection_score
 from osf.downstream.losses import make_loss
@@ -178,8 +179,6 @@ def start_head_from_probe(module: FinetuneModule, probe_path: str, task: str) ->
     A randomly initialised head sends large gradients into the backbone in the first steps and distorts its
     features; started at the probe, a short fine-tuning begins where the probe ended.
     """
-    from osf.downstream.classifier import load_classifier
-
     where = f"--init_head {probe_path}"
     probe = load_classifier(probe_path)
     if task not in probe.heads:
