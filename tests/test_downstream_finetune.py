@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -120,7 +121,7 @@ def test_fine_tuning_starts_where_the_linear_probe_ended(tmp_path):
     torch.manual_seed(0)
     backbone = create_backbone("vit_pico").eval()
     path, probe = _probe_file(tmp_path, backbone, "cls_groups")
-    module = FinetuneModule(copy_of(backbone), 4, pooling="cls_groups").eval()
+    module = FinetuneModule(copy.deepcopy(backbone), 4, pooling="cls_groups").eval()
     x, mask = torch.randn(3, 12, 1920), torch.ones(3, 12, dtype=torch.bool)
     assert not torch.allclose(module(x, mask), probe(x, mask)["stage"])  # a fresh head differs
     start_head_from_probe(module, str(path), "stage")
@@ -134,9 +135,9 @@ def test_a_probe_of_another_backbone_pooling_or_task_is_refused(tmp_path):
     backbone = create_backbone("vit_pico")
     path, _ = _probe_file(tmp_path, backbone, "cls")
     with pytest.raises(ValueError, match=r"reads 'cls' features, fine-tuning uses --pooling groups"):
-        start_head_from_probe(FinetuneModule(copy_of(backbone), 4, pooling="groups"), str(path), "stage")
+        start_head_from_probe(FinetuneModule(copy.deepcopy(backbone), 4, pooling="groups"), str(path), "stage")
     with pytest.raises(ValueError, match=r"heads for \['stage'\], not 'arousal'"):
-        start_head_from_probe(FinetuneModule(copy_of(backbone), 4, pooling="cls"), str(path), "arousal")
+        start_head_from_probe(FinetuneModule(copy.deepcopy(backbone), 4, pooling="cls"), str(path), "arousal")
     with pytest.raises(ValueError, match="trained on another backbone"):
         start_head_from_probe(FinetuneModule(create_backbone("vit_pico"), 4, pooling="cls"), str(path), "stage")
 
@@ -151,9 +152,3 @@ def test_init_head_needs_fine_tuning_and_an_existing_file(tmp_path):
                            finetune_backbone=True).resolved()
     with pytest.raises(ValueError, match=r"probe.pt: no such file"):
         validate_config(cfg)
-
-
-def copy_of(module: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(module)
