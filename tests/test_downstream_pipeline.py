@@ -343,3 +343,17 @@ def test_the_command_line_and_downstream_config_share_every_default():
                 if name in parsed and f.default is not dataclasses.MISSING}
     assert defaults, "no defaulted field"
     assert {k: parsed[k] for k in defaults} == defaults
+
+
+def test_lp_ft_starts_fine_tuning_at_the_probes_predictions(store, tmp_path):
+    """With lr 0, fine-tuning from the probe's head (--init_head) predicts what the probe predicts; without it, not."""
+    from osf.downstream.metrics import load_predictions
+
+    probe = run_downstream(_cfg(store, tmp_path / "probe", pooling="groups_std", n_boot=20))
+    frozen = {"finetune_backbone": True, "max_steps": 2, "eval_every": 2, "batch_size": 16, "lr": 0.0,
+              "warmup_steps": 0, "pooling": "groups_std", "n_boot": 20}
+    lpft = run_downstream(_cfg(store, tmp_path / "lpft", init_head=probe["artifacts"]["classifier"], **frozen))
+    fresh = run_downstream(_cfg(store, tmp_path / "fresh", **frozen))
+    want = load_predictions(probe["artifacts"]["test_predictions"])["proba"]
+    np.testing.assert_allclose(load_predictions(lpft["artifacts"]["test_predictions"])["proba"], want, atol=1e-4)
+    assert np.abs(load_predictions(fresh["artifacts"]["test_predictions"])["proba"] - want).max() > 0.05
