@@ -281,23 +281,26 @@ class Quickstart:
             ),
         ]
 
+    def _finetune_flags(self) -> Flags:
+        """LP-FT from the pre-trained Stage probe the validation split chose: its head and its features."""
+        cfg = self.cfg
+        pooling = self.chosen_pooling("pretrained", "Stage")
+        return {"ckpt_path": str(self.backbone_path), "data_dir": str(self.store_dir), "eval_label": "Stage",
+                "finetune_backbone": True, "max_steps": cfg.finetune_steps, "pooling": pooling,
+                "init_head": str(self.probe_dir("pretrained", "Stage", pooling) / "classifier.pt"),
+                # a tenth of the steps to warm up (main_finetune's default 100 is a whole short run)
+                "warmup_steps": max(1, cfg.finetune_steps // 10),
+                "eval_every": cfg.finetune_eval_every, "batch_size": cfg.batch_size,
+                "num_workers": cfg.num_workers, "seed": cfg.seed, "n_boot": cfg.n_boot, "run_name": "finetune",
+                "output_dir": str(self.finetune_dir), **self._hardware()}
+
     def _use_steps(self) -> list[Step]:
         """The fine-tuned staging classifier and the staged held-out night."""
         cfg = self.cfg
         return [
             Step(
                 "finetune", f"fine-tune a staging classifier ({cfg.finetune_steps} steps)", "main_finetune.py",
-                lambda: {"ckpt_path": str(self.backbone_path), "data_dir": str(self.store_dir), "eval_label": "Stage",
-                         "finetune_backbone": True, "max_steps": cfg.finetune_steps,
-                         # LP-FT: the head starts at the Stage probe the validation split chose (its features);
-                         # a tenth of the steps to warm up (main_finetune's default 100 is a whole short run)
-                         "pooling": self.chosen_pooling("pretrained", "Stage"),
-                         "init_head": str(self.probe_dir("pretrained", "Stage") / "classifier.pt"),
-                         "warmup_steps": max(1, cfg.finetune_steps // 10),
-                         "eval_every": cfg.finetune_eval_every, "batch_size": cfg.batch_size,
-                         "num_workers": cfg.num_workers, "seed": cfg.seed, "n_boot": cfg.n_boot, "run_name": "finetune",
-                         "output_dir": str(self.finetune_dir), **self._hardware()},
-                calls.downstream, lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
+                self._finetune_flags, calls.downstream, lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
                 needs=self.probe_steps_of("pretrained", "Stage"),
                 clean=lambda: [self.finetune_dir],
             ),
