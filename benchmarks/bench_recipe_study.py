@@ -87,7 +87,7 @@ def compare(a: dict, b: dict) -> dict[str, dict[str, float]]:
 def pretrain(store: Path, out: Path, name: str, args: argparse.Namespace, overrides: dict):
     """One run of ``args.method`` under ``args.recipe``; the trained module, wall seconds and its CSV log."""
     steps, seed = args.steps, args.seed
-    cli = {"model_name": args.method, "recipe": args.recipe, "psg_encoder_name": "vit_nano", "data_dir": str(store),
+    cli = {"model_name": args.method, "recipe": args.recipe, "psg_encoder_name": args.backbone, "data_dir": str(store),
            "batch_size": args.batch_size, "max_steps": steps, "lr": args.lr, "num_workers": 0, "seed": seed, "accelerator": "cpu", "num_devices": 1,
            "num_nodes": 1, "output_dir": str(out), "run_name": name, "logger": "csv", "ckpt_every_n_steps": steps,
            "limit_val_batches": 2, "log_every_n_steps": 10, "progress_bar": False, "method_kwargs": overrides,
@@ -109,6 +109,7 @@ def main() -> None:
     p.add_argument("--recipe", default="small", help="named recipe the configurations override (osf.train_config)")
     p.add_argument("--method", default="dino_ours", choices=["dino_ours", "dino"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default="vit_nano", help="backbone size of the pre-trained and the random network")
     p.add_argument("--poolings", default="cls,mean,groups")
     p.add_argument("--runs_dir", type=Path, default=Path("recipe_study_runs"))
     p.add_argument("--out", type=Path, default=Path("recipe_study.jsonl"))
@@ -117,12 +118,13 @@ def main() -> None:
     x, mask, index = load_epochs(args.store)
     with torch.random.fork_rng():
         torch.manual_seed(args.seed)
-        random_probes = {k: probe(v, index) for k, v in features(create_backbone("vit_nano"), x, mask, poolings).items()}
+        random_probes = {k: probe(v, index) for k, v in features(create_backbone(args.backbone), x, mask, poolings).items()}
     for overrides in json.loads(args.configs):
         name = overrides.pop("name")
         model, seconds, logs = pretrain(args.store, args.runs_dir, name, args, overrides)
         loss = logs["train/dino_loss"].dropna().to_numpy()
-        record = {"name": name, "method": args.method, "recipe": args.recipe, "overrides": overrides,
+        record = {"name": name, "method": args.method, "recipe": args.recipe, "backbone": args.backbone,
+                  "overrides": overrides,
                   "steps": args.steps, "batch_size": args.batch_size, "lr": model.hparams.lr,
                   "seed": args.seed, "pretrain_s": round(seconds, 1), "loss_first": float(loss[:3].mean()),
                   "loss_last": float(loss[-3:].mean()), "log_k": math.log(model.hparams.dino_out_dim),

@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true",
                    help="2 cohorts x 2 nights x 0.5 h, Stage and Arousal only, a handful of steps (the test suite's)")
     p.add_argument("--cohorts", default=None, help="comma-separated synthetic cohort presets (default shhs,mros,mesa)")
-    p.add_argument("--nights", type=int, default=None, help="nights in total, spread over the cohorts (default 42)")
-    p.add_argument("--hours", type=float, default=None, help="hours per night (default 1.0)")
+    p.add_argument("--nights", type=int, default=None,
+                   help=f"nights in total, spread over the cohorts (default {QuickstartConfig.nights})")
+    p.add_argument("--hours", type=float, default=None, help=f"hours per night (default {QuickstartConfig.hours})")
     p.add_argument("--tasks", default=None,
                    help="comma-separated probe tasks, Stage first (default Stage,Arousal,Hypopnea,Oxygen Desaturation)")
     p.add_argument("--backbone", default=None, help="backbone constructor, e.g. vit_nano, vit_small, vit_base")

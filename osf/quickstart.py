@@ -38,7 +38,7 @@ import numpy as np
 
 from osf import config
 from osf import entry_calls as calls
-from osf.downstream.metrics import load_predictions, paired_difference
+from osf.downstream.metrics import load_predictions, paired_difference, pooled_paired_difference
 from osf.downstream.results import RunSummary, best_on_validation
 from osf.predict.writers import write_json
 from osf.train_config import get_recipe
@@ -116,6 +116,14 @@ class QuickstartConfig:
     def as_dict(self) -> dict:
         """JSON-friendly values."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict, **overrides) -> QuickstartConfig:
+        """The config :meth:`as_dict` wrote (a run's ``results.json``), ``overrides`` winning."""
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        known = {k: (tuple(v) if isinstance(v, list) else Path(v) if "Path" in str(types[k]) else v)
+                 for k, v in values.items() if k in types}
+        return cls(**{**known, **overrides})
 
 
 class Quickstart:
@@ -549,6 +557,32 @@ def format_results(results: dict) -> str:
     if results.get("elapsed_s") is not None:
         lines += ["", f"quick start took {results['elapsed_s'] / 60:.1f} min"]
     return "\n".join(lines)
+
+
+def pooled_over_runs(output_dirs: Sequence[Path], n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Pre-trained minus random init per task over finished quick-start runs (e.g. one per ``--seed``).
+
+    Each run keeps the poolings its validation split chose; the difference is the mean of the runs', and its
+    95% CI resamples every run's test subjects within that run (:func:`pooled_paired_difference`), so runs
+    with different corpora and pre-training seeds add up to one decision.
+    """
+    pairs: dict[str, list[tuple[dict, dict]]] = {}
+    subjects: dict[str, int] = {}
+    for out in map(Path, output_dirs):
+        results = json.loads((out / "results.json").read_text())
+        qs = Quickstart(QuickstartConfig.from_dict(results["config"], output_dir=out), log=lambda _: None)
+        for task, row in results["probes"].items():
+            pairs.setdefault(task, []).append(tuple(
+                load_predictions(qs.probe_dir(init, task, row["pooling"][init]) / "probe_test_predictions.npz")
+                for init in INITS))
+            subjects[task] = subjects.get(task, 0) + int(row["n_test_subjects"] or 0)
+    pooled = {}
+    for task, task_pairs in pairs.items():
+        d = pooled_paired_difference(task_pairs, n_boot=n_boot, seed=seed)[TASK_METRIC[task]]
+        pooled[task] = {"metric": TASK_METRIC[task], "runs": len(task_pairs), "n_test_subjects": subjects[task],
+                        "pretrained": d["a"], "random": d["b"], "difference": d["diff"],
+                        "difference_ci95": [d["low"], d["high"]]}
+    return pooled
 
 
 def run_quickstart(cfg: QuickstartConfig, log: Callable[[str], None] = print,

@@ -150,6 +150,31 @@ def test_paired_difference_matches_the_two_metrics_and_round_trips(tmp_path):
     assert same["auroc"]["diff"] == 0 and same["auroc"]["low"] == 0 == same["auroc"]["high"]
 
 
+def _renamed(pred: dict, tag: str) -> dict:
+    """The same predictions as another run's: other subjects and recordings."""
+    return {**pred, "subject_ids": np.char.add(pred["subject_ids"], tag), "recording_ids": np.char.add(pred["recording_ids"], tag)}
+
+
+def test_pooled_difference_averages_the_runs_and_resamples_subjects_within_each():
+    from osf.downstream.metrics import paired_difference, pooled_paired_difference
+
+    strong = _run_predictions(np.random.default_rng(0), signal=2.0)
+    weak = {**strong, "proba": _run_predictions(np.random.default_rng(1), signal=0.0)["proba"]}
+    worse = {**strong, "proba": _run_predictions(np.random.default_rng(2), signal=3.0)["proba"]}
+    single = paired_difference(strong, weak, n_boot=300)["auroc"]
+    assert pooled_paired_difference([(strong, weak)], n_boot=300)["auroc"] == single
+    # the same run twice (other subjects): the same difference, a CI narrower by about sqrt(2)
+    twice = pooled_paired_difference([(strong, weak), (_renamed(strong, "b"), _renamed(weak, "b"))], n_boot=300)["auroc"]
+    assert twice["diff"] == pytest.approx(single["diff"])
+    ratio = (twice["high"] - twice["low"]) / (single["high"] - single["low"])
+    assert 0.55 < ratio < 0.85, ratio
+    # runs that disagree pool to the mean of their differences
+    other = paired_difference(strong, worse, n_boot=10)["auroc"]
+    mixed = pooled_paired_difference([(strong, weak), (_renamed(strong, "b"), _renamed(worse, "b"))], n_boot=300)["auroc"]
+    assert mixed["diff"] == pytest.approx((single["diff"] + other["diff"]) / 2)
+    assert mixed["a"] == pytest.approx(single["a"]) and mixed["low"] < mixed["diff"] < mixed["high"]
+
+
 def test_paired_difference_refuses_runs_on_different_epochs_or_labels(tmp_path):
     from osf.downstream.metrics import load_predictions, paired_difference
 

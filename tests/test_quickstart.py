@@ -116,6 +116,24 @@ def test_each_backbone_reports_the_pooling_its_validation_split_chose(tiny_run):
     assert ft["init_head"] == str(qs.probe_dir("pretrained", "Stage") / "classifier.pt") and ft["pooling"] == seq["pooling"]
 
 
+def test_runs_pool_into_one_difference_per_task(tiny_run):
+    from osf.quickstart import pooled_over_runs
+
+    cfg, _, _ = tiny_run
+    assert QuickstartConfig.from_dict(json.loads(json.dumps(cfg.as_dict()))) == cfg
+    results = json.loads((cfg.output_dir / "results.json").read_text())
+    one = pooled_over_runs([cfg.output_dir], n_boot=cfg.n_boot, seed=cfg.seed)
+    assert set(one) == set(cfg.tasks)
+    for task, row in one.items():  # one run: exactly that run's paired difference
+        own = results["probes"][task]
+        assert row["runs"] == 1 and row["n_test_subjects"] == own["n_test_subjects"]
+        assert row["difference"] == pytest.approx(own["difference"])
+        assert row["difference_ci95"] == pytest.approx(own["difference_ci95"])
+        assert row["pretrained"] == pytest.approx(own["pretrained"]) and row["random"] == pytest.approx(own["random"])
+    twice = pooled_over_runs([cfg.output_dir, cfg.output_dir], n_boot=cfg.n_boot)
+    assert twice["Stage"]["runs"] == 2 and twice["Stage"]["n_test_subjects"] == 2 * one["Stage"]["n_test_subjects"]
+
+
 def test_the_demo_notebook_runs_after_the_quick_start(tiny_run, tmp_path):
     from test_notebook import notebook_text, run_demo
 

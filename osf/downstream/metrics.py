@@ -172,17 +172,31 @@ def bootstrap_ci(
 
     ``metric_fn`` receives epoch indices (with repeats: a subject drawn twice counts twice).
     """
-    subjects, inverse = np.unique(np.asarray(subject_ids), return_inverse=True)
-    order = np.argsort(inverse, kind="mergesort")
-    bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=subjects.size))]
-    per_subject = [order[bounds[i] : bounds[i + 1]] for i in range(subjects.size)]
+    return stratified_bootstrap_ci([metric_fn], [subject_ids], n_boot=n_boot, seed=seed, level=level)
+
+
+def stratified_bootstrap_ci(
+    metric_fns: Sequence[Callable[[np.ndarray], dict[str, float]]],
+    subject_ids: Sequence[np.ndarray],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = CI_LEVEL,
+) -> dict[str, tuple[float, float]]:
+    """Percentile CIs of the mean over strata of ``metric_fns[s](indices)``, resampling subjects within each.
+
+    A stratum is an independent evaluation (a run with its own subjects, e.g. one seed); each bootstrap
+    draw resamples every stratum's subjects with replacement and averages the strata's metrics.
+    """
+    strata = [_subject_blocks(ids) for ids in subject_ids]
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {}
     for _ in range(n_boot):
-        drawn = rng.integers(0, subjects.size, subjects.size)
-        idx = np.concatenate([per_subject[i] for i in drawn])
-        for k, v in metric_fn(idx).items():
-            samples.setdefault(k, []).append(v)
+        draws = []
+        for fn, blocks in zip(metric_fns, strata):
+            drawn = rng.integers(0, len(blocks), len(blocks))
+            draws.append(fn(np.concatenate([blocks[i] for i in drawn])))
+        for k in draws[0]:
+            samples.setdefault(k, []).append(float(np.mean([d[k] for d in draws])))
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     out = {}
     for k, vals in samples.items():
@@ -190,6 +204,14 @@ def bootstrap_ci(
         arr = arr[np.isfinite(arr)]
         out[k] = (float(np.percentile(arr, lo_q)), float(np.percentile(arr, hi_q))) if arr.size else (math.nan, math.nan)
     return out
+
+
+def _subject_blocks(subject_ids: np.ndarray) -> list[np.ndarray]:
+    """Epoch indices of each subject, in the order of the sorted subject ids."""
+    subjects, inverse = np.unique(np.asarray(subject_ids), return_inverse=True)
+    order = np.argsort(inverse, kind="mergesort")
+    bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=subjects.size))]
+    return [order[bounds[i] : bounds[i + 1]] for i in range(subjects.size)]
 
 
 def evaluate_predictions(
@@ -301,31 +323,54 @@ def paired_difference(
     bootstrap draw resamples the same subjects for both, so the CI is that of the paired difference,
     not of two independent estimates. Returns ``{metric: {a, b, diff, low, high}}``.
     """
-    key_a = np.char.add(np.char.add(a["recording_ids"].astype(str), "#"), a["epoch_index"].astype(str))
-    key_b = np.char.add(np.char.add(b["recording_ids"].astype(str), "#"), b["epoch_index"].astype(str))
-    _, ia, ib = np.intersect1d(key_a, key_b, return_indices=True)
-    labelled = a["labels"][ia] >= 0
-    ia, ib = ia[labelled], ib[labelled]
-    if ia.size == 0:
-        raise ValueError("the two runs share no labelled epochs: they were not evaluated on the same split")
-    if not np.array_equal(a["labels"][ia], b["labels"][ib]):
-        raise ValueError("the two runs disagree on the labels of shared epochs: they are not the same task")
-    y = a["labels"][ia].astype(np.int64)
-    pa, pb = a["proba"][ia].astype(np.float64), b["proba"][ib].astype(np.float64)
-    binary = pa.shape[1] == 2
+    return pooled_paired_difference([(a, b)], n_boot=n_boot, seed=seed, level=level)
 
-    def one(p: np.ndarray, thr: np.ndarray, idx: np.ndarray) -> dict[str, float]:
-        if binary:
-            t = float(thr) if np.isfinite(thr) else choose_threshold(y[idx], p[idx])
-            return binary_scalars(y[idx], p[idx], t)
-        return multiclass_scalars(y[idx], p[idx])
 
-    def diff(idx: np.ndarray) -> dict[str, float]:
-        sa, sb = one(pa, a["threshold"], idx), one(pb, b["threshold"], idx)
+def pooled_paired_difference(
+    pairs: Sequence[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]], n_boot: int = 1000, seed: int = 0,
+    level: float = CI_LEVEL,
+) -> dict[str, dict[str, float]]:
+    """:func:`paired_difference` over independent pairs (e.g. one per seed, each with its own subjects):
+    the mean of the pairs' metrics and differences, with a bootstrap CI resampling subjects within each pair.
+    """
+    scored = [_PairedScores(a, b) for a, b in pairs]
+    points = [(s.metrics(s.everything, s.pa, s.thr_a), s.metrics(s.everything, s.pb, s.thr_b)) for s in scored]
+    ci = stratified_bootstrap_ci([s.difference for s in scored], [s.subject_ids for s in scored],
+                                 n_boot=n_boot, seed=seed, level=level)
+    out = {}
+    for k in points[0][0]:
+        mean_a, mean_b = (float(np.mean([p[i][k] for p in points])) for i in (0, 1))
+        out[k] = {"a": mean_a, "b": mean_b, "diff": mean_a - mean_b, "low": ci[k][0], "high": ci[k][1]}
+    return out
+
+
+class _PairedScores:
+    """Two runs' predictions on the labelled epochs they share, scored on any resample of those epochs."""
+
+    def __init__(self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+        key_a = np.char.add(np.char.add(a["recording_ids"].astype(str), "#"), a["epoch_index"].astype(str))
+        key_b = np.char.add(np.char.add(b["recording_ids"].astype(str), "#"), b["epoch_index"].astype(str))
+        _, ia, ib = np.intersect1d(key_a, key_b, return_indices=True)
+        labelled = a["labels"][ia] >= 0
+        ia, ib = ia[labelled], ib[labelled]
+        if ia.size == 0:
+            raise ValueError("the two runs share no labelled epochs: they were not evaluated on the same split")
+        if not np.array_equal(a["labels"][ia], b["labels"][ib]):
+            raise ValueError("the two runs disagree on the labels of shared epochs: they are not the same task")
+        self.y = a["labels"][ia].astype(np.int64)
+        self.pa, self.pb = a["proba"][ia].astype(np.float64), b["proba"][ib].astype(np.float64)
+        self.thr_a, self.thr_b = a["threshold"], b["threshold"]
+        self.subject_ids = a["subject_ids"][ia]
+        self.everything = np.arange(self.y.size)
+
+    def metrics(self, idx: np.ndarray, proba: np.ndarray, threshold: np.ndarray) -> dict[str, float]:
+        """Scalar metrics of one run on the epochs ``idx``."""
+        if proba.shape[1] == 2:
+            t = float(threshold) if np.isfinite(threshold) else choose_threshold(self.y[idx], proba[idx])
+            return binary_scalars(self.y[idx], proba[idx], t)
+        return multiclass_scalars(self.y[idx], proba[idx])
+
+    def difference(self, idx: np.ndarray) -> dict[str, float]:
+        """Run a minus run b on the epochs ``idx``."""
+        sa, sb = self.metrics(idx, self.pa, self.thr_a), self.metrics(idx, self.pb, self.thr_b)
         return {k: sa[k] - sb[k] for k in sa}
-
-    everything = np.arange(y.size)
-    point_a, point_b = one(pa, a["threshold"], everything), one(pb, b["threshold"], everything)
-    ci = bootstrap_ci(diff, a["subject_ids"][ia], n_boot=n_boot, seed=seed, level=level)
-    return {k: {"a": point_a[k], "b": point_b[k], "diff": point_a[k] - point_b[k], "low": ci[k][0], "high": ci[k][1]}
-            for k in point_a}
