@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -99,8 +100,31 @@ def test_head_pooling_mean_feeds_the_patch_mean_to_the_head_and_to_the_probe():
         _, view_patches = model.teacher_backbone.forward_encoding(views)
     torch.testing.assert_close(out.probe_features, view_patches.mean(1))
     assert create_method("dino_ours", "vit_nano", **kwargs).embedding_pooling == "cls"  # the released recipe
-    with pytest.raises(ValueError, match="head_pooling must be 'cls' or 'mean', got 'max'"):
+    with pytest.raises(ValueError, match=r"head_pooling must be one of \('cls', 'mean', 'groups'\), got 'max'"):
         create_method("dino_ours", "vit_nano", head_pooling="max", **kwargs)
+
+
+def test_head_pooling_groups_gives_the_head_one_row_per_channel_group():
+    from osf.downstream.features import pool_tokens
+
+    torch.manual_seed(0)
+    kwargs = {"dino_out_dim": 32, "dino_hidden_dim": 32, "dino_bottleneck_dim": 16, "n_local_views": 0, "total_steps": 4}
+    model = create_method("dino_ours", "vit_nano", head_pooling="groups", koleo_lambda=0.1, ibot_lambda=1.0, **kwargs)
+    groups, width = model.backbone.num_groups, model.backbone.width
+    assert model.head_rows == groups == 3
+    x = torch.randn(2, 12, 1920)
+    cls, patches = model.teacher_backbone.forward_encoding(x)
+    rows = model.pool(cls, patches)  # the probes' `groups` features, one group per row
+    torch.testing.assert_close(rows, pool_tokens(cls, patches, "groups", groups).view(2 * groups, width))
+    torch.testing.assert_close(model.pooled_embedding(model.teacher_backbone, x), rows)
+    with torch.no_grad():
+        out = model.ssl_step({"signal": x}, torch.Generator().manual_seed(0), update_state=True)
+        views = model.make_views(x, None, torch.Generator().manual_seed(0))[:2]
+        _, view_patches = model.teacher_backbone.forward_encoding(views)
+    assert torch.isfinite(out.loss) and out.logs["koleo_loss"].isfinite()
+    torch.testing.assert_close(out.probe_features, view_patches.mean(1))  # [B, width]: the mean of the group rows
+    metrics = model.diagnostic_metrics({"signal": x})
+    assert 0 < metrics["teacher_batch_entropy"] <= math.log(32) + 1e-5
 
 
 def test_the_small_recipe_does_not_warn_and_keeps_a_sharper_teacher_than_the_published_one(tmp_path, capsys):

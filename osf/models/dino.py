@@ -5,8 +5,10 @@ back to the full length, amplitude-scaled, noised and shifted. Global views go t
 teacher and the student, local views to the student only. Optional iBOT (masked patches of the
 global views, same head) and KoLeo (on the student's global CLS) are computed only when their weight
 is > 0, unless ``compute_zero_weight_losses`` (benchmark baseline: OSF's release computes them always).
-The head reads the CLS token (the released recipe) or, with ``head_pooling="mean"`` (the small-scale
-recipe), the mean of the patch tokens; ``freeze_last_layer_frac`` keeps the prototypes fixed at first.
+The head reads the CLS token (the released recipe), the mean of the patch tokens (``head_pooling="mean"``)
+or, in the small-scale recipe, each channel group's mean token as its own head input (``"groups"``: the
+teacher of group g on one view is matched by the student's group g on the other; the features the probes
+read are what is trained); ``freeze_last_layer_frac`` keeps the prototypes fixed at first.
 Every training step also logs the teacher's entropy on its views (``train/teacher_entropy`` per
 epoch, ``train/teacher_batch_entropy`` of the batch mean; log K = uniform, nothing distilled); the
 learning diagnostics (:mod:`osf.models.diagnostics`) add both softmaxes on a fixed batch.
@@ -18,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from osf.augmentations.timeseries import TimeSeriesAugment
@@ -34,7 +37,7 @@ from osf.utils.schedules import linear_warmup_then_constant
 
 __all__ = ["DINO", "DINOConfig"]
 
-HEAD_POOLINGS: tuple[str, ...] = ("cls", "mean")
+HEAD_POOLINGS: tuple[str, ...] = ("cls", "mean", "groups")
 
 
 @dataclass
@@ -64,8 +67,9 @@ class DINOConfig(MethodConfig):
     freeze_last_layer_frac: float = option(0.0, help="fraction of the steps at the start in which the prototypes "
                                                      "stay fixed")
     # What the head reads: the released recipe trains the CLS token.
-    head_pooling: str = option("cls", help="the DINO head reads the cls token (OSF) or the mean of the patch tokens "
-                                           "(small recipe)", choices=HEAD_POOLINGS)
+    head_pooling: str = option("cls", help="the DINO head reads the cls token (OSF), the mean of the patch tokens, "
+                                           "or each channel group's mean token (groups: small recipe)",
+                               choices=HEAD_POOLINGS)
     compute_zero_weight_losses: bool = option(False, help="compute iBOT and KoLeo even at weight 0 (as OSF's "
                                                           "release; benchmark baseline)")
     global_crop_scale: tuple[float, float] = option((0.5, 1.0), help="DINO global views: crop length range, "
@@ -99,9 +103,11 @@ class DINO(PretrainModule):
             raise ValueError(f"need >= 1 global and >= 0 local views, got {cfg.n_global_views}, {cfg.n_local_views}")
         self._use_ibot, self._use_koleo = cfg.computes_ibot, cfg.computes_koleo
         if cfg.head_pooling not in HEAD_POOLINGS:
-            raise ValueError(f"head_pooling must be 'cls' or 'mean', got {cfg.head_pooling!r}")
+            raise ValueError(f"head_pooling must be one of {HEAD_POOLINGS}, got {cfg.head_pooling!r}")
         # What the head (and so the objective) reads; also what diagnostics and probes should pool.
         self.embedding_pooling = cfg.head_pooling
+        # Head inputs per epoch: one per channel group when the head reads each group's mean token.
+        self.head_rows = int(self.backbone.num_groups) if cfg.head_pooling == "groups" else 1
         self.head = DINOHead(self.width, cfg.dino_out_dim, cfg.dino_hidden_dim, cfg.dino_bottleneck_dim)
         self.teacher_backbone = make_momentum_copy(self.backbone)
         self.teacher_head = make_momentum_copy(self.head)
@@ -161,13 +167,20 @@ class DINO(PretrainModule):
                 "proto_usage": prototype_usage(t_probs)}
 
     def pool(self, cls: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        """The embedding the DINO head reads: the CLS token, or the mean of the patch tokens.
+        """What the DINO head reads: the CLS token ``[N, D]``, the patch mean ``[N, D]``, or the group means
+        ``[N * groups, D]`` (sample-major: the rows of one epoch are its groups in order).
 
-        ``mean`` is for short runs: at initialisation the CLS outputs of different epochs are nearly
-        parallel (mean pairwise cosine ~0.9 for vit_nano on the synthetic cohort, ~0.3 for the patch mean),
-        so a teacher reading CLS stays uniform after centering until the backbone has trained for long.
+        ``mean`` and ``groups`` are for short runs: at initialisation the CLS outputs of different epochs are
+        nearly parallel (mean pairwise cosine ~0.9 for vit_nano on the synthetic cohort, ~0.3 for the patch
+        mean), so a teacher reading CLS stays uniform after centering until the backbone has trained for long.
         """
+        if self.embedding_pooling == "groups":
+            return rearrange(patches, "b (g t) d -> (b g) t d", g=self.head_rows).mean(1)
         return patches.mean(1) if self.embedding_pooling == "mean" else cls
+
+    def pooled_embedding(self, module: nn.Module, x: torch.Tensor, channel_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """What the head reads (:meth:`pool`): ``[B, width]``, or ``[B * groups, width]`` for ``groups``."""
+        return self.pool(*module.forward_encoding(x, channel_mask=channel_mask))
 
     # --- views --------------------------------------------------------------------------------------
     def make_views(self, x: torch.Tensor, channel_mask: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
@@ -219,8 +232,9 @@ class DINO(PretrainModule):
         if update_state:  # the teacher's entropies on this step's views, before the center moves (tensors: no sync)
             t_probs = self.dino_loss.centering.teacher_probs(t_logits, teacher_temp)
             t_entropy = {"teacher_entropy": entropy(t_probs).mean(), "teacher_batch_entropy": entropy(t_probs.mean(0))}
+        head_batch = batch_size * self.head_rows  # head inputs per view
         loss_dino = self.dino_loss(
-            s_logits.view(n_views, batch_size, -1), t_logits.view(n_global, batch_size, -1),
+            s_logits.view(n_views, head_batch, -1), t_logits.view(n_global, head_batch, -1),
             h.student_temp, teacher_temp, update_center=update_state,
         )
         loss = loss_dino
@@ -237,8 +251,9 @@ class DINO(PretrainModule):
             loss = loss + h.ibot_lambda * loss_ibot
             logs["ibot_loss"] = loss_ibot.detach()
         if self._use_koleo:
-            s_emb_global = s_emb[: n_global * batch_size].view(n_global, batch_size, -1)
+            s_emb_global = s_emb[: n_global * head_batch].view(n_global, head_batch, -1)
             loss_koleo = sum(koleo_loss(s_emb_global[i]) for i in range(n_global)) / n_global
             loss = loss + h.koleo_lambda * loss_koleo
             logs["koleo_loss"] = loss_koleo.detach()
-        return SSLStepOutput(loss=loss, logs=logs, probe_features=t_emb[:batch_size])
+        probe_features = t_emb[:head_batch].view(batch_size, self.head_rows, -1).mean(1)
+        return SSLStepOutput(loss=loss, logs=logs, probe_features=probe_features)
