@@ -3,8 +3,9 @@
 Views: ``n_global_views`` crops of 50-100% of the epoch and ``n_local_views`` of 20-50%, each resized
 back to the full length, amplitude-scaled, noised and shifted. Global views go to the momentum
 teacher and the student, local views to the student only. Optional iBOT (masked patches of the
-global views, same head) and KoLeo (on the student's global CLS) are computed only when their weight
-is > 0, unless ``compute_zero_weight_losses`` (benchmark baseline: OSF's release computes them always).
+global views, same head) and KoLeo (on what the student's head reads from the global views) are
+computed only when their weight is > 0, unless ``compute_zero_weight_losses`` (benchmark baseline:
+OSF's release computes them always).
 The head reads the CLS token (the released recipe), the mean of the patch tokens (``head_pooling="mean"``)
 or, in the small-scale recipe, each channel group's mean token as its own head input (``"groups"``: the
 teacher of group g on one view is matched by the student's group g on the other; the features the probes
