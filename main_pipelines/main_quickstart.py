@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default=None, help="pre-training recipe of train_config.RECIPES (default small)")
     p.add_argument("--lr", type=float, default=None,
                    help="pre-training peak learning rate per 256 samples (default: the recipe's)")
+    p.add_argument("--head_pooling", default=None,
+                   help=f"what the OSF head reads in pre-training: cls, mean or groups (default "
+                        f"{QuickstartConfig.head_pooling})")
     p.add_argument("--poolings", "--pooling", default=None,
                    help="comma-separated probe features tried per backbone and task, the best on validation reported: "
                         "cls, mean, groups, cls_groups, groups_std (default: QuickstartConfig.poolings)")

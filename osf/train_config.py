@@ -58,10 +58,10 @@ class Recipe:
 # ("Pre-training that learns at small scale"). Its lr is per 256 samples, scaled with the global batch.
 _SMALL_DINO: dict[str, Any] = {
     "lr": 8e-3,  # per 256 samples: 1e-3 at batch 32; at 2.5e-4 the backbone barely leaves its init in 200 steps
-    # At init CLS outputs are near-parallel: a CLS-reading teacher stays uniform. One head input per channel
-    # group (the probes' group features) ends at 0.4-0.5 log K with a falling loss and no collapse warning in
-    # three quick-start seeds, where the patch mean ("mean") ended at 0.7-0.8 and collapsed in one; probes alike.
-    "head_pooling": "groups",
+    # At init CLS outputs are near-parallel: a CLS-reading teacher stays uniform. The patch mean trains what
+    # CLS/mean probes read (SleepBench-mini); the quick start, whose probes read the channel groups, passes
+    # --head_pooling groups (benchmarks/README.md, part 6: with it SleepBench's OSF row loses its event gains).
+    "head_pooling": "mean",
     # iBOT (masked patch tokens through the head) is what makes the student's CLS probe well on staging and
     # on all three events; the DINO term alone teaches channel invariance that costs the events.
     "ibot_lambda": 2.0,

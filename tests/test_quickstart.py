@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import train_config
 from osf.quickstart import INITS, Quickstart, QuickstartConfig
 
 
@@ -54,6 +55,10 @@ def test_tiny_quickstart_runs_end_to_end(tiny_run):
     # the printed table: a row per task, the commands that were run, the plot path
     assert "Stage" in printed and "Arousal" in printed and results["paths"]["night_figure"] in printed
     assert "$ python main_pipelines/main_pretrain.py --model_name dino_ours" in printed
+    # the OSF head reads the channel groups, as the probes do (the small recipe's own head reads the patch mean)
+    assert "--head_pooling groups" in printed
+    assert train_config.RECIPES["small"].method_overrides("dino_ours")["head_pooling"] == "mean"
+    assert "head_pooling: groups" in (cfg.output_dir / "runs" / "pretrain" / "config.yaml").read_text()
 
 
 def test_a_rerun_skips_every_finished_step(tiny_run, capsys):
@@ -88,6 +93,8 @@ def test_bad_flags_are_refused(capsys):
     assert "must start with 'Stage'" in capsys.readouterr().err
     assert main(["--poolings", "cls,max"]) == 2
     assert "unknown pooling 'max'" in capsys.readouterr().err
+    assert main(["--head_pooling", "max"]) == 2
+    assert "head_pooling must be one of ('cls', 'mean', 'groups'), got 'max'" in capsys.readouterr().err
 
 
 def test_each_backbone_reports_the_pooling_its_validation_split_chose(tiny_run):
