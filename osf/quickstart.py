@@ -127,9 +127,9 @@ class QuickstartConfig:
     @classmethod
     def from_dict(cls, values: dict, **overrides) -> QuickstartConfig:
         """The config :meth:`as_dict` wrote (a run's ``results.json``), ``overrides`` winning."""
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        known = {k: (tuple(v) if isinstance(v, list) else Path(v) if "Path" in str(types[k]) else v)
-                 for k, v in values.items() if k in types}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        known = {k: (tuple(v) if isinstance(v, list) else Path(v) if isinstance(fields[k].default, Path) else v)
+                 for k, v in values.items() if k in fields}
         return cls(**{**known, **overrides})
 
 
