@@ -235,3 +235,77 @@ def test_named_cohort_batch_records_misnamed_file_and_goes_on(tmp_path: Path) ->
     assert [Path(p).name for p in report.failed] == ["notes-from-tech.edf"]
     excluded = json.loads((store / "manifest.json").read_text())["excluded"]
     assert any("does not follow the shhs pattern" in e["reason"] for e in excluded)
+
+
+
+_INGEST_SCRIPT = """
+import sys
+from osf.datasets.ingest import ingest_dataset
+report = ingest_dataset("generic", sys.argv[1], sys.argv[2], progress=False)
+print("written", sorted(report.written))
+"""
+
+
+def _can_mount_a_small_disk(where: Path) -> bool:
+    """Whether ``unshare -rm`` can mount a tmpfs here (user namespaces; not on every machine)."""
+    where.mkdir(parents=True, exist_ok=True)
+    probe = ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {where}"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_a_full_disk_fails_one_recording_not_the_batch(write_test_edf, tmp_path: Path) -> None:
+    """A store on a 400 KB disk: alpha's 922 KB array does not fit and is recorded as failed with
+    the disk's reason and no temp file left; beta's fits and is written; the process lives on."""
+    disk = tmp_path / "disk"
+    if not _can_mount_a_small_disk(disk):
+        pytest.skip("cannot mount a small tmpfs here (unshare -rm not permitted)")
+    inputs, store = tmp_path / "in", disk / "store"
+    _night(write_test_edf, inputs / "alpha.edf", 600, 0)
+    _csv(inputs / "alpha.csv", ["2"] * 20)
+    _night(write_test_edf, inputs / "beta.edf", 90, 1)
+    _csv(inputs / "beta.csv", ["2", "3", "4"])
+    script = (
+        f"mount -t tmpfs -o size=400k tmpfs {disk} && "
+        f'"{sys.executable}" -c "$0" {inputs} {store}; rc=$?; '
+        f"ls -A {store}/signals/generic; cat {store}/failures.jsonl; exit $rc"
+    )
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, _INGEST_SCRIPT], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]  # a memory-mapped write died here of SIGBUS
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "written ['beta']"
+    assert sorted(lines[1:3]) == ["beta.npy", "beta.parquet"]  # no temp file of alpha's left
+    failures = {Path(f["source_path"]).name: f["reason"] for f in map(json.loads, lines[3:])}
+    assert "No space left on device" in failures["alpha.edf"] and "alpha.npy" in failures["alpha.edf"]
+
+
+def test_a_full_disk_while_finalizing_keeps_the_recordings(generic_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """No room for the index: one line naming the store, the file and the disk's reason; the arrays
+    stay, and the next run (with room) only finalizes."""
+    import errno
+
+    from osf.utils import atomic
+
+    store = tmp_path / "store"
+    real_fsync = os.fsync
+
+    def fsync_without_room_for_the_index(fd: int) -> None:
+        if ".index.parquet." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync_without_room_for_the_index)
+    with pytest.raises(ingest_mod.IngestionError) as info:
+        ingest_dataset("generic", generic_dir, store, progress=False)
+    message = str(info.value)
+    assert message.startswith(f"{store}: cannot finalize the store:") and "\n" not in message
+    assert "No space left on device" in message and "index.parquet" in message
+    assert not (store / "index.parquet").exists() and not list(store.glob(".index.parquet.*"))
+    monkeypatch.undo()
+    report = ingest_dataset("generic", generic_dir, store, progress=False)
+    assert sorted(report.skipped) == ["alpha", "beta"] and report.finalized
+    assert sorted(EpochStore(store).index.recording_id.unique()) == ["alpha", "beta"]

@@ -266,6 +266,11 @@ def _finalize(
             root, f"cannot finalize the store: {err} ({len(report.failed)} recordings failed in this run, "
             f"reasons in {root / 'failures.jsonl'}){why}"
         ) from err
+    except OSError as err:  # a full disk: the recordings written so far stay; finalizing again needs only space
+        raise IngestionError(
+            root, f"cannot finalize the store: {err}; the recordings written are kept, "
+            f"free space and run again (finished recordings are skipped)"
+        ) from err
     report.finalized = True
 
 

@@ -53,7 +53,7 @@ from osf.datasets.manifest import (
 )
 from osf.datasets.recording import LABEL_FIELDS, QUALITY_FIELDS, RecordingEpochs, pack_bits, unpack_bits
 from osf.datasets.splits import resolve_cohort_groups, split_for_rows
-from osf.utils.atomic import atomic_path, atomic_write_bytes
+from osf.utils.atomic import atomic_open, atomic_path, atomic_write_bytes
 
 try:  # POSIX; elsewhere stores are not locked (documented in store_lock)
     import fcntl
@@ -328,13 +328,13 @@ class StoreWriter:
         )
         meta_json = json.dumps(meta.to_dict(), default=_json_default)
 
-        # Array first (an orphan array without sidecar is simply rewritten on resume). atomic_path
-        # gives the temp file the umask's mode (mkstemp alone would leave arrays 0600).
-        with atomic_path(array_path, suffix=".npy") as tmp_array:
-            out = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=SIGNAL_DTYPE, shape=epochs.signals.shape)
-            out[:] = epochs.signals
-            out.flush()
-            del out
+        # Array first (an orphan array without sidecar is simply rewritten on resume). Written through
+        # write(2), not a memory map: on a full disk a page fault in a map kills the whole process
+        # with SIGBUS, while write(2) raises ENOSPC, which fails this recording only.
+        signals = np.ascontiguousarray(epochs.signals, dtype=SIGNAL_DTYPE)
+        with atomic_open(array_path, suffix=".npy") as fh:
+            np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(signals))
+            fh.write(signals.data)  # file.write keeps ENOSPC's errno; ndarray.tofile drops it
 
         columns: dict[str, Any] = {
             "dataset": np.full(n, dataset, dtype=object),

@@ -11,8 +11,9 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 
 def _default_file_mode() -> int:
@@ -47,12 +48,26 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, suffix: str = "") -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: fsynced, then renamed into place if the block succeeds.
+
+    An ``OSError`` while writing (a full disk: ENOSPC) is raised again naming ``path``, which the
+    bare error from ``write(2)`` does not.
+    """
+    with atomic_path(path, suffix) as tmp, open(tmp, "wb") as fh:
+        try:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, os.fspath(path)) from err
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (fsynced before the rename); returns ``path``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_open(path) as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
     return Path(path)
 
 
