@@ -61,6 +61,8 @@ def atomic_open(path: str | os.PathLike, suffix: str = "") -> Iterator[BinaryIO]
             fh.flush()
             os.fsync(fh.fileno())
         except OSError as err:
+            if err.errno is None:
+                raise
             raise OSError(err.errno, err.strerror, os.fspath(path)) from err
 
 
