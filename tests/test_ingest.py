@@ -237,7 +237,6 @@ def test_named_cohort_batch_records_misnamed_file_and_goes_on(tmp_path: Path) ->
     assert any("does not follow the shhs pattern" in e["reason"] for e in excluded)
 
 
-
 _INGEST_SCRIPT = """
 import sys
 from osf.datasets.ingest import ingest_dataset
