@@ -14,7 +14,8 @@ CKPTS="${CKPTS:?set CKPTS to 'name=path ...' (path may be none for random init)}
 DATA="${DATA:?set DATA to an epoch store folder}"
 ENCODER="${ENCODER:-vit_base}"        # used for 'none' checkpoints only
 OUT="${OUT:-runs/benchmark}"
-TASKS="${TASKS:-Stage|Arousal|Hypopnea|Oxygen Desaturation}"
+# default: the evaluated tasks of the task registry (osf/tasks.py), "|"-separated
+TASKS="${TASKS:-$(python -c 'from osf.tasks import studied_tasks; print("|".join(studied_tasks()))')}"
 SETTINGS="${SETTINGS:-linear_probe finetune linear_probe_10shot}"
 PRESETS="${PRESETS:-full no_eeg eeg_eog_only cardio_respiratory ecg_only respiratory_only}"
 DEVICES="${DEVICES:-1}"

@@ -3,7 +3,7 @@
 # every channel group at earlier or equal time steps). Downstream, use the exported backbone
 # bidirectionally with mean-pooled patch tokens (the CLS is an attention sink in pre-training).
 # Other defaults come from the method's typed config (osf.models.ar, see `main_pretrain.py --help`); every flag can be overridden by
-# appending it. Same data, backbone, batch, epochs and precision as pretrain_osf.sh, so the runs compare.
+# appending it. Same recipe (data, backbone, batch, epochs, precision) as pretrain_osf.sh, so the runs compare.
 #
 #   DATA_DIR=/data/osf_store NUM_GPUS=8 bash bash_scripts/pretrain_ar.sh [extra main_pretrain flags]
 #

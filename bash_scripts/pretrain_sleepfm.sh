@@ -3,7 +3,7 @@
 # channels, one shared backbone with the other modalities' channels masked (add --separate_backbones for
 # one backbone per modality), learnable temperature; epochs missing a modality are masked out of the loss.
 # Other defaults come from the method's typed config (osf.models.sleepfm, see `main_pretrain.py --help`); every flag can be overridden by
-# appending it. Same data, backbone, batch, epochs and precision as pretrain_osf.sh, so the runs compare.
+# appending it. Same recipe (data, backbone, batch, epochs, precision) as pretrain_osf.sh, so the runs compare.
 #
 #   DATA_DIR=/data/osf_store NUM_GPUS=8 bash bash_scripts/pretrain_sleepfm.sh [extra main_pretrain flags]
 #

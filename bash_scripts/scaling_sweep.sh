@@ -15,7 +15,8 @@ COHORTS="${COHORTS:?set COHORTS to the pre-training datasets, first = single-coh
 METHOD="${METHOD:-dino_ours}"
 SIZES="${SIZES:-vit_tiny vit_small vit_base}"
 PCTS="${PCTS:-0.01 0.1 0.3 1.0}"
-TASKS="${TASKS:-Stage|Arousal|Hypopnea|Oxygen Desaturation}"
+# default: the evaluated tasks of the task registry (osf/tasks.py), "|"-separated
+TASKS="${TASKS:-$(python -c 'from osf.tasks import studied_tasks; print("|".join(studied_tasks()))')}"
 PRETRAIN_STEPS="${PRETRAIN_STEPS:-20000}"
 DEVICES="${DEVICES:-1}"
 PRECISION="${PRECISION:-bf16-mixed}"

@@ -31,11 +31,12 @@ from osf.datasets.ingest import ingest_dataset
 from osf.datasets.synthetic import GENERATOR_VERSION, generate_cohort
 from osf.downstream.ceilings import KINDS, run_ceiling
 from osf.downstream.metrics import confusion_matrix, kappa_from_confusion
+from osf.tasks import get_task, studied_tasks
 from osf.utils.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_ceilings.json"
 STAGE_PRESETS = ("full", "no_eeg", "eeg_eog_only", "cardio_respiratory", "respiratory_only")
-EVENT_TASKS = ("Arousal", "Hypopnea", "Oxygen Desaturation")
+EVENT_TASKS = tuple(t for t in studied_tasks() if get_task(t).is_event)  # the task registry's
 YASA_STAGES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
 
 
@@ -54,7 +55,7 @@ def ceiling_row(kind: str, store: Path, preset: str, task: str, seed: int, max_s
     """One ceiling run as a table row (point estimates, 95 % CIs, selection, seconds)."""
     res = run_ceiling(kind, store, preset, task, seed=seed, n_boot=n_boot, max_steps=max_steps)
     m = res.metrics
-    metric = "kappa" if task == "Stage" else "auroc"
+    metric = get_task(task).reporting_metric
     return {"kind": kind, "preset": preset, "task": task, "metric": metric, "value": m[metric],
             "ci95": m[f"{metric}_ci95"], "accuracy": m["accuracy"], "auroc": m["auroc"],
             "per_class_f1": m["per_class_f1"], "n_test_subjects": m["n_subjects"], "n_test_epochs": m["n_epochs"],

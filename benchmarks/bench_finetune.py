@@ -6,7 +6,7 @@ score the validation split every ``--eval-every`` steps (model selection):
 * **baseline** (in-run, OSF's way): every training step reads a batch from the store, runs the frozen
   backbone on it, then the head; every validation check runs the backbone over the whole val split.
 * **cached, cold**: one backbone pass over train + val written to the feature cache, then the probe
-  on the cached arrays (:func:`osf.downstream.linear_probe.train_linear_probe`).
+  on the cached arrays (:func:`osf.downstream.epoch.linear_probe.train_linear_probe`).
 * **cached, warm**: the same run again with the cache present (another seed / lr / k-shot draw).
 
 Prints a table and writes JSON to ``benchmarks/results/bench_finetune_<device>.json``.
@@ -32,9 +32,9 @@ from torch import nn
 
 from osf.backbone import create_backbone
 from osf.datasets.datamodule import SleepDataModule
+from osf.downstream.epoch.linear_probe import selection_score, train_linear_probe
 from osf.downstream.features import backbone_hash, cached_features, encode
-from osf.downstream.linear_probe import selection_score, train_linear_probe
-from osf.downstream.pipeline import dataset_split_hash, full_loader
+from osf.downstream.inputs import dataset_split_hash, full_loader
 from osf.testing import make_random_store
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -25,19 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from osf.downstream.epoch.linear_probe import predict_proba, train_linear_probe
 from osf.downstream.features import FeatureSet
-from osf.downstream.linear_probe import predict_proba, train_linear_probe
 from osf.downstream.metrics import binary_auroc, confusion_matrix, kappa_from_confusion
 from osf.downstream.night import (
     LINEAR_READOUT_MODELS,
-    NIGHT_DEFAULTS,
     NIGHT_MODELS,
     NightSet,
     predict_nights,
     train_night_model,
 )
+from osf.downstream.run_config import NightConfig, SequenceConfig
 from osf.downstream.sequence import (
-    SEQUENCE_DEFAULTS,
     SEQUENCE_MODELS,
     predict_sequence_proba,
     train_sequence_head,
@@ -148,8 +147,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=240, help="epochs per night (240 = 2 h; 960 = 8 h)")
     p.add_argument("--dim", type=int, default=64, help="embedding width (vit_nano: 64)")
     p.add_argument("--context", type=int, default=10, help="sequence heads: +-K epochs")
-    p.add_argument("--night_steps", type=int, default=NIGHT_DEFAULTS["max_steps"])
-    p.add_argument("--seq_steps", type=int, default=SEQUENCE_DEFAULTS["max_steps"])
+    p.add_argument("--night_steps", type=int, default=NightConfig().max_steps)
+    p.add_argument("--seq_steps", type=int, default=SequenceConfig().max_steps)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from osf import config
 from osf.models import create_method
 from osf.models.momentum import ema_update
+from osf.models.registry import methods_in_order
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Dense bf16 tensor-core peaks (FLOP/s) used for MFU; --peak_tflops overrides.
@@ -91,8 +92,8 @@ def step_flops(step) -> int:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark, print the table, write JSON; returns the rows."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="dino_ours,dino,simclr,sleepfm,mae,vqvae,ar",
-                   help="comma-separated registered methods (default: all seven)")
+    p.add_argument("--methods", default=",".join(methods_in_order()),
+                   help="comma-separated registered methods (default: every registered one, OSF first)")
     p.add_argument("--sizes", default="vit_nano,vit_tiny", help="comma-separated backbone sizes")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--steps", type=int, default=5, help="timed steps per row")

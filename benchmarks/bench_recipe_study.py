@@ -35,8 +35,10 @@ from osf.datasets.store import EpochStore
 from osf.downstream.features import pool_tokens
 from osf.downstream.metrics import paired_difference
 from osf.models.training import resolve_pretrain_config, run_pretrain
+from osf.tasks import get_task, studied_tasks
 
-TASKS: dict[str, str] = {"stage": "kappa", "arousal": "auroc", "hypopnea": "auroc", "oxygen_desaturation": "auroc"}
+# label column -> reporting metric of the task registry's evaluated tasks
+TASKS: dict[str, str] = {get_task(t).label_column: get_task(t).reporting_metric for t in studied_tasks()}
 
 
 def load_epochs(store: Path) -> tuple[torch.Tensor, torch.Tensor, pd.DataFrame]:

@@ -9,7 +9,8 @@ Example (CPU smoke run on a store built by main_preprocess.py):
 Every flag is a field of a typed configuration: the method's (osf.models.<method>.<Method>Config,
 shared ones in osf.models.base.MethodConfig), the backbone's (BackboneConfig) or the run's
 (osf.models.pretrain_config.RunConfig). Unset flags take the dataclass default, changed by the
-backbone size and the named recipe (osf.train_config: BACKBONE_DEFAULTS, RECIPES). The resolved
+backbone size (osf.train_config.BACKBONE_DEFAULTS) and the recipe: --recipe NAME (osf/recipes/NAME.yaml:
+osf, small) or --recipe PATH (a YAML file of the same form); flags win over both. The resolved
 configuration is written to RUN/config.yaml and stored in every checkpoint. Resume with
 --ckpt_path RUN/checkpoints/last.ckpt.
 """
@@ -66,10 +67,13 @@ def check_resume_checkpoint(path: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> PretrainResult:
-    """Parse ``argv``, resolve defaults, train; exits with a message on a non-finite loss or a refused resume."""
+    """Parse ``argv``, resolve defaults, train; exits with one line on a bad setting, a non-finite loss or a refused resume."""
     args = build_parser().parse_args(argv)
     check_resume_checkpoint(args.ckpt_path)
-    cfg = resolve_pretrain_config(config_from_args(args))
+    try:
+        cfg = resolve_pretrain_config(config_from_args(args))
+    except ValueError as err:  # a bad recipe file, method, parameter or setting: one line, no traceback
+        sys.exit(f"main_pretrain: {err}")
     try:
         result = run_pretrain(cfg)
     except NonFiniteLossError as err:

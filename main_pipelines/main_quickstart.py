@@ -20,53 +20,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from osf.quickstart import QuickstartConfig, run_quickstart
+from osf.study import add_config_flags, config_values
 
 ENTRY_POINTS = Path(__file__).resolve().parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line flags; unset sizes come from the default (or --tiny) configuration."""
+    """Command-line flags, built from ``QuickstartConfig``'s fields; unset ones come from the default (or --tiny)
+    configuration."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output_dir", type=Path, default=Path("quickstart_out"), help="everything but the backbone goes here")
-    p.add_argument("--weights_dir", type=Path, default=Path("pretrained_weights"), help="where the backbone is exported")
     p.add_argument("--tiny", action="store_true",
                    help="2 cohorts x 2 nights x 0.5 h, Stage and Arousal only, a handful of steps (the test suite's)")
-    p.add_argument("--cohorts", default=None, help="comma-separated synthetic cohort presets (default shhs,mros,mesa)")
-    p.add_argument("--nights", type=int, default=None,
-                   help=f"nights in total, spread over the cohorts (default {QuickstartConfig.nights})")
-    p.add_argument("--hours", type=float, default=None, help=f"hours per night (default {QuickstartConfig.hours})")
-    p.add_argument("--tasks", default=None,
-                   help="comma-separated probe tasks, Stage first (default Stage,Arousal,Hypopnea,Oxygen Desaturation)")
-    p.add_argument("--backbone", default=None, help="backbone constructor, e.g. vit_nano, vit_small, vit_base")
-    p.add_argument("--max_steps", type=int, default=None, help="pre-training steps")
-    p.add_argument("--recipe", default=None, help="pre-training recipe of train_config.RECIPES (default small)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="pre-training peak learning rate per 256 samples (default: the recipe's)")
-    p.add_argument("--head_pooling", default=None,
-                   help=f"what the OSF head reads in pre-training: cls, mean or groups (default "
-                        f"{QuickstartConfig.head_pooling})")
-    p.add_argument("--poolings", "--pooling", default=None,
-                   help="comma-separated probe features tried per backbone and task, the best on validation reported: "
-                        "cls, mean, groups, cls_groups, groups_std (default: QuickstartConfig.poolings)")
-    p.add_argument("--probe_steps", type=int, default=None, help="linear-probe steps per task")
-    p.add_argument("--finetune_steps", type=int, default=None, help="fine-tuning steps of the staging classifier")
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--gpus", type=int, default=None, help="GPUs for training (0 = CPU; > 1 runs DDP)")
-    p.add_argument("--num_workers", type=int, default=None, help="data-loader workers of training and feature extraction")
-    p.add_argument("--cpu_workers", type=int, default=None,
-                   help="processes generating and preprocessing the nights (default: one per CPU core, at most 4)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--subprocess", action=argparse.BooleanOptionalAction, default=None,
-                   help="run each step as its own process (default: in this process, except with --gpus > 1)")
+    add_config_flags(p, QuickstartConfig, aliases={"poolings": ("pooling",)})
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> QuickstartConfig:
     """The configuration: defaults (or --tiny sizes) overridden by the flags given."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k != "tiny"}
-    for key in ("cohorts", "tasks", "poolings"):
-        if key in given:
-            given[key] = tuple(c.strip() for c in given[key].split(",") if c.strip())
+    given = config_values(QuickstartConfig, args)
     return QuickstartConfig.tiny(**given) if args.tiny else QuickstartConfig(**given)
 
 

@@ -16,26 +16,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from osf.sleepbench.config import SleepBenchConfig
-
-LIST_FLAGS = ("cohorts", "methods", "presets", "tasks", "scaling_sizes")
+from osf.study import add_config_flags, config_values
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line flags; unset ones come from the default (or --tiny) configuration."""
+    """Command-line flags, built from ``SleepBenchConfig``'s fields; unset ones come from the default (or --tiny)
+    configuration."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output_dir", type=Path, required=True, help="everything goes here (OUT)")
     p.add_argument("--tiny", action="store_true", help="seconds-scale sizes (the test suite's)")
-    p.add_argument("--seeds", type=int, default=None, help="training seeds (default 1)")
-    p.add_argument("--nights", type=int, default=None, help="nights in the corpus, spread over the cohorts (default 48)")
-    p.add_argument("--hours", type=float, default=None, help="hours per night (default 1.5)")
-    p.add_argument("--pretrain_steps", type=int, default=None, help="pre-training steps per objective (default 200)")
-    p.add_argument("--probe_steps", type=int, default=None, help="linear-probe steps (default 300)")
-    for name in LIST_FLAGS:
-        p.add_argument(f"--{name}", default=None, help=f"comma-separated {name.replace('_', ' ')}")
-    p.add_argument("--cpu_workers", type=int, default=None, help="processes generating / preprocessing nights")
+    add_config_flags(p, SleepBenchConfig)
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--rerun", default=None, help="comma-separated step-name patterns to rerun although finished, "
                                                  "with what depends on them (e.g. 'pretrain_dino*' after editing a "
@@ -45,10 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SleepBenchConfig:
     """The configuration: defaults (or --tiny sizes) overridden by the flags given."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("tiny", "no_progress", "rerun")}
-    for key in LIST_FLAGS:
-        if key in given:
-            given[key] = tuple(c.strip() for c in given[key].split(",") if c.strip())
+    given = config_values(SleepBenchConfig, args)
     return SleepBenchConfig.tiny(**given) if args.tiny else SleepBenchConfig(**given)
 
 

@@ -8,7 +8,10 @@ Dataset-specific facts (folder layouts, channel aliases, derivations, event name
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from osf import tasks
 
 # --- Model input contract (fixed by the released OSF-Base checkpoint) -------------------------
 CHANNELS: tuple[str, ...] = (
@@ -56,15 +59,9 @@ STAGE_UNKNOWN: int = -1
 STAGE_NAMES_4: tuple[str, ...] = ("W", "Light", "Deep", "REM")
 STAGE_5_TO_4: dict[int, int] = {0: 0, 1: 1, 2: 1, 3: 2, 4: 3, -1: -1}
 
-# Task name (CLI spelling) -> column in the store index.
-LABEL_COLUMNS: dict[str, str] = {
-    "Stage": "stage",
-    "Arousal": "arousal",
-    "Hypopnea": "hypopnea",
-    "Oxygen Desaturation": "oxygen_desaturation",
-    "Apnea": "apnea",
-}
-EVENT_LABELS: tuple[str, ...] = ("Arousal", "Hypopnea", "Oxygen Desaturation", "Apnea")
+# Task name (CLI spelling) -> column in the store index: a live view of the task registry (osf.tasks).
+LABEL_COLUMNS: Mapping[str, str] = tasks.LabelColumns()
+EVENT_LABELS: tuple[str, ...] = tuple(t.name for t in tasks.TASKS.values() if t.is_event)
 
 # --- Channel presets (missing-channel evaluation) ---------------------------------------------
 CHANNEL_PRESETS: dict[str, tuple[str, ...]] = {
@@ -83,10 +80,22 @@ def channel_mask_bits(present: list[bool] | tuple[bool, ...]) -> int:
 
 
 def resolve_channel_preset(spec: str) -> tuple[str, ...]:
-    """Return the channels of a preset name or of a comma-separated custom list (see ``ChannelSet.from_spec``)."""
-    from osf.datasets.channelset import ChannelSet  # the one place presets are parsed and validated
+    """The channels of a preset name or of a comma-separated list (``ECG,ABD``); ``ValueError`` naming the problem.
 
-    return ChannelSet.from_spec(spec).names
+    The one place a channel spec is parsed (``ChannelSet.from_spec`` builds on it).
+    """
+    if spec in CHANNEL_PRESETS:
+        return CHANNEL_PRESETS[spec]
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    if not names:
+        raise ValueError(f"empty channel preset {spec!r}; choose one of {sorted(CHANNEL_PRESETS)} or list channels")
+    unknown = [n for n in names if n not in CHANNEL_INDEX]
+    if unknown:
+        raise ValueError(
+            f"unknown channel(s) {unknown} in preset {spec!r}; known presets: {sorted(CHANNEL_PRESETS)}, "
+            f"channels: {list(CHANNELS)}"
+        )
+    return names
 
 
 # --- Channel aliases and derivations (used by osf.datasets.io.channels.resolve_channels) ------
@@ -201,7 +210,7 @@ class DatasetSpec:
     visit_names: tuple[tuple[str, int], ...] = ()  # textual visit -> number, e.g. ("baseline", 1)
     channel_aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()  # canonical -> labels, checked first
     paediatric: bool = False
-    # Subject/visit tables with night-level targets (osf/downstream/night.py): globs relative to the cohort
+    # Subject/visit tables with night-level targets (osf/downstream/night/tables.py): globs relative to the cohort
     # folder; "{name}" is the dataset name, "{visit}" matches the visit in a per-visit file name. Rows join
     # recordings by the first id column present (and the visit column, when the table has one).
     subject_tables: tuple[str, ...] = ("datasets/{name}-harmonized-dataset-*.csv", "datasets/{name}-dataset-*.csv")

@@ -37,55 +37,74 @@ from typing import Any
 import numpy as np
 
 from osf import config
-from osf import entry_calls as calls
 from osf.downstream.metrics import load_predictions, paired_difference, pooled_paired_difference
-from osf.downstream.results import RunSummary, best_on_validation
+from osf.downstream.results import RunSummary
 from osf.predict.writers import write_json
+from osf.study import (
+    CorpusSpec,
+    PretrainSpec,
+    choose_pooling,
+    corpus_steps,
+    entry_step,
+    pretrain_steps,
+    random_init_flags,
+)
+from osf.tasks import get_task, studied_tasks
 from osf.train_config import get_recipe
 from osf.utils import corpus_sizes
+from osf.utils.config_fields import option
 from osf.utils.steps import Flags, Step, StepRunner
 
-TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
-# Headline test metric per task in the results table (keys of the downstream run JSON).
-TASK_METRIC: dict[str, str] = {"Stage": "kappa", "Arousal": "auroc", "Hypopnea": "auroc", "Oxygen Desaturation": "auroc"}
 INITS: tuple[str, ...] = ("pretrained", "random")
+_OUTPUT_DIR, _WEIGHTS_DIR = Path("quickstart_out"), Path("pretrained_weights")
 
 
 @dataclass
 class QuickstartConfig:
     """Sizes and places of the quick start; the defaults finish in under 20 minutes on a 2-core CPU."""
 
-    output_dir: Path = Path("quickstart_out")
-    weights_dir: Path = Path("pretrained_weights")
-    cohorts: tuple[str, ...] = ("shhs", "mros", "mesa")
-    nights: int = 42  # in total, spread over the cohorts (one subject each)
-    hours: float = 0.8  # per night (the quick start's 6 minutes: cohort, stores and features scale with it)
-    heldout_cohort: str = "generic"  # full 12-channel montage
+    output_dir: Path = option(_OUTPUT_DIR, help="everything but the backbone goes here")  # noqa: RUF009 (a field)
+    weights_dir: Path = option(_WEIGHTS_DIR, help="where the backbone is exported")  # noqa: RUF009 (a field)
+    cohorts: tuple[str, ...] = option(("shhs", "mros", "mesa"), help="synthetic cohort presets")
+    nights: int = option(42, help="nights in total, spread over the cohorts (one subject each)")
+    # per night: the quick start's 6 minutes (cohort, stores and features scale with it)
+    hours: float = option(0.8, help="hours per night")
+    heldout_cohort: str = option("generic", help="cohort preset of the held-out night (full 12-channel montage)",
+                                 cli=False)
     # of subjects: 42 nights leave ~10 test subjects, enough for a subject-bootstrap CI of a difference
-    split_fractions: str = "0.5,0.25,0.25"
-    tasks: tuple[str, ...] = TASKS  # probed tasks; the first must be Stage, the others give the event heads
-    backbone: str = "vit_nano"
-    recipe: str = "small"  # train_config.RECIPES: the small-scale recipe (lr per 256 samples, scaled with batch)
-    max_steps: int = 150  # pre-training optimizer steps (150 probe as well as 200: benchmarks/README.md)
-    lr: float | None = None  # pre-training lr per 256 samples (None: the recipe's)
+    split_fractions: str = option("0.5,0.25,0.25", help="train,val,test fractions of the subjects", cli=False)
+    tasks: tuple[str, ...] = option(
+        default_factory=studied_tasks,
+        help="probe tasks, Stage first (the others give the event heads; default: the task registry's evaluated "
+             f"tasks, {','.join(studied_tasks())})")
+    backbone: str = option("vit_nano", help="backbone constructor, e.g. vit_nano, vit_small, vit_base")
+    recipe: str = option("small", help="pre-training recipe of train_config.RECIPES (the small-scale recipe: lr per "
+                                       "256 samples, scaled with the batch)")
+    # 150 probe as well as 200: benchmarks/README.md
+    max_steps: int = option(150, help="pre-training steps")
+    lr: float | None = option(None, help="pre-training peak learning rate per 256 samples (default: the recipe's)")
     # What the DINO head reads: the channel groups, as the probes do (loss falls to 0.4-0.5 log K, no collapse
     # warning in three seeds where the recipe's patch mean rose to 0.7-0.8 and collapsed once; probes alike).
-    head_pooling: str = "groups"
+    head_pooling: str = option("groups", help="what the OSF head reads in pre-training: cls, mean or groups")
     # Probe features (osf.downstream.features.POOLINGS) tried per backbone and task; the one with the better
     # validation score is reported (a random backbone's cues sit in the channel groups, a pre-trained one's CLS
     # carries them after iBOT: one fixed pooling would favour one of the two). One backbone pass serves all.
-    poolings: tuple[str, ...] = ("cls", "groups", "cls_groups", "groups_std")
-    batch_size: int = 32
-    val_batches: int = 4  # pre-training validation batches (validation runs once, at the end)
-    probe_steps: int = 300
-    finetune_steps: int = 100  # started at the Stage probe (LP-FT): 100 steps beat 200 from a random head
-    finetune_eval_every: int = 50  # validation (model selection) interval of fine-tuning
-    n_boot: int = 200  # bootstrap resamples for the confidence intervals
-    gpus: int = 0
-    num_workers: int = 0  # data-loader workers of training and feature extraction
-    cpu_workers: int = 0  # processes generating and preprocessing the nights (0: one per CPU core, at most 4)
-    seed: int = 0
-    subprocess: bool = False  # run each step as its own process (always so with gpus > 1: DDP)
+    poolings: tuple[str, ...] = option(("cls", "groups", "cls_groups", "groups_std"),
+                                       help="probe features tried per backbone and task, the best on validation "
+                                            "reported: cls, mean, groups, cls_groups, groups_std")
+    batch_size: int = option(32, help="batch size of pre-training and fine-tuning (probes: 4x)")
+    val_batches: int = option(4, help="pre-training validation batches (validation runs once, at the end)", cli=False)
+    probe_steps: int = option(300, help="linear-probe steps per task")
+    # started at the Stage probe (LP-FT): 100 steps beat 200 from a random head
+    finetune_steps: int = option(100, help="fine-tuning steps of the staging classifier")
+    finetune_eval_every: int = option(50, help="validation (model selection) interval of fine-tuning", cli=False)
+    n_boot: int = option(200, help="bootstrap resamples for the confidence intervals", cli=False)
+    gpus: int = option(0, help="GPUs for training (0 = CPU; > 1 runs DDP)")
+    num_workers: int = option(0, help="data-loader workers of training and feature extraction")
+    cpu_workers: int = option(0, help="processes generating and preprocessing the nights (0: one per CPU core, at "
+                                      "most 4)")
+    seed: int = option(0, help="seed of the cohort, the splits and training")
+    subprocess: bool = option(False, help="run each step as its own process (always so with --gpus > 1: DDP)")
 
     @classmethod
     def tiny(cls, **overrides) -> QuickstartConfig:
@@ -96,9 +115,10 @@ class QuickstartConfig:
         return cls(**{**sizes, **overrides})
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.tasks if t not in TASKS]
+        known = studied_tasks()
+        unknown = [t for t in self.tasks if t not in known]
         if unknown or not self.tasks or self.tasks[0] != "Stage":
-            raise ValueError(f"tasks must start with 'Stage' and come from {list(TASKS)}, got {list(self.tasks)}")
+            raise ValueError(f"tasks must start with 'Stage' and come from {list(known)}, got {list(self.tasks)}")
         from osf.downstream.features import POOLINGS, check_pooling
 
         if not self.poolings:
@@ -185,8 +205,7 @@ class Quickstart:
 
     def chosen_pooling(self, init: str, task: str) -> str:
         """The pooling whose probe scores best on the validation split (the first on ties)."""
-        return best_on_validation({p: self.probe_dir(init, task, p) / "probe.json" for p in self.cfg.poolings},
-                                  TASK_METRIC[task])
+        return choose_pooling({p: self.probe_dir(init, task, p) / "probe.json" for p in self.cfg.poolings}, task)
 
     def probe_steps_of(self, init: str, task: str) -> tuple[str, ...]:
         """Names of the probe steps of one backbone and task (one per pooling)."""
@@ -219,14 +238,14 @@ class Quickstart:
         """``--ckpt_path`` of the exported backbone, or a random-init backbone of the same size."""
         if init == "pretrained":
             return {"ckpt_path": str(self.backbone_path)}
-        return {"ckpt_path": "none", "psg_encoder_name": self.cfg.backbone, "model_name": "random_init"}
+        return random_init_flags(self.cfg.backbone)
 
     def _probe_step(self, init: str, task: str, pooling: str, store_step: str) -> Step:
         out = self.probe_dir(init, task, pooling)
         column = config.LABEL_COLUMNS[task]
         cfg = self.cfg
         others = ",".join(p for p in cfg.poolings if p != pooling) or None  # cached from the same backbone pass
-        return Step(
+        return entry_step(
             f"probe_{init}_{column}_{pooling}", f"linear probe, {task}, {init} backbone, {pooling} pooling",
             "main_finetune.py",
             lambda: {**self._backbone_flags(init), "data_dir": str(self.store_dir), "eval_label": task,
@@ -234,7 +253,7 @@ class Quickstart:
                      "seed": cfg.seed, "n_boot": cfg.n_boot, "pooling": pooling, "cache_poolings": others,
                      "run_name": "probe", "output_dir": str(out), "feature_cache_dir": str(self.out / "feature_cache"),
                      **self._hardware()},
-            calls.downstream,
+            
             lambda: [out / "probe.json", out / "classifier.pt", out / "probe_test_predictions.npz"],
             needs=("export",) if init == "pretrained" else (store_step,),
             clean=lambda: [out],
@@ -243,59 +262,26 @@ class Quickstart:
     def _data_steps(self) -> list[Step]:
         """Synthetic cohorts, the held-out night, and one preprocessing step per cohort into the store."""
         cfg = self.cfg
-        steps = [
-            Step(
-                "cohort", f"generate {cfg.nights_per_cohort * len(cfg.cohorts)} synthetic nights of {cfg.hours} h "
-                          f"({', '.join(cfg.cohorts)})", "main_synthetic.py",
-                lambda: {"output_dir": str(self.synthetic_dir), "cohorts": ",".join(cfg.cohorts),
-                         "nights_per_cohort": cfg.nights_per_cohort, "hours": cfg.hours, "seed": cfg.seed,
-                         "num_workers": cfg.night_workers, "overwrite": True},
-                calls.generate, lambda: [self.synthetic_dir / "manifest.json"],
-            ),
-            Step(
-                "heldout", f"generate one held-out {cfg.heldout_cohort} night (another seed)", "main_synthetic.py",
-                lambda: {"output_dir": str(self.heldout_dir), "cohorts": cfg.heldout_cohort, "nights_per_cohort": 1,
-                         "hours": cfg.hours, "seed": cfg.seed + 1000, "overwrite": True},
-                calls.generate, lambda: [self.heldout_dir / "manifest.json"],
-            ),
-        ]
-        for i, cohort in enumerate(cfg.cohorts):
-            steps.append(Step(
-                f"store_{cohort}", f"preprocess the {cohort} cohort into the epoch store", "main_preprocess.py",
-                lambda cohort=cohort, first=(i == 0): {
-                    "dataset": cohort, "input_dir": str(self.synthetic_dir / cohort), "output_dir": str(self.store_dir),
-                    "split_fractions": cfg.split_fractions, "seed": cfg.seed, "num_workers": cfg.night_workers,
-                    "overwrite": first},
-                calls.ingest, lambda: [self.store_dir / "index.parquet"],
-                needs=("cohort", *(f"store_{c}" for c in cfg.cohorts[:i])),
-            ))
-        return steps
+        corpus = corpus_steps(CorpusSpec(self.synthetic_dir, self.store_dir, cfg.cohorts, cfg.nights_per_cohort,
+                                         cfg.hours, cfg.split_fractions, cfg.seed, cfg.night_workers))
+        heldout = entry_step(
+            "heldout", f"generate one held-out {cfg.heldout_cohort} night (another seed)", "main_synthetic.py",
+            lambda: {"output_dir": str(self.heldout_dir), "cohorts": cfg.heldout_cohort, "nights_per_cohort": 1,
+                     "hours": cfg.hours, "seed": cfg.seed + 1000, "overwrite": True},
+            lambda: [self.heldout_dir / "manifest.json"],
+        )
+        return [corpus[0], heldout, *corpus[1:]]
 
     def _pretrain_steps(self, store_step: str) -> list[Step]:
         """OSF pre-training and the export of the backbone its recipe names (teacher or student)."""
         cfg = self.cfg
-        return [
-            Step(
-                "pretrain", f"pre-train OSF (dino_ours) on {cfg.backbone}, {cfg.max_steps} steps", "main_pretrain.py",
-                lambda: {"model_name": "dino_ours", "psg_encoder_name": cfg.backbone, "data_dir": str(self.store_dir),
-                         "recipe": cfg.recipe, "batch_size": cfg.batch_size, "max_steps": cfg.max_steps, "lr": cfg.lr,
-                         "head_pooling": cfg.head_pooling,
-                         "num_workers": cfg.num_workers, "seed": cfg.seed, **self._hardware(),
-                         "output_dir": str(self.out / "runs"), "run_name": "pretrain", "logger": "csv",
-                         "ckpt_every_n_steps": cfg.max_steps, "limit_val_batches": cfg.val_batches,
-                         "log_every_n_steps": max(1, min(10, cfg.max_steps // 2))},
-                calls.pretrain, lambda: [self.pretrain_ckpt],
-                needs=(store_step,),
-                clean=lambda: [self.out / "runs" / "pretrain"],
-            ),
-            Step(
-                "export", f"export the {get_recipe(cfg.recipe).export} backbone (the recipe's choice) in the released "
-                          "format", "main_export.py",
-                lambda: {"ckpt_path": str(self.pretrain_ckpt), "output": str(self.backbone_path)},
-                calls.export, lambda: [self.backbone_path, self.backbone_path.with_suffix(".safetensors")],
-                needs=("pretrain",),
-            ),
-        ]
+        spec = PretrainSpec(
+            "pretrain", "dino_ours", cfg.backbone, self.store_dir, self.out / "runs", self.backbone_path, cfg.recipe,
+            cfg.batch_size, cfg.max_steps, cfg.seed, cfg.num_workers, cfg.val_batches, hardware=self._hardware(),
+            lr=cfg.lr, head_pooling=cfg.head_pooling, needs=(store_step,), export_twin=True,
+            description=f"pre-train OSF (dino_ours) on {cfg.backbone}, {cfg.max_steps} steps")
+        return pretrain_steps(spec, f"export the {get_recipe(cfg.recipe).export} backbone (the recipe's choice) in "
+                                    "the released format")
 
     def _finetune_flags(self) -> Flags:
         """LP-FT from the pre-trained Stage probe the validation split chose: its head and its features."""
@@ -314,19 +300,19 @@ class Quickstart:
         """The fine-tuned staging classifier and the staged held-out night."""
         cfg = self.cfg
         return [
-            Step(
+            entry_step(
                 "finetune", f"fine-tune a staging classifier ({cfg.finetune_steps} steps)", "main_finetune.py",
-                self._finetune_flags, calls.downstream, lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
+                self._finetune_flags, lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
                 needs=self.probe_steps_of("pretrained", "Stage"),
                 clean=lambda: [self.finetune_dir],
             ),
-            Step(
+            entry_step(
                 "predict", "stage the held-out night (fine-tuned staging + pre-trained event probes)", "main_predict.py",
                 lambda: {"edf": str(self.heldout_night()[0]), "annotations": str(self.heldout_night()[1]),
                          "classifier": [str(self.finetune_dir / "classifier.pt"),
                                         *(str(self.probe_dir("pretrained", t) / "classifier.pt") for t in cfg.tasks[1:])],
                          "output_dir": str(self.prediction_dir)},
-                calls.predict, lambda: [self.prediction_dir / f"{self.heldout_night()[0].stem}_summary.json"],
+                lambda: [self.prediction_dir / f"{self.heldout_night()[0].stem}_summary.json"],
                 needs=("heldout", "finetune", *(n for t in cfg.tasks[1:] for n in self.probe_steps_of("pretrained", t))),
             ),
         ]
@@ -367,7 +353,7 @@ class Quickstart:
 
     def _probe_result(self, task: str) -> dict[str, Any]:
         """Test metric per init with its CI, and the paired difference (pre-trained - random) with its CI."""
-        metric = TASK_METRIC[task]
+        metric = get_task(task).reporting_metric
         row: dict[str, Any] = {"metric": metric, "pooling": {init: self.chosen_pooling(init, task) for init in INITS}}
         for init in INITS:
             test = RunSummary.read(self.probe_dir(init, task) / "probe.json").test
@@ -459,7 +445,7 @@ def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
     if cfg.nights >= NIGHT_MIN_NIGHTS:
         for init in INITS:
             out = _night_dir(qs, init)
-            steps.append(Step(
+            steps.append(entry_step(
                 f"night_{init}_ahi", f"night level, AHI >= 15, {init} backbone (mean/std pooling)", "main_finetune.py",
                 lambda init=init, out=out: {
                     **qs._backbone_flags(init), **common(), "pooling": qs.chosen_pooling(init, "Stage"),
@@ -467,17 +453,17 @@ def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
                     "target_variable": NIGHT_TARGET[0],
                     "target_threshold": NIGHT_TARGET[1], "night_models": "mean_std",
                     "subject_tables": str(qs.synthetic_dir), "run_name": "night", "output_dir": str(out)},
-                calls.downstream, lambda out=out: [out / "night_mean_std.json"],
+                lambda out=out: [out / "night_mean_std.json"],
                 needs=qs.probe_steps_of(init, "Stage"), clean=lambda out=out: [out]))
     out = qs.out / "sequence_stage"
-    steps.append(Step(
+    steps.append(entry_step(
         "sequence_stage", f"sequence-context staging (+-{CONTEXT_EPOCHS} epochs) beside the per-epoch probe",
         "main_finetune.py",
         lambda: {"ckpt_path": str(qs.backbone_path), **common(), "pooling": qs.chosen_pooling("pretrained", "Stage"),
                  "eval_label": "Stage",
                  "context_epochs": CONTEXT_EPOCHS, "max_steps": cfg.probe_steps, "run_name": "sequence",
                  "output_dir": str(out)},
-        calls.downstream, lambda: [out / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json"],
+        lambda: [out / f"sequence_sequence_transformer_k{CONTEXT_EPOCHS}.json"],
         needs=qs.probe_steps_of("pretrained", "Stage"), clean=lambda: [out]))
     return steps
 
@@ -586,8 +572,9 @@ def pooled_over_runs(output_dirs: Sequence[Path], n_boot: int = 1000, seed: int 
             subjects[task] = subjects.get(task, 0) + int(row["n_test_subjects"] or 0)
     pooled = {}
     for task, task_pairs in pairs.items():
-        d = pooled_paired_difference(task_pairs, n_boot=n_boot, seed=seed)[TASK_METRIC[task]]
-        pooled[task] = {"metric": TASK_METRIC[task], "runs": len(task_pairs), "n_test_subjects": subjects[task],
+        metric = get_task(task).reporting_metric
+        d = pooled_paired_difference(task_pairs, n_boot=n_boot, seed=seed)[metric]
+        pooled[task] = {"metric": metric, "runs": len(task_pairs), "n_test_subjects": subjects[task],
                         "pretrained": d["a"], "random": d["b"], "difference": d["diff"],
                         "difference_ci95": [d["low"], d["high"]]}
     return pooled

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from osf.backbone.vit1d_cls import create_backbone
-from osf.downstream.finetune import FinetuneModule, layer_id, param_groups
+from osf.downstream.epoch.finetune import FinetuneModule, layer_id, param_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,7 +69,7 @@ def test_training_step_ignores_unknown_labels(nano):
 def _gather_worker(rank: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from osf.downstream.finetune import gather_uneven
+    from osf.downstream.epoch.finetune import gather_uneven
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
@@ -116,7 +116,7 @@ def _probe_file(tmp_path, backbone: nn.Module, pooling: str, task: str = "stage"
 
 
 def test_fine_tuning_starts_where_the_linear_probe_ended(tmp_path):
-    from osf.downstream.finetune import start_head_from_probe
+    from osf.downstream.epoch.finetune import start_head_from_probe
 
     torch.manual_seed(0)
     backbone = create_backbone("vit_pico").eval()
@@ -129,7 +129,7 @@ def test_fine_tuning_starts_where_the_linear_probe_ended(tmp_path):
 
 
 def test_a_probe_of_another_backbone_pooling_or_task_is_refused(tmp_path):
-    from osf.downstream.finetune import start_head_from_probe
+    from osf.downstream.epoch.finetune import start_head_from_probe
 
     torch.manual_seed(0)
     backbone = create_backbone("vit_pico")
@@ -143,12 +143,12 @@ def test_a_probe_of_another_backbone_pooling_or_task_is_refused(tmp_path):
 
 
 def test_init_head_needs_fine_tuning_and_an_existing_file(tmp_path):
-    from osf.downstream.run_config import DownstreamConfig, validate_config
+    from osf.downstream.run_config import resolve_downstream_config, validate_config
 
-    cfg = DownstreamConfig(data_dir=".", output_dir=".", init_head=str(tmp_path / "probe.pt")).resolved()
+    cfg = resolve_downstream_config({"data_dir": ".", "output_dir": ".", "init_head": str(tmp_path / "probe.pt")})
     with pytest.raises(ValueError, match="--init_head starts fine-tuning at a probe's head: it needs --finetune_backbone"):
         validate_config(cfg)
-    cfg = DownstreamConfig(data_dir=".", output_dir=".", init_head=str(tmp_path / "probe.pt"),
-                           finetune_backbone=True).resolved()
+    cfg = resolve_downstream_config({"data_dir": ".", "output_dir": ".", "init_head": str(tmp_path / "probe.pt"),
+                                     "finetune_backbone": True})
     with pytest.raises(ValueError, match=r"probe.pt: no such file"):
         validate_config(cfg)

@@ -17,8 +17,10 @@ from osf.backbone.vit1d_cls import BACKBONES, ViT1D, create_backbone, register_b
 from osf.datasets.datamodule import SleepDataModule
 from osf.datasets.store import EpochStore
 from osf.downstream.classifier import load_classifier
-from osf.downstream.pipeline import DownstreamConfig, full_loader, run_downstream
+from osf.downstream.inputs import full_loader
+from osf.downstream.pipeline import run_downstream
 from osf.downstream.results import RUN_JSON_KEYS, read_results
+from osf.downstream.run_config import DownstreamConfig, resolve_downstream_config
 from osf.testing import make_random_store
 
 TINY = "vit_pico_test"
@@ -73,7 +75,7 @@ def _cfg(store, out, **kw) -> DownstreamConfig:
     base = {"data_dir": str(store), "output_dir": str(out), "psg_encoder_name": TINY, "max_steps": 40,
             "eval_every": 20, "batch_size": 64, "n_boot": 50, "accelerator": "cpu"}
     base.update(kw)
-    return DownstreamConfig(**base)
+    return resolve_downstream_config(base)
 
 
 def _assert_complete(record, n_test, keys=MULTICLASS_KEYS):
@@ -244,9 +246,11 @@ def test_cli_exits_2_with_the_reason_and_help_works(store, tmp_path, capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     assert "--finetune_backbone" in capsys.readouterr().out
-    args = cli.build_parser().parse_args(["--data_dir", "d", "--output_dir", "o", "--finetune_backbone",
-                                          "--no-export_classifier", "--eval_label", "Oxygen Desaturation"])
-    assert args.finetune_backbone is True and args.export_classifier is False and args.use_mean_pool is False
+    cfg = cli.config_from_args(cli.build_parser().parse_args(
+        ["--data_dir", "d", "--output_dir", "o", "--finetune_backbone", "--no-export_classifier", "--eval_label",
+         "Oxygen Desaturation"]))
+    assert cfg.finetune_backbone is True and cfg.export_classifier is False and cfg.use_mean_pool is False
+    assert cfg.eval_label == "Oxygen Desaturation" and cfg.epoch_head is cfg.finetune
 
 
 def test_checkpoint_formats_load_into_the_same_backbone(lightning_ckpt, tmp_path):
@@ -330,19 +334,34 @@ def test_the_mean_probe_reads_the_features_the_cls_probe_cached(store, tmp_path)
         np.testing.assert_array_equal(cached[split].labels, direct[split].labels)
 
 
-def test_the_command_line_and_downstream_config_share_every_default():
-    """main_finetune's flags build a DownstreamConfig: an unset flag must give the dataclass default (no drift)."""
-    import dataclasses
+def test_unset_flags_give_each_levels_dataclass_default_and_a_given_flag_sets_every_level():
+    """The one rule: unset = every level's own default; given (0 too) = that value in every level (test_entry_flags:
+    the flags are the fields)."""
+    from main_pipelines import main_finetune
+    from osf.downstream.run_config import LEVELS
 
+    parser = main_finetune.build_parser()
+    cfg = main_finetune.config_from_args(parser.parse_args(["--data_dir", "S", "--output_dir", "O"]))
+    assert cfg == DownstreamConfig(data_dir="S", output_dir="O")  # every field, every level: the dataclass default
+    assert (cfg.probe.lr, cfg.finetune.lr, cfg.sequence.max_steps, cfg.night.eval_every) == (1e-2, 1e-3, 600, 10)
+    assert cfg.night.models == "mean_std,stage_profile,attention,transformer"
+    given = main_finetune.config_from_args(parser.parse_args(
+        ["--data_dir", "S", "--output_dir", "O", "--lr", "0", "--eval_every", "7", "--batch_size", "9"]))
+    assert {level: getattr(given, level).lr for level in LEVELS} == dict.fromkeys(LEVELS, 0.0)  # 0 is a value
+    assert {level: getattr(given, level).eval_every for level in LEVELS} == dict.fromkeys(LEVELS, 7)
+    # --batch_size is the probe's / fine-tuning's (and feature extraction's); the sequence and night heads keep theirs
+    assert (given.probe.batch_size, given.finetune.batch_size, given.sequence.batch_size, given.night.batch_size) == (
+        9, 9, 64, 32)
+    with pytest.raises(ValueError, match=r"unknown downstream flag\(s\) \['learning_rate'\]"):
+        resolve_downstream_config({"data_dir": "S", "output_dir": "O", "learning_rate": 1.0})
+
+
+def test_the_help_shows_each_levels_default():
     from main_pipelines import main_finetune
 
-    parsed = vars(main_finetune.build_parser().parse_args(["--data_dir", "S", "--output_dir", "O"]))
-    fields = {f.name: f for f in dataclasses.fields(DownstreamConfig)}
-    assert set(parsed) <= set(fields), set(parsed) - set(fields)
-    defaults = {name: f.default for name, f in fields.items()
-                if name in parsed and f.default is not dataclasses.MISSING}
-    assert defaults, "no defaulted field"
-    assert {k: parsed[k] for k in defaults} == defaults
+    text = " ".join(main_finetune.build_parser().format_help().split())
+    assert "(default: 500 probe, 2000 finetune, 600 sequence, 300 night)" in text
+    assert "(default: 0.0001 probe, 0.05 finetune, 0.01 sequence, 0.05 night)" in text
 
 
 def test_lp_ft_starts_fine_tuning_at_the_probes_predictions(store, tmp_path):

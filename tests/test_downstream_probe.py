@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from osf.downstream.fewshot import aggregate_over_seeds, sample_k_per_class
-from osf.downstream.linear_probe import check_labels, predict_proba, train_linear_probe
+from osf.downstream.epoch.fewshot import aggregate_over_seeds, sample_k_per_class
+from osf.downstream.epoch.linear_probe import check_labels, predict_proba, train_linear_probe
 from osf.downstream.losses import BalancedSoftmaxLoss, FocalLoss, make_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")

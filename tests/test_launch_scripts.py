@@ -43,3 +43,37 @@ def test_launch_script_flags_resolve(script: str, tmp_path: Path) -> None:
     assert cfg["psg_encoder_name"] == "vit_base" and cfg["precision"].startswith("bf16")
     assert cfg["seed"] == 3  # extra arguments reach the command
     assert cfg["data_dir"] == str(tmp_path / "store")
+
+
+def _resolved(argv: list[str]) -> dict:
+    from main_pipelines import main_pretrain
+    from osf.models.training import resolve_pretrain_config
+
+    return resolve_pretrain_config(main_pretrain.config_from_args(main_pretrain.build_parser().parse_args(argv))).to_record()
+
+
+def _without(argv: list[str], i: int) -> list[str]:
+    """``argv`` less the flag at ``i`` and its values (up to the next flag)."""
+    end = next((j for j in range(i + 1, len(argv)) if argv[j].startswith("--")), len(argv))
+    return argv[:i] + argv[end:]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_launch_scripts_pass_a_recipe_and_restate_no_default(script: str, tmp_path: Path) -> None:
+    """Every setting the launcher passes changes the run: defaults live in the configs and the recipe file."""
+    argv = _captured_argv(script, tmp_path)
+    assert argv[argv.index("--recipe") + 1] == "osf"
+    full = _resolved(argv)
+    naming = {"--recipe", "--model_name", "--data_dir", "--seed"}  # what it runs, on what (and the test's own flag)
+    restated = [arg for i, arg in enumerate(argv) if arg.startswith("--") and arg not in naming
+                and _resolved(_without(argv, i)) == full]
+    assert not restated, f"{script} restates defaults: {restated}"
+
+
+def test_a_launcher_takes_a_recipe_file(tmp_path: Path, monkeypatch) -> None:
+    recipe = tmp_path / "long.yaml"
+    recipe.write_text("run:\n  max_epochs: 90\nmethods:\n  mae:\n    mask_ratio: 0.6\n")
+    monkeypatch.setenv("RECIPE", str(recipe))
+    cfg = _resolved(_captured_argv("pretrain_mae.sh", tmp_path))
+    assert cfg["recipe"] == str(recipe.resolve()) and cfg["max_epochs"] == 90
+    assert cfg["method_kwargs"]["mask_ratio"] == 0.6 and cfg["precision"] == "bf16-mixed"

@@ -17,7 +17,8 @@ from osf.models.pretrain_config import (
     method_flags,
     resolve_pretrain_config,
 )
-from osf.models.registry import METHODS, create_method, list_methods
+from osf.models import create_method
+from osf.models.registry import METHODS, list_methods
 from osf.train_config import RECIPES
 from osf.utils.config_fields import flags_of, from_record, to_record
 

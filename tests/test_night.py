@@ -331,3 +331,17 @@ def test_night_sweep_script_runs_night_and_sequence_rows(night_store, tmp_path):
     table = pd.read_csv(tmp_path / "sweep" / "results.csv")
     assert table["task"].tolist() == ["nsrr_ahi_hp3r_aasm15>=15", "nsrr_sex", "Stage", "Stage"]
     assert table["setting"].tolist() == ["night_mean_std", "night_mean_std", "linear_probe", "sequence_bigru_k2"]
+
+
+def test_night_flags_left_unset_take_the_night_defaults_and_zero_steps_are_refused(tmp_path):
+    from osf.downstream.night import check_night_config
+    from osf.downstream.run_config import NightConfig, resolve_downstream_config
+
+    flags = {"data_dir": ".", "output_dir": ".", "eval_level": "night", "target_variable": "nsrr_age",
+             "subject_tables": str(tmp_path), "night_models": "mean_std,attention"}
+    cfg = resolve_downstream_config(flags)
+    assert cfg.night == NightConfig(target_variable="nsrr_age", subject_tables=str(tmp_path),
+                                    models="mean_std,attention")
+    assert check_night_config(cfg)[1] == ["mean_std", "attention"]
+    with pytest.raises(ValueError, match=r"night models need --max_steps and --eval_every >= 1, got 300 and 0"):
+        check_night_config(resolve_downstream_config({**flags, "eval_every": 0}))

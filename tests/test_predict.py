@@ -127,7 +127,7 @@ def test_edf_hypnogram_reads_back_with_mne(tmp_path):
 def test_nsrr_xml_hypnogram_has_one_event_per_run_and_reads_back(tmp_path):
     import xml.etree.ElementTree as ET
 
-    from osf.datasets.io.scoring import read_scoring
+    from osf.datasets.io import read_scoring
 
     stages = _night(3, [(LIGHT, 4), (DEEP, 2), (REM, 3)], 2)
     path = write_nsrr_xml(tmp_path / "h.xml", stages, STAGES_4)
@@ -198,7 +198,7 @@ def test_predict_command_writes_consistent_outputs(nights, classifiers, tmp_path
     from sklearn.metrics import cohen_kappa_score
 
     from main_pipelines.main_predict import main
-    from osf.datasets.io.scoring import read_scoring
+    from osf.datasets.io import read_scoring
 
     edf, xml = nights["generic"]
     out = tmp_path / "out"

@@ -71,9 +71,9 @@ def test_export_takes_the_backbone_the_run_recipe_names(tiny_store, tmp_path):
 
 def test_cli_errors_and_help(tiny_store, tmp_path, capsys):
     main_pretrain, main_export = _script("main_pretrain"), _script("main_export")
-    with pytest.raises(ValueError, match="method 'dino' has no parameter.*channel_drop_p"):
+    with pytest.raises(SystemExit, match="^main_pretrain: method 'dino' has no parameter.*channel_drop_p"):
         main_pretrain.main(["--model_name", "dino", "--data_dir", str(tiny_store), "--channel_drop_p", "0.3", *TINY])
-    with pytest.raises(ValueError, match="unknown pre-training method 'dinov9'"):
+    with pytest.raises(SystemExit, match="^main_pretrain: unknown pre-training method 'dinov9'"):
         main_pretrain.main(["--model_name", "dinov9", "--data_dir", str(tiny_store), *TINY])
     with pytest.raises(SystemExit) as exit_info:
         main_pretrain.main(["--help"])

@@ -11,7 +11,7 @@ import torch
 
 import train_config
 from osf.models.osf_dino import OSFDINOConfig
-from osf.models.registry import create_method
+from osf.models import create_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

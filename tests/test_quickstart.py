@@ -99,14 +99,14 @@ def test_bad_flags_are_refused(capsys):
 
 def test_each_backbone_reports_the_pooling_its_validation_split_chose(tiny_run):
     from osf.downstream.results import RunSummary
-    from osf.quickstart import TASK_METRIC
+    from osf.tasks import get_task
 
     cfg, printed, _ = tiny_run
     qs = Quickstart(cfg)
     results = json.loads((cfg.output_dir / "results.json").read_text())
     assert len(cfg.poolings) >= 2
     for task, row in results["probes"].items():
-        metric = TASK_METRIC[task]
+        metric = get_task(task).reporting_metric
         for init in INITS:
             runs = {p: RunSummary.read(qs.probe_dir(init, task, p) / "probe.json").metrics for p in cfg.poolings}
             best = max(runs[p]["val"][metric] for p in cfg.poolings)

@@ -70,7 +70,8 @@ def _noise(out: dict, stderr: str) -> list[str]:
 
 def test_tiny_pretrain_and_finetune_runs_are_quiet(tmp_path, capfd):
     from main_pipelines import main_pretrain
-    from osf.downstream.pipeline import DownstreamConfig, run_downstream
+    from osf.downstream.pipeline import run_downstream
+    from osf.downstream.run_config import resolve_downstream_config
     from osf.testing import make_random_store
 
     store = make_random_store(tmp_path / "store", n_subjects=6, n_epochs=8, seed=0, split_fractions=(0.5, 0.25, 0.25))
@@ -81,10 +82,10 @@ def test_tiny_pretrain_and_finetune_runs_are_quiet(tmp_path, capfd):
             "--max_steps", "2", "--accelerator", "cpu", "--output_dir", str(tmp_path / "runs"), "--run_name", "q",
             "--logger", "csv", "--no-progress_bar", "--probe_label", "", "--num_workers", "0",
         ])
-        record = run_downstream(DownstreamConfig(
+        record = run_downstream(resolve_downstream_config(dict(
             data_dir=str(store), output_dir=str(tmp_path / "ft"), ckpt_path=str(result.last_checkpoint),
             finetune_backbone=True, max_steps=2, eval_every=1, batch_size=8, n_boot=0, accelerator="cpu",
-            warmup_steps=1))
+            warmup_steps=1)))
     assert result.last_checkpoint.is_file() and record["metrics"]["test"]
     stderr = capfd.readouterr().err
     assert not _noise(out, stderr), _noise(out, stderr)

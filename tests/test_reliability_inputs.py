@@ -17,7 +17,7 @@ from osf.datasets.ingest import ingest_dataset
 from osf.datasets.io import edf as edf_module
 from osf.datasets.io.edf import read_edf, read_edf_header
 from osf.datasets.io.errors import MalformedScoringError, ScoringMismatchError
-from osf.datasets.io.scoring import read_scoring
+from osf.datasets.io import read_scoring
 from osf.datasets.preprocess import NoUsableSignalError, process_recording
 from osf.datasets.recording import unpack_bits
 from osf.datasets.store import EpochStore

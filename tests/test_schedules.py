@@ -102,3 +102,19 @@ def test_teacher_schedules_cover_the_whole_run(limit, tmp_path):
     assert t[0] == pytest.approx(0.04) and t[warm // 2] == pytest.approx(0.04 + 0.03 * (warm // 2) / warm)
     assert t[warm] == pytest.approx(0.07) and t[8] == pytest.approx(0.07)
     assert not math.isclose(m[1], m[0])
+
+
+def test_the_validation_loop_decays_its_lr_on_the_one_cosine_schedule():
+    """The heads' AdamW loop (osf.downstream.selection): lr, then a half-cosine to 0 at step max_steps."""
+    from osf.downstream.selection import cosine_adamw
+
+    model = torch.nn.Linear(3, 2)
+    opt, sched = cosine_adamw(model, lr=0.2, weight_decay=0.0, max_steps=8)
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [0.2 * 0.5 * (1 + math.cos(math.pi * min(s, 8) / 8)) for s in range(10)]
+    assert seen == pytest.approx(expected, abs=1e-12)
+    assert seen[0] == 0.2 and seen[7] > 0 and seen[8] == seen[9] == 0.0  # the last trained step (7) still moves

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
+from osf.downstream.epoch.linear_probe import predict_proba, train_linear_probe
 from osf.downstream.features import FeatureSet
-from osf.downstream.linear_probe import predict_proba, train_linear_probe
 from osf.downstream.metrics import confusion_matrix, kappa_from_confusion
 from osf.downstream.sequence import (
     NightLayout,
@@ -230,3 +230,16 @@ def test_cli_context_run_for_an_event_task_compares_auroc(tmp_path):
     record = json.loads((out / "ev_sequence_transformer_k2.json").read_text())
     assert record["comparison"]["metric"] == "auroc" and record["selection"]["threshold"] is not None
     assert record["comparison"]["delta"] == pytest.approx(table["test_auroc"].iloc[1] - table["test_auroc"].iloc[0])
+
+
+def test_zero_is_a_given_value_not_an_unset_flag():
+    """--max_steps 0 used to fall back to the default silently (``value or default``); now it is refused by name."""
+    from osf.downstream.run_config import resolve_downstream_config
+    from osf.downstream.sequence.run import check_sequence_config
+
+    flags = {"data_dir": ".", "output_dir": ".", "context_epochs": 2}
+    check_sequence_config(resolve_downstream_config(flags))
+    cfg = resolve_downstream_config({**flags, "max_steps": 0, "lr": 0.0})
+    assert (cfg.probe.lr, cfg.sequence.lr) == (0.0, 0.0)
+    with pytest.raises(ValueError, match=r"the probe needs --max_steps and --eval_every >= 1, got 0 and 50"):
+        check_sequence_config(cfg)

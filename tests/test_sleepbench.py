@@ -99,7 +99,7 @@ def test_rerun_skips_everything_and_a_failed_cell_loses_nothing(bench, monkeypat
     def broken(_flags):
         raise ValueError("store is broken")
 
-    monkeypatch.setattr("osf.entry_calls.ceiling", broken)
+    monkeypatch.setattr("osf.entry_calls.ceiling", broken)  # entry_calls.call looks it up when called
     assert main_sleepbench.main(["--output_dir", str(out), "--tiny", "--no_progress"]) == 1
     assert "ceiling_handcrafted_full_stage_s0: sleepbench step" in (out / "failures.log").read_text()
     after = _table(out)

@@ -31,7 +31,11 @@ def _runner(tmp_path: Path, steps: list[Step]) -> StepRunner:
 
 def test_to_argv_spells_flags_as_the_command_line():
     assert to_argv({"a": 1.0, "b": True, "c": None, "d": False, "e": [1, "x"], "f": 0.5}) == [
-        "--a", "1", "--b", "--e", "1", "x", "--f", "0.5"]
+        "--a", "1", "--b", "--no-d", "--e", "1", "x", "--f", "0.5"]
+    # a switch that is on by default is turned off by False, the way its entry point spells it
+    from osf.models.pretrain_config import build_parser
+
+    assert build_parser().parse_args(to_argv({"model_name": "mae", "data_dir": "x", "progress_bar": False})).progress_bar is False
 
 
 def test_rerun_skips_done_steps_and_reruns_what_changed_and_its_dependants(tmp_path):

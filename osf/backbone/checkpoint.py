@@ -23,10 +23,12 @@ from typing import Any
 import torch
 
 from osf import config
+from osf.backbone.errors import CheckpointError
+from osf.backbone.hub import HF_SCHEME, resolve_hub_file
 from osf.backbone.vit1d_cls import BACKBONES, ViT1D, create_backbone, list_backbones, state_has_mask_token
 from osf.utils.atomic import atomic_path
 
-__all__ = ["METADATA_KEYS", "CheckpointError", "backbone_metadata", "load_backbone", "save_backbone"]
+__all__ = ["HF_SCHEME", "METADATA_KEYS", "CheckpointError", "backbone_metadata", "load_backbone", "save_backbone"]
 
 METADATA_KEYS: tuple[str, ...] = (
     "model_name",
@@ -42,21 +44,10 @@ METADATA_KEYS: tuple[str, ...] = (
     "depth",
 )
 SAFETENSORS_METADATA_KEY = "osf_metadata"
-HF_SCHEME = "hf://"  # Hub files by name (osf.backbone.hub)
 _PTH_SUFFIXES = (".pth", ".pt")
 _MAX_LISTED = 20  # names listed in an error before summarising the rest
 # torch's weights_only refusal: "Unsupported global: GLOBAL module.Name was not an allowed global ..."
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
-
-
-class CheckpointError(ValueError):
-    """A backbone checkpoint that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        self.path = Path(path)
-        self.source = str(path)  # as given: Path() would fold an hf:// URI's "//"
-        self.problem = problem
-        super().__init__(f"backbone checkpoint {self.source}: {problem}")
 
 
 def backbone_metadata(
@@ -251,8 +242,6 @@ def load_backbone(
     eval mode and the metadata dict.
     """
     if isinstance(path, str) and path.startswith(HF_SCHEME):
-        from osf.backbone.hub import resolve_hub_file
-
         local = resolve_hub_file(path)
         with reported_as(path, local):
             return _load_file(local, map_location, **model_kwargs)

@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from osf.backbone.checkpoint import HF_SCHEME, CheckpointError
+from osf.backbone.errors import CheckpointError
 
 __all__ = ["HF_SCHEME", "HubFile", "is_hub_uri", "parse_hub_uri", "resolve_hub_file"]
 
+HF_SCHEME = "hf://"  # Hub files by name
 _PTH_SUFFIXES = (".pth", ".pt")
 # Revisions containing "/" that the Hub's own URI grammar accepts after "@".
 _SPECIAL_REF = re.compile(r"^(refs/pr/\d+|refs/convert/[\w.-]+)(/|$)")

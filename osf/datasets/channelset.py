@@ -50,20 +50,7 @@ class ChannelSet:
     @classmethod
     def from_spec(cls, spec: str) -> ChannelSet:
         """A preset name (``cardio_respiratory``) or a comma-separated channel list (``ECG,ABD``)."""
-        if spec in config.CHANNEL_PRESETS:
-            return cls(config.CHANNEL_PRESETS[spec], spec)
-        names = tuple(s.strip() for s in spec.split(",") if s.strip())
-        if not names:
-            raise ValueError(
-                f"empty channel preset {spec!r}; choose one of {sorted(config.CHANNEL_PRESETS)} or list channels"
-            )
-        unknown = [n for n in names if n not in config.CHANNEL_INDEX]
-        if unknown:
-            raise ValueError(
-                f"unknown channel(s) {unknown} in preset {spec!r}; known presets: {sorted(config.CHANNEL_PRESETS)}, "
-                f"channels: {list(config.CHANNELS)}"
-            )
-        return cls(names)
+        return cls(config.resolve_channel_preset(spec), spec if spec in config.CHANNEL_PRESETS else None)
 
     @classmethod
     def from_names(cls, names: Iterable[str]) -> ChannelSet:

@@ -30,7 +30,7 @@ from scipy import signal as sps
 from scipy import stats
 from torch import nn
 
-from osf import config
+from osf import config, tasks
 from osf.datasets.channelset import ChannelSet
 from osf.datasets.datamodule import EpochDataset, SleepDataModule
 from osf.datasets.store import EpochStore
@@ -45,9 +45,10 @@ from osf.downstream.metrics import (
 )
 from osf.downstream.selection import train_with_validation
 from osf.utils.atomic import atomic_path, atomic_write_text
+from osf.utils.config_fields import option
 
 KINDS: tuple[str, ...] = ("handcrafted", "supervised")
-TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
+TASKS: tuple[str, ...] = tasks.studied_tasks()  # the task registry's evaluated tasks
 PREDICTIONS_FILE = "ceiling_test_predictions.npz"
 RESULT_FILE = "ceiling_result.json"
 
@@ -85,8 +86,8 @@ def check_ceiling_args(kind: str, preset: str, task: str) -> ChannelSet:
     """The preset's ChannelSet; a one-line ValueError for an unknown kind, preset or task."""
     if kind not in KINDS:
         raise ValueError(f"unknown ceiling kind {kind!r}; choose one of {list(KINDS)}")
-    if task not in TASKS:
-        raise ValueError(f"unknown ceiling task {task!r}; choose one of {list(TASKS)}")
+    if task not in tasks.studied_tasks():  # read when called: a task registered later is a ceiling task too
+        raise ValueError(f"unknown ceiling task {task!r}; choose one of {list(tasks.studied_tasks())}")
     try:
         return ChannelSet.from_spec(preset)
     except ValueError:
@@ -367,7 +368,8 @@ def fit_cnn(splits: dict[str, SplitArrays], num_classes: int, keep: np.ndarray, 
 
     selection = train_with_validation(
         model, batch_loss, lambda: validation_score(val.labels, cnn_proba(model, val)),
-        "kappa" if num_classes > 2 else "auroc", max_steps=max_steps, eval_every=min(eval_every, max_steps),
+        # the supervised ceiling keeps the step with the best validation score of the metric it reports
+        tasks.reporting_metric("epoch", tasks.target_kind(num_classes)), max_steps=max_steps, eval_every=min(eval_every, max_steps),
         lr=lr, weight_decay=1e-2)
     model.eval()
     return model, {"param": "step", "best": selection.best_step, "best_val_score": selection.best_score,
@@ -406,13 +408,33 @@ def _predict(kind: str, store_dir: str | Path, splits: dict[str, SplitArrays], n
     return {s: cnn_proba(model, splits[s]) for s in ("val", "test")}, selection
 
 
-def run_ceiling(kind: str, store_dir: str | Path, preset: str, task: str, *, seed: int = 0, n_boot: int = 200,
-                max_steps: int = 300, output_dir: str | Path | None = None,
-                feature_cache_dir: str | Path | None = None) -> CeilingResult:
+@dataclass
+class CeilingConfig:
+    """One ceiling run (the flags of ``main_pipelines/main_ceiling.py``)."""
+
+    kind: str | None = option(None, required=True, choices=KINDS, help="handcrafted features + logistic regression, "
+                              "or a supervised CNN")
+    data_dir: str | None = option(None, required=True, help="epoch store")
+    eval_channels: str = option("full", help="channel preset")
+    eval_label: str = option("Stage", help=f"the task: {', '.join(TASKS)}")
+    seed: int = option(0, help="seed")
+    n_boot: int = option(200, help="subject-bootstrap resamples of the CIs")
+    max_steps: int = option(400, help="training steps of the supervised CNN")
+    output_dir: str | None = option(None, help="where the result and predictions go")
+    feature_cache_dir: str | None = option(None, help="handcrafted: cache of the store's full-montage features, shared "
+                                           "by every preset and task (default: none, computed for this run)")
+
+
+_DEFAULTS = CeilingConfig()
+
+
+def run_ceiling(kind: str, store_dir: str | Path, preset: str, task: str, *, seed: int = _DEFAULTS.seed,
+                n_boot: int = _DEFAULTS.n_boot, max_steps: int = _DEFAULTS.max_steps,
+                output_dir: str | Path | None = None, feature_cache_dir: str | Path | None = None) -> CeilingResult:
     """Train the ``kind`` ceiling ("handcrafted" | "supervised") on ``preset``'s channels and score it on test.
 
-    ``feature_cache_dir``: where the handcrafted kind caches the store's full-montage features (shared by
-    every preset and task); None computes them for this run only.
+    Defaults are :class:`CeilingConfig`'s. ``feature_cache_dir``: where the handcrafted kind caches the store's
+    full-montage features (shared by every preset and task); None computes them for this run only.
     """
     channels = check_ceiling_args(kind, preset, task)
     splits, class_names = load_task_splits(store_dir, preset, task)

@@ -26,7 +26,7 @@ from osf.backbone.checkpoint import METADATA_KEYS, CheckpointError
 from osf.backbone.vit1d_cls import create_backbone, state_has_mask_token
 from osf.datasets.channelset import ChannelSet
 from osf.downstream.features import check_pooling, encode
-from osf.downstream.sequence import sequence_head_from_payload, sequence_head_payload
+from osf.downstream.sequence.heads import sequence_head_from_payload, sequence_head_payload
 from osf.utils.atomic import atomic_path
 
 CLASSIFIER_FORMAT = "osf_classifier"
@@ -68,7 +68,7 @@ class SleepClassifier(nn.Module):
         self.backbone_metadata = dict(backbone_metadata or {})
         self.thresholds = {t: float(v) for t, v in (thresholds or {}).items()}
         self.info = dict(info or {})
-        # Sequence-context heads (osf/downstream/sequence.py) replace a task's linear head over a whole night.
+        # Sequence-context heads (osf/downstream/sequence/heads.py) replace a task's linear head over a whole night.
         unknown = sorted(set(sequence_heads or {}) - set(heads))
         if unknown:
             raise ValueError(f"sequence heads {unknown} have no linear head / label names")

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 from osf import config
 from osf.datasets.datamodule import EvalSampler, SleepDataModule, collate_epochs
 from osf.datasets.store import EpochStore
+from osf.downstream.epoch.linear_probe import check_labels
 from osf.downstream.features import FeatureSet, backbone_hash, cached_features, split_hash
-from osf.downstream.linear_probe import check_labels
 from osf.downstream.loading import load_any_backbone
 from osf.downstream.results import RunIdentity
 from osf.downstream.run_config import DownstreamConfig
@@ -171,6 +171,6 @@ def run_identity(cfg: DownstreamConfig, inputs: DownstreamInputs, *, run_id: str
 
 def record_header(cfg: DownstreamConfig, inputs: DownstreamInputs, identity: RunIdentity) -> dict[str, Any]:
     """The first keys of every run JSON: run id, timestamp, config, backbone, checkpoint and split hashes."""
-    return {"run_id": identity.run_id, "timestamp": identity.timestamp, "config": dataclasses.asdict(cfg),
+    return {"run_id": identity.run_id, "timestamp": identity.timestamp, "config": cfg.to_record(),
             "backbone": {**inputs.metadata, "backbone_hash": inputs.backbone_hash}, "ckpt_hash": inputs.ckpt_hash,
             "split_hash": inputs.split_hashes}

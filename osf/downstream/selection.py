@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from osf.utils.schedules import CosineScheduler
+
 
 @dataclass
 class ValidationSelection:
@@ -48,10 +50,13 @@ class ValidationSelection:
 
 def cosine_adamw(model: nn.Module, lr: float, weight_decay: float, max_steps: int
                  ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over every parameter of ``model`` and a per-step cosine decay from ``lr`` to 0 over ``max_steps``."""
+    """AdamW over every parameter of ``model`` and a per-step cosine decay from ``lr`` to 0 over ``max_steps``.
+
+    The one cosine schedule (``CosineScheduler``) as a factor of ``lr``: it reaches 0 at step ``max_steps``,
+    one step after the last one trained, so that step still moves the weights.
+    """
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, max_steps) / max_steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, CosineScheduler(1.0, 0.0, total_steps=max_steps + 1))
     return opt, sched
 
 

@@ -56,7 +56,7 @@ def next_patch_targets(patches: torch.Tensor, backbone: ViT1D) -> tuple[torch.Te
     return torch.roll(patches, shifts=-1, dims=1), time < backbone.num_time_patches - 1
 
 
-@register_method("ar")
+@register_method("ar", rank=6)
 class AR(PretrainModule):
     """Next-patch prediction with time-causal attention (see module doc)."""
 

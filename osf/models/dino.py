@@ -89,7 +89,7 @@ class DINOConfig(MethodConfig):
                                                                     "fraction of the epoch")
 
 
-@register_method("dino")
+@register_method("dino", rank=1)
 class DINO(PretrainModule):
     """Self-distillation with a momentum teacher, a DINO head and centering."""
 

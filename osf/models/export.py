@@ -63,9 +63,10 @@ def _rebuild(path: Path, info: dict[str, Any], state: dict[str, torch.Tensor], s
 
 
 def recipe_export(info: dict[str, Any]) -> str:
-    """The backbone the run's recipe exports (``Recipe.export``); the teacher for runs without a known recipe."""
-    recipe = (info.get("run_config") or {}).get("recipe")
-    return RECIPES[recipe].export if recipe in RECIPES else "teacher"
+    """The backbone the run's recipe exports (``Recipe.export``, recorded as ``recipe_export``); else the teacher."""
+    run_config = info.get("run_config") or {}
+    recipe = run_config.get("recipe")
+    return run_config.get("recipe_export") or (RECIPES[recipe].export if recipe in RECIPES else "teacher")
 
 
 def backbone_from_lightning_checkpoint(path: str | os.PathLike, which: str | None = None) -> tuple[nn.Module, dict]:

@@ -141,7 +141,7 @@ class MAEConfig(MethodConfig):
     norm_target: bool = option(False, help="per-patch normalised reconstruction targets (MAE's norm_pix_loss)")
 
 
-@register_method("mae")
+@register_method("mae", rank=4)
 class MAE(PretrainModule):
     """Masked autoencoding of patch tokens with a light decoder (see module doc)."""
 

@@ -35,7 +35,7 @@ class OSFDINOConfig(DINOConfig):
     span_max_frac: float = option(0.6, help="OSF views: longest zeroed span, fraction of the epoch")
 
 
-@register_method("dino_ours", aliases=("osf",))
+@register_method("dino_ours", aliases=("osf",), rank=0)
 class OSFDINO(DINO):
     """The OSF recipe: DINO self-distillation with channel-drop + span-mask views."""
 

@@ -3,8 +3,9 @@
 A :class:`PretrainConfig` is the method's name, the recipe's name, a :class:`RunConfig` (data, run
 length, hardware, outputs) and the method's own configuration (a ``MethodConfig`` subclass kept next
 to the method, holding its ``BackboneConfig``). Values come from, later winning: the dataclass
-defaults, the backbone size's (``osf.train_config.BACKBONE_DEFAULTS``), the recipe's
-(``osf.train_config.RECIPES``), the given ones. :func:`method_config` does this for Python
+defaults, the backbone size's (``osf.train_config.BACKBONE_DEFAULTS``), the recipe's (a YAML file:
+``--recipe NAME`` for ``osf/recipes/NAME.yaml``, or a path; :func:`checked_recipe` checks it against these
+dataclasses), the given ones. :func:`method_config` does this for Python
 (``create_method``), :func:`resolve_pretrain_config` for the flat values of the command line, whose
 flags :func:`build_parser` makes from the same dataclasses (names, types, help, defaults).
 """
@@ -12,16 +13,18 @@ flags :func:`build_parser` makes from the same dataclasses (names, types, help, 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from osf.backbone.vit1d_cls import BACKBONES, BackboneConfig, list_backbones
-from osf.models.base import MethodConfig
+from osf.models.base import MethodConfig, PretrainModule
 from osf.models.diagnostics import DEFAULT_BATCH_SIZE, DEFAULT_EVERY_N_STEPS
 from osf.models.registry import ALIASES, METHODS, list_methods, resolve_method_name
-from osf.train_config import BACKBONE_DEFAULTS, RECIPES, get_recipe
+from osf.train_config import BACKBONE_DEFAULTS, RECIPES, Recipe, RecipeError, get_recipe
 from osf.utils.config_fields import (
     Flag,
     add_flag,
@@ -30,6 +33,7 @@ from osf.utils.config_fields import (
     from_record,
     option,
     to_record,
+    value_problem,
     with_overrides,
 )
 
@@ -39,7 +43,9 @@ __all__ = [
     "PretrainConfig",
     "RunConfig",
     "build_parser",
+    "checked_recipe",
     "config_from_args",
+    "create_method",
     "method_config",
     "resolve_pretrain_config",
 ]
@@ -110,8 +116,9 @@ class PretrainConfig:
     method_name: str  # canonical registered name
     method: MethodConfig
     run: RunConfig = field(default_factory=RunConfig)
-    recipe: str = "osf"
+    recipe: str = "osf"  # a packaged recipe's name, or the path of the recipe file
     base_lr: float | None = None  # --lr as given when lr_base_batch scaled it; method.lr is the rate applied
+    export: str = "teacher"  # the recipe's choice of backbone for main_export.py (Recipe.export)
 
     @property
     def backbone(self) -> BackboneConfig:
@@ -123,6 +130,7 @@ class PretrainConfig:
         method = to_record(self.method)
         backbone = method.pop("backbone")
         record = {**to_record(self.run), "model_name": self.method_name, "recipe": self.recipe,
+                  "recipe_export": self.export,
                   **{flag.name: backbone[flag.field] for flag in flags_of(BackboneConfig)},
                   **{flag.name: method[flag.field] for flag in _grouped_method_flags()},
                   "method_kwargs": method, "backbone_kwargs": self.backbone.constructor_kwargs()}
@@ -137,22 +145,77 @@ class PretrainConfig:
         backbone = {"name": record["psg_encoder_name"], **record["backbone_kwargs"]}
         method = from_record(METHODS[method_name].config_type, {**record["method_kwargs"], "backbone": backbone})
         run = from_record(RunConfig, {k: record[k] for k in field_names(RunConfig) if k in record})
-        return cls(method_name, method, run, record.get("recipe", "osf"), record.get("base_lr"))
+        recipe = record.get("recipe", "osf")
+        export = record.get("recipe_export") or (RECIPES[recipe].export if recipe in RECIPES else "teacher")
+        return cls(method_name, method, run, recipe, record.get("base_lr"), export)
 
 
 # --- resolution -----------------------------------------------------------------------------------
-def method_config(method: str, backbone_name: str = "vit_base", recipe: str = "osf", **fields: Any) -> MethodConfig:
+def _checked_fields(recipe: Recipe, where: str, cls: type, values: Mapping[str, Any]) -> None:
+    """Every key of ``values`` is a field of ``cls`` holding a value of its type; else one :class:`RecipeError` line."""
+    fields = sorted(field_names(cls) - {"backbone"})
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean {where}.{close[0]}?" if close else f"{cls.__name__} has {', '.join(fields)}"
+            raise RecipeError(recipe.source or recipe.name, f"unknown key {where}.{key}; {hint}")
+        problem = value_problem(cls, key, value)
+        if problem:
+            raise RecipeError(recipe.source or recipe.name, f"{where}.{key}: {problem}")
+
+
+def checked_recipe(recipe: str | Path | Recipe) -> Recipe:
+    """The recipe (packaged name, file or :class:`Recipe`) with every key and value checked against the configuration
+    it overrides, its methods keyed by canonical name; :class:`RecipeError` naming the file and the key otherwise."""
+    chosen = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
+    source = chosen.source or chosen.name
+    _checked_fields(chosen, "run", RunConfig, chosen.run)
+    _checked_fields(chosen, "backbone", BackboneConfig, {k: v for k, v in chosen.backbone.items() if k != "name"})
+    if chosen.backbone.get("name", BackboneConfig().name) not in BACKBONES:
+        raise RecipeError(source, f"backbone.name {chosen.backbone['name']!r} is not one of {list_backbones()}")
+    methods: dict[str, dict[str, Any]] = {}
+    for key, fields in chosen.methods.items():
+        name = ALIASES.get(key, key)
+        if name not in METHODS:
+            raise RecipeError(source, f"unknown key methods.{key}; methods are {sorted([*METHODS, *ALIASES])}")
+        if name in methods:
+            raise RecipeError(source, f"methods.{key} sets {name!r} a second time")
+        _checked_fields(chosen, f"methods.{key}", METHODS[name].config_type, fields)
+        methods[name] = dict(fields)
+    return replace(chosen, methods=methods)
+
+
+def _backbone_fields(backbone_name: str | None, recipe: Recipe, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Backbone fields: defaults < the size's < the recipe's < ``given`` (the name: given, else the recipe's)."""
+    from_recipe = dict(recipe.backbone)
+    name = backbone_name or from_recipe.pop("name", None) or BackboneConfig().name
+    from_recipe.pop("name", None)
+    size = BACKBONE_DEFAULTS.get(name)
+    return {"name": name, **({"drop_path_rate": size.drop_path_rate} if size else {}), **from_recipe, **given}
+
+
+def method_config(method: str, backbone_name: str | None = None, recipe: str | Path | Recipe = "osf",
+                  **fields: Any) -> MethodConfig:
     """The configuration of ``method`` as ``main_pretrain.py`` builds it: defaults < size < recipe < ``fields``.
 
-    ``fields`` are fields of the method's config; ``backbone`` (a dict of ``BackboneConfig`` fields) and,
-    as ``create_method`` always took, ``backbone_kwargs`` (backbone constructor arguments) are merged.
+    ``backbone_name`` defaults to the recipe's, else ``BackboneConfig``'s (vit_base). ``fields`` are fields of the
+    method's config; ``backbone`` (a dict of ``BackboneConfig`` fields) and, as ``create_method`` always took,
+    ``backbone_kwargs`` (backbone constructor arguments) are merged.
     """
     name = resolve_method_name(method)
-    size = BACKBONE_DEFAULTS.get(backbone_name)
-    backbone = {"name": backbone_name, **({"drop_path_rate": size.drop_path_rate} if size else {})}
-    backbone.update(fields.pop("backbone_kwargs", None) or {}, **fields.pop("backbone", {}))
-    cfg = with_overrides(METHODS[name].config_type(), {"backbone": backbone})
-    return with_overrides(with_overrides(cfg, get_recipe(recipe).method_overrides(name)), fields)
+    chosen = checked_recipe(recipe)
+    given = {**(fields.pop("backbone_kwargs", None) or {}), **fields.pop("backbone", {})}
+    cfg = with_overrides(METHODS[name].config_type(), {"backbone": _backbone_fields(backbone_name, chosen, given)})
+    return with_overrides(with_overrides(cfg, chosen.method_overrides(name)), fields)
+
+
+def create_method(name: str, backbone_name: str | None = None, **fields: Any) -> PretrainModule:
+    """Build the method ``name`` (or alias) on ``backbone_name`` with the configuration the command line builds.
+
+    That is :func:`method_config`: the method's config defaults, the size's, then ``fields`` (fields of the
+    config; ``backbone_kwargs`` are backbone constructor arguments).
+    """
+    return METHODS[resolve_method_name(name)](method_config(name, backbone_name, **fields))
 
 
 def resolve_pretrain_config(values: Mapping[str, Any]) -> PretrainConfig:
@@ -162,13 +225,15 @@ def resolve_pretrain_config(values: Mapping[str, Any]) -> PretrainConfig:
     loudly, naming what it takes.
     """
     method_name = resolve_method_name(values["model_name"])
-    recipe = get_recipe(values.get("recipe") or "osf")
-    backbone = _given_backbone(values)
+    recipe = checked_recipe(values.get("recipe") or "osf")
+    backbone = _given_backbone(values, recipe)
     run = _run_config(values, recipe.run, backbone["name"])
-    method = method_config(method_name, backbone.pop("name"), recipe.name, backbone=backbone,
+    method = method_config(method_name, backbone.pop("name"), recipe, backbone=backbone,
                            **_given_method_fields(values, method_name))
     method, base_lr = _scaled_lr(method, run)
-    return PretrainConfig(method_name, method, run, recipe.name, base_lr)
+    packaged = recipe.name in RECIPES and RECIPES[recipe.name].source == recipe.source
+    label = recipe.name if packaged else str(Path(recipe.source).resolve())  # a file's path, as found then
+    return PretrainConfig(method_name, method, run, label, base_lr, recipe.export)
 
 
 def _given(values: Mapping[str, Any], flags: Iterable[Flag]) -> dict[str, Any]:
@@ -176,9 +241,9 @@ def _given(values: Mapping[str, Any], flags: Iterable[Flag]) -> dict[str, Any]:
     return {flag.field: values[flag.name] for flag in flags if values.get(flag.name) is not None}
 
 
-def _given_backbone(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The backbone fields given, with the size's name checked (default: ``BackboneConfig``'s)."""
-    given = {"name": BackboneConfig().name, **_given(values, flags_of(BackboneConfig))}
+def _given_backbone(values: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """The backbone fields given, with the size's name checked (default: the recipe's, else ``BackboneConfig``'s)."""
+    given = {"name": recipe.backbone.get("name", BackboneConfig().name), **_given(values, flags_of(BackboneConfig))}
     if given["name"] not in BACKBONES:
         raise ValueError(f"unknown --psg_encoder_name {given['name']!r}; registered: {list_backbones()}")
     return given
@@ -292,10 +357,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     groups["model"].add_argument("--model_name", default="dino_ours", help=f"pre-training method: {methods} "
                                                                            "(default: dino_ours)")
-    groups["optimisation"].add_argument("--recipe", default="osf", choices=sorted(RECIPES),
-                                        help="named defaults of osf.train_config.RECIPES: "
+    groups["optimisation"].add_argument("--recipe", default="osf", metavar="NAME|PATH",
+                                        help="a recipe: settings merged over the defaults, from a YAML file, or by "
+                                             "name from osf/recipes/: "
                                              + "; ".join(f"{r.name}: {r.summary}" for r in RECIPES.values())
-                                             + ". Flags override either (default: osf)")
+                                             + ". Flags override it (default: osf)")
     backbone_defaults, run_defaults = BackboneConfig(), RunConfig()
     for flag in flags_of(BackboneConfig):
         add_flag(groups["model"], flag, _layered_default_text(flag, getattr(backbone_defaults, flag.field)))

@@ -1,14 +1,17 @@
-"""Registry of self-supervised pre-training methods (name -> PretrainModule subclass)."""
+"""Registry of self-supervised pre-training methods (name -> PretrainModule subclass).
+
+Importing this module runs ``osf/models/__init__.py`` first, which imports (and so registers) every method
+module; the registry itself imports nothing of ``osf``, so no method module depends on it in a cycle.
+``create_method`` (the configured constructor) lives with the configuration, in ``pretrain_config``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
-if TYPE_CHECKING:
-    from osf.models.base import PretrainModule
-
-__all__ = ["ALIASES", "METHODS", "create_method", "list_methods", "register_method", "resolve_method_name"]
+__all__ = ["ALIASES", "METHODS", "list_methods", "methods_in_order", "register_method",
+           "resolve_method_name", "unregister_method"]
 
 METHODS: dict[str, type] = {}
 ALIASES: dict[str, str] = {}
@@ -16,8 +19,9 @@ ALIASES: dict[str, str] = {}
 T = TypeVar("T", bound=type)
 
 
-def register_method(name: str, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
-    """Class decorator registering a PretrainModule subclass under ``name`` (and ``aliases``)."""
+def register_method(name: str, aliases: tuple[str, ...] = (), rank: int = 100) -> Callable[[T], T]:
+    """Class decorator registering a PretrainModule subclass under ``name`` (and ``aliases``); ``rank`` orders
+    the method in studies and tables (:func:`methods_in_order`; OSF first, then the baselines)."""
 
     def wrap(cls: T) -> T:
         for key in (name, *aliases):
@@ -27,19 +31,21 @@ def register_method(name: str, aliases: tuple[str, ...] = ()) -> Callable[[T], T
         for alias in aliases:
             ALIASES[alias] = name
         cls.method_name = name
+        cls.method_rank = rank
         return cls
 
     return wrap
 
 
-def _import_methods() -> None:
-    # Importing the package registers every method module listed in osf/models/__init__.py.
-    import osf.models  # noqa: F401
+def unregister_method(name: str) -> None:
+    """Remove a registered method and its aliases (tests that register a toy objective)."""
+    METHODS.pop(name, None)
+    for alias in [a for a, target in ALIASES.items() if target == name]:
+        del ALIASES[alias]
 
 
 def resolve_method_name(name: str) -> str:
     """Canonical name of a method given its name or an alias; clear error when unknown."""
-    _import_methods()
     canonical = ALIASES.get(name, name)
     if canonical not in METHODS:
         known = sorted([*METHODS, *ALIASES])
@@ -49,16 +55,10 @@ def resolve_method_name(name: str) -> str:
 
 def list_methods() -> list[str]:
     """Canonical names of the registered methods."""
-    _import_methods()
     return sorted(METHODS)
 
 
-def create_method(name: str, backbone_name: str = "vit_base", **fields: Any) -> PretrainModule:
-    """Build the method ``name`` (or alias) on ``backbone_name`` with the configuration the command line builds.
-
-    That is :func:`osf.models.pretrain_config.method_config`: the method's config defaults, the size's,
-    then ``fields`` (fields of the config; ``backbone_kwargs`` are backbone constructor arguments).
-    """
-    from osf.models.pretrain_config import method_config
-
-    return METHODS[resolve_method_name(name)](method_config(name, backbone_name, **fields))
+def methods_in_order() -> tuple[str, ...]:
+    """Canonical names of the registered methods in study order (rank, then name): the default method list
+    of SleepBench-mini, the sweeps and the benchmarks."""
+    return tuple(sorted(METHODS, key=lambda name: (getattr(METHODS[name], "method_rank", 100), name)))

@@ -53,7 +53,7 @@ class ProjectionMLP(nn.Module):
         return self.net(x)
 
 
-@register_method("simclr")
+@register_method("simclr", rank=2)
 class SimCLR(PretrainModule):
     """Two augmented views, projection MLP, NT-Xent with cross-rank negatives."""
 

@@ -59,7 +59,7 @@ def modality_channel_masks(modalities: dict[str, tuple[str, ...]] | None = None)
     return masks
 
 
-@register_method("sleepfm")
+@register_method("sleepfm", rank=3)
 class SleepFM(PretrainModule):
     """Leave-one-out contrastive learning across modality groups (see module doc)."""
 

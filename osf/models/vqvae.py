@@ -50,7 +50,7 @@ class VQVAEConfig(MethodConfig):
     decoder_heads: int = field_of(MAEConfig, "decoder_heads")
 
 
-@register_method("vqvae")
+@register_method("vqvae", rank=5)
 class VQVAE(PretrainModule):
     """ViT encoder, vector quantiser and transformer decoder of patch signals (see module doc)."""
 

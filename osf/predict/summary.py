@@ -33,25 +33,26 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
-from osf import config
+from osf import config, tasks
 from osf.datasets.io.scoring import stage_runs
 
 WAKE = "W"
 REM = "REM"
 
-# Task name -> key of its per-hour index in the summary (AASM abbreviations in the comments).
-EVENT_INDEX_KEYS: dict[str, str] = {
-    "Arousal": "arousal_index",  # ArI
-    "Hypopnea": "hypopnea_index",  # HI
-    "Apnea": "apnea_index",  # AI
-    "Oxygen Desaturation": "oxygen_desaturation_index",  # ODI
-}
 # Events that make up the respiratory event index (AHI-like): their union, per hour of sleep.
 RESPIRATORY_EVENTS: tuple[str, ...] = ("Apnea", "Hypopnea")
 # Stage name -> yasa.Hypnogram label (5 stages, or 4 with LIGHT/DEEP); unknown epochs are "UNS".
 YASA_STAGES: dict[str, str] = {"W": "WAKE", "N1": "N1", "N2": "N2", "N3": "N3", "REM": "REM", "Light": "LIGHT",
                                "Deep": "DEEP"}
 SOL_RUN_MIN = 5.0  # minutes of unbroken sleep for the persistent sleep onset latency
+
+
+def event_index_key(task: str) -> str:
+    """Key of a task's per-hour index in the summary: its registered ``summary_key`` (``osf.tasks``), else
+    ``<name>_index``."""
+    registered = tasks.TASKS.get(task)
+    return (registered.summary_key if registered and registered.summary_key
+            else task.lower().replace(" ", "_") + "_index")
 
 
 def _validate_stages(stages: np.ndarray, stage_names: Sequence[str]) -> np.ndarray:
@@ -250,7 +251,7 @@ def event_indices(
                 f"event probabilities for {task!r} have shape {probs.shape}, expected {sleep_mask.shape} (one per epoch)"
             )
         positives[task] = (probs >= thresholds[task]) & sleep_mask
-        key = EVENT_INDEX_KEYS.get(task, task.lower().replace(" ", "_") + "_index")
+        key = event_index_key(task)
         n_events = count_runs(positives[task])
         out[key.replace("_index", "_events")] = n_events
         out[key] = float(n_events / tst_hours) if tst_hours else None

@@ -7,14 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osf.config import CHANNEL_PRESETS, LABEL_COLUMNS
+from osf.study import RANDOM_INIT
+from osf.tasks import studied_tasks
 from osf.utils import corpus_sizes
+from osf.utils.config_fields import option
 
-METHODS: tuple[str, ...] = ("dino_ours", "dino", "simclr", "sleepfm", "mae", "vqvae", "ar")
 PRESETS: tuple[str, ...] = ("full", "no_eeg", "eeg_eog_only", "cardio_respiratory", "respiratory_only")
-TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
-TASK_METRIC: dict[str, str] = {"Stage": "kappa", "Arousal": "auroc", "Hypopnea": "auroc", "Oxygen Desaturation": "auroc"}
-RANDOM = "random_init"  # the backbone label of the random-init baseline
+RANDOM = RANDOM_INIT  # the backbone label of the random-init baseline
 CEILINGS: tuple[str, ...] = ("handcrafted", "supervised")
+_OUTPUT_DIR = Path("sleepbench_out")
+
+
+def _all_methods() -> tuple[str, ...]:
+    from osf.models.registry import methods_in_order  # the method registry (imports the methods: torch)
+
+    return methods_in_order()
 POOLING_CHOICES: tuple[str, ...] = ("cls", "mean")  # chosen per objective on validation staging
 
 
@@ -22,30 +29,37 @@ POOLING_CHOICES: tuple[str, ...] = ("cls", "mean")  # chosen per objective on va
 class SleepBenchConfig:
     """One SleepBench-mini run; the defaults are the measured laptop setting (README, 'SleepBench-mini')."""
 
-    output_dir: Path = Path("sleepbench_out")
-    cohorts: tuple[str, ...] = ("shhs", "mros", "mesa", "chat")  # a multi-cohort corpus
-    nights: int = 48  # in total, one subject each
-    hours: float = 1.5  # at 1 h the compressed cycles leave ~2 % REM
-    split_fractions: str = "0.5,0.25,0.25"  # by subject: 12 test subjects at the defaults
-    methods: tuple[str, ...] = METHODS
-    presets: tuple[str, ...] = PRESETS
-    tasks: tuple[str, ...] = TASKS
-    backbone: str = "vit_nano"
-    recipe: str = "small"
-    pretrain_steps: int = 200  # equal compute: every objective gets the same steps x batch
-    batch_size: int = 32
-    probe_steps: int = 300
-    kshots: tuple[int, ...] = (1, 5, 20)  # labelled epochs per stage for the k-shot staging curve
-    kshot_draws: int = 3
-    scaling_sizes: tuple[str, ...] = ("vit_pico", "vit_nano")
-    scaling_fractions: tuple[float, ...] = (0.3, 1.0)  # of the training subjects
-    scaling_method: str = "dino_ours"
-    ceilings: tuple[str, ...] = CEILINGS
-    ceiling_steps: int = 400
-    seeds: int = 1
-    n_boot: int = 200
-    cpu_workers: int = 0  # processes generating / preprocessing nights (0: one per core, at most 4)
-    num_workers: int = 0  # data-loader workers
+    output_dir: Path = option(_OUTPUT_DIR, help="everything goes here (OUT)", required=True)  # noqa: RUF009 (a field)
+    cohorts: tuple[str, ...] = option(("shhs", "mros", "mesa", "chat"), help="synthetic cohort presets of the "
+                                                                              "multi-cohort corpus")
+    nights: int = option(48, help="nights in the corpus, spread over the cohorts (one subject each)")
+    hours: float = option(1.5, help="hours per night (at 1 h the compressed cycles leave ~2 % REM)")
+    # by subject: 12 test subjects at the defaults
+    split_fractions: str = option("0.5,0.25,0.25", help="train,val,test fractions of the subjects", cli=False)
+    methods: tuple[str, ...] = option(default_factory=_all_methods,
+                                      help="objectives (default: every registered one, OSF first)")
+    presets: tuple[str, ...] = option(PRESETS, help="channel presets")
+    tasks: tuple[str, ...] = option(default_factory=studied_tasks,
+                                    help="tasks (default: the task registry's evaluated tasks)")
+    backbone: str = option("vit_nano", help="backbone of the objectives", cli=False)
+    recipe: str = option("small", help="pre-training recipe", cli=False)
+    # equal compute: every objective gets the same steps x batch
+    pretrain_steps: int = option(200, help="pre-training steps per objective")
+    batch_size: int = option(32, help="pre-training batch size", cli=False)
+    probe_steps: int = option(300, help="linear-probe steps")
+    kshots: tuple[int, ...] = option((1, 5, 20), help="labelled epochs per stage of the k-shot staging curve",
+                                     cli=False)
+    kshot_draws: int = option(3, help="draws per k-shot point", cli=False)
+    scaling_sizes: tuple[str, ...] = option(("vit_pico", "vit_nano"), help="backbone sizes of the scaling sweep")
+    scaling_fractions: tuple[float, ...] = option((0.3, 1.0), help="fractions of the training subjects of the "
+                                                                   "scaling sweep", cli=False)
+    scaling_method: str = option("dino_ours", help="objective of the scaling sweep", cli=False)
+    ceilings: tuple[str, ...] = option(CEILINGS, help="ceiling kinds", cli=False)
+    ceiling_steps: int = option(400, help="training steps of the supervised ceiling", cli=False)
+    seeds: int = option(1, help="training seeds")
+    n_boot: int = option(200, help="bootstrap resamples for the confidence intervals", cli=False)
+    cpu_workers: int = option(0, help="processes generating / preprocessing nights (0: one per core, at most 4)")
+    num_workers: int = option(0, help="data-loader workers", cli=False)
 
     @classmethod
     def tiny(cls, **overrides) -> SleepBenchConfig:

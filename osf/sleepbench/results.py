@@ -18,8 +18,9 @@ import pandas as pd
 
 from osf.downstream.ceilings import PREDICTIONS_FILE, RESULT_FILE
 from osf.downstream.metrics import load_predictions, paired_difference
-from osf.sleepbench.config import RANDOM, TASK_METRIC, SleepBenchConfig
+from osf.sleepbench.config import RANDOM, SleepBenchConfig
 from osf.sleepbench.steps import SleepBenchLayout, pretrain_samples
+from osf.tasks import get_task
 from osf.utils.atomic import atomic_write_text
 
 NAN = math.nan
@@ -60,7 +61,7 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(BenchRow))
 
 def _row_from_metrics(test: dict, pred_path: Path, seed: int, method: str, kind: str, preset: str, task: str,
                       **extra) -> BenchRow:
-    metric = TASK_METRIC[task]
+    metric = get_task(task).reporting_metric
     value = test.get(metric)
     std = value.get("std", NAN) if isinstance(value, dict) else NAN  # k-shot: over draws
     low, high = test.get(f"{metric}_ci95") or (NAN, NAN)

@@ -11,10 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from osf import config
-from osf import entry_calls as calls
 from osf.downstream.ceilings import PREDICTIONS_FILE, RESULT_FILE
-from osf.downstream.results import best_on_validation
 from osf.sleepbench.config import POOLING_CHOICES, RANDOM, SleepBenchConfig
+from osf.study import (
+    CorpusSpec,
+    PretrainSpec,
+    choose_pooling,
+    corpus_steps,
+    entry_step,
+    pretrain_steps,
+    random_init_flags,
+)
 from osf.utils.steps import Flags, Step
 
 # Relative run times for the progress bar's ETA (measured on 2 CPU cores at the default sizes).
@@ -76,8 +83,7 @@ class SleepBenchLayout:
 
     def chosen_pooling(self, backbone: str, seed: int) -> str:
         """The pooling with the better validation staging kappa (CLS first on ties); FileNotFoundError before."""
-        return best_on_validation({p: self.pooling_dir(backbone, p, seed) / "probe.json" for p in POOLING_CHOICES},
-                                  "kappa")
+        return choose_pooling({p: self.pooling_dir(backbone, p, seed) / "probe.json" for p in POOLING_CHOICES}, "Stage")
 
 
 def _outputs(folder: Path, run_name: str = "probe") -> list[Path]:
@@ -103,51 +109,32 @@ class SleepBenchSteps:
         return steps
 
     # --- data ---------------------------------------------------------------------------------
-    def _data_steps(self) -> list[Step]:
+    def corpus(self) -> CorpusSpec:
+        """The corpus and its store (seed 0 for every training seed: the seeds vary training, not data)."""
         cfg, at = self.cfg, self.at
-        steps = [Step(
-            "cohort", f"generate {cfg.nights_per_cohort * len(cfg.cohorts)} synthetic nights of {cfg.hours} h "
-                      f"({', '.join(cfg.cohorts)})", "main_synthetic.py",
-            lambda: {"output_dir": str(at.synthetic), "cohorts": ",".join(cfg.cohorts),
-                     "nights_per_cohort": cfg.nights_per_cohort, "hours": cfg.hours, "seed": 0,
-                     "num_workers": cfg.night_workers, "overwrite": True, "progress": False},
-            calls.generate, lambda: [at.synthetic / "manifest.json"], cost=COST["cohort"])]
-        for i, cohort in enumerate(cfg.cohorts):
-            steps.append(Step(
-                f"store_{cohort}", f"preprocess the {cohort} cohort into the epoch store", "main_preprocess.py",
-                lambda cohort=cohort, first=(i == 0): {
-                    "dataset": cohort, "input_dir": str(at.synthetic / cohort), "output_dir": str(at.store),
-                    "split_fractions": cfg.split_fractions, "seed": 0, "num_workers": cfg.night_workers,
-                    "overwrite": first, "progress": False},
-                calls.ingest, lambda: [at.store / "index.parquet"],
-                needs=("cohort", *(f"store_{c}" for c in cfg.cohorts[:i])), cost=COST["store"]))
-        return steps
+        return CorpusSpec(at.synthetic, at.store, cfg.cohorts, cfg.nights_per_cohort, cfg.hours, cfg.split_fractions,
+                          0, cfg.night_workers, progress=False, cohort_cost=COST["cohort"], store_cost=COST["store"])
+
+    def _data_steps(self) -> list[Step]:
+        return corpus_steps(self.corpus())
 
     @property
     def store_step(self) -> str:
         """The last data step: everything trained needs it."""
-        return f"store_{self.cfg.cohorts[-1]}"
+        return self.corpus().store_step
 
     # --- pre-training -------------------------------------------------------------------------
     def _pretrain_pair(self, run: str, method: str, size: str, fraction: float, seed: int) -> list[Step]:
         """Pre-train one objective and export its backbone."""
         cfg, at = self.cfg, self.at
-        ckpt, out = at.pretrain_ckpt(run, seed), at.backbone(run, seed)
-        return [
-            Step(f"pretrain_{run}_s{seed}", f"pre-train {method} on {size}, {cfg.pretrain_steps} steps, "
-                                            f"{fraction:g} of the training subjects, seed {seed}", "main_pretrain.py",
-                 lambda: {"model_name": method, "psg_encoder_name": size, "data_dir": str(at.store),
-                          "recipe": cfg.recipe, "batch_size": cfg.batch_size, "max_steps": cfg.pretrain_steps,
-                          "train_data_pct": fraction, "num_workers": cfg.num_workers, "seed": seed,
-                          "accelerator": "cpu", "output_dir": str(ckpt.parents[2]), "run_name": run, "logger": "csv",
-                          "ckpt_every_n_steps": cfg.pretrain_steps, "limit_val_batches": 2,
-                          "log_every_n_steps": max(1, min(10, cfg.pretrain_steps // 2)), "no-progress_bar": True},
-                 calls.pretrain, lambda: [ckpt], needs=(self.store_step,), clean=lambda: [ckpt.parents[1]],
-                 cost=COST["pretrain_step"] * cfg.pretrain_steps),
-            Step(f"export_{run}_s{seed}", f"export the {run} backbone", "main_export.py",
-                 lambda: {"ckpt_path": str(ckpt), "output": str(out)},
-                 calls.export, lambda: [out], needs=(f"pretrain_{run}_s{seed}",), cost=COST["export"]),
-        ]
+        ckpt = at.pretrain_ckpt(run, seed)
+        spec = PretrainSpec(
+            run, method, size, at.store, ckpt.parents[2], at.backbone(run, seed), cfg.recipe, cfg.batch_size,
+            cfg.pretrain_steps, seed, cfg.num_workers, val_batches=2, train_data_pct=fraction, progress_bar=False,
+            step_suffix=f"_{run}_s{seed}", needs=(self.store_step,), cost=COST["pretrain_step"] * cfg.pretrain_steps,
+            export_cost=COST["export"], description=f"pre-train {method} on {size}, {cfg.pretrain_steps} steps, "
+                                                    f"{fraction:g} of the training subjects, seed {seed}")
+        return pretrain_steps(spec, f"export the {run} backbone")
 
     def _pretrain_steps(self, seed: int) -> list[Step]:
         return [s for m in self.cfg.methods for s in self._pretrain_pair(m, m, self.cfg.backbone, 1.0, seed)]
@@ -155,7 +142,7 @@ class SleepBenchSteps:
     # --- probes -------------------------------------------------------------------------------
     def _backbone_flags(self, backbone: str, seed: int, size: str | None = None) -> Flags:
         if backbone == RANDOM:
-            return {"ckpt_path": "none", "psg_encoder_name": size or self.cfg.backbone, "model_name": RANDOM}
+            return random_init_flags(size or self.cfg.backbone)
         return {"ckpt_path": str(self.at.backbone(backbone, seed)), "model_name": backbone}
 
     def _needs(self, backbone: str, seed: int) -> tuple[str, ...]:
@@ -172,8 +159,8 @@ class SleepBenchSteps:
                     "accelerator": "cpu", "output_dir": str(out), "feature_cache_dir": str(at.feature_cache),
                     "results_csv": str(at.raw_results), **flags()}
 
-        return Step(name, description, "main_finetune.py", all_flags, calls.downstream, lambda: _outputs(out),
-                    needs=needs, clean=lambda: [out], cost=cost)
+        return entry_step(name, description, "main_finetune.py", all_flags, lambda: _outputs(out),
+                          needs=needs, clean=lambda: [out], cost=cost)
 
     def backbones(self) -> tuple[str, ...]:
         """The probed backbones: every objective and the random-init baseline."""
@@ -241,7 +228,7 @@ class SleepBenchSteps:
         for kind in cfg.ceilings:
             for preset, task in cells:
                 out = at.ceiling_dir(kind, preset, task, seed)
-                steps.append(Step(
+                steps.append(entry_step(
                     f"ceiling_{kind}_{preset}_{config.LABEL_COLUMNS[task]}_s{seed}",
                     f"{kind} ceiling, {task}, {preset}", "main_ceiling.py",
                     lambda kind=kind, preset=preset, task=task, out=out: {
@@ -249,7 +236,7 @@ class SleepBenchSteps:
                         "seed": seed, "n_boot": cfg.n_boot, "max_steps": cfg.ceiling_steps, "output_dir": str(out),
                         # every preset and task of the handcrafted kind reads the store's features from here
                         "feature_cache_dir": str(at.feature_cache) if kind == "handcrafted" else None},
-                    calls.ceiling, lambda out=out: [out / RESULT_FILE, out / PREDICTIONS_FILE],
+                    lambda out=out: [out / RESULT_FILE, out / PREDICTIONS_FILE],
                     needs=(self.store_step,), clean=lambda out=out: [out], cost=COST[f"ceiling_{kind}"]))
         return steps
 

@@ -20,7 +20,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-__all__ = ["Flag", "add_flag", "field_names", "field_of", "flags_of", "from_record", "option", "to_record", "with_overrides"]
+__all__ = ["Flag", "add_flag", "field_names", "field_of", "flags_of", "from_record", "option", "to_record", "value_problem",
+           "with_overrides"]
 
 C = TypeVar("C")
 
@@ -148,3 +149,32 @@ def with_overrides(config: C, overrides: Mapping[str, Any]) -> C:
 def from_record(cls: type[C], record: Mapping[str, Any]) -> C:
     """The configuration ``cls`` described by ``record`` (as :func:`to_record` writes; missing fields default)."""
     return with_overrides(cls(), record)
+
+
+def _is_kind(kind: Any, value: Any) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return not isinstance(kind, type) or kind is Any or isinstance(value, kind)
+
+
+def value_problem(cls: type, name: str, value: Any) -> str | None:
+    """Why ``value`` (as YAML gives it) cannot be field ``name`` of ``cls``: wrong type, count or choice; None if it can."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    annotation = typing.get_type_hints(cls)[name]
+    if value is None:
+        return None if type(None) in typing.get_args(annotation) else "may not be null"
+    kind, nargs = _scalar_type(annotation)
+    if nargs and not (isinstance(value, (list, tuple)) and len(value) == nargs):
+        return f"expected {nargs} values, got {value!r}"
+    if not all(_is_kind(kind, v) for v in (value if nargs else [value])):
+        kind_name = "a number" if kind is float else f"a {getattr(kind, '__name__', kind)}"
+        hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if kind is float and isinstance(value, str) else ""
+        return f"expected {kind_name}, got {value!r}{hint}"
+    choices = field.metadata.get("choices")
+    if choices and value not in choices:
+        return f"must be one of {list(choices)}, got {value!r}"
+    return None

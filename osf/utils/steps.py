@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osf.predict.writers import write_json
+from osf.utils.atomic import atomic_write_text
 
 Flags = dict[str, Any]
 
@@ -34,14 +34,14 @@ def _flag_text(value: Any) -> str:
 
 
 def to_argv(flags: Mapping[str, Any]) -> list[str]:
-    """``--name value`` per flag in order: True gives ``--name`` alone, None / False leave the flag out,
-    a list gives its items after the name."""
+    """``--name value`` per flag in order: True gives ``--name`` alone, False ``--no-name`` (a switch that is on by
+    default, e.g. ``--no-progress_bar``), None leaves the flag out (not given), a list gives its items after the name."""
     argv: list[str] = []
     for name, value in flags.items():
-        if value is None or value is False:
+        if value is None:
             continue
-        argv.append(f"--{name}")
-        if value is not True:
+        argv.append(f"--no-{name}" if value is False else f"--{name}")
+        if not isinstance(value, bool):
             argv.extend(_flag_text(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
     return argv
 
@@ -136,7 +136,8 @@ class StepRunner:
         if missing:
             raise RuntimeError(f"{self.label} step {step.name!r} finished without writing {missing}")
         step.elapsed_s = time.perf_counter() - t0
-        write_json(self.stamp(step), {"command": command, "elapsed_s": step.elapsed_s})
+        stamp = {"command": command, "elapsed_s": step.elapsed_s}
+        atomic_write_text(self.stamp(step), json.dumps(stamp, indent=2) + "\n")
         self.log(f"        {step.name} finished in {step.elapsed_s:.1f} s")
 
     def _record_failure(self, step: Step, reason: str, outcome: RunOutcome) -> None:

@@ -20,7 +20,8 @@ from osf.datasets.io.errors import (
     UnknownScoringFormatError,
 )
 from osf.datasets.io.layout import RecordingSource, find_recordings, find_scoring, parse_recording_name
-from osf.datasets.io.scoring import Scoring, classify_event_name, detect_format, read_scoring
+from osf.datasets.io.scoring import Scoring, classify_event_name
+from osf.datasets.io.scoring_formats import detect_format, read_scoring
 
 __all__ = [
     "ChannelError",

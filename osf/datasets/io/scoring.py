@@ -1,4 +1,4 @@
-"""One scoring type for every annotation format, and ``read_scoring`` which detects the format.
+"""One scoring type for every annotation format (``read_scoring`` in ``scoring_formats`` detects the format).
 
 Formats: current NSRR XML (``EventType``/``EventConcept``), ``PSGAnnotation`` with ``SRO:``
 concepts, Compumedics Profusion XML (``CMPStudyConfig``), EDF+ annotation files (Sleep-EDF
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from osf import config
-from osf.datasets.io.errors import EpochGridError, MalformedScoringError, UnknownScoringFormatError
+from osf.datasets.io.errors import EpochGridError, MalformedScoringError
 
 EPOCH_SEC = float(config.EPOCH_SEC)
 EVENT_COLUMNS: tuple[str, ...] = ("onset", "duration", "label", "name")
@@ -243,56 +243,3 @@ def split_named_events(
         else:
             events.append((onset, duration, name))
     return stage_runs, events
-
-
-def detect_format(path: str | Path) -> str:
-    """The scoring format of a file, from its suffix and (for XML) its root element."""
-    path = Path(path)
-    if not path.is_file():
-        raise UnknownScoringFormatError(path, "file does not exist")
-    suffix = path.suffix.lower()
-    if suffix in (".edf", ".rec", ".bdf"):
-        return "edfplus"
-    if suffix in (".csv", ".tsv", ".txt"):
-        return "csv"
-    with path.open("rb") as f:
-        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"<"):
-        if b"<CMPStudyConfig" in head:
-            return "profusion"
-        if b"<PSGAnnotation" in head:
-            return "nsrr_xml"  # the parser tells the SRO dialect apart
-        raise UnknownScoringFormatError(
-            path,
-            "XML file with neither a <PSGAnnotation> nor a <CMPStudyConfig> root: not a scoring file OSF reads",
-        )
-    if head.startswith(b"0       "):
-        return "edfplus"
-    raise UnknownScoringFormatError(
-        path, f"unrecognised scoring format (suffix {suffix!r}); expected NSRR/Profusion XML, EDF+ or CSV"
-    )
-
-
-def read_scoring(path: str | Path, recording_start: _dt.time | _dt.datetime | None = None) -> Scoring:
-    """Read a scoring file of any supported format into a :class:`Scoring` (format auto-detected).
-
-    ``recording_start`` (the EDF start, e.g. ``EdfRecording.start_time``) is needed only for event
-    tables whose onsets are clock times (STAGES CSV); other formats carry relative times.
-    """
-    path = Path(path)
-    fmt = detect_format(path)
-    if fmt == "nsrr_xml":
-        from osf.datasets.io.nsrr_xml import read_psg_annotation
-
-        return read_psg_annotation(path)
-    if fmt == "profusion":
-        from osf.datasets.io.profusion import read_profusion
-
-        return read_profusion(path)
-    if fmt == "edfplus":
-        from osf.datasets.io.edfplus import read_edfplus_scoring
-
-        return read_edfplus_scoring(path)
-    from osf.datasets.io.csv_events import read_csv_scoring
-
-    return read_csv_scoring(path, recording_start)

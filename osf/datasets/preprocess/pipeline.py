@@ -36,7 +36,8 @@ from osf import config
 from osf.datasets.io.channels import ChannelResolution, resolve_channels
 from osf.datasets.io.edf import EdfHeader, read_edf, read_edf_header
 from osf.datasets.io.errors import IngestionError, ScoringMismatchError
-from osf.datasets.io.scoring import Scoring, read_scoring
+from osf.datasets.io.scoring import Scoring
+from osf.datasets.io.scoring_formats import read_scoring
 from osf.datasets.preprocess import (
     epoching,
     filters,

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from osf import config
+from osf import config, tasks
 from osf.downstream.classifier import SleepClassifier, save_classifier
+from osf.downstream.epoch.linear_probe import ProbeResult, predict_proba, train_linear_probe
 from osf.downstream.features import FeatureSet
 from osf.downstream.inputs import (
     DownstreamInputs,
@@ -26,13 +27,10 @@ from osf.downstream.inputs import (
     record_header,
     run_identity,
 )
-from osf.downstream.linear_probe import ProbeResult, predict_proba, train_linear_probe
 from osf.downstream.metrics import choose_threshold, evaluate_predictions
 from osf.downstream.results import append_results_row, results_row, utc_timestamp, write_run_json
-from osf.downstream.run_config import DownstreamConfig, setting_defaults
-from osf.downstream.sequence import (
-    SEQUENCE_DEFAULTS,
-    SEQUENCE_MODELS,
+from osf.downstream.run_config import SEQUENCE_MODELS, DownstreamConfig, ProbeConfig, SequenceConfig
+from osf.downstream.sequence.heads import (
     SequenceFit,
     paired_difference,
     predict_sequence_proba,
@@ -44,10 +42,15 @@ log = logging.getLogger(__name__)
 
 def check_sequence_config(cfg: DownstreamConfig) -> None:
     """Flag checks of a sequence-context run (before any feature is extracted)."""
-    if cfg.context_epochs < 1:
-        raise ValueError(f"--context_epochs must be >= 1, got {cfg.context_epochs}")
-    if cfg.sequence_model not in SEQUENCE_MODELS:
-        raise ValueError(f"unknown --sequence_model {cfg.sequence_model!r}; choose from {list(SEQUENCE_MODELS)}")
+    seq = cfg.sequence
+    if seq.context_epochs < 1:
+        raise ValueError(f"--context_epochs must be >= 1, got {seq.context_epochs}")
+    if seq.model not in SEQUENCE_MODELS:
+        raise ValueError(f"unknown --sequence_model {seq.model!r}; choose from {list(SEQUENCE_MODELS)}")
+    for name, level in (("probe", cfg.probe), ("sequence head", seq)):
+        if level.max_steps < 1 or level.eval_every < 1:
+            raise ValueError(f"the {name} needs --max_steps and --eval_every >= 1, got {level.max_steps} and "
+                             f"{level.eval_every}")
     if cfg.finetune_backbone or cfg.n_train_samples:
         raise ValueError("--context_epochs trains on cached frozen features: drop --finetune_backbone / --n_train_samples")
     if cfg.eval_label not in config.LABEL_COLUMNS:
@@ -55,26 +58,17 @@ def check_sequence_config(cfg: DownstreamConfig) -> None:
     config.resolve_channel_preset(cfg.eval_channels)
 
 
-def _flag_or(value: Any, default: Any) -> Any:
-    """A flag's value, or the head's default when the flag is unset (None; 0 and "" count as unset too)."""
-    return value or default
-
-
-def _fit_heads(cfg: DownstreamConfig, feats: dict[str, FeatureSet], num_classes: int) -> tuple[ProbeResult, SequenceFit]:
-    """The per-epoch linear probe (probe defaults) and the sequence head (sequence defaults) on the same features."""
-    probe, seq = setting_defaults("linear_probe"), SEQUENCE_DEFAULTS
-    wd = {name: cfg.weight_decay if cfg.weight_decay is not None else d["weight_decay"]
-          for name, d in (("probe", probe), ("sequence", seq))}
+def _fit_heads(probe: ProbeConfig, seq: SequenceConfig, feats: dict[str, FeatureSet], num_classes: int, *,
+               loss_type: str, seed: int, device: str) -> tuple[ProbeResult, SequenceFit]:
+    """The per-epoch linear probe (``probe``) and the sequence head (``seq``) on the same features."""
     linear = train_linear_probe(
         feats["train"].features, feats["train"].labels, feats["val"].features, feats["val"].labels, num_classes,
-        max_steps=_flag_or(cfg.max_steps, probe["max_steps"]), lr=_flag_or(cfg.lr, probe["lr"]),
-        batch_size=probe["batch_size"], weight_decay=wd["probe"], loss_type=cfg.loss_type,
-        eval_every=_flag_or(cfg.eval_every, probe["eval_every"]), seed=cfg.seed, device=cfg.device)
+        max_steps=probe.max_steps, lr=probe.lr, batch_size=probe.batch_size, weight_decay=probe.weight_decay,
+        loss_type=loss_type, eval_every=probe.eval_every, seed=seed, device=device)
     sequence = train_sequence_head(
-        feats["train"], feats["val"], num_classes, cfg.context_epochs, cfg.sequence_model,
-        max_steps=_flag_or(cfg.max_steps, seq["max_steps"]), lr=_flag_or(cfg.lr, seq["lr"]),
-        weight_decay=wd["sequence"], batch_size=seq["batch_size"], eval_every=_flag_or(cfg.eval_every, seq["eval_every"]),
-        d_model=seq["d_model"], seed=cfg.seed, device=cfg.device)
+        feats["train"], feats["val"], num_classes, seq.context_epochs, seq.model, max_steps=seq.max_steps, lr=seq.lr,
+        weight_decay=seq.weight_decay, batch_size=seq.batch_size, eval_every=seq.eval_every, d_model=seq.d_model,
+        seed=seed, device=device)
     return linear, sequence
 
 
@@ -109,7 +103,7 @@ def _evaluate_head(cfg: DownstreamConfig, key: str, setting: str, fit: ProbeResu
 def _compare(cfg: DownstreamConfig, per_epoch: HeadRun, sequence: HeadRun, test: FeatureSet, binary: bool
              ) -> dict[str, Any]:
     """Test metric of the sequence head minus the per-epoch probe's, with its paired subject-bootstrap CI."""
-    metric = "auroc" if binary else "kappa"
+    metric = tasks.reporting_metric("epoch", "binary" if binary else "multiclass")
     return paired_difference(test.labels, per_epoch.proba["test"], sequence.proba["test"], test.subject_ids, metric,
                              per_epoch.threshold or 0.5, sequence.threshold or 0.5, cfg.n_boot, cfg.seed)
 
@@ -141,13 +135,13 @@ def _write_head(cfg: DownstreamConfig, inputs: DownstreamInputs, head: HeadRun, 
     identity = run_identity(cfg, inputs, run_id=run_id, timestamp=timestamp, task=cfg.eval_label, setting=head.setting,
                             pretrain_samples=cfg.pretrain_samples)
     json_path = Path(cfg.output_dir) / f"{run_id}.json"
-    context = cfg.context_epochs if is_sequence else 0
+    context = cfg.sequence.context_epochs if is_sequence else 0
     record = {
         **record_header(cfg, inputs, identity), "data": inputs.dm.summary(),
         "task": {"eval_label": cfg.eval_label, "column": task, "num_classes": len(inputs.class_names)},
         "class_names": list(inputs.class_names),
         "setting": {"name": head.setting, "context_epochs": context,
-                    "sequence_model": cfg.sequence_model if is_sequence else None, "pooling": cfg.pooling},
+                    "sequence_model": cfg.sequence.model if is_sequence else None, "pooling": cfg.pooling},
         "selection": head.selection,
         "timings": {**inputs.timings, "train_s": head.fit.train_seconds, "total_s": time.perf_counter() - t_start},
         "metrics": head.metrics, "comparison": {"against": "linear_probe", **comparison} if is_sequence else None,
@@ -172,13 +166,14 @@ def run_sequence_level(cfg: DownstreamConfig) -> dict[str, Any]:
     """
     t_start = time.perf_counter()
     check_sequence_config(cfg)
-    batch_size = cfg.batch_size or setting_defaults("linear_probe")["batch_size"]
+    batch_size = cfg.probe.batch_size  # feature extraction, as the probe's cache
     inputs = load_inputs(cfg, batch_size)
     check_splits(inputs.dm, None)
     feats = extract_features(cfg, inputs, batch_size)
     names = inputs.class_names
-    linear, seq = _fit_heads(cfg, feats, len(names))
-    seq_setting = f"sequence_{cfg.sequence_model}_k{cfg.context_epochs}"
+    linear, seq = _fit_heads(cfg.probe, cfg.sequence, feats, len(names), loss_type=cfg.loss_type, seed=cfg.seed,
+                             device=cfg.device)
+    seq_setting = f"sequence_{cfg.sequence.model}_k{cfg.sequence.context_epochs}"
     per_epoch = _evaluate_head(cfg, "linear_probe", "linear_probe", linear,
                                {s: predict_proba(linear.head, feats[s].features) for s in ("val", "test")}, feats, names)
     sequence = _evaluate_head(cfg, "sequence", seq_setting, seq,

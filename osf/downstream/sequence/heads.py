@@ -7,7 +7,7 @@ trained in seconds. Nights are kept apart: a window never crosses into another r
 the night it is padded and masked). Training labels every epoch of a window; prediction keeps the
 centre epoch's output, so each epoch sees exactly +-K neighbours.
 
-``main_finetune.py --context_epochs K`` (:mod:`osf.downstream.sequence_run`) trains the per-epoch
+``main_finetune.py --context_epochs K`` (:mod:`osf.downstream.sequence.run`) trains the per-epoch
 probe and the sequence head on the same features and reports both side by side, with the difference
 and its subject-bootstrap CI; the exported ``classifier.pt`` carries the sequence head, which
 ``main_predict.py`` applies over the night.
@@ -25,15 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from osf.downstream.epoch.linear_probe import check_labels, default_selection_metric, selection_score
 from osf.downstream.features import FeatureSet
-from osf.downstream.linear_probe import check_labels, default_selection_metric, selection_score
+from osf.downstream.run_config import SEQUENCE_MODELS
 from osf.downstream.selection import train_with_validation
 
 log = logging.getLogger(__name__)
 
-SEQUENCE_MODELS: tuple[str, ...] = ("transformer", "bigru")
-SEQUENCE_DEFAULTS: dict[str, Any] = {"max_steps": 600, "lr": 1e-3, "weight_decay": 0.01, "batch_size": 64,
-                                     "eval_every": 50, "d_model": 64}
 
 
 class SequenceHead(nn.Module):

@@ -18,8 +18,8 @@ from torch import nn
 
 from osf.backbone.vit1d_cls import vit_layer_id as layer_id  # noqa: F401  (the backbone's rule, public here too)
 from osf.downstream.classifier import load_classifier
+from osf.downstream.epoch.linear_probe import selection_score
 from osf.downstream.features import backbone_hash, encode, pooled_width, run_over_loader
-from osf.downstream.linear_probe import selection_score
 from osf.downstream.losses import make_loss
 from osf.utils.param_groups import trainable_parameters
 from osf.utils.schedules import warmup_cosine_factor

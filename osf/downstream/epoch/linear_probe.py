@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from osf import tasks
 from osf.downstream.losses import make_loss
 from osf.downstream.metrics import binary_scalars, choose_threshold, multiclass_scalars
 from osf.downstream.selection import train_with_validation
@@ -22,7 +23,7 @@ from osf.downstream.selection import train_with_validation
 
 def default_selection_metric(num_classes: int) -> str:
     """Validation metric used to pick the best checkpoint: AUPRC for binary events, macro-F1 for stages."""
-    return "auprc" if num_classes == 2 else "macro_f1"
+    return tasks.selection_metric("epoch", tasks.target_kind(num_classes))
 
 
 def selection_score(y_true: np.ndarray, proba: np.ndarray, metric: str) -> float:
