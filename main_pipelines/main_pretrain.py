@@ -11,8 +11,8 @@ shared ones in osf.models.base.MethodConfig), the backbone's (BackboneConfig) or
 (osf.models.pretrain_config.RunConfig). Unset flags take the dataclass default, changed by the
 backbone size (osf.train_config.BACKBONE_DEFAULTS) and the recipe: --recipe NAME (osf/recipes/NAME.yaml:
 osf, small) or --recipe PATH (a YAML file of the same form); flags win over both. The resolved
-configuration is written to RUN/config.yaml and stored in every checkpoint. Resume with
---ckpt_path RUN/checkpoints/last.ckpt.
+configuration is written to RUN/config.yaml and stored in every checkpoint. A rerun with the same
+--run_name (a requeued SLURM job) resumes from that run's newest checkpoint; --ckpt_path names one.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from osf.backbone.checkpoint import refused_pickle_problem
 from osf.models.pretrain_config import build_parser as _build_parser
 from osf.models.pretrain_config import config_from_args, resolve_pretrain_config
-from osf.models.training import NonFiniteLossError, PretrainResult, run_pretrain
+from osf.models.training import LaunchError, NonFiniteLossError, PretrainResult, run_pretrain
 
 __all__ = ["build_parser", "check_resume_checkpoint", "config_from_args", "main"]
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> PretrainResult:
         sys.exit(f"main_pretrain: {err}")
     try:
         result = run_pretrain(cfg)
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, LaunchError) as err:
         sys.exit(f"main_pretrain: {err}")
     print(f"run folder: {result.run_dir}\nlast checkpoint: {result.last_checkpoint}\nbest checkpoint: {result.best_checkpoint}")
     return result

@@ -208,6 +208,10 @@ class TrainSampler(DistributedSampler):
             )
         return rng.permutation(np.concatenate(picks))
 
+    def global_order(self) -> np.ndarray:
+        """This epoch's items over all ranks, before padding and sharding (rank r takes ``[r::num_replicas]``)."""
+        return self._epoch_order()
+
     def __iter__(self) -> Iterator[int]:
         order = self._epoch_order()
         if order.size < self.total_size:  # pad so every rank gets the same number of items

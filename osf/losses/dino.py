@@ -47,9 +47,13 @@ class Centering(nn.Module):
         batch_center = _all_reduce_mean(teacher_logits.detach().float().reshape(-1, teacher_logits.shape[-1]).mean(0, keepdim=True))
         self.center.mul_(self.momentum).add_(batch_center, alpha=1.0 - self.momentum)
 
-    def teacher_probs(self, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        """Softmax of centered, sharpened teacher logits (no gradient)."""
+    def teacher_probs(self, teacher_logits: torch.Tensor, temperature: float, gather: bool = True) -> torch.Tensor:
+        """Softmax of centered, sharpened teacher logits (no gradient; ``gather`` unused: no collective)."""
         return F.softmax((teacher_logits.detach().float() - self.center) / temperature, dim=-1)
+
+
+def _local(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
@@ -75,17 +79,22 @@ class SinkhornKnopp(nn.Module):
         """Nothing to track: each batch is normalised on its own."""
 
     @torch.no_grad()
-    def teacher_probs(self, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        """Rows of ``teacher_logits`` ``[..., K]`` (all ranks' rows together) as equipartitioned probabilities."""
+    def teacher_probs(self, teacher_logits: torch.Tensor, temperature: float, gather: bool = True) -> torch.Tensor:
+        """Rows of ``teacher_logits`` ``[..., K]`` (all ranks' rows together) as equipartitioned probabilities.
+
+        ``gather=False`` normalises this rank's rows alone, with no collective: for validation (shards
+        may be uneven) and for the learning diagnostics (rank 0 only), where an all-reduce would hang.
+        """
         shape = teacher_logits.shape
+        reduce_sum, reduce_max = (_all_reduce_sum, _all_reduce_max) if gather else (_local, _local)
         scaled = teacher_logits.detach().float().reshape(-1, shape[-1]) / temperature
         # exp(t / tau) overflows float32 for a sharp teacher; a shared shift cancels in the normalisation.
-        shift = _all_reduce_max(scaled.max() if scaled.numel() else scaled.new_tensor(-torch.inf))
+        shift = reduce_max(scaled.max() if scaled.numel() else scaled.new_tensor(-torch.inf))
         q = torch.exp(scaled - shift).t()  # [K, B]
-        n_rows = _all_reduce_sum(torch.tensor(float(q.shape[1]), device=q.device))
-        q /= _all_reduce_sum(q.sum())
+        n_rows = reduce_sum(torch.tensor(float(q.shape[1]), device=q.device))
+        q /= reduce_sum(q.sum())
         for _ in range(self.n_iterations):
-            q /= _all_reduce_sum(q.sum(dim=1, keepdim=True)) * q.shape[0]  # each prototype: 1/K of the mass
+            q /= reduce_sum(q.sum(dim=1, keepdim=True)) * q.shape[0]  # each prototype: 1/K of the mass
             q /= q.sum(dim=0, keepdim=True) * n_rows  # each row: 1/B
         return (q * n_rows).t().reshape(shape)
 
@@ -128,12 +137,15 @@ class DINOLoss(nn.Module):
         teacher_temp: float,
         update_center: bool = True,
     ) -> torch.Tensor:
-        """``student_logits`` ``[S, B, K]`` (teacher views first), ``teacher_logits`` ``[T, B, K]`` → scalar."""
+        """``student_logits`` ``[S, B, K]`` (teacher views first), ``teacher_logits`` ``[T, B, K]`` → scalar.
+
+        Without ``update_center`` (validation) nothing is all-reduced: each rank normalises its own rows.
+        """
         if student_logits.ndim != 3 or teacher_logits.ndim != 3:
             raise ValueError(
                 f"expected [views, B, K] logits, got student {list(student_logits.shape)}, teacher {list(teacher_logits.shape)}"
             )
-        probs = self.centering.teacher_probs(teacher_logits, teacher_temp)
+        probs = self.centering.teacher_probs(teacher_logits, teacher_temp, gather=update_center)
         pairs = view_pairs(student_logits.shape[0], teacher_logits.shape[0], self.same_view_pairs)
         if not pairs:
             raise ValueError("no (student, teacher) view pairs: need more student views or same_view_pairs=True")

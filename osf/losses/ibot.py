@@ -55,7 +55,7 @@ class IBOTPatchLoss(nn.Module):
                 f"shape mismatch: student {list(student_logits.shape)}, teacher {list(teacher_logits.shape)}, "
                 f"sample_index {list(sample_index.shape)}"
             )
-        probs = self.centering.teacher_probs(teacher_logits, teacher_temp)
+        probs = self.centering.teacher_probs(teacher_logits, teacher_temp, gather=update_center)  # no collective in validation
         per_token = torch.sum(-probs * F.log_softmax(student_logits.float() / student_temp, dim=-1), dim=-1)
         counts = torch.bincount(sample_index, minlength=n_samples)
         per_sample = torch.zeros(n_samples, device=per_token.device).index_add_(0, sample_index, per_token)

@@ -123,6 +123,7 @@ class PretrainModule(pl.LightningModule):
         self.probe = nn.Linear(self.backbone.width, self.cfg.probe_num_classes or DEFAULT_PROBE_CLASSES)
         self._compiled: dict[int, Any] = {}
         self.run_config: dict[str, Any] | None = None  # record of the run's PretrainConfig, stored in checkpoints
+        self._val_sums: torch.Tensor | None = None  # this rank's validation sums (on_validation_epoch_start)
 
     def prepare_config(self, cfg: MethodConfig) -> MethodConfig:
         """The config the module is built from (a method may derive backbone settings from its own)."""
@@ -208,6 +209,20 @@ class PretrainModule(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
+    def on_train_start(self) -> None:
+        """Apply this run's learning rates: a checkpoint restores its optimizer and scheduler with the lr of the
+        run that wrote it, which differs when the run resumes at another global batch (``--lr_base_batch``)."""
+        if self._trainer is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            groups = scheduler.optimizer.param_groups
+            base = [self.cfg.probe_lr if g.get("name") == "probe" else self.cfg.lr for g in groups]
+            scheduler.base_lrs = base
+            for group, lr, factor in zip(groups, base, scheduler.lr_lambdas):
+                group["initial_lr"] = lr
+                group["lr"] = lr * factor(scheduler.last_epoch)
+
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
     ) -> None:
@@ -230,25 +245,24 @@ class PretrainModule(pl.LightningModule):
         """Method-specific views + forward + loss. ``update_state`` is False in validation (no centers)."""
         raise NotImplementedError
 
-    def _probe(self, features: torch.Tensor | None, batch: dict[str, Any], stage: str) -> torch.Tensor:
+    def _probe(self, features: torch.Tensor | None, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``(loss, correct, labelled)`` of the online probe on detached ``features`` (no logging, no collective)."""
         if features is None:
-            return torch.zeros((), device=self.device)
+            zero = torch.zeros((), device=self.device)
+            return zero, zero, 0
         logits = self.probe(features.detach().float())
         labels = batch.get("label")
         if labels is None:
             # Keep the probe in the graph so DDP (no find_unused_parameters) sees a gradient for it.
-            return 0.0 * logits.sum()
+            return 0.0 * logits.sum(), logits.new_zeros(()), 0
         labels = labels.long().clone()
         labels[(labels < 0) | (labels >= logits.shape[1])] = -1
         valid = labels >= 0
-        if not bool(valid.any()):
-            return 0.0 * logits.sum()
+        n_valid = int(valid.sum())
+        if n_valid == 0:
+            return 0.0 * logits.sum(), logits.new_zeros(()), 0
         loss = F.cross_entropy(logits, labels, ignore_index=-1)
-        acc = (logits.argmax(1)[valid] == labels[valid]).float().mean()
-        batch_size = int(valid.sum())
-        self.log(f"{stage}/probe_loss", loss, batch_size=batch_size, sync_dist=stage != "train")
-        self.log(f"{stage}/probe_acc", acc, batch_size=batch_size, prog_bar=stage == "val", sync_dist=stage != "train")
-        return loss
+        return loss, (logits.argmax(1)[valid] == labels[valid]).sum().float(), n_valid
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """SSL loss (+ probe loss on detached features); stops every rank on a non-finite loss."""
@@ -265,15 +279,46 @@ class PretrainModule(pl.LightningModule):
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch_size)
         for key, value in out.logs.items():
             self.log(f"train/{key}", value, batch_size=batch_size)
-        return out.loss + self._probe(out.probe_features, batch, "train")
+        probe_loss, correct, labelled = self._probe(out.probe_features, batch)
+        if labelled:
+            self.log("train/probe_loss", probe_loss, batch_size=labelled)
+            self.log("train/probe_acc", correct / labelled, batch_size=labelled)
+        return out.loss + probe_loss
+
+    def on_validation_epoch_start(self) -> None:
+        """Zero this rank's validation sums (loss x epochs, epochs, probe loss x labelled, labelled, correct)."""
+        self._val_sums = torch.zeros(5, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """SSL loss with fixed views and no state updates, plus probe accuracy."""
+        """SSL loss with fixed views and no state updates, plus probe accuracy, summed on this rank.
+
+        Nothing here all-reduces: ranks may hold uneven validation shards (one more batch on one rank),
+        so a collective inside a step would leave the other rank waiting. The sums are reduced once, on
+        every rank, in :meth:`on_validation_epoch_end`.
+        """
         out = self.ssl_step(batch, self.view_generator(batch["signal"].device, batch_idx, "val"), update_state=False)
-        batch_size = batch["signal"].shape[0]
-        self.log("val/loss", out.loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
-        self._probe(out.probe_features, batch, "val")
+        n = batch["signal"].shape[0]
+        probe_loss, correct, labelled = self._probe(out.probe_features, batch)
+        if self._val_sums is None:  # called outside a validation loop
+            self.on_validation_epoch_start()
+        self._val_sums += torch.stack([out.loss.detach().double() * n, torch.tensor(float(n), device=self.device).double(),
+                                       probe_loss.detach().double() * labelled,
+                                       torch.tensor(float(labelled), device=self.device).double(), correct.double()])
         return out.loss
+
+    def on_validation_epoch_end(self) -> None:
+        """One sum over ranks of the validation sums (every rank calls it once), then ``val/*`` logged."""
+        sums, self._val_sums = self._val_sums, None
+        if sums is None:
+            return
+        if self._trainer is not None and self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums.clone(), reduce_op="sum")
+        loss_sum, n, probe_sum, labelled, correct = (float(v) for v in sums)
+        if n:
+            self.log("val/loss", loss_sum / n, prog_bar=True)
+        if labelled:
+            self.log("val/probe_loss", probe_sum / labelled)
+            self.log("val/probe_acc", correct / labelled, prog_bar=True)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         """Optimizer step, then the EMA teacher update for that step.

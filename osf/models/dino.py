@@ -162,7 +162,9 @@ class DINO(PretrainModule):
 
     def head_diagnostics(self, embeddings: dict[str, torch.Tensor]) -> dict[str, float]:
         """Teacher (centred, at this step's temperature) and student softmax entropies; prototype usage."""
-        t_probs = self.dino_loss.centering.teacher_probs(self.teacher_head(embeddings[""]), self.teacher_temp_at(self.global_step))
+        # gather=False: diagnostics run on rank 0 alone, so no collective (Sinkhorn would all-reduce and hang).
+        t_probs = self.dino_loss.centering.teacher_probs(self.teacher_head(embeddings[""]), self.teacher_temp_at(self.global_step),
+                                                         gather=False)
         s_probs = torch.softmax(self.head(embeddings["student_"]).float() / self.cfg.student_temp, dim=-1)
         return {**softmax_metrics(s_probs, "student"), **softmax_metrics(t_probs, "teacher"),
                 "proto_usage": prototype_usage(t_probs)}

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from osf.models.base import NonFiniteLossError, PretrainModule
+from osf.models.cluster import LaunchError, RunFolder, check_launch, find_resume_checkpoint, resume_record
 from osf.models.pretrain_config import (
     LOGGERS,
     PretrainConfig,
@@ -30,11 +33,13 @@ from osf.models.pretrain_config import (
     resolve_pretrain_config,
 )
 from osf.models.registry import METHODS
+from osf.models.throughput import Throughput
 from osf.utils.atomic import atomic_write_text
 from osf.utils.resumable import DataPosition
 
 __all__ = [
     "LOGGERS",
+    "LaunchError",
     "NonFiniteLossError",
     "PretrainResult",
     "build_trainer",
@@ -86,8 +91,10 @@ def _callbacks(cfg: PretrainConfig, ckpt_dir: Path, has_val: bool, has_logger: b
     """Periodic + last checkpoints, ``extra``, LR monitor (with a logger), best-val checkpoint, progress bar."""
     run = cfg.run
     callbacks: list = [
+        # No version counter: a resumed run rewrites its own last.ckpt instead of adding last-v1.ckpt.
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False,
-                        every_n_train_steps=run.ckpt_every_n_steps, save_top_k=-1, save_last=True),
+                        every_n_train_steps=run.ckpt_every_n_steps, save_top_k=-1, save_last=True,
+                        enable_version_counter=False),
         *extra,
     ]
     if has_logger:  # LearningRateMonitor refuses to run without a logger
@@ -109,7 +116,8 @@ def _strategy(cfg: PretrainConfig) -> Any:
     return pl.strategies.DDPStrategy(find_unused_parameters=False, process_group_backend=backend)
 
 
-def build_trainer(cfg: PretrainConfig, run_dir: Path, has_val: bool, extra_callbacks: list | None = None) -> pl.Trainer:
+def build_trainer(cfg: PretrainConfig, run_dir: Path, has_val: bool, extra_callbacks: list | None = None,
+                  sync_batchnorm: bool = False) -> pl.Trainer:
     """Trainer for a resolved config: DDP (no unused-parameter search; gloo on CPU) above one device."""
     from osf.utils.quiet import quiet_lightning
 
@@ -131,6 +139,7 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, has_val: bool, extra_callb
         check_val_every_n_epoch=None if has_val else 1,
         limit_val_batches=run.limit_val_batches if run.limit_val_batches is not None else 1.0,
         num_sanity_val_steps=0,
+        sync_batchnorm=sync_batchnorm,
         log_every_n_steps=run.log_every_n_steps,
         logger=loggers or False,
         callbacks=_callbacks(cfg, run_dir / "checkpoints", has_val, bool(loggers), list(extra_callbacks or [])),
@@ -193,7 +202,7 @@ def _fit(trainer: pl.Trainer, model: PretrainModule, datamodule: pl.LightningDat
         raise NonFiniteLossError(f"{err}. Last good checkpoint: {last if last.exists() else 'none written yet'}") from err
     # A run whose length is not a multiple of the checkpoint period still ends with its final state.
     if getattr(periodic, "_last_global_step_saved", None) != trainer.global_step:
-        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(Path(periodic.dirpath) / "last.ckpt")  # rank 0's folder (broadcast by Lightning)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> Path | None:
@@ -203,17 +212,62 @@ def _best_checkpoint(trainer: pl.Trainer) -> Path | None:
     return None
 
 
+def _resumed(cfg: PretrainConfig, run_dir: Path) -> PretrainConfig:
+    """``cfg`` resuming from a previous attempt's newest checkpoint when it names its run and no ``ckpt_path``.
+
+    A requeued or restarted job (same ``--run_name``) continues where it stopped instead of training from
+    step 0 into the same folder; a run without ``--run_name`` gets a new folder and starts fresh.
+    """
+    if cfg.run.ckpt_path or not cfg.run.run_name:
+        return cfg
+    found = find_resume_checkpoint(run_dir)
+    return cfg if found is None else replace(cfg, run=replace(cfg.run, ckpt_path=str(found)))
+
+
+def _sync_batchnorm(cfg: PretrainConfig, model: PretrainModule) -> bool:
+    """SyncBatchNorm when the method has BatchNorm, more than one device, and an accelerator torch syncs on.
+
+    torch's SyncBatchNorm runs on accelerators only: gloo on CPU keeps per-process statistics.
+    """
+    run = cfg.run
+    on_cpu = run.accelerator == "cpu" or (run.accelerator == "auto" and not torch.cuda.is_available())
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return has_bn and run.num_devices * run.num_nodes > 1 and not on_cpu
+
+
+def _announce_resume(resumed: dict[str, Any], cfg: PretrainConfig) -> None:
+    """One line (rank 0) saying what the run resumes from and whether the global batch changed."""
+    if rank_zero_only.rank != 0:
+        return
+    line = f"resuming from {resumed['checkpoint']} at step {resumed['step']}"
+    old = resumed.get("global_batch")
+    if old and old != cfg.run.global_batch:
+        line += (f"; global batch {old} -> {cfg.run.global_batch}: the lr and schedule follow this run's "
+                 f"config (lr {cfg.method.lr:.6g}), the interrupted epoch's remaining items are resharded")
+    print(line, flush=True)
+
+
 def run_pretrain(
     cfg: PretrainConfig, datamodule: pl.LightningDataModule | None = None, callbacks: list | None = None
 ) -> PretrainResult:
-    """Train one method from a resolved config (see :func:`resolve_pretrain_config`); ``callbacks`` are added."""
+    """Train one method from a resolved config (see :func:`resolve_pretrain_config`); ``callbacks`` are added.
+
+    Refuses a launch whose process count is not devices x nodes (:class:`LaunchError`); a rerun of a named
+    run resumes from its own newest checkpoint.
+    """
+    check_launch(cfg.run.num_devices, cfg.run.num_nodes)
     run_dir = _run_dir(cfg)
+    cfg = _resumed(cfg, run_dir)
     record = {**cfg.to_record(), "run_dir": str(run_dir)}
+    if cfg.run.ckpt_path:
+        record["resumed_from"] = resume_record(Path(cfg.run.ckpt_path))
+        _announce_resume(record["resumed_from"], cfg)
     pl.seed_everything(cfg.method.seed, workers=True, verbose=False)
     if datamodule is None:
         datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     model = _build_model(cfg, datamodule, record)
+    record["sync_batchnorm"] = _sync_batchnorm(cfg, model)
 
     position = DataPosition()
     datamodule.train_dataloader = position.wrap(datamodule.train_dataloader)
@@ -221,11 +275,16 @@ def run_pretrain(
     # makes the resumed loader skip exactly the consumed batches (tested), so the warning is moot.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     val_ds = getattr(datamodule, "datasets", {}).get("val")
-    has_val = val_ds is not None and len(val_ds) > 0
-    trainer = build_trainer(cfg, run_dir, has_val, extra_callbacks=[position, *_diagnostics(cfg, run_dir), *(callbacks or [])])
+    # Every rank needs a validation batch: a rank without one skips the loop and its reduction.
+    has_val = val_ds is not None and len(val_ds) >= cfg.run.num_devices * cfg.run.num_nodes
+    folder = RunFolder(run_dir)
+    extra = [folder, position, Throughput(run_dir, cfg.run.log_every_n_steps), *_diagnostics(cfg, run_dir),
+             *(callbacks or [])]
+    trainer = build_trainer(cfg, run_dir, has_val, extra_callbacks=extra, sync_batchnorm=record["sync_batchnorm"])
     if trainer.is_global_zero:
         _save_config(record, run_dir)
     _fit(trainer, model, datamodule, cfg, run_dir)
+    run_dir = folder.run_dir  # rank 0's, on every rank
     last = run_dir / "checkpoints" / "last.ckpt"
     return PretrainResult(run_dir, last if last.exists() else None, _best_checkpoint(trainer), cfg, model)
 
