@@ -13,6 +13,18 @@ from osf.models.pretrain_config import PretrainConfig
 
 SEQ_LEN = 640  # 10 time patches: fast; the 1920-sample contract is covered by the CLI tests
 TINY_HEAD = {"dino_out_dim": 64, "dino_hidden_dim": 64, "dino_bottleneck_dim": 32}
+# Every registered method needs an entry here: the constructor kwargs that make it tiny for the tests
+# (vit_nano on SEQ_LEN samples); test_every_registered_method_is_tested fails otherwise.
+METHOD_TEST_CONFIGS: dict[str, dict] = {
+    "dino_ours": dict(TINY_HEAD),
+    "dino": dict(TINY_HEAD),
+    # Baselines (issue 7): small projections, decoders and codebook; more in test_pretrain_baselines.py.
+    "simclr": {"proj_hidden_dim": 64, "proj_output_dim": 32},
+    "sleepfm": {"proj_dim": 32},
+    "mae": {"decoder_width": 64, "decoder_depth": 1, "decoder_heads": 2},
+    "vqvae": {"codebook_size": 32, "decoder_width": 64, "decoder_depth": 1, "decoder_heads": 2},
+    "ar": {},
+}
 
 
 class TinyEpochs(Dataset):

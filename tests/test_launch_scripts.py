@@ -20,7 +20,9 @@ def _captured_argv(script: str, tmp_path: Path) -> list[str]:
     record = tmp_path / "argv.txt"
     for name in ("python", "srun"):
         shim = shims / name
-        shim.write_text(f'#!/usr/bin/env bash\n[ "$1" = python ] && shift\nprintf "%q " "$@" > {record}\n')
+        # srun's own options (--kill-on-bad-exit=1) come before the command
+        shim.write_text(f'#!/usr/bin/env bash\nwhile [ "${{1#-}}" != "$1" ]; do shift; done\n'
+                        f'[ "$1" = python ] && shift\nprintf "%q " "$@" > {record}\n')
         shim.chmod(0o755)
     env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "DATA_DIR": str(tmp_path / "store"),
            "NUM_GPUS": "8", "SLURM_NTASKS_PER_NODE": "8", "SLURM_JOB_NUM_NODES": "4",

@@ -7,7 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from pretrain_utils import SEQ_LEN, TINY_HEAD, TinyDataModule, tiny_batch, tiny_run_config
+from pretrain_utils import METHOD_TEST_CONFIGS, SEQ_LEN, TINY_HEAD, TinyDataModule, tiny_batch, tiny_run_config
 
 from osf.backbone.checkpoint import load_backbone
 from osf.models import METHODS, create_method
@@ -19,18 +19,6 @@ from osf.models.training import run_pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# Every registered method needs an entry here: the constructor kwargs that make it tiny for these
-# tests (vit_nano on SEQ_LEN samples); test_every_registered_method_is_tested fails otherwise.
-METHOD_TEST_CONFIGS: dict[str, dict] = {
-    "dino_ours": dict(TINY_HEAD),
-    "dino": dict(TINY_HEAD),
-    # Baselines (issue 7): small projections, decoders and codebook; more in test_pretrain_baselines.py.
-    "simclr": {"proj_hidden_dim": 64, "proj_output_dim": 32},
-    "sleepfm": {"proj_dim": 32},
-    "mae": {"decoder_width": 64, "decoder_depth": 1, "decoder_heads": 2},
-    "vqvae": {"codebook_size": 32, "decoder_width": 64, "decoder_depth": 1, "decoder_heads": 2},
-    "ar": {},
-}
 # After 20 steps on a fixed batch the loss (minus the frozen teacher's entropy, for DINO-style
 # methods) must fall below this fraction of its first value; a method may set its own.
 OVERFIT_MAX_RATIO: dict[str, float] = {

@@ -10,6 +10,8 @@ folder for all ranks, and automatic resume.
 - :func:`find_resume_checkpoint`: a rerun of a named run (a SLURM requeue, a crashed job started again)
   resumes from the newest of its ``checkpoints/last.ckpt`` and the ``hpc_ckpt_N.ckpt`` that Lightning
   writes on SIGUSR1, instead of training from step 0 into the same folder.
+- :class:`AtomicCheckpointIO`: checkpoints are written to a temporary sibling and renamed, so a job
+  killed while writing (preemption, time limit) leaves the previous ``last.ckpt`` whole for the resume.
 - :func:`resume_record`: what the run resumes from (checkpoint, step, world size and global batch of the
   run that wrote it), stored in the run's record so a resume on another world size is visible.
 """
@@ -23,8 +25,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins import TorchCheckpointIO
 
-__all__ = ["LaunchError", "RunFolder", "check_launch", "find_resume_checkpoint", "launched_processes", "resume_record"]
+from osf.utils.atomic import atomic_path
+
+__all__ = ["AtomicCheckpointIO", "LaunchError", "RunFolder", "check_launch", "find_resume_checkpoint", "launched_processes", "resume_record"]
 
 
 class LaunchError(RuntimeError):
@@ -57,6 +62,18 @@ def check_launch(num_devices: int, num_nodes: int, env: Mapping[str, str] | None
         f"{num_nodes} = {expected}; pass --num_devices (per node) and --num_nodes that multiply to {processes}, "
         "or start one process and let Lightning start the others"
     )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing a temporary sibling that replaces the file only when complete."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` to ``path`` atomically (local paths; others as Lightning writes them)."""
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp)
 
 
 class RunFolder(pl.Callback):

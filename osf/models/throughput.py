@@ -7,8 +7,9 @@ window (``perf/*`` in the CSV / W&B / TensorBoard logs):
 - ``perf/samples_per_s``: samples of the global batch (this rank's x world size) per second of wall time;
 - ``perf/step_s``: wall seconds per optimizer step;
 - ``perf/data_wait_frac``: the share of the wall time spent between one batch's end and the next one's
-  start: waiting for the DataLoader (plus the rare checkpoint write, which Lightning also does there);
-  near 0 when the loader keeps up, towards 1 when the device starves;
+  start: waiting for the DataLoader (plus the rare checkpoint write, which Lightning also does there;
+  validation is not counted, neither as wait nor as wall time); near 0 when the loader keeps up,
+  towards 1 when the device starves;
 - ``perf/peak_mem_gib``: peak device memory allocated by torch since the start (CUDA), else the process's
   peak resident memory (``memory`` says which).
 
@@ -89,6 +90,15 @@ class Throughput(pl.Callback):
         if step > self._window_step and step % self.every_n_steps == 0:
             self._close_window(trainer, pl_module, step)
             self._last_end = time.perf_counter()  # the logging above is not data wait
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Validation inside training is neither data wait nor training time: stop the clock."""
+        self._last_end = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Restart the data-wait clock after validation."""
+        if trainer.state.fn == "fit":
+            self._last_end = time.perf_counter()
 
     def _close_window(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         wall = self._wait + self._busy

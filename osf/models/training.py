@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from osf.models.base import NonFiniteLossError, PretrainModule
-from osf.models.cluster import LaunchError, RunFolder, check_launch, find_resume_checkpoint, resume_record
+from osf.models.cluster import AtomicCheckpointIO, LaunchError, RunFolder, check_launch, find_resume_checkpoint, resume_record
 from osf.models.pretrain_config import (
     LOGGERS,
     PretrainConfig,
@@ -140,6 +140,7 @@ def build_trainer(cfg: PretrainConfig, run_dir: Path, has_val: bool, extra_callb
         limit_val_batches=run.limit_val_batches if run.limit_val_batches is not None else 1.0,
         num_sanity_val_steps=0,
         sync_batchnorm=sync_batchnorm,
+        plugins=[AtomicCheckpointIO()],  # a job killed while saving keeps its previous checkpoint
         log_every_n_steps=run.log_every_n_steps,
         logger=loggers or False,
         callbacks=_callbacks(cfg, run_dir / "checkpoints", has_val, bool(loggers), list(extra_callbacks or [])),
@@ -262,6 +263,8 @@ def run_pretrain(
     if cfg.run.ckpt_path:
         record["resumed_from"] = resume_record(Path(cfg.run.ckpt_path))
         _announce_resume(record["resumed_from"], cfg)
+        # Resuming continues in the run's own folder: its checkpoints are expected there.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     pl.seed_everything(cfg.method.seed, workers=True, verbose=False)
     if datamodule is None:
         datamodule = build_datamodule(cfg)
@@ -274,6 +277,8 @@ def run_pretrain(
     # Lightning warns that a mid-epoch resume repeats data unless the loader is stateful; DataPosition
     # makes the resumed loader skip exactly the consumed batches (tested), so the warning is moot.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    # val/* are reduced over ranks by the module itself, once per validation (PretrainModule.on_validation_epoch_end).
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('val/")
     val_ds = getattr(datamodule, "datasets", {}).get("val")
     # Every rank needs a validation batch: a rank without one skips the loop and its reduction.
     has_val = val_ds is not None and len(val_ds) >= cfg.run.num_devices * cfg.run.num_nodes
