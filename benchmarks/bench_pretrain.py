@@ -31,7 +31,28 @@ from osf.models.registry import methods_in_order
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Dense bf16 tensor-core peaks (FLOP/s) used for MFU; --peak_tflops overrides.
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+# Dense bf16 tensor-core peak per GPU (NVIDIA datasheets; sparsity figures halved), keyed by the exact
+# name CUDA reports, lower case, without "NVIDIA ". Boards of one chip differ: H100 PCIe and NVL run
+# lower clocks/power than SXM. An unknown name has no peak (MFU is then not judged; --peak_tflops sets one).
+PEAK_BF16: dict[str, float] = {
+    "h100 80gb hbm3": 989e12,  # H100 SXM5
+    "h100 sxm5 80gb": 989e12,
+    "h100 pcie": 756e12,  # H100 PCIe 80 GB: 1,513 with sparsity
+    "h100 nvl": 835e12,  # H100 NVL 94 GB: 1,671 with sparsity
+    "h200": 989e12,  # H200 SXM 141 GB: the H100 SXM's compute
+    "h200 nvl": 835e12,  # H200 NVL: 1,671 with sparsity
+    "gh200 480gb": 989e12,
+    "a100-sxm4-80gb": 312e12, "a100-sxm4-40gb": 312e12, "a100-pcie-40gb": 312e12, "a100 80gb pcie": 312e12,
+    "l40s": 362e12, "l4": 121e12, "a10": 125e12,
+}
+
+
+def peak_bf16_flops(gpu_name: str | None) -> float | None:
+    """Dense bf16 peak FLOP/s of the GPU CUDA names ``gpu_name`` (exact model), ``None`` when not in the table."""
+    if not gpu_name:
+        return None
+    key = gpu_name.strip().lower().removeprefix("nvidia ").strip()
+    return PEAK_BF16.get(key)
 
 
 def make_step(method: str, size: str, batch_size: int, device: torch.device, baseline: bool, compile_: bool,
@@ -111,7 +132,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     peak = args.peak_tflops * 1e12 if args.peak_tflops else None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     if device.type == "cuda" and peak is None:
-        peak = next((v for k, v in PEAK_BF16.items() if k in (gpu or "")), None)
+        peak = peak_bf16_flops(gpu)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 

@@ -4,13 +4,14 @@ Trains every method given (default: all registered) for 2 steps on 2 gloo ranks 
 every step on uneven shards (rank 0: 1 batch, rank 1: 2 batches), the learning diagnostics on every
 step (rank 0 only) and, for the DINO family, Sinkhorn-Knopp teacher centering (``dino_ours`` with iBOT
 too). A collective called on one rank only hangs here; the test's timeout turns that into a failure.
-Prints ``OK <method> rank=<r> step=<n> val_loss=<x>`` per method.
+Writes ``OUT/<method>.rank<r>.json`` (step, validation loss, run folder) per method and rank.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/cluster_ranks.py OUT_DIR [METHOD ...]
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -59,8 +60,9 @@ def main(out: Path, methods: list[str]) -> None:
                               method_kwargs=kwargs)
         result = run_pretrain(cfg, datamodule=UnevenShards())
         trainer = result.model.trainer
-        print(f"OK {method} rank={trainer.global_rank} step={trainer.global_step} "
-              f"val_loss={float(trainer.callback_metrics['val/loss']):.6f}", flush=True)
+        done = {"step": trainer.global_step, "val_loss": float(trainer.callback_metrics["val/loss"]),
+                "run_dir": str(result.run_dir)}
+        (out / f"{method}.rank{trainer.global_rank}.json").write_text(json.dumps(done))
 
 
 if __name__ == "__main__":
