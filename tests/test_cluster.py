@@ -22,7 +22,7 @@ import torch
 import yaml
 from pretrain_utils import METHOD_TEST_CONFIGS, TinyDataModule, tiny_run_config
 
-from osf.models.cluster import LaunchError, check_launch, find_resume_checkpoint, launched_processes
+from osf.models.cluster import LaunchError, check_launch, find_resume_checkpoint, launched_processes, remove_partial_writes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -224,6 +224,36 @@ def test_rerun_of_a_named_run_resumes_where_it_stopped_without_v1_files(tmp_path
     assert _csv(run_dir)["step"].min() >= 2  # the second attempt logs from where the first stopped
 
 
+def test_resume_takes_the_newest_checkpoint_of_the_run(tmp_path):
+    """last.ckpt, stepN.ckpt (a kill between the two writes) or Lightning's SIGUSR1 hpc_ckpt_N.ckpt: the newest."""
+    assert find_resume_checkpoint(tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    files = {name: tmp_path / name for name in ("checkpoints/last.ckpt", "checkpoints/step00000010.ckpt",
+                                                "checkpoints/best.ckpt", "hpc_ckpt_1.ckpt")}
+    for i, path in enumerate(files.values()):
+        torch.save({"global_step": i}, path)
+        os.utime(path, ns=(10**18 + i, 10**18 + i))
+    assert find_resume_checkpoint(tmp_path) == files["hpc_ckpt_1.ckpt"]
+    os.utime(files["checkpoints/step00000010.ckpt"], ns=(2 * 10**18, 2 * 10**18))
+    assert find_resume_checkpoint(tmp_path) == files["checkpoints/step00000010.ckpt"]
+    os.utime(files["checkpoints/best.ckpt"], ns=(3 * 10**18, 3 * 10**18))  # best.ckpt may be an older step: never
+    partial = tmp_path / "checkpoints" / ".last.ckpt.x1y2.tmp"  # a write killed half-way (AtomicCheckpointIO)
+    partial.write_bytes(b"")
+    assert find_resume_checkpoint(tmp_path) == files["checkpoints/step00000010.ckpt"]
+    assert remove_partial_writes(tmp_path) == [partial] and not partial.exists()
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_one_whole(tmp_path):
+    from osf.models.cluster import AtomicCheckpointIO
+
+    io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 4, "w": torch.ones(3)}, path)
+    with pytest.raises(Exception):  # noqa: B017 (pickling fails half-way, as a kill would stop the write)
+        io.save_checkpoint({"global_step": 6, "w": torch.zeros(3), "bad": lambda: None}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 4
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
 # --- 5. throughput, SyncBatchNorm ---------------------------------------------------------------------
 def test_throughput_is_logged_every_n_steps_and_summarised(tmp_path, capsys):
     from osf.models.throughput import SUMMARY_FILE
@@ -301,7 +331,7 @@ def test_sbatch_resumes_after_a_preemption_at_the_step_it_stopped(tiny_store, tm
     (submit / "main_pipelines").symlink_to(REPO / "main_pipelines")
     (bin_dir / "srun").write_text(STAND_IN_SRUN)
     (bin_dir / "srun").chmod(0o755)
-    flags = ["--accelerator", "cpu", "--precision", "32", "--num_workers", "0", "--max_steps", "40",
+    flags = ["--accelerator", "cpu", "--precision", "32", "--num_workers", "0", "--max_steps", "20",
              "--ckpt_every_n_steps", "5", "--logger", "csv", *TINY[:2], *TINY[2:4], *TINY[8:]]
     cmd = ["bash", str(REPO / "bash_scripts" / "pretrain_slurm.sbatch"), *flags]
     env = {**_slurm_env(tmp_path, bin_dir, 0), "DATA_DIR": str(tiny_store)}
@@ -318,13 +348,13 @@ def test_sbatch_resumes_after_a_preemption_at_the_step_it_stopped(tiny_store, tm
     proc.communicate()
     stopped = find_resume_checkpoint(run_dir)
     step = torch.load(stopped, weights_only=True)["global_step"]
-    assert 5 <= step < 40
+    assert 5 <= step < 20
 
     again = run_group(cmd, timeout=300, env={**_slurm_env(tmp_path, bin_dir, 1), "DATA_DIR": str(tiny_store)}, cwd=submit)
     assert again.returncode == 0, again.stdout[-4000:]
-    assert f"resuming from {stopped} at step {step}" in again.stdout
+    assert f"resuming from {stopped.relative_to(submit)} at step {step}" in again.stdout  # the sbatch's --output_dir runs
     assert "restart 1, 1 node(s) x 2 task(s), run slurm_test" in again.stdout
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
     names = [p.name for p in (run_dir / "checkpoints").iterdir()]
     assert not [n for n in names if "-v" in n or n.startswith(".")], names
     assert len(list((run_dir).glob("csv_logs/version_*"))) == 2

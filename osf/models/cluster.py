@@ -8,8 +8,8 @@ folder for all ranks, and automatic resume.
 - :class:`RunFolder`: every rank uses rank 0's run folder (a timestamped default differs between ranks
   that start in different seconds).
 - :func:`find_resume_checkpoint`: a rerun of a named run (a SLURM requeue, a crashed job started again)
-  resumes from the newest of its ``checkpoints/last.ckpt`` and the ``hpc_ckpt_N.ckpt`` that Lightning
-  writes on SIGUSR1, instead of training from step 0 into the same folder.
+  resumes from the newest of its checkpoints (``last.ckpt``, ``stepN.ckpt``, the ``hpc_ckpt_N.ckpt`` that
+  Lightning writes on SIGUSR1) instead of training from step 0 into the same folder.
 - :class:`AtomicCheckpointIO`: checkpoints are written to a temporary sibling and renamed, so a job
   killed while writing (preemption, time limit) leaves the previous ``last.ckpt`` whole for the resume.
 - :func:`resume_record`: what the run resumes from (checkpoint, step, world size and global batch of the
@@ -29,7 +29,8 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 
 from osf.utils.atomic import atomic_path
 
-__all__ = ["AtomicCheckpointIO", "LaunchError", "RunFolder", "check_launch", "find_resume_checkpoint", "launched_processes", "resume_record"]
+__all__ = ["AtomicCheckpointIO", "LaunchError", "RunFolder", "check_launch", "find_resume_checkpoint", "launched_processes",
+           "remove_partial_writes", "resume_record"]
 
 
 class LaunchError(RuntimeError):
@@ -90,16 +91,22 @@ class RunFolder(pl.Callback):
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint a previous attempt of this run left: ``checkpoints/last.ckpt`` or ``hpc_ckpt_N.ckpt``."""
-    candidates = [p for p in [Path(run_dir) / "checkpoints" / "last.ckpt", *Path(run_dir).glob("hpc_ckpt_*.ckpt")]
-                  if p.is_file()]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: (p.stat().st_mtime, _global_step(p)))
+    """The newest checkpoint a previous attempt of this run left (``checkpoints/last.ckpt``, ``stepN.ckpt`` or
+    ``hpc_ckpt_N.ckpt``), by modification time; a job killed between writing ``stepN.ckpt`` and ``last.ckpt``
+    resumes from the former. Checkpoints are written atomically (:class:`AtomicCheckpointIO`): each is whole."""
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    candidates = [*ckpt_dir.glob("last.ckpt"), *ckpt_dir.glob("step*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+    candidates = [p for p in candidates if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
 
 
-def _global_step(path: Path) -> int:
-    return int(_load(path).get("global_step", -1))
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Remove the temporary files of checkpoint writes a killed job left (``.NAME.XXXX.tmp``, never complete)."""
+    leftovers = [p for d in (Path(run_dir), Path(run_dir) / "checkpoints") for p in d.glob(".*.ckpt.*.tmp")]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -24,7 +24,15 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from osf.models.base import NonFiniteLossError, PretrainModule
-from osf.models.cluster import AtomicCheckpointIO, LaunchError, RunFolder, check_launch, find_resume_checkpoint, resume_record
+from osf.models.cluster import (
+    AtomicCheckpointIO,
+    LaunchError,
+    RunFolder,
+    check_launch,
+    find_resume_checkpoint,
+    remove_partial_writes,
+    resume_record,
+)
 from osf.models.pretrain_config import (
     LOGGERS,
     PretrainConfig,
@@ -222,7 +230,11 @@ def _resumed(cfg: PretrainConfig, run_dir: Path) -> PretrainConfig:
     if cfg.run.ckpt_path or not cfg.run.run_name:
         return cfg
     found = find_resume_checkpoint(run_dir)
-    return cfg if found is None else replace(cfg, run=replace(cfg.run, ckpt_path=str(found)))
+    if found is None:
+        return cfg
+    if rank_zero_only.rank == 0:
+        remove_partial_writes(run_dir)  # a write the previous attempt did not finish
+    return replace(cfg, run=replace(cfg.run, ckpt_path=str(found)))
 
 
 def _sync_batchnorm(cfg: PretrainConfig, model: PretrainModule) -> bool:
