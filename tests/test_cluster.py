@@ -6,6 +6,7 @@ past its timeout is killed as a group and fails the test, so a hang fails instea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -36,14 +37,41 @@ TINY = ["--psg_encoder_name", "vit_nano", "--batch_size", "4", "--accelerator", 
         "--limit_val_batches", "1", "--log_every_n_steps", "1", "--diag_every_n_steps", "0"]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), including those in their own sessions (torchrun's workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``, its process group and every descendant (a hung rank ignores SIGTERM)."""
+    for child in _descendants(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def run_group(cmd: list[str], timeout: float, env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """``cmd`` in its own process group, output captured; past ``timeout`` the group is killed and the test fails."""
+    """``cmd`` in its own process group, output captured; past ``timeout`` its process tree is killed and the test
+    fails."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
         out, _ = proc.communicate()
         pytest.fail(f"hung: {' '.join(map(str, cmd))[:200]} did not end within {timeout} s; last output:\n{out[-3000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
@@ -341,10 +369,11 @@ def test_sbatch_resumes_after_a_preemption_at_the_step_it_stopped(tiny_store, tm
                             start_new_session=True)
     deadline = time.monotonic() + 240
     while not (run_dir / "checkpoints" / "step00000005.ckpt").exists():
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        assert time.monotonic() < deadline, "no step-5 checkpoint within 240 s"
+        if proc.poll() is not None or time.monotonic() > deadline:
+            kill_tree(proc.pid)
+            pytest.fail(f"no step-5 checkpoint within 240 s: {proc.communicate()[0][-3000:]}")
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # preempted: the job dies as it is, mid-step
+    kill_tree(proc.pid)  # preempted: the job dies as it is, mid-step
     proc.communicate()
     stopped = find_resume_checkpoint(run_dir)
     step = torch.load(stopped, weights_only=True)["global_step"]
