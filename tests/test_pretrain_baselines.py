@@ -125,7 +125,7 @@ def test_fixed_batch_is_overfit(method):
     for step in range(steps):
         out = model.ssl_step(batch, torch.Generator().manual_seed(0), update_state=True)  # same views every step
         optimizer.zero_grad()
-        (out.loss + model._probe(out.probe_features, batch, "train")).backward()
+        (out.loss + model._probe(out.probe_features, batch)[0]).backward()
         if step == 0:  # DDP runs without find_unused_parameters: every trainable parameter needs a gradient
             missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
             assert not missing, missing
