@@ -256,7 +256,10 @@ def _announce_resume(resumed: dict[str, Any], cfg: PretrainConfig) -> None:
     old = resumed.get("global_batch")
     if old and old != cfg.run.global_batch:
         line += (f"; global batch {old} -> {cfg.run.global_batch}: the lr and schedule follow this run's "
-                 f"config (lr {cfg.method.lr:.6g}), the interrupted epoch's remaining items are resharded")
+                 f"config (lr {cfg.method.lr:.6g})")
+    world = cfg.run.num_devices * cfg.run.num_nodes
+    if resumed.get("world_size", world) != world:
+        line += f"; {resumed['world_size']} -> {world} ranks: the interrupted epoch's remaining items are resharded"
     print(line, flush=True)
 
 
