@@ -60,12 +60,19 @@ class ReshardedSampler(Sampler):
         self.sampler = sampler
         self.start, self.done = int(start), int(done)
         self._pending = True
+        self._cache: tuple[Any, np.ndarray] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Forward the epoch to the wrapped sampler."""
         self.sampler.set_epoch(epoch)
 
     def _rest(self) -> np.ndarray:
+        key = getattr(self.sampler, "epoch", None)
+        if self._cache is None or self._cache[0] != key:  # one permutation per epoch, not per len() call
+            self._cache = (key, self._deal())
+        return self._cache[1]
+
+    def _deal(self) -> np.ndarray:
         rest = np.asarray(self.sampler.global_order())[self.start :]
         world = self.sampler.num_replicas
         if rest.size % world and rest.size:  # pad so every rank gets the same number of items
