@@ -72,6 +72,10 @@ class CohortPreset:
     plm_prob: float = 0.25  # probability that a subject has periodic limb movement series
     start_hour_range: tuple[float, float] = (21.5, 23.5)  # clock time of lights off
     software: str = "Compumedics"
+    # Generator 2: the site's amplifier and filters (montage shift between cohorts; generator 1 ignores them)
+    amp_noise_uv: float = 0.5  # white amplifier noise on head leads, uV rms
+    eeg_highpass_hz: float = 0.3  # first-order band-pass of the head leads (EEG/EOG) as recorded
+    eeg_lowpass_hz: float = 35.0
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -131,6 +135,9 @@ def _hr(label: str) -> ChannelSpec:
 COHORT_PRESETS: dict[str, CohortPreset] = {
     "shhs": CohortPreset(
         name="shhs",
+        amp_noise_uv=1.5,
+        eeg_highpass_hz=0.15,
+        eeg_lowpass_hz=30.0,
         id_prefix="shhs1-2",
         age_range=(40.0, 90.0),
         line_freq=60.0,
@@ -151,6 +158,9 @@ COHORT_PRESETS: dict[str, CohortPreset] = {
     ),
     "mesa": CohortPreset(
         name="mesa",
+        amp_noise_uv=0.8,
+        eeg_highpass_hz=0.3,
+        eeg_lowpass_hz=35.0,
         id_prefix="mesa-sleep-",
         age_range=(54.0, 94.0),
         line_freq=60.0,
@@ -172,6 +182,9 @@ COHORT_PRESETS: dict[str, CohortPreset] = {
     ),
     "mros": CohortPreset(
         name="mros",
+        amp_noise_uv=1.0,
+        eeg_highpass_hz=0.5,
+        eeg_lowpass_hz=35.0,
         id_prefix="mros-visit1-aa",
         age_range=(67.0, 95.0),
         severity_probs=(0.25, 0.30, 0.25, 0.20),
@@ -201,6 +214,9 @@ COHORT_PRESETS: dict[str, CohortPreset] = {
     ),
     "chat": CohortPreset(
         name="chat",
+        amp_noise_uv=0.7,
+        eeg_highpass_hz=0.3,
+        eeg_lowpass_hz=70.0,
         id_prefix="chat-baseline-300",
         age_range=(5.0, 10.0),
         paediatric=True,

@@ -79,8 +79,13 @@ class _Timeline:
         self.iv.append((t0, t1))
 
 
+# Flow left in a hypopnea (fraction of the pre-event baseline): generator 1 drew 0.3-0.6; generator 2 spans the
+# whole AASM range, a >= 30 % drop (flow left <= 0.7) for >= 10 s.
+HYPOPNEA_FLOW_LEFT = {1: (0.3, 0.6), 2: (0.3, 0.7)}
+
+
 def schedule_respiratory(
-    profile: SubjectProfile, stages: np.ndarray, rng: np.random.Generator
+    profile: SubjectProfile, stages: np.ndarray, rng: np.random.Generator, generator: int = 1
 ) -> list[ScoredEvent]:
     """Apneas and hypopneas: AHI events per hour of sleep, more in REM, fewer in N3."""
     tst_h = float(np.sum(stages != W)) * EPOCH_SEC / 3600.0
@@ -105,7 +110,7 @@ def schedule_respiratory(
         elif u < p_obs + p_cen:
             kind, dur, depth = "central_apnea", rng.uniform(10, 25), rng.uniform(0.0, 0.06)
         else:
-            kind, dur, depth = "hypopnea", rng.uniform(10, 40), rng.uniform(0.3, 0.6)
+            kind, dur, depth = "hypopnea", rng.uniform(10, 40), rng.uniform(*HYPOPNEA_FLOW_LEFT[generator])
         dur = round(float(dur), 1)
         # an event needs 8 s of normal breathing before it and ~15 s of recovery breathing after it
         if _sleep_mask(stages, onset - 8, onset + dur + 15) and busy.free(onset - 8, onset + dur + 15):

@@ -18,7 +18,7 @@ import json
 import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +38,26 @@ from osf.datasets.synthetic.events import (
     schedule_limb_movements,
     schedule_respiratory,
 )
-from osf.datasets.synthetic.hypnogram import EPOCH_SEC, W, generate_hypnogram
+from osf.datasets.synthetic.hypnogram import EPOCH_SEC, W, generate_hypnogram, night_window, whole_night_hypnogram
 from osf.datasets.synthetic.physiology import NightEvents, NightRenderer
-from osf.datasets.synthetic.subjects import SubjectProfile, draw_subject, night_rng, severity_class
+from osf.datasets.synthetic.physiology2 import NightRenderer2
+from osf.datasets.synthetic.subjects import (
+    SubjectProfile,
+    draw_spectral_traits,
+    draw_subject,
+    night_rng,
+    severity_class,
+)
 from osf.datasets.synthetic.tables import write_subject_tables
 from osf.datasets.synthetic.xml_writer import write_nsrr_xml
 from osf.utils.atomic import atomic_write_text
 
 GENERATOR_NAME = "osf.datasets.synthetic"
-GENERATOR_VERSION = "1.2.0"  # 1.2: mixed-stage epochs, breath-by-breath variability, flow limitation (issue 13)
+# Major generator -> full version. 1.2: mixed-stage epochs, breath-by-breath variability, flow limitation (issue
+# 13), kept bit-reproducible with ``generator=1``. 2.0: whole nights, scorer-defined cues, nuisance (issue 25).
+GENERATOR_VERSIONS: dict[int, str] = {1: "1.2.0", 2: "2.0.0"}
+DEFAULT_GENERATOR = 2
+GENERATOR_VERSION = GENERATOR_VERSIONS[DEFAULT_GENERATOR]
 
 EDF_DIR = Path("polysomnography") / "edfs"
 XML_DIR = Path("polysomnography") / "annotations-events-nsrr"
@@ -65,6 +76,8 @@ class SyntheticNight:
     rates: dict[str, int]  # EDF label -> Hz
     units: dict[str, str]
     artifacts: list[dict] = field(default_factory=list)  # unscored nuisances: flat stretches, movements
+    generator: int = DEFAULT_GENERATOR
+    window_start_s: float = 0.0  # generator 2: where this recording starts within the subject's whole night
 
     @property
     def recording_id(self) -> str:
@@ -130,6 +143,9 @@ class SyntheticNight:
             "bmi": p.bmi,
             "hypertension": int(p.hypertension),
             "start": p.start.isoformat(),
+            # generator 1's rows stay byte for byte as they were
+            **({} if self.generator == 1 else {"generator_version": GENERATOR_VERSIONS[self.generator],
+                                               "window_start_min": round(self.window_start_s / 60.0, 1)}),
         }
 
 
@@ -147,6 +163,8 @@ class NightScoring:
     stages: np.ndarray
     events: NightEvents
     spo2: np.ndarray  # 1 Hz SpO2 track the desaturations were measured on
+    generator: int = 1
+    window_start_s: float = 0.0  # generator 2: offset of this recording within the whole night
 
     @property
     def scored(self) -> list[ScoredEvent]:
@@ -157,16 +175,38 @@ class NightScoring:
         )
 
 
-def simulate_scoring(preset: CohortPreset | str, subject: int, seed: int, hours: float = 2.0) -> NightScoring:
-    """Draw a night's subject, hypnogram and scored events (what the XML holds) without rendering signals."""
+def check_generator(generator: object) -> int:
+    """The major generator version as an int; a one-line ValueError for anything else."""
+    if isinstance(generator, bool) or generator not in GENERATOR_VERSIONS:
+        raise ValueError(f"unknown synthetic generator {generator!r}; choose one of {sorted(GENERATOR_VERSIONS)}")
+    return int(generator)  # type: ignore[call-overload]
+
+
+def simulate_scoring(preset: CohortPreset | str, subject: int, seed: int, hours: float = 2.0,
+                     generator: int = DEFAULT_GENERATOR) -> NightScoring:
+    """Draw a night's subject, hypnogram and scored events (what the XML holds) without rendering signals.
+
+    Generator 2 simulates the subject's whole night (7-9 h) and returns a window of ``hours`` drawn within it
+    (the whole night when ``hours`` is longer); generator 1 compresses the sleep cycles into ``hours``.
+    """
     preset = get_preset(preset) if isinstance(preset, str) else preset
+    generator = check_generator(generator)
     _check_positive("hours", hours)
     n_epochs = max(round(hours * 3600.0 / EPOCH_SEC), 1)
+    if generator == 2:
+        return _window(_simulate_whole_night(preset, subject, seed), n_epochs, night_rng(seed, preset.name + "/window", subject))
     profile = draw_subject(preset, subject, seed)
     rng = night_rng(seed, preset.name, subject)
     rng.random(64)  # move away from the draws of the profile stream
     stages = generate_hypnogram(profile, n_epochs, rng)
-    resp = schedule_respiratory(profile, stages, rng)
+    return _schedule_events(preset, profile, stages, rng)
+
+
+def _schedule_events(preset: CohortPreset, profile: SubjectProfile, stages: np.ndarray, rng: np.random.Generator,
+                     generator: int = 1) -> NightScoring:
+    """Respiratory events, desaturations, limb movements, arousals and movements of a hypnogram."""
+    n_epochs = len(stages)
+    resp = schedule_respiratory(profile, stages, rng, generator)
     planned = draw_desaturations(resp, profile, rng)
     spo2 = render_spo2_track(n_epochs * EPOCH_SEC, profile, planned, rng)
     desats = measure_desaturations(spo2, planned)
@@ -174,16 +214,63 @@ def simulate_scoring(preset: CohortPreset | str, subject: int, seed: int, hours:
     limbs = schedule_limb_movements(profile, stages, rng) if has_legs else []
     arousals = schedule_arousals(profile, stages, resp, desats, limbs, rng)
     movements = _movements(stages, arousals, rng)
-    return NightScoring(preset, profile, stages, NightEvents(resp, desats, arousals, limbs, movements), spo2)
+    events = NightEvents(resp, desats, arousals, limbs, movements)
+    return NightScoring(preset, profile, stages, events, spo2, generator)
 
 
-def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: float = 2.0) -> SyntheticNight:
+def _simulate_whole_night(preset: CohortPreset, subject: int, seed: int) -> NightScoring:
+    """Generator 2: the subject's whole night (lights off to lights on) and its scored events."""
+    profile = draw_subject(preset, subject, seed)
+    rng = night_rng(seed, preset.name + "/night", subject)
+    stages = whole_night_hypnogram(profile, rng, preset.paediatric)
+    return _schedule_events(preset, profile, stages, rng, generator=2)
+
+
+def _window(sim: NightScoring, n_epochs: int, rng: np.random.Generator) -> NightScoring:
+    """The recording of ``n_epochs`` epochs taken within a whole night: events inside it, times shifted."""
+    first = night_window(len(sim.stages), n_epochs, rng)
+    last = min(first + n_epochs, len(sim.stages))
+    t0, t1 = first * EPOCH_SEC, last * EPOCH_SEC
+    ev = sim.events
+    inside = lambda e: e.onset >= t0 and e.end <= t1  # noqa: E731
+    # a respiratory event needs its consequences (desaturation, arousal: up to ~60 s later) inside the recording too
+    room = 60.0 if t1 < len(sim.stages) * EPOCH_SEC else 0.0
+    resp_keep = [i for i, e in enumerate(ev.respiratory) if inside(e) and e.end + room <= t1]
+    new_index = {old: new for new, old in enumerate(resp_keep)}
+
+    def move(events: list[ScoredEvent], causes: bool = False) -> list[ScoredEvent]:
+        out = []
+        for e in events:
+            if inside(e) and (not causes or e.cause < 0 or e.cause in new_index):
+                out.append(replace(e, onset=round(e.onset - t0, 1),
+                                   cause=new_index.get(e.cause, -1) if causes else e.cause))
+        return out
+
+    events = NightEvents(
+        respiratory=move([ev.respiratory[i] for i in resp_keep]),
+        desaturations=move(ev.desaturations, causes=True),
+        arousals=move(ev.arousals, causes=True),
+        limbs=move(ev.limbs),
+        movements=[(round(a - t0, 1), d) for a, d in ev.movements if a >= t0 and a + d <= t1],
+    )
+    profile = replace(sim.profile, start=sim.profile.start + dt.timedelta(seconds=t0))
+    return NightScoring(sim.preset, profile, sim.stages[first:last].copy(), events, sim.spo2[int(t0) : int(t1)].copy(),
+                        generator=2, window_start_s=t0)
+
+
+def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: float = 2.0,
+                   generator: int = DEFAULT_GENERATOR) -> SyntheticNight:
     """Simulate the ``subject``-th night of a cohort: hypnogram, scored events and every EDF signal."""
-    sim = simulate_scoring(preset, subject, seed, hours)
+    sim = simulate_scoring(preset, subject, seed, hours, generator)
     preset, profile, stages, events, spo2 = sim.preset, sim.profile, sim.stages, sim.events, sim.spo2
     n_epochs = len(stages)
+    hours = n_epochs * EPOCH_SEC / 3600.0  # a window never outlasts the whole night
     movements = events.movements
-    renderer = NightRenderer(profile, stages, events, spo2, seed, line_freq=preset.line_freq)
+    if sim.generator == 2:
+        renderer: NightRenderer = NightRenderer2(profile, draw_spectral_traits(preset, profile, seed), preset,
+                                                 stages, events, spo2, seed)
+    else:
+        renderer = NightRenderer(profile, stages, events, spo2, seed, line_freq=preset.line_freq)
 
     artifacts: list[dict] = [
         {"kind": "movement", "label": "*", "onset": a, "duration": d} for a, d in movements
@@ -210,6 +297,8 @@ def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: f
         rates={c.label: c.rate for c in preset.channels},
         units={c.label: c.unit for c in preset.channels},
         artifacts=artifacts,
+        generator=sim.generator,
+        window_start_s=sim.window_start_s,
     )
 
 
@@ -260,8 +349,8 @@ def write_night(night: SyntheticNight, cohort_dir: Path) -> dict:
     return {"row": night.subject_row(), "files": [edf_path, xml_path]}
 
 
-def _job(cohort: str, subject: int, seed: int, hours: float, cohort_dir: str) -> dict:
-    night = generate_night(cohort, subject, seed, hours=hours)
+def _job(cohort: str, subject: int, seed: int, hours: float, cohort_dir: str, generator: int) -> dict:
+    night = generate_night(cohort, subject, seed, hours=hours, generator=generator)
     return write_night(night, Path(cohort_dir))
 
 
@@ -318,7 +407,7 @@ def _prepare_output(out: Path, names: list[str], overwrite: bool) -> None:
 
 
 def _run_jobs(
-    jobs: list[tuple[str, int]], out: Path, seed: int, hours: float, num_workers: int, progress: bool
+    jobs: list[tuple[str, int]], out: Path, seed: int, hours: float, num_workers: int, progress: bool, generator: int
 ) -> tuple[dict[tuple[str, int], dict], list[dict]]:
     """Generate and write every (cohort, subject) night; a failing night is recorded, the rest go on."""
     results: dict[tuple[str, int], dict] = {}
@@ -334,23 +423,24 @@ def _run_jobs(
 
     if num_workers == 1:
         for c, s in jobs:
-            collect(c, s, functools.partial(_job, c, s, seed, hours, str(out / c)))
+            collect(c, s, functools.partial(_job, c, s, seed, hours, str(out / c), generator))
     else:
         with ProcessPoolExecutor(max_workers=int(num_workers)) as pool:
-            futures = {pool.submit(_job, c, s, seed, hours, str(out / c)): (c, s) for c, s in jobs}
+            futures = {pool.submit(_job, c, s, seed, hours, str(out / c), generator): (c, s) for c, s in jobs}
             for fut in as_completed(futures):
                 collect(*futures[fut], fut.result)
     bar.close()
     return results, failures
 
 
-def _write_cohort_tables(out: Path, c: str, nights: int, results: dict[tuple[str, int], dict]) -> list[dict]:
+def _write_cohort_tables(out: Path, c: str, nights: int, results: dict[tuple[str, int], dict], version: str
+                         ) -> list[dict]:
     """Subjects CSV and tables of cohort ``c``; the manifest's file entries of its nights and tables."""
     done = [results[(c, s)] for s in range(nights) if (c, s) in results]
     csv_path = out / c / CSV_DIR / f"{c}-subjects.csv"
     rows = [r["row"] for r in done]
     atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False, lineterminator="\n"))
-    table_paths = write_subject_tables(out / c, c, rows, GENERATOR_VERSION)
+    table_paths = write_subject_tables(out / c, c, rows, version)
     paths = [p for r in done for p in r["files"]] + [csv_path, *table_paths]
     return [{"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in paths]
 
@@ -364,18 +454,26 @@ def generate_cohort(
     num_workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    generator: int = DEFAULT_GENERATOR,
 ) -> Path:
-    """Write synthetic cohorts (EDF + NSRR XML + subjects CSV) under ``output_dir``; returns the manifest path."""
+    """Write synthetic cohorts (EDF + NSRR XML + subjects CSV) under ``output_dir``; returns the manifest path.
+
+    ``generator``: 2 (default) or 1 (the 1.x generator, bit-reproducible); the manifest and the subjects
+    table record the version.
+    """
     names = _parse_cohorts(cohorts)
+    generator = check_generator(generator)
+    version = GENERATOR_VERSIONS[generator]
     _check_counts(nights_per_cohort, hours, num_workers)
     out = Path(output_dir)
     _prepare_output(out, names, overwrite)
     nights = int(nights_per_cohort)
-    results, failures = _run_jobs([(c, s) for c in names for s in range(nights)], out, seed, hours, num_workers, progress)
-    files = [entry for c in names for entry in _write_cohort_tables(out, c, nights, results)]
+    results, failures = _run_jobs([(c, s) for c in names for s in range(nights)], out, seed, hours, num_workers,
+                                  progress, generator)
+    files = [entry for c in names for entry in _write_cohort_tables(out, c, nights, results, version)]
     manifest = {
         "generator": GENERATOR_NAME,
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": version,
         "seed": int(seed),
         "cohorts": names,
         "nights_per_cohort": nights,

@@ -87,6 +87,14 @@ def generate_hypnogram(profile: SubjectProfile, n_epochs: int, rng: np.random.Ge
                 stages += [st] * _epochs(minutes, c)
         cycle += 1
     hyp = np.asarray(stages[:n_epochs], dtype=np.int8)
+    return _interrupt(hyp, profile, rng, n1_rate=3.0, n3_flip_rate=4.0)
+
+
+def _interrupt(hyp: np.ndarray, profile: SubjectProfile, rng: np.random.Generator, n1_rate: float,
+               n3_flip_rate: float) -> np.ndarray:
+    """Brief awakenings (``profile.waso_rate``/h), N1 intrusions and N3 -> N2 flips scattered after sleep onset."""
+    n_epochs = hyp.size
+    hours = n_epochs * EPOCH_SEC / 3600.0
     sleep_start = int(np.argmax(hyp != W)) if np.any(hyp != W) else n_epochs
 
     def scatter(rate_per_h: float, allowed: tuple[int, ...], make) -> None:
@@ -111,7 +119,78 @@ def generate_hypnogram(profile: SubjectProfile, n_epochs: int, rng: np.random.Ge
         hyp[i : i + int(rng.integers(1, 4))] = N2
 
     scatter(profile.waso_rate, (N2, N3, REM, N1), awakening)
-    scatter(3.0, (N2, REM), n1_intrusion)
-    scatter(4.0, (N3,), n3_flip)
+    scatter(n1_rate, (N2, REM), n1_intrusion)
+    scatter(n3_flip_rate, (N3,), n3_flip)
     hyp[:sleep_start] = W
     return hyp
+
+
+# --- generator 2: whole nights with age-dependent architecture ------------------------------------
+# Ohayon et al. 2004 (Sleep 27:1255, meta-analysis of 65 studies, 3,577 subjects): from 20 to 70 y slow-wave
+# sleep falls from ~20 % to ~8 % of total sleep time (~ -2.4 %/decade, levelling after 60), REM from ~23 %
+# to ~18 %, N1 rises from ~5 % to ~8 %, sleep efficiency falls from ~95 % to ~85 % (WASO from ~10 to ~60 min);
+# children (5-12 y) spend ~25-30 % in slow-wave sleep and ~20 % in REM (Ohayon 2004, Scholle 2011).
+TIME_IN_BED_H = (7.0, 9.0)  # lights off to lights on
+CYCLE_MIN = (90.0, 10.0)  # NREM-REM cycle length, mean and sd (Carskadon & Dement; Feinberg & Floyd 1979)
+REM_CYCLE_WEIGHTS = (0.45, 0.9, 1.1, 1.3, 1.4, 1.4, 1.4)  # REM periods lengthen towards morning
+N3_CYCLE_WEIGHTS = (1.0, 0.55, 0.2, 0.08, 0.04, 0.0, 0.0)  # slow-wave sleep front-loaded
+
+
+def architecture_targets(age: float, paediatric: bool) -> dict[str, float]:
+    """Fractions of total sleep time in REM, N3 and N1 at ``age`` (Ohayon 2004), before per-subject scaling."""
+    if paediatric:
+        return {"rem": 0.21, "n3": 0.27, "n1": 0.05}
+    a = float(np.clip(age, 20.0, 90.0))
+    n3 = 0.20 - 0.0024 * min(a - 20.0, 40.0) - 0.0005 * max(a - 60.0, 0.0)
+    return {"rem": 0.235 - 0.001 * (a - 20.0), "n3": max(n3, 0.04), "n1": 0.05 + 0.0006 * (a - 20.0)}
+
+
+def whole_night_hypnogram(profile: SubjectProfile, rng: np.random.Generator, paediatric: bool = False
+                          ) -> np.ndarray:
+    """Stages of one whole night (7-9 h in bed) with the age-dependent architecture of :func:`architecture_targets`.
+
+    Cycles of ~90 min; REM minutes per cycle grow towards morning, N3 minutes are front-loaded, both spread
+    between subjects (and by sex) around the age targets; brief awakenings at the subject's rate.
+    """
+    hours = float(rng.uniform(*TIME_IN_BED_H))
+    n_epochs = round(hours * 3600.0 / EPOCH_SEC)
+    age = profile.age
+    target = architecture_targets(age, paediatric)
+    sol_median = 18.0 if paediatric else 10.0 + 0.08 * max(age - 30.0, 0.0)
+    stages: list[int] = [W] * _epochs(rng.lognormal(np.log(sol_median), 0.45))
+    sleep_min = n_epochs / 2 - len(stages) / 2
+    # the last cycle is cut by lights on and awakenings replace some sleep: aim the cycles' sleep a little higher
+    n_cycles = max(int(round(sleep_min / CYCLE_MIN[0])), 1)
+    sleep_min *= 1.12
+    rem_w = np.asarray(REM_CYCLE_WEIGHTS[:n_cycles] + (1.4,) * max(n_cycles - 7, 0))
+    n3_w = np.asarray(N3_CYCLE_WEIGHTS[:n_cycles] + (0.0,) * max(n_cycles - 7, 0))
+    # between-subject spread around the age targets; men have less slow-wave sleep (Redline 2004, SHHS)
+    sex_n3 = {"M": 0.85, "F": 1.15}.get(profile.sex, 1.0)
+    rem_min = target["rem"] * sleep_min * rng.uniform(0.85, 1.15) * rem_w / rem_w.sum()
+    n3_min = target["n3"] * sleep_min * sex_n3 * rng.uniform(0.7, 1.3) * n3_w / max(n3_w.sum(), 1e-9)
+    for cycle in range(n_cycles + 1):
+        if len(stages) >= n_epochs:
+            break
+        k = min(cycle, n_cycles - 1)
+        length = rng.normal(*CYCLE_MIN) * (0.9 if cycle == 0 else 1.0)
+        rem = rem_min[k] * rng.uniform(0.75, 1.25)
+        n3 = n3_min[k] * rng.uniform(0.7, 1.3)
+        n1 = target["n1"] * length * (1.2 if cycle == 0 else 0.3) * rng.uniform(0.6, 1.4)
+        n2 = max(length - rem - n3 - n1, 10.0)
+        n2_before = n2 * rng.uniform(0.45, 0.7)
+        for st, minutes in ((N1, n1), (N2, n2_before), (N3, n3), (N2, n2 - n2_before), (REM, rem)):
+            if minutes > 0.5:
+                stages += [st] * _epochs(minutes)
+    hyp = np.asarray((stages + [N2] * n_epochs)[:n_epochs], dtype=np.int8)
+    hyp = _interrupt(hyp, profile, rng, n1_rate=0.7, n3_flip_rate=3.0)
+    tail = int(rng.integers(0, 20))  # awake in the morning before lights on
+    if tail:
+        hyp[-tail:] = W
+    return hyp
+
+
+def night_window(n_night: int, n_window: int, rng: np.random.Generator) -> int:
+    """First epoch of a window of ``n_window`` epochs drawn uniformly within a night of ``n_night`` epochs."""
+    if n_window >= n_night:
+        return 0
+    return int(rng.integers(0, n_night - n_window + 1))

@@ -124,6 +124,10 @@ def _add_bursts(
             w = amp * np.sin(np.pi * u) * (2 * np.abs(2 * ((tau * freq) % 1.0) - 1) - 1)
         elif kind == "gauss":
             w = amp * np.exp(-(((u - 0.5) / 0.2) ** 2))
+        elif kind == "slowwave":  # one cycle, surface-negative half first; amplitude is peak-to-peak
+            w = -0.5 * amp * np.sin(2 * np.pi * u)
+        elif kind == "pop":  # electrode pop: a step that decays with time constant ``freq`` seconds
+            w = amp * np.exp(-tau / freq)
         else:  # "burst": noise burst, amplitude is rms
             w = amp * np.sin(np.pi * u) * rng.standard_normal(b - a)
         x[a:b] += w

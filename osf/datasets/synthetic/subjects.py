@@ -157,3 +157,43 @@ def draw_subject(preset: CohortPreset, subject: int, seed: int) -> SubjectProfil
         rem_scale=rem_scale,
         **traits,
     )
+
+
+# --- generator 2: subject-specific spectra and sensor traits (own stream; generator 1 draws nothing here) --
+LOW_ALPHA_FRACTION = 0.1  # ~5-10 % of adults show little or no posterior alpha (Niedermeyer & Lopes da Silva)
+
+
+@dataclass(frozen=True)
+class SpectralTraits:
+    """What makes one person's EEG and sensors look unlike another's (generator 2)."""
+
+    iaf: float  # individual alpha frequency, Hz (10 +- 1, lower with age; Klimesch 1999)
+    alpha_amp: float  # x the stage table's alpha; ~0.15 in "low-alpha" people
+    spindle_freq: float  # centre of the subject's sigma spindles, Hz (12-14.5; Purcell 2017)
+    slow_wave_amp: float  # x slow-wave amplitude, falls with age (Carrier 2011: ~-30 % from 23 to 59 y)
+    aperiodic_exponent: float  # 1/f^beta slope of the background, flatter with age (Voytek 2015)
+    ecg_pickup_uv: float  # cardiac field in the EEG/EMG derivations (R-peak uV), larger with BMI
+    sweat_rate_h: float  # slow sweat-artefact episodes per hour
+    pop_rate_h: float  # electrode pops per hour per lead
+    gain_drift_sd: float  # log-sd of the slow within-night gain drift of each lead
+
+
+def draw_spectral_traits(preset: CohortPreset, profile: SubjectProfile, seed: int) -> SpectralTraits:
+    """Spectral and sensor traits of one subject (deterministic in seed; own random stream)."""
+    rng = night_rng(seed, preset.name + "/spectra", profile.subject)
+    age = profile.age
+    iaf = float(np.clip(rng.normal(10.3 - 0.02 * max(age - 20.0, 0.0), 0.9), 8.0, 12.0))
+    low_alpha = rng.random() < LOW_ALPHA_FRACTION
+    alpha_amp = float(rng.uniform(0.08, 0.25) if low_alpha else rng.lognormal(0.0, 0.3))
+    slow = 1.25 if preset.paediatric else float(np.clip(1.15 - 0.009 * (age - 20.0), 0.55, 1.15))
+    return SpectralTraits(
+        iaf=round(iaf, 2),
+        alpha_amp=alpha_amp,
+        spindle_freq=float(np.clip(rng.normal(13.2, 0.6), 12.0, 14.5)),
+        slow_wave_amp=slow * float(rng.lognormal(0.0, 0.12)),
+        aperiodic_exponent=float(np.clip(rng.normal(1.3 - 0.004 * (age - 20.0), 0.2), 0.6, 2.0)),
+        ecg_pickup_uv=float(rng.uniform(1.0, 6.0) * (1.0 + max(profile.bmi - 25.0, 0.0) / 10.0)),
+        sweat_rate_h=float(rng.exponential(0.4)),
+        pop_rate_h=float(rng.exponential(1.0)),
+        gain_drift_sd=float(rng.uniform(0.05, 0.2)),
+    )
