@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from osf.datasets.synthetic import COHORT_PRESETS, generate_cohort
+from osf.datasets.synthetic.generate import DEFAULT_GENERATOR, GENERATOR_VERSIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seed", type=int, default=0, help="random seed; same seed, same bytes (default: %(default)s)"
+    )
+    p.add_argument(
+        "--generator",
+        type=int,
+        default=DEFAULT_GENERATOR,
+        help=f"generator major version, {GENERATOR_VERSIONS} (default: %(default)s; 1 reproduces 1.x byte for byte)",
     )
     p.add_argument("--num_workers", type=int, default=1, help="parallel processes (default: %(default)s)")
     p.add_argument(
@@ -57,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             num_workers=args.num_workers,
             overwrite=args.overwrite,
             progress=args.progress,
+            generator=args.generator,
         )
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -45,7 +45,7 @@ def test_traits_are_deterministic_per_seed(profiles):
 def test_hypnograms_show_sex_and_age():
     rows = []
     for s in range(60):
-        sim = simulate_scoring("shhs", s, seed=0, hours=4.0)
+        sim = simulate_scoring("shhs", s, seed=0, hours=12.0)  # the whole night (a window's N3 depends on its place)
         sleep = sim.stages != W
         rows.append({"sex": sim.profile.sex, "age": sim.profile.age, "n3": np.mean(sim.stages[sleep] == N3),
                      "rem": np.mean(sim.stages[sleep] == REM)})

@@ -5,6 +5,9 @@ Two reference models sit beside the pre-trained backbones in the SleepBench-mini
 - ``handcrafted``: log band powers and signal statistics per channel, a heart-rate / RR-variability
   estimate on the ECG and a breathing rate / breath-to-breath variability estimate on the belts and
   the flow, read by a standardised logistic regression (its penalty chosen on validation);
+- ``power48``: the power summary a learned representation has to beat: per channel the epoch's
+  log-variance and the std / min / max of its six 5 s windows' log-variances (48 numbers), read by
+  the same logistic regression;
 - ``supervised``: a small 1D CNN (four conv blocks, global average + max pooling) trained from
   scratch on the store's training split, the step kept by validation.
 
@@ -47,7 +50,8 @@ from osf.downstream.selection import train_with_validation
 from osf.utils.atomic import atomic_path, atomic_write_text
 from osf.utils.config_fields import option
 
-KINDS: tuple[str, ...] = ("handcrafted", "supervised")
+KINDS: tuple[str, ...] = ("handcrafted", "power48", "supervised")
+POWER48_WINDOWS = 6  # 5 s windows per 30 s epoch
 TASKS: tuple[str, ...] = tasks.studied_tasks()  # the task registry's evaluated tasks
 PREDICTIONS_FILE = "ceiling_test_predictions.npz"
 RESULT_FILE = "ceiling_result.json"
@@ -285,7 +289,17 @@ def preset_features(store: EpochStore, splits: dict[str, SplitArrays], keep: np.
     return {split: part[:, columns] for split, part in zip(splits, np.split(full, bounds))}
 
 
-# --- the two models -------------------------------------------------------------------------------
+def power48_features(x: np.ndarray, channel_mask: np.ndarray) -> np.ndarray:
+    """``[B, 48]``: per channel log-variance of the epoch, then std / min / max of its 5 s windows' log-variances."""
+    x = np.asarray(x, dtype=np.float64)
+    mask = np.asarray(channel_mask, dtype=bool)
+    whole = np.log(x.var(-1) + 1e-6)
+    windows = np.log(x.reshape(*x.shape[:2], POWER48_WINDOWS, -1).var(-1) + 1e-6)
+    feats = np.stack([whole, windows.std(-1), windows.min(-1), windows.max(-1)], axis=-1)
+    return np.where(mask[:, :, None], feats, 0.0).reshape(x.shape[0], -1).astype(np.float32)
+
+
+# --- the models -------------------------------------------------------------------------------
 def validation_score(y: np.ndarray, proba: np.ndarray) -> float:
     """Cohen's kappa (multi-class) or AUROC (binary) of validation predictions."""
     keep = y >= 0
@@ -400,6 +414,10 @@ class CeilingResult:
 def _predict(kind: str, store_dir: str | Path, splits: dict[str, SplitArrays], num_classes: int, keep: np.ndarray,
              seed: int, max_steps: int, feature_cache_dir: str | Path | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Fit the ``kind`` model on train (selected on val); its val and test probabilities and selection record."""
+    if kind == "power48":
+        feats = {s: power48_features(a.signal, a.channel_mask & keep) for s, a in splits.items()}
+        model, selection = fit_handcrafted(feats, {s: a.labels for s, a in splits.items()}, seed)
+        return {s: model.predict_proba(feats[s]) for s in ("val", "test")}, selection
     if kind == "handcrafted":
         feats = preset_features(EpochStore(store_dir), splits, keep, feature_cache_dir)
         model, selection = fit_handcrafted(feats, {s: a.labels for s, a in splits.items()}, seed)
@@ -413,7 +431,7 @@ class CeilingConfig:
     """One ceiling run (the flags of ``main_pipelines/main_ceiling.py``)."""
 
     kind: str | None = option(None, required=True, choices=KINDS, help="handcrafted features + logistic regression, "
-                              "or a supervised CNN")
+                              "power48 (the 48-number power summary + logistic regression), or a supervised CNN")
     data_dir: str | None = option(None, required=True, help="epoch store")
     eval_channels: str = option("full", help="channel preset")
     eval_label: str = option("Stage", help=f"the task: {', '.join(TASKS)}")

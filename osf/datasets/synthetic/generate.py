@@ -258,6 +258,14 @@ def _window(sim: NightScoring, n_epochs: int, rng: np.random.Generator) -> Night
                         generator=2, window_start_s=t0)
 
 
+def night_renderer(sim: NightScoring, seed: int) -> NightRenderer:
+    """The renderer of a simulated night's signals (generator 1 or 2, as ``sim`` was drawn)."""
+    if sim.generator == 2:
+        traits = draw_spectral_traits(sim.preset, sim.profile, seed)
+        return NightRenderer2(sim.profile, traits, sim.preset, sim.stages, sim.events, sim.spo2, seed)
+    return NightRenderer(sim.profile, sim.stages, sim.events, sim.spo2, seed, line_freq=sim.preset.line_freq)
+
+
 def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: float = 2.0,
                    generator: int = DEFAULT_GENERATOR) -> SyntheticNight:
     """Simulate the ``subject``-th night of a cohort: hypnogram, scored events and every EDF signal."""
@@ -266,11 +274,7 @@ def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: f
     n_epochs = len(stages)
     hours = n_epochs * EPOCH_SEC / 3600.0  # a window never outlasts the whole night
     movements = events.movements
-    if sim.generator == 2:
-        renderer: NightRenderer = NightRenderer2(profile, draw_spectral_traits(preset, profile, seed), preset,
-                                                 stages, events, spo2, seed)
-    else:
-        renderer = NightRenderer(profile, stages, events, spo2, seed, line_freq=preset.line_freq)
+    renderer = night_renderer(sim, seed)
 
     artifacts: list[dict] = [
         {"kind": "movement", "label": "*", "onset": a, "duration": d} for a, d in movements

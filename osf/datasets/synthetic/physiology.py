@@ -147,6 +147,8 @@ class NightEvents:
 class NightRenderer:
     """Latent state of one night and the renderers of every measured quantity."""
 
+    REM_SACCADES_PER_MIN = 40.0  # mean rate of eye-movement steps in REM (bursty: x a gamma(1, 1) per epoch)
+
     def __init__(
         self,
         profile: SubjectProfile,
@@ -328,7 +330,7 @@ class NightRenderer:
         times, _amps = [], []
         rem_burst = rng.gamma(1.0, 1.0, s.size)  # phasic REM: some epochs full of eye movements
         w = self.epoch_w
-        rate = 20.0 * w[:, 0] + 3.0 * w[:, 1] + 40.0 * rem_burst * w[:, 4]
+        rate = 20.0 * w[:, 0] + 3.0 * w[:, 1] + self.REM_SACCADES_PER_MIN * rem_burst * w[:, 4]
         n = rng.poisson(rate * 0.5)
         for e in np.flatnonzero(n):
             times.append(e * ep + np.sort(rng.uniform(0, ep, n[e])))

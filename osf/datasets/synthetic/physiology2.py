@@ -37,7 +37,8 @@ BAND_HZ = {"delta": (0.5, 2.0), "theta": (4.0, 7.0), "beta": (16.0, 30.0)}
 # AASM N3: >= 20 % of the epoch with 0.5-2 Hz waves >= 75 uV peak-to-peak. Latent coverage per epoch:
 SLOW_WAVE_COVERAGE = {2: (0.0, 0.12), 3: (0.22, 0.6)}
 SLOW_WAVE_PP_UV = (80.0, 200.0)  # before the age factor; >= 75 uV by construction at a nominal gain
-SPINDLES_PER_MIN = {2: 5.0, 3: 1.5}
+SPINDLES_PER_MIN = {2: 4.0, 3: 1.0}
+SPINDLE_UV = (10.0, 30.0)  # peak amplitude; YASA finds ~1-2/min of them, as on real N2 (experts mark more)
 KCOMPLEX_PER_MIN = {2: 1.3}
 # Arousal (AASM 2007/2012): abrupt shift to alpha/theta/>16 Hz for >= 3 s after >= 10 s of stable sleep; chin
 # EMG rise required only in REM. Amplitudes keep the shifted EEG near the background's power.
@@ -50,8 +51,7 @@ CHIN_LOG_SD = 0.4  # slow within-stage variation of tonic chin EMG
 # Sensors and the room
 IMPEDANCE_STEPS_PER_H = 0.15  # per lead: a lead pressed / re-gelled / drying
 IMPEDANCE_STEP_LOG_SD = 0.25
-POSITION_CHANGE_AT_MOVEMENT = 0.5
-POSITION_CHANGE_AT_AROUSAL = 0.2
+POSITION_CHANGES_PER_H = (1.0, 3.0)  # at movements and arousals (De Koninck et al. 1992: ~1-3/h in adults)
 POSITION_AMP_LOG_SD = 0.35  # belt / flow amplitude of one body position relative to another
 SUBTHRESHOLD_FLOW_PER_AHI = 0.5  # unscored 10-25 % flow reductions per scored event
 POSITIONS = 4  # supine, left, right, prone
@@ -69,6 +69,9 @@ def _intervals_env(tc: np.ndarray, events: list[tuple[float, float]], ramp: floa
 
 class NightRenderer2(NightRenderer):
     """Generator 2 renderer (see the module docstring); generator 1's ``NightRenderer`` is unchanged."""
+
+    # YASA's rem_detect finds ~1-4 REMs/min on real REM sleep; generator 1's 40 steps/min gave ~20/min
+    REM_SACCADES_PER_MIN = 10.0
 
     def __init__(self, profile: SubjectProfile, traits: SpectralTraits, preset: CohortPreset, stages: np.ndarray,
                  events: NightEvents, spo2: np.ndarray, seed: int) -> None:
@@ -111,11 +114,12 @@ class NightRenderer2(NightRenderer):
         self.shift = np.maximum(self.arousal, _intervals_env(self.tc, self.micro, 0.3))
 
     def _positions(self) -> None:
-        """Body position over the night: changes at movements and some arousals; each position its own amplitudes."""
+        """Body position over the night: 1-3 changes/h, at movements and arousals; each position its own amplitudes."""
         rng = self.rng("position")
-        times = [a for a, _ in self.ev.movements if rng.random() < POSITION_CHANGE_AT_MOVEMENT]
-        times += [a.onset for a in self.ev.arousals if rng.random() < POSITION_CHANGE_AT_AROUSAL]
-        times = sorted(times)
+        candidates = sorted([a for a, _ in self.ev.movements] + [a.onset for a in self.ev.arousals])
+        wanted = rng.uniform(*POSITION_CHANGES_PER_H) * self.duration / 3600.0
+        keep = rng.random(len(candidates)) < min(1.0, wanted / max(len(candidates), 1))
+        times = [t for t, k in zip(candidates, keep) if k]
         position = np.zeros(self.nc, dtype=np.int64)
         current = int(rng.integers(POSITIONS))
         position[:] = current
@@ -170,7 +174,7 @@ class NightRenderer2(NightRenderer):
         def keep(ts: np.ndarray) -> list[float]:
             return [float(t) for t in ts if not shifted(t)]
 
-        self.spindles = [(t, rng.uniform(0.5, 2.0), g * rng.uniform(15, 35), rng.normal(tr.spindle_freq, 0.4))
+        self.spindles = [(t, rng.uniform(0.5, 2.0), g * rng.uniform(*SPINDLE_UV), rng.normal(tr.spindle_freq, 0.4))
                          for t in keep(times(SPINDLES_PER_MIN))]
         self.kcomplexes = [(t, rng.uniform(0.6, 1.0), g * rng.uniform(70, 130), 0.0) for t in keep(times(KCOMPLEX_PER_MIN))]
         self.vertex = [(t, rng.uniform(0.2, 0.4), g * rng.uniform(40, 80), 0.0) for t in keep(times({1: 1.5}))]
@@ -185,7 +189,6 @@ class NightRenderer2(NightRenderer):
         coverage = sum(w[:, s] * rng.uniform(lo, hi, w.shape[0]) for s, (lo, hi) in SLOW_WAVE_COVERAGE.items())
         self.slow_wave_coverage = coverage
         lo, hi = SLOW_WAVE_PP_UV
-        amp = self.p.eeg_gain * self.traits.slow_wave_amp
         waves = []
         for e in np.flatnonzero(coverage > 0.01):
             need, t = coverage[e] * EPOCH_SEC, e * EPOCH_SEC + rng.uniform(0, 3)
@@ -195,7 +198,8 @@ class NightRenderer2(NightRenderer):
                     dur = min(rng.uniform(0.6, 1.6), need + 0.3)
                     if need <= 0 or t + dur > end:
                         break
-                    waves.append((float(t), float(dur), amp * (75.0 + rng.uniform(lo - 75.0, hi - 75.0)), 0.0))
+                    pp = 75.0 + rng.uniform(lo - 75.0, hi - 75.0) * self.traits.slow_wave_amp  # >= 75 uV
+                    waves.append((float(t), float(dur), self.p.eeg_gain * pp, 0.0))
                     t, need = t + dur, need - dur
                 t += rng.uniform(0.5, 4.0) * (1 - coverage[e])
         return waves
