@@ -50,8 +50,9 @@ DETECTOR_REFERENCE = {
                                         "mark 2.8 and 4.5/min (issue 25); 1-3/min in Vallat & Walker 2021 / MASS"),
     "slow_waves_per_min_n3": ((5.0, 20.0), "YASA sw_detect on real N3: ~8-15/min (0.3-1.5 Hz, >= 75 uV; Vallat 2021 "
                                            "docs example; Massimini 2004: ~10/min in SWS)"),
-    "rems_per_min_rem": ((0.5, 6.0), "YASA rem_detect on real REM LOC/ROC: 1-4/min (Agarwal 2005 detector; REM "
-                                     "density of healthy adults 1-5/min, Aserinsky 1971)"),
+    "rems_per_min_rem": ((1.0, 10.0), "REM density of healthy adults, a few eye movements per minute of REM (varies "
+                                      "with the detector and scoring; approximate: no YASA rem_detect measurement on "
+                                      "real PSG in this repository)"),
 }
 YASA_KAPPA_TARGET = 0.65
 CNN_KAPPA_RANGE = (0.75, 0.88)

@@ -259,3 +259,16 @@ def test_hypopneas_drop_at_least_30_percent_from_the_preceding_breaths():
     assert all(e.duration >= 10 for e in hyp)
     causes = {d.cause for d in sim.events.desaturations} | {a.cause for a in sim.events.arousals}
     assert all(i in causes for i, e in enumerate(sim.events.respiratory) if e.kind == "hypopnea")
+
+
+def test_rem_atonia_and_wake_alpha_remain_relative_cues(night):
+    sim, r = night
+    chin = r.render("EMG_Chin", FS).reshape(sim.stages.size, -1)
+    rms = np.sqrt(np.mean(chin**2, axis=1))
+    # atonia: the lowest tone of the night, above a floor of mains, ECG and twitches (0.61 x N2 on this night)
+    assert np.median(rms[sim.stages == REM]) < 0.75 * np.median(rms[sim.stages == N2])
+    x = r.render("EEG_C3_A2", FS).reshape(sim.stages.size, -1)
+    f, p = sps.welch(x, fs=FS, nperseg=4 * FS, axis=-1)
+    iaf = (f >= r.traits.iaf - 1) & (f <= r.traits.iaf + 1)
+    rel = p[:, iaf].sum(1) / p[:, (f >= 0.5) & (f < 30)].sum(1)
+    assert r.traits.alpha_amp > 0.5 and np.median(rel[sim.stages == W]) > 2 * np.median(rel[sim.stages == N2])

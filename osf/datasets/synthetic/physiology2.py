@@ -46,7 +46,7 @@ AROUSAL_ALPHA_UV, AROUSAL_BETA_UV, AROUSAL_THETA_UV = 10.0, 6.0, 7.0
 AROUSAL_SLOW_LEFT = 0.2  # share of delta / slow waves / spindles left during a shift
 NREM_AROUSAL_EMG_PROB = 0.5
 MICRO_SHIFTS_PER_H = 6.0  # unscored shifts of 1-2.5 s in NREM (too short for the 3 s rule)
-CHIN_RMS_V2 = (16.0, 8.0, 5.0, 4.5, 2.2)
+CHIN_RMS_V2 = (16.0, 8.0, 5.0, 4.5, 1.5)
 CHIN_LOG_SD = 0.4  # slow within-stage variation of tonic chin EMG
 # Sensors and the room
 IMPEDANCE_STEPS_PER_H = 0.15  # per lead: a lead pressed / re-gelled / drying
@@ -70,8 +70,9 @@ def _intervals_env(tc: np.ndarray, events: list[tuple[float, float]], ramp: floa
 class NightRenderer2(NightRenderer):
     """Generator 2 renderer (see the module docstring); generator 1's ``NightRenderer`` is unchanged."""
 
-    # YASA's rem_detect finds ~1-4 REMs/min on real REM sleep; generator 1's 40 steps/min gave ~20/min
-    REM_SACCADES_PER_MIN = 10.0
+    # REM density of healthy adults is a few per minute of REM; generator 1's 40 steps/min made YASA's rem_detect
+    # find ~17-22/min, 10/min ~11/min (bench_realism.py)
+    REM_SACCADES_PER_MIN = 6.0
 
     def __init__(self, profile: SubjectProfile, traits: SpectralTraits, preset: CohortPreset, stages: np.ndarray,
                  events: NightEvents, spo2: np.ndarray, seed: int) -> None:
@@ -285,7 +286,7 @@ class NightRenderer2(NightRenderer):
         k = rng.poisson(6.0 * 0.5 * self.epoch_w[rem, 4])  # phasic twitches during REM atonia
         tw = np.concatenate([e * EPOCH_SEC + rng.uniform(0, EPOCH_SEC, m) for e, m in zip(rem, k) if m] or [np.zeros(0)])
         _add_bursts(x, fs, [(t, rng.uniform(0.1, 0.3), 15.0 * self.p.emg_gain, 0.0) for t in tw], "burst", rng)
-        x += self.traits.ecg_pickup_uv * self.render("ECG", int(fs)) / max(self.p.ecg_gain, 0.1)
+        x += 0.5 * self.traits.ecg_pickup_uv * self.render("ECG", int(fs)) / max(self.p.ecg_gain, 0.1)
         return x + self._line(fs, n, self.p.line_noise_uv, "chin") + self._movement(fs, n, 80.0, "chin")
 
     def _leg(self, q: str, fs: float, n: int) -> np.ndarray:
