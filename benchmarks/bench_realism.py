@@ -46,13 +46,15 @@ W, N1, N2, N3, REM = range(5)
 YASA_STAGES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
 # What YASA's detectors find on real PSG (events per minute of the stage), with where the number comes from.
 DETECTOR_REFERENCE = {
-    "spindles_per_min_n2": ((0.9, 3.0), "YASA spindles_detect on a real C3-A1 N2 night ~1.3/min where two experts "
-                                        "mark 2.8 and 4.5/min (issue 25); 1-3/min in Vallat & Walker 2021 / MASS"),
-    "slow_waves_per_min_n3": ((5.0, 20.0), "YASA sw_detect on real N3: ~8-15/min (0.3-1.5 Hz, >= 75 uV; Vallat 2021 "
-                                           "docs example; Massimini 2004: ~10/min in SWS)"),
-    "rems_per_min_rem": ((1.0, 10.0), "REM density of healthy adults, a few eye movements per minute of REM (varies "
-                                      "with the detector and scoring; approximate: no YASA rem_detect measurement on "
-                                      "real PSG in this repository)"),
+    "spindles_per_min_n2": ((1.0, 2.5), (
+        "YASA spindles_detect on a real C3-A1 N2 night finds ~1.3/min where two experts mark 2.8 and 4.5/min; on "
+        "generator 1.2's N2 1.1-1.5/min (issue 25)")),
+    "slow_waves_per_min_n3": ((5.0, 20.0), (
+        "approximate: the slow oscillation (< 1 Hz) recurs ~10-50/min in deep NREM (Massimini et al. 2004, "
+        "J Neurosci 24:6862); a detector with a 75 uV peak-to-peak criterion counts the larger ones")),
+    "rems_per_min_rem": ((1.0, 10.0), (
+        "approximate: REM density of healthy adults, a few eye movements per minute of REM (depends on the "
+        "detector and scoring; no YASA rem_detect measurement on real PSG in this repository)")),
 }
 YASA_KAPPA_TARGET = 0.65
 CNN_KAPPA_RANGE = (0.75, 0.88)
@@ -60,6 +62,9 @@ MIN_GAIN = 0.05
 # Whole-night statistics the generator follows (adults 40-60 y unless said): Ohayon 2004 meta-analysis; SHHS
 # (Redline 2004); arousal index ~15-25/h in middle age (Bonnet & Arand 2007); relative EEG power per stage
 # from the spectra of Aeschbach & Borbely / AASM manual descriptions (alpha in W, delta in N3).
+# Relative EEG power (0.5-30 Hz) by stage on real central derivations: delta dominates N3 (> 0.7) and N2 (~0.5-0.7),
+# alpha is highest in relaxed wake, sigma peaks in N2 (Aeschbach & Borbely 1993; Dijk 1995; AASM manual).
+BAND_REFERENCE = {"delta N3": "> 0.7", "delta N2": "0.5-0.7", "alpha W vs N2": "higher in W", "sigma": "peaks in N2"}
 COHORT_REFERENCE = {
     "n1_pct": (5.0, 10.0), "n2_pct": (45.0, 60.0), "n3_pct": (5.0, 20.0), "rem_pct": (16.0, 25.0),
     "arousal_index": (10.0, 30.0),
@@ -117,10 +122,11 @@ def yasa_on_nights(nights: int, hours: float, seed: int, generator: int, n_boot:
     import mne
     import yasa
 
-    dens, pairs = [], []
+    dens, pairs, bands = [], [], []
     for s in range(nights):
         night = generate_night("generic", s, seed, hours=hours, generator=generator)
         dens.append(detector_densities(night))
+        bands.append(band_power_by_stage(night, "C4-M1"))
         labels = ["C4-M1", "E1-M2", "Chin1-Chin2"]
         info = mne.create_info(labels, night.rates["C4-M1"], ch_types=["eeg", "eog", "emg"])
         raw = mne.io.RawArray(np.stack([night.signals[c] * 1e-6 for c in labels]), info, verbose=False)
@@ -139,8 +145,11 @@ def yasa_on_nights(nights: int, hours: float, seed: int, generator: int, n_boot:
         detectors[key] = {"mean": float(v.mean()) if v.size else float("nan"), "ci95": [float(np.percentile(boot, 2.5)),
                           float(np.percentile(boot, 97.5))], "nights": int(v.size),
                           "reference": DETECTOR_REFERENCE[key][0], "source": DETECTOR_REFERENCE[key][1]}
+    band_means = {b: {st: float(np.mean([n[b][st] for n in bands if st in n[b]])) for st in map(str, range(5))
+                      if any(st in n[b] for n in bands)} for b in bands[0]}
     return {"nights": nights, "hours": hours, "four_class": four, "five_class": five,
-            "confusion_5": confusion_matrix(t, p, 5).tolist(), "detectors": detectors}
+            "confusion_5": confusion_matrix(t, p, 5).tolist(), "detectors": detectors,
+            "relative_band_power": band_means, "band_power_reference": BAND_REFERENCE}
 
 
 # --- 3: power summary vs learned representation ------------------------------------------------------------
@@ -254,8 +263,19 @@ def print_table(record: dict) -> None:
         print("\n| cohort | " + " | ".join(keys) + " |\n| --- |" + " --- |" * len(keys))
         for c, d in stats.items():
             print(f"| {c} | " + " | ".join(f"{d[k]['mean']:.1f} +- {d[k]['sd']:.1f}" for k in keys) + " |")
-        print("| literature | - | 7-9 | " + " | ".join(
+        print("| literature (Ohayon 2004; Bonnet & Arand 2007) | - | 7-9 | " + " | ".join(
             f"{COHORT_REFERENCE[k][0]:g}-{COHORT_REFERENCE[k][1]:g}" for k in keys[2:7]) + " | by cohort |")
+
+
+def print_bands(record: dict) -> None:
+    """Relative band power per stage of the YASA nights (C4-M1)."""
+    bands = (record.get("yasa") or {}).get("relative_band_power")
+    if not bands:
+        return
+    names = ("W", "N1", "N2", "N3", "REM")
+    print("\n| relative power (C4-M1) | " + " | ".join(names) + " |\n| --- |" + " --- |" * 5)
+    for b, by in bands.items():
+        print(f"| {b} | " + " | ".join(f"{by[str(i)]:.2f}" if str(i) in by else "-" for i in range(5)) + " |")
 
 
 def save(label: str, record: dict, path: Path = RESULTS) -> None:
@@ -313,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     record["targets"] = targets(record)
     save(args.label, record)
     print_table(record)
+    print_bands(record)
 
 
 if __name__ == "__main__":

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from bench_utils import load_benchmark
 
 from osf.datasets.synthetic import generate_night
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_realism.py"
-    spec = importlib.util.spec_from_file_location("_osf_bench_realism", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_realism")
 
 
 def test_yasa_detectors_find_real_psg_densities_on_a_generator_2_night():
@@ -44,7 +38,7 @@ def test_cohort_statistics_are_whole_nights_beside_the_literature():
 
 def test_targets_table_says_which_targets_hold():
     bench = _bench()
-    diff = lambda d: {"a": 0.0, "b": 0.0, "diff": d, "low": d - 0.02, "high": d + 0.02}  # noqa: E731
+    diff = lambda d: {"a": 0.0, "b": 0.0, "diff": d, "low": d - 0.02, "high": d + 0.02}
     record = {"power_vs_cnn": {
         "Stage": {"supervised": {"value": 0.80, "ci95": [0.75, 0.85]}, "power48": {"value": 0.72, "ci95": [0.7, 0.74]},
                   "cnn_minus_power48": diff(0.08)},

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from bench_utils import load_benchmark
 
 pytestmark = pytest.mark.slow
 
@@ -18,11 +16,7 @@ YASA_FLOOR_5CLASS_ACCURACY = 0.65
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ceilings.py"
-    spec = importlib.util.spec_from_file_location("_osf_bench_ceilings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_ceilings")
 
 
 def test_yasa_agrees_with_the_synthetic_hypnogram(tmp_path):

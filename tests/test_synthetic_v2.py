@@ -19,11 +19,11 @@ from scipy.stats import spearmanr
 from main_pipelines import main_synthetic
 from osf.datasets.preprocess.normalise import apply_scale, robust_scale
 from osf.datasets.synthetic import generate_cohort
+from osf.datasets.synthetic.cohorts import COHORT_PRESETS
 from osf.datasets.synthetic.generate import GENERATOR_VERSIONS, night_renderer, simulate_scoring
 from osf.datasets.synthetic.hypnogram import EPOCH_SEC
 from osf.datasets.synthetic.physiology2 import NightRenderer2
 from osf.datasets.synthetic.subjects import LOW_ALPHA_FRACTION, draw_spectral_traits, draw_subject
-from osf.datasets.synthetic.cohorts import COHORT_PRESETS
 
 W, N1, N2, N3, REM = range(5)
 FS = 256

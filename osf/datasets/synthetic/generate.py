@@ -38,7 +38,13 @@ from osf.datasets.synthetic.events import (
     schedule_limb_movements,
     schedule_respiratory,
 )
-from osf.datasets.synthetic.hypnogram import EPOCH_SEC, W, generate_hypnogram, night_window, whole_night_hypnogram
+from osf.datasets.synthetic.hypnogram import (
+    EPOCH_SEC,
+    W,
+    generate_hypnogram,
+    night_window,
+    whole_night_hypnogram,
+)
 from osf.datasets.synthetic.physiology import NightEvents, NightRenderer
 from osf.datasets.synthetic.physiology2 import NightRenderer2
 from osf.datasets.synthetic.subjects import (
@@ -232,7 +238,7 @@ def _window(sim: NightScoring, n_epochs: int, rng: np.random.Generator) -> Night
     last = min(first + n_epochs, len(sim.stages))
     t0, t1 = first * EPOCH_SEC, last * EPOCH_SEC
     ev = sim.events
-    inside = lambda e: e.onset >= t0 and e.end <= t1  # noqa: E731
+    inside = lambda e: e.onset >= t0 and e.end <= t1
     # a respiratory event needs its consequences (desaturation, arousal: up to ~60 s later) inside the recording too
     room = 60.0 if t1 < len(sim.stages) * EPOCH_SEC else 0.0
     resp_keep = [i for i, e in enumerate(ev.respiratory) if inside(e) and e.end + room <= t1]
@@ -270,7 +276,7 @@ def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: f
                    generator: int = DEFAULT_GENERATOR) -> SyntheticNight:
     """Simulate the ``subject``-th night of a cohort: hypnogram, scored events and every EDF signal."""
     sim = simulate_scoring(preset, subject, seed, hours, generator)
-    preset, profile, stages, events, spo2 = sim.preset, sim.profile, sim.stages, sim.events, sim.spo2
+    preset, profile, stages, events = sim.preset, sim.profile, sim.stages, sim.events
     n_epochs = len(stages)
     hours = n_epochs * EPOCH_SEC / 3600.0  # a window never outlasts the whole night
     movements = events.movements

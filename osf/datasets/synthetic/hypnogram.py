@@ -160,7 +160,7 @@ def whole_night_hypnogram(profile: SubjectProfile, rng: np.random.Generator, pae
     stages: list[int] = [W] * _epochs(rng.lognormal(np.log(sol_median), 0.45))
     sleep_min = n_epochs / 2 - len(stages) / 2
     # the last cycle is cut by lights on and awakenings replace some sleep: aim the cycles' sleep a little higher
-    n_cycles = max(int(round(sleep_min / CYCLE_MIN[0])), 1)
+    n_cycles = max(round(sleep_min / CYCLE_MIN[0]), 1)
     sleep_min *= 1.12
     rem_w = np.asarray(REM_CYCLE_WEIGHTS[:n_cycles] + (1.4,) * max(n_cycles - 7, 0))
     n3_w = np.asarray(N3_CYCLE_WEIGHTS[:n_cycles] + (0.0,) * max(n_cycles - 7, 0))

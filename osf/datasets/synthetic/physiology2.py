@@ -163,7 +163,7 @@ class NightRenderer2(NightRenderer):
     def _latent_eeg_events(self) -> None:
         rng = self.rng("eeg-events-2")
         tr, g = self.traits, self.p.eeg_gain
-        shifted = lambda t: self.shift[min(int(t * CTRL_FS), self.nc - 1)] > 0.5  # noqa: E731
+        shifted = lambda t: self.shift[min(int(t * CTRL_FS), self.nc - 1)] > 0.5
 
         def times(rate_per_min: dict[int, float]) -> np.ndarray:
             per_stage = np.zeros(5)
