@@ -278,12 +278,19 @@ def print_bands(record: dict) -> None:
         print(f"| {b} | " + " | ".join(f"{by[str(i)]:.2f}" if str(i) in by else "-" for i in range(5)) + " |")
 
 
-def save(label: str, record: dict, path: Path = RESULTS) -> None:
-    """Write ``record`` as the entry ``label`` of the results JSON (other labels kept)."""
+def save(label: str, record: dict, path: Path = RESULTS) -> dict:
+    """Merge ``record`` into the entry ``label`` of the results JSON (checks run apart add up; other labels kept).
+
+    Returns the merged entry, its target table recomputed.
+    """
     data = json.loads(path.read_text()) if path.exists() else {"benchmark": "bench_realism", "runs": {}}
-    data["runs"][label] = record
+    old = data["runs"].get(label, {})
+    merged = {**old, **record, "commands": {**old.get("commands", {}), **record.get("commands", {})}}
+    merged["targets"] = targets(merged)
+    data["runs"][label] = merged
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=1, default=float) + "\n")
+    return merged
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -312,8 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     command = "python benchmarks/bench_realism.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    record: dict = {"command": command, "seed": args.seed, "date": dt.date.today().isoformat(),
-                    "generator_version": GENERATOR_VERSIONS[args.generator]}
+    parts = "+".join(sorted({"yasa", "ceilings", "cohorts"} - skip))
+    record: dict = {"commands": {parts: command}, "seed": args.seed,
+                    "date": dt.date.today().isoformat(), "generator_version": GENERATOR_VERSIONS[args.generator]}
     t0 = time.perf_counter()
     if "cohorts" not in skip:
         record["cohorts"] = cohort_statistics(["chat", "generic", "shhs", "mros", "mesa"], args.stats_nights, args.seed,
@@ -329,11 +337,10 @@ def main(argv: list[str] | None = None) -> None:
             record["store"] = {"cohorts": args.cohorts, "nights_per_cohort": args.nights, "hours": args.hours,
                                "path": str(args.store) if args.store else None}
             record["power_vs_cnn"] = power_vs_cnn(store, work, args.seed, args.max_steps, args.n_boot)
-    record["seconds"] = round(time.perf_counter() - t0, 1)
-    record["targets"] = targets(record)
-    save(args.label, record)
-    print_table(record)
-    print_bands(record)
+    record[f"seconds[{parts}]"] = round(time.perf_counter() - t0, 1)
+    merged = save(args.label, record)
+    print_table(merged)
+    print_bands(merged)
 
 
 if __name__ == "__main__":
