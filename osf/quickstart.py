@@ -397,8 +397,10 @@ class Quickstart:
         edf, _ = self.heldout_night()
         stem = self.prediction_dir / edf.stem
         summary = json.loads(Path(f"{stem}_summary.json").read_text())
+        manifest = json.loads((self.synthetic_dir / "manifest.json").read_text())
         return {
             "config": self.cfg.as_dict(),
+            "synthetic_generator_version": manifest.get("generator_version"),  # which generator made the data
             "pretraining": pretraining,
             "probes": probes,
             "finetune_stage": {m: finetune.get(m) for m in ("kappa", "accuracy", "macro_f1")},
