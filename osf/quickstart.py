@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from osf import config
+from osf.datasets.synthetic.generate import DEFAULT_GENERATOR
 from osf.downstream.metrics import load_predictions, paired_difference, pooled_paired_difference
 from osf.downstream.results import RunSummary
 from osf.predict.writers import write_json
@@ -69,6 +70,8 @@ class QuickstartConfig:
     nights: int = option(42, help="nights in total, spread over the cohorts (one subject each)")
     # per night: the quick start's 6 minutes (cohort, stores and features scale with it)
     hours: float = option(0.8, help="hours per night")
+    generator: int = option(DEFAULT_GENERATOR, help="synthetic generator major version (2: whole-night windows, "
+                            "scorer-defined cues; 1 reproduces generator 1.2's data)")
     heldout_cohort: str = option("generic", help="cohort preset of the held-out night (full 12-channel montage)",
                                  cli=False)
     # of subjects: 42 nights leave ~10 test subjects, enough for a subject-bootstrap CI of a difference
@@ -263,11 +266,12 @@ class Quickstart:
         """Synthetic cohorts, the held-out night, and one preprocessing step per cohort into the store."""
         cfg = self.cfg
         corpus = corpus_steps(CorpusSpec(self.synthetic_dir, self.store_dir, cfg.cohorts, cfg.nights_per_cohort,
-                                         cfg.hours, cfg.split_fractions, cfg.seed, cfg.night_workers))
+                                         cfg.hours, cfg.split_fractions, cfg.seed, cfg.night_workers,
+                                         generator=cfg.generator))
         heldout = entry_step(
             "heldout", f"generate one held-out {cfg.heldout_cohort} night (another seed)", "main_synthetic.py",
             lambda: {"output_dir": str(self.heldout_dir), "cohorts": cfg.heldout_cohort, "nights_per_cohort": 1,
-                     "hours": cfg.hours, "seed": cfg.seed + 1000, "overwrite": True},
+                     "hours": cfg.hours, "seed": cfg.seed + 1000, "overwrite": True, "generator": cfg.generator},
             lambda: [self.heldout_dir / "manifest.json"],
         )
         return [corpus[0], heldout, *corpus[1:]]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from osf import entry_calls as calls
+from osf.datasets.synthetic.generate import DEFAULT_GENERATOR
 from osf.downstream.results import best_on_validation
 from osf.tasks import get_task
 from osf.utils.config_fields import flags_of
@@ -49,6 +50,7 @@ class CorpusSpec:
     progress: bool | None = None  # None: the entry points' default (a bar)
     cohort_cost: float = 1.0  # relative run times for a progress bar's ETA
     store_cost: float = 1.0
+    generator: int = DEFAULT_GENERATOR  # synthetic generator major version (1 reproduces 1.2's bytes)
 
     @property
     def store_step(self) -> str:
@@ -64,7 +66,7 @@ def corpus_steps(spec: CorpusSpec) -> list[Step]:
                   f"({', '.join(spec.cohorts)})", "main_synthetic.py",
         lambda: {"output_dir": str(spec.synthetic_dir), "cohorts": ",".join(spec.cohorts),
                  "nights_per_cohort": spec.nights_per_cohort, "hours": spec.hours, "seed": spec.seed,
-                 "num_workers": spec.workers, "overwrite": True, **progress},
+                 "num_workers": spec.workers, "overwrite": True, "generator": spec.generator, **progress},
         lambda: [spec.synthetic_dir / "manifest.json"], cost=spec.cohort_cost)]
     for i, cohort in enumerate(spec.cohorts):
         steps.append(entry_step(

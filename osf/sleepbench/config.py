@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osf.config import CHANNEL_PRESETS, LABEL_COLUMNS
+from osf.datasets.synthetic.generate import DEFAULT_GENERATOR
 from osf.study import RANDOM_INIT
 from osf.tasks import studied_tasks
 from osf.utils import corpus_sizes
@@ -33,7 +34,10 @@ class SleepBenchConfig:
     cohorts: tuple[str, ...] = option(("shhs", "mros", "mesa", "chat"), help="synthetic cohort presets of the "
                                                                               "multi-cohort corpus")
     nights: int = option(48, help="nights in the corpus, spread over the cohorts (one subject each)")
-    hours: float = option(1.5, help="hours per night (at 1 h the compressed cycles leave ~2 % REM)")
+    hours: float = option(1.5, help="hours per night (generator 2: a window of a whole night; generator 1 compresses "
+                                    "the cycles, at 1 h leaving ~2 % REM)")
+    generator: int = option(DEFAULT_GENERATOR, help="synthetic generator major version (1 reproduces generator 1.2's "
+                            "data, on which the README's SleepBench-mini table was measured)")
     # by subject: 12 test subjects at the defaults
     split_fractions: str = option("0.5,0.25,0.25", help="train,val,test fractions of the subjects", cli=False)
     methods: tuple[str, ...] = option(default_factory=_all_methods,

@@ -113,7 +113,8 @@ class SleepBenchSteps:
         """The corpus and its store (seed 0 for every training seed: the seeds vary training, not data)."""
         cfg, at = self.cfg, self.at
         return CorpusSpec(at.synthetic, at.store, cfg.cohorts, cfg.nights_per_cohort, cfg.hours, cfg.split_fractions,
-                          0, cfg.night_workers, progress=False, cohort_cost=COST["cohort"], store_cost=COST["store"])
+                          0, cfg.night_workers, progress=False, cohort_cost=COST["cohort"], store_cost=COST["store"],
+                          generator=cfg.generator)
 
     def _data_steps(self) -> list[Step]:
         return corpus_steps(self.corpus())
