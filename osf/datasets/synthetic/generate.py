@@ -200,7 +200,8 @@ def simulate_scoring(preset: CohortPreset | str, subject: int, seed: int, hours:
     _check_positive("hours", hours)
     n_epochs = max(round(hours * 3600.0 / EPOCH_SEC), 1)
     if generator == 2:
-        return _window(_simulate_whole_night(preset, subject, seed), n_epochs, night_rng(seed, preset.name + "/window", subject))
+        window_rng = night_rng(seed, preset.name + "/window", subject)
+        return _window(_simulate_whole_night(preset, subject, seed), n_epochs, window_rng)
     profile = draw_subject(preset, subject, seed)
     rng = night_rng(seed, preset.name, subject)
     rng.random(64)  # move away from the draws of the profile stream
