@@ -272,3 +272,20 @@ def test_rem_atonia_and_wake_alpha_remain_relative_cues(night):
     iaf = (f >= r.traits.iaf - 1) & (f <= r.traits.iaf + 1)
     rel = p[:, iaf].sum(1) / p[:, (f >= 0.5) & (f < 30)].sum(1)
     assert r.traits.alpha_amp > 0.5 and np.median(rel[sim.stages == W]) > 2 * np.median(rel[sim.stages == N2])
+
+
+def test_cohort_filters_and_amplifier_noise_shift_the_same_physiology():
+    from dataclasses import replace
+
+    sim = simulate_scoring("generic", 4, 2, hours=0.3)
+
+    def spectrum(**site) -> tuple[np.ndarray, np.ndarray]:
+        x = night_renderer(replace(sim, preset=replace(sim.preset, **site)), 2).render("EEG_C3_A2", FS)
+        return sps.welch(x, fs=FS, nperseg=8 * FS)
+
+    f, p0 = spectrum()
+    _, hp = spectrum(eeg_highpass_hz=1.0)
+    _, noisy = spectrum(amp_noise_uv=8.0)
+    slow, fast = (f >= 0.3) & (f <= 0.7), (f >= 65) & (f <= 110)  # above the mains
+    assert hp[slow].sum() < 0.6 * p0[slow].sum()  # a site's high-pass takes away slow activity
+    assert noisy[fast].sum() > 2 * p0[fast].sum()  # a noisier amplifier raises the floor
