@@ -117,8 +117,8 @@ def test_train_data_pct_by_subject_and_k_shot(tmp_path):
     half = SleepDataModule(root, task="downstream", eval_label="Stage", train_data_pct=0.5)
     full.setup(), half.setup()
     n_full = full.summary()["splits"]["train"]["subjects"]
-    subj_half = set(half.train_dataset._subject_ids)
-    assert len(subj_half) == round(0.5 * n_full) and subj_half < set(full.train_dataset._subject_ids)
+    subj_half = set(half.train_dataset.subject_keys())
+    assert len(subj_half) == round(0.5 * n_full) and subj_half < set(full.train_dataset.subject_keys())
     assert half.summary()["splits"]["val"] == full.summary()["splits"]["val"]  # eval splits untouched
 
     k = SleepDataModule(root, task="downstream", eval_label="Stage", n_train_samples=5, seed=3)

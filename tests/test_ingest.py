@@ -71,7 +71,7 @@ def test_batch_continues_past_bad_files_and_records_them(generic_dir: Path, tmp_
     assert "cut.edf" in reasons["cut.edf"] and "truncated" in reasons["cut.edf"]
     assert "not an EDF" in reasons["junk.edf"]
     assert manifest["pipeline"][0]["settings"]["version"] == ingest_mod.pipeline_settings()["version"]
-    present = manifest["recordings"][0]["qc"]["present_channels"]
+    present = EpochStore(store).recordings["qc"][0]["present_channels"]
     assert present == ["ECG", "ABD", "EOG_E1_A2", "EEG_C4_A1"]
 
 

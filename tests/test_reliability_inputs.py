@@ -194,7 +194,7 @@ def test_mismatched_scoring_is_refused_by_default_and_accepted_with_the_flag(
     assert "warning:" in err and "(accepted)" in err and "bad.xml" in err
     index = EpochStore(store).index
     bad = index[index.recording_id == "bad"].sort_values("epoch_index")
-    qc = next(r["qc"] for r in json.loads((store / "manifest.json").read_text())["recordings"] if r["recording_id"] == "bad")
+    qc = EpochStore(store).recordings.set_index("recording_id").loc["bad", "qc"]
     assert qc["scoring_problems"] and qc["scoring"]["labelled"] == labelled
     columns = ["stage", "arousal", "hypopnea", "oxygen_desaturation", "apnea"]
     if labelled:

@@ -26,8 +26,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker
 
 from osf import config
 from osf.datasets.channelset import ChannelSet
+from osf.datasets.permutation import LazyPermutation
 from osf.datasets.splits import SPLITS, in_cohort, subset_subjects
 from osf.datasets.store import EpochStore
+from osf.datasets.store_index import StoreIndex
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +96,7 @@ class EpochDataset(Dataset):
             if keep_channels.all():
                 keep_channels = None
         self.keep_channels = keep_channels
-        index = self.store.index
-        self._recording_ids = index["recording_id"].to_numpy(dtype=object)[self.rows]
-        self._subject_ids = index["subject_id"].to_numpy(dtype=object)[self.rows]
-        self._epoch_index = index["epoch_index"].to_numpy(np.int64)[self.rows]
-        self._datasets = index["dataset"].to_numpy(dtype=object)[self.rows]
+        # No per-row strings: names come from the store's recording table for the rows of a batch only.
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -122,9 +120,9 @@ class EpochDataset(Dataset):
         batch: dict[str, Any] = {
             "signal": signal_t,
             "channel_mask": torch.from_numpy(mask),
-            "recording_id": self._recording_ids[idx].tolist(),
-            "subject_id": self._subject_ids[idx].tolist(),
-            "epoch_index": torch.from_numpy(self._epoch_index[idx]),
+            "recording_id": self.store.rows.names("recording_id", rows),
+            "subject_id": self.store.rows.names("subject_id", rows),
+            "epoch_index": torch.from_numpy(self.store.column("epoch_index")[rows].astype(np.int64)),
         }
         if self.labels is not None:
             batch["label"] = torch.from_numpy(self.labels[idx])
@@ -135,9 +133,17 @@ class EpochDataset(Dataset):
         batch = self.__getitems__([i])
         return {k: v[0] for k, v in batch.items()}
 
+    def dataset_codes(self) -> np.ndarray:
+        """Dataset code of every item (int32, aligned with the items; names in ``store.rows.dataset_names``)."""
+        return self.store.rows.per_row(self.store.rows.rec_dataset, self.rows)
+
     def dataset_names(self) -> np.ndarray:
-        """Dataset name of every item (object array aligned with the items)."""
-        return self._datasets
+        """Dataset name of every item (object array aligned with the items; small sets, else use the codes)."""
+        return self.store.rows.dataset_names[self.dataset_codes()]
+
+    def subject_keys(self) -> np.ndarray:
+        """``dataset/subject_id`` of every item (object array; small sets, else use the codes)."""
+        return self.store.rows.subject_names[self.store.rows.per_row(self.store.rows.rec_subject, self.rows)]
 
 
 def collate_epochs(batch: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
@@ -154,10 +160,16 @@ def collate_epochs(batch: dict[str, Any] | list[dict[str, Any]]) -> dict[str, An
 class TrainSampler(DistributedSampler):
     """Rank-aware shuffling sampler, optionally a per-group weighted mixture (with replacement).
 
-    Without `group_weights`, every item once per epoch in a seeded permutation. With them, each draw
-    picks group g with probability w_g / sum(w) and then an item of g (cycling through a permutation
-    of g, so items repeat only once their group is exhausted). Shards are padded to equal length.
+    Without `group_weights`, every item once per epoch in a seeded permutation: up to
+    `EXACT_PERMUTATION_MAX` items numpy's `permutation` (the order this sampler always drew), above
+    it a `LazyPermutation` evaluated only at this rank's positions, so start-up costs O(n / ranks)
+    and no n-item list is built. With them, each draw picks group g with probability w_g / sum(w)
+    and then an item of g (cycling through a permutation of g, so items repeat only once their group
+    is exhausted). Shards are padded to equal length; items are yielded in chunks, not as one list.
     """
+
+    EXACT_PERMUTATION_MAX = 1 << 20
+    CHUNK = 1 << 16
 
     def __init__(
         self,
@@ -178,8 +190,8 @@ class TrainSampler(DistributedSampler):
         if group_weights is not None:
             if groups is None or len(groups) != self.n_items:
                 raise ValueError("group_weights need one group label per item")
-            groups = np.asarray(groups, dtype=object)
-            present = set(groups.tolist())
+            groups = np.asarray(groups)
+            present = set(np.unique(groups).tolist())
             missing = sorted(present - set(group_weights))
             if missing:
                 raise ValueError(f"mixture weights lack group(s) {missing}; given {dict(group_weights)}")
@@ -209,14 +221,37 @@ class TrainSampler(DistributedSampler):
         return rng.permutation(np.concatenate(picks))
 
     def global_order(self) -> np.ndarray:
-        """This epoch's items over all ranks, before padding and sharding (rank r takes ``[r::num_replicas]``)."""
+        """This epoch's items over all ranks, before padding and sharding (rank r takes ``[r::num_replicas]``).
+
+        On the lazy path this evaluates the whole permutation (O(n), e.g. once for a resharded resume).
+        """
+        if self._lazy():
+            return LazyPermutation(self.n_items, [self.seed, self.epoch])[np.arange(self.n_items)]
         return self._epoch_order()
 
+    def _lazy(self) -> bool:
+        return self.mixture is None and self.n_items > self.EXACT_PERMUTATION_MAX
+
     def __iter__(self) -> Iterator[int]:
+        if not self.n_items:
+            return iter(())
+        if self._lazy():
+            return self._iter_lazy()
         order = self._epoch_order()
         if order.size < self.total_size:  # pad so every rank gets the same number of items
-            order = np.resize(order, self.total_size) if order.size else order
-        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
+            order = np.resize(order, self.total_size)
+        return self._chunks(order[self.rank : self.total_size : self.num_replicas])
+
+    def _chunks(self, mine: np.ndarray) -> Iterator[int]:
+        for start in range(0, mine.size, self.CHUNK):
+            yield from mine[start : start + self.CHUNK].tolist()
+
+    def _iter_lazy(self) -> Iterator[int]:
+        perm = LazyPermutation(self.n_items, [self.seed, self.epoch])
+        positions = np.arange(self.rank, self.total_size, self.num_replicas, dtype=np.int64)
+        for start in range(0, positions.size, self.CHUNK):
+            # positions past n wrap to the start, as np.resize pads the exact order
+            yield from perm[positions[start : start + self.CHUNK] % self.n_items].tolist()
 
     def __len__(self) -> int:
         return self.num_samples if self.n_items else 0
@@ -262,25 +297,47 @@ def k_shot_rows(
 
 @dataclass(frozen=True)
 class _RowKeys:
-    """Per-row split name and ``dataset/subject`` key of a store index, for the split bookkeeping."""
+    """Per-row split, subject, recording and dataset codes of a store index, for the split bookkeeping.
 
-    split: np.ndarray  # object [n_rows]
-    subject: np.ndarray  # object [n_rows], "dataset/subject_id"
+    Integers, not strings: 20 M rows cost ~200 MB here instead of gigabytes of Python objects.
+    """
+
+    index: StoreIndex
+    split: np.ndarray  # int8 [n_rows], code into index.split_names
+    subject: np.ndarray  # int32 [n_rows], code into index.subject_names ("dataset/subject_id")
+    recording: np.ndarray  # int32 [n_rows], code into index.recordings
+    dataset: np.ndarray  # int32 [n_rows], code into index.dataset_names
 
     @classmethod
-    def of(cls, index: pd.DataFrame) -> _RowKeys:
-        subject = (index["dataset"].astype(str) + "/" + index["subject_id"].astype(str)).to_numpy(dtype=object)
-        return cls(index["split"].to_numpy(dtype=object), subject)
+    def of(cls, index: StoreIndex) -> _RowKeys:
+        return cls(
+            index,
+            index.per_row(index.rec_split),
+            index.per_row(index.rec_subject),
+            index.per_row(np.arange(len(index.recordings), dtype=np.int32)),
+            index.per_row(index.rec_dataset),
+        )
 
-    def counts(self, index: pd.DataFrame, rows: np.ndarray) -> dict[str, Any]:
+    def split_code(self, split: str) -> int:
+        return int(np.flatnonzero(self.index.split_names == split)[0])
+
+    def counts(self, rows: np.ndarray) -> dict[str, Any]:
         """Epochs, subjects, recordings and epochs per dataset of ``rows``."""
-        recording = index["dataset"].to_numpy(dtype=object)[rows] + "/" + index["recording_id"].to_numpy(dtype=object)[rows]
+        names = self.index.dataset_names
+        per_dataset = np.bincount(self.dataset[rows], minlength=len(names))
         return {
             "epochs": int(rows.size),
-            "subjects": len(set(self.subject[rows])),
-            "recordings": len(set(recording)),
-            "epochs_per_dataset": index["dataset"].iloc[rows].value_counts().sort_index().to_dict(),
+            "subjects": int(np.count_nonzero(np.bincount(self.subject[rows], minlength=len(self.index.subject_names)))),
+            "recordings": int(np.count_nonzero(np.bincount(self.recording[rows], minlength=len(self.index.recordings)))),
+            "epochs_per_dataset": {str(n): int(c) for n, c in zip(names, per_dataset) if c},
         }
+
+    def subjects_kept(self, rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+        """Mask over ``rows``: the rows of a seeded ``fraction`` of their subjects (``subset_subjects``)."""
+        codes = np.unique(self.subject[rows])
+        keep = subset_subjects(self.index.subject_names[codes].tolist(), fraction, seed)
+        kept_codes = codes[np.isin(self.index.subject_names[codes], list(keep))]
+        return np.isin(self.subject[rows], kept_codes)
 
 
 class SleepDataModule(pl.LightningDataModule):
@@ -391,16 +448,17 @@ class SleepDataModule(pl.LightningDataModule):
         if self.datasets:
             return
         store = self.store = self.store if self.store is not None else EpochStore(self.data_dir)
-        selected, used = self._select_rows(store)
-        keys = _RowKeys.of(store.index)
+        keys = _RowKeys.of(store.rows)
+        selected, used = self._select_rows(store, keys)
         labels_all = None
         if self.eval_label is not None:
-            column = store.index[config.LABEL_COLUMNS[self.eval_label]].to_numpy()
+            column = store.column(config.LABEL_COLUMNS[self.eval_label])
             labels_all, _ = task_labels(column, self.eval_label, self.stage_classes)
         summary = self._summary_header(used)
         for split in SPLITS:
-            rows, labels, info = self._split_rows(split, np.flatnonzero(selected & (keys.split == split)), keys, labels_all)
-            info.update(keys.counts(store.index, rows))
+            in_split = selected & (keys.split == keys.split_code(split))
+            rows, labels, info = self._split_rows(split, np.flatnonzero(in_split), keys, labels_all)
+            info.update(keys.counts(rows))
             keep = self.keep_channels if (split != "train" or self.mask_train_channels) else None
             self.datasets[split] = EpochDataset(store, rows, labels, keep)
             summary["splits"][split] = info
@@ -414,19 +472,20 @@ class SleepDataModule(pl.LightningDataModule):
         self._summary = summary
         self._log_exclusions()
 
-    def _select_rows(self, store: EpochStore) -> tuple[np.ndarray, list[str]]:
+    def _select_rows(self, store: EpochStore, keys: _RowKeys) -> tuple[np.ndarray, list[str]]:
         """Rows of the task's cohort group (narrowed to ``include_datasets``) and the datasets they cover."""
-        index = store.index
-        available = sorted(index["dataset"].unique())
+        rec = store.rows.recordings  # decided per recording, then broadcast to the rows
+        available = sorted(store.rows.dataset_names.tolist())
         named = self.include_datasets
         if named is not None:
             unknown = sorted(set(named) - set(available))
             if unknown:
                 raise ValueError(f"{self.data_dir}: include_datasets {unknown} not in the store; it has {available}")
-        selected = in_cohort(index["cohort_group"], self.task)
+        chosen = in_cohort(rec["cohort_group"], self.task)
         if named is not None:
-            selected &= index["dataset"].isin(named).to_numpy()
-        used = sorted(index.loc[selected, "dataset"].unique())
+            chosen &= rec["dataset"].isin(named).to_numpy()
+        used = sorted(rec.loc[chosen, "dataset"].unique())
+        selected = store.rows.per_row(chosen)
         # A dataset the user asked for by name must not vanish quietly because of its cohort group.
         outside = sorted(set(named) - set(used)) if named is not None else []
         if outside:
@@ -464,8 +523,7 @@ class SleepDataModule(pl.LightningDataModule):
         """One split's rows and labels after the training-subject fraction, unknown labels and k-shot."""
         info: dict[str, Any] = {"epochs_in_store": int(rows.size)}
         if split == "train" and self.train_data_pct < 1.0:
-            keep_subjects = subset_subjects(keys.subject[rows], self.train_data_pct, self.seed)
-            rows = rows[np.isin(keys.subject[rows], list(keep_subjects))]
+            rows = rows[keys.subjects_kept(rows, self.train_data_pct, self.seed)]
             info["epochs_after_train_data_pct"] = int(rows.size)
         if labels_all is None:
             return rows, None, info
@@ -537,14 +595,12 @@ class SleepDataModule(pl.LightningDataModule):
         self._require_setup()
         world, rank = self._world()
         ds = self.datasets["train"]
-        sampler = TrainSampler(
-            ds,
-            num_replicas=world,
-            rank=rank,
-            seed=self.seed,
-            groups=ds.dataset_names() if self.mixture_weights else None,
-            group_weights=self.mixture_weights,
-        )
+        groups = weights = None
+        if self.mixture_weights:  # by dataset code: no per-item strings
+            names = ds.store.rows.dataset_names.tolist()
+            groups = ds.dataset_codes()
+            weights = {names.index(d): w for d, w in self.mixture_weights.items() if d in names}
+        sampler = TrainSampler(ds, num_replicas=world, rank=rank, seed=self.seed, groups=groups, group_weights=weights)
         # A trailing batch smaller than batch_size upsets batch statistics; it is reshuffled next epoch.
         return self._loader(ds, sampler, drop_last=len(sampler) > self.batch_size)
 

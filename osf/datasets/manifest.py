@@ -23,7 +23,10 @@ import numpy as np
 from osf import config
 from osf.datasets.channelset import ChannelSet
 
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
+# Format 1 (index.parquet only, recordings listed in manifest.json) still opens, its index in memory;
+# format 2 adds index/ (a recordings table and memory-mapped per-epoch columns).
+READABLE_FORMATS: tuple[int, ...] = (1, 2)
 SIGNAL_DTYPE = np.float16
 
 # Manifest fields that fix how the arrays are read: checked on open against this code's model contract.
@@ -109,7 +112,7 @@ class RecordingMeta:
     qc: dict[str, Any] = field(default_factory=dict)
     written_at: str = field(default_factory=utc_now)
 
-    # What the manifest lists per recording (the rest is aggregated over recordings).
+    # What the recordings table keeps per recording (the rest is aggregated over recordings in the manifest).
     MANIFEST_KEYS = ("dataset", "recording_id", "subject_id", "visit", "n_epochs", "duration_s", "source_path",
                      "source", "qc")
 
@@ -127,7 +130,7 @@ class RecordingMeta:
         return cls(**{"source_path": None, **values})
 
     def manifest_entry(self) -> dict[str, Any]:
-        """This recording's entry in the manifest's ``recordings`` list."""
+        """This recording's provenance entry (a row of ``index/recordings.parquet``)."""
         return {k: getattr(self, k) for k in self.MANIFEST_KEYS}
 
     def files(self) -> set[str]:
@@ -153,7 +156,6 @@ class StoreManifest:
     pipeline: list[dict[str, Any]]
     channel_maps: list[dict[str, Any]]
     unknown_event_names: dict[str, dict[str, int]]
-    recordings: list[dict[str, Any]]
     excluded: list[dict[str, Any]]
 
     @classmethod
@@ -182,7 +184,6 @@ class StoreManifest:
             pipeline=pipeline_summary(metas),
             channel_maps=channel_map_summary(metas),
             unknown_event_names=unknown_event_summary(metas),
-            recordings=[m.manifest_entry() for m in metas],
             excluded=[f.to_dict() for f in excluded],
         )
 
@@ -198,7 +199,7 @@ class StoreManifest:
         check_contract(data, where)
         empty: dict[str, Any] = {"created_at": "", "n_epochs": 0, "n_recordings": 0, "splits": {}, "cohort_groups": {},
                                  "cohort_groups_unused": [], "pipeline": [], "channel_maps": [],
-                                 "unknown_event_names": {}, "recordings": [], "excluded": []}
+                                 "unknown_event_names": {}, "excluded": []}
         return cls(**{**empty, **_known(cls, data)})
 
 
@@ -209,7 +210,7 @@ def check_contract(data: Mapping[str, Any], where: str | os.PathLike) -> None:
     if missing:
         raise StoreManifestError(f"{where}: manifest lacks {missing}; not a store written by this code (re-ingest it)")
     version = data["format_version"]
-    if not isinstance(version, int) or version != STORE_FORMAT_VERSION:
+    if not isinstance(version, int) or version not in READABLE_FORMATS:
         newer = isinstance(version, int) and version > STORE_FORMAT_VERSION
         why = "newer than this code reads: update osf" if newer else "not one this code reads: re-ingest the store"
         raise StoreManifestError(f"{where}: format_version is {version!r}, expected {STORE_FORMAT_VERSION} ({why})")

@@ -51,8 +51,21 @@ from osf.datasets.manifest import (
     StoreManifest,
     utc_now,
 )
+from osf.datasets.array_reader import MAX_OPEN_FILES, ArrayReader, read_rows
 from osf.datasets.recording import LABEL_FIELDS, QUALITY_FIELDS, RecordingEpochs, pack_bits, unpack_bits
 from osf.datasets.splits import resolve_cohort_groups, split_for_rows
+from osf.datasets.store_index import (
+    INDEX_DIR,
+    RECORDING_KEYS,
+    RECORDINGS_FILE,
+    ROW_COLUMNS,
+    UPGRADE_COMMAND,
+    StoreIndex,
+    read_recordings,
+    recordings_from_manifest,
+    write_index,
+    write_index_parquet,
+)
 from osf.utils.atomic import atomic_open, atomic_path, atomic_write_bytes
 
 try:  # POSIX; elsewhere stores are not locked (documented in store_lock)
@@ -411,23 +424,26 @@ class StoreWriter:
             missing[dataset] = [f"{k}/{n}" for n, ks in sorted(by_n.items()) for k in range(n) if k not in ks]
         return missing
 
-    def _read_sidecars(self) -> tuple[list[pd.DataFrame], list[RecordingMeta]]:
-        frames, metas = [], []
+    def _read_sidecars(self) -> list[tuple[RecordingMeta, dict[str, np.ndarray], str]]:
+        """Every written recording: its provenance, its per-epoch columns and its array path, in index order."""
+        out = []
         for sidecar in sorted((self.root / "signals").glob("*/*.parquet")):
             try:
+                meta = RecordingMeta.from_dict(json.loads(pq.read_schema(sidecar).metadata[_SIDECAR_META_KEY]))
                 table = pq.read_table(sidecar)
-                meta = RecordingMeta.from_dict(json.loads(table.schema.metadata[_SIDECAR_META_KEY]))
+                have = set(table.column_names)
+                columns = {c: table.column(c).to_numpy() for c in ROW_COLUMNS if c in have}
             except Exception as exc:
                 raise ValueError(f"{sidecar}: unreadable recording sidecar ({exc})") from exc
             array_path = sidecar.with_suffix(".npy")
             if not array_path.is_file():
                 raise ValueError(f"{sidecar}: its signal array {array_path.name} is missing")
-            frame = table.to_pandas()
-            frame["path"] = array_path.relative_to(self.root).as_posix()
-            frame["row"] = np.arange(len(frame), dtype=np.int32)
-            frames.append(frame)
-            metas.append(meta)
-        return frames, metas
+            n = table.num_rows
+            for c, dtype in ROW_COLUMNS.items():  # columns added after the recording was written
+                columns[c] = np.asarray(columns.get(c, np.full(n, -1 if c in LABEL_FIELDS else 0)), dtype=dtype)
+            out.append((meta, columns, array_path.relative_to(self.root).as_posix()))
+        out.sort(key=lambda item: (item[0].dataset, item[0].recording_id))
+        return out
 
     def finalize(
         self,
@@ -435,32 +451,35 @@ class StoreWriter:
         seed: int = 0,
         cohort_groups: Mapping[str, str] | None = None,
     ) -> Path:
-        """Rebuild `index.parquet` from the sidecars, assign subject splits and cohort groups, write the manifest.
+        """Rebuild the index from the sidecars, assign subject splits and cohort groups, write the manifest.
 
-        Returns the store root. `cohort_groups` maps dataset -> "pretrain" | "downstream" | "both"
-        (datasets not named are "both").
+        Writes ``index/`` (recordings table + per-epoch columns), the portable ``index.parquet``, then
+        ``manifest.json``. Returns the store root. `cohort_groups` maps dataset -> "pretrain" |
+        "downstream" | "both" (datasets not named are "both").
         """
-        frames, metas = self._read_sidecars()
-        if not frames:
+        written = self._read_sidecars()
+        if not written:
             raise ValueError(f"{self.root}: no recordings were written; nothing to finalize")
-        index = pd.concat(frames, ignore_index=True)
-        index = index.sort_values(["dataset", "recording_id", "epoch_index"], kind="stable").reset_index(
-            drop=True
-        )
-        index["split"] = split_for_rows(index["dataset"], index["subject_id"], split_fractions, seed)
-        groups = resolve_cohort_groups(index["dataset"], cohort_groups)
+        metas = [m for m, _, _ in written]
+        lengths = np.array([len(cols["epoch_index"]) for _, cols, _ in written], dtype=np.int64)
+        recordings = pd.DataFrame([m.manifest_entry() for m in metas])
+        recordings["n_epochs"] = lengths
+        recordings["path"] = [path for _, _, path in written]
+        recordings["start"] = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
+        # Splits are per subject: assigned over recordings, not over every epoch.
+        recordings["split"] = split_for_rows(recordings["dataset"], recordings["subject_id"], split_fractions, seed)
+        groups = resolve_cohort_groups(recordings["dataset"], cohort_groups)
         missing = sorted(set(cohort_groups or {}) - set(groups))
-        index["cohort_group"] = index["dataset"].map(groups)
-        for col in ("dataset", "recording_id", "subject_id", "split", "cohort_group", "path"):
-            index[col] = index[col].astype(str)
-        index = index[list(INDEX_COLUMNS)]
-        buf = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pandas(index, preserve_index=False), buf)
-        atomic_write_bytes(self.root / "index.parquet", buf.getvalue().to_pybytes())
+        recordings["cohort_group"] = recordings["dataset"].map(groups)
+        recordings = recordings[[*RECORDING_KEYS, *(c for c in recordings if c not in RECORDING_KEYS)]]
+        columns = {c: np.concatenate([cols[c] for _, cols, _ in written]) for c in ROW_COLUMNS}
+        write_index(self.root, recordings, columns)
+        index = StoreIndex(recordings, columns, self.root / INDEX_DIR)
+        write_index_parquet(self.root, index, INDEX_COLUMNS)
 
         excluded = self._failures_not_written(metas)
-        splits = _split_summary(index, split_fractions, seed)
-        manifest = StoreManifest.build(metas, len(index), splits, groups, missing, excluded)
+        splits = _split_summary(recordings, split_fractions, seed)
+        manifest = StoreManifest.build(metas, index.n_rows, splits, groups, missing, excluded)
         atomic_write_bytes(
             self.root / "manifest.json", json.dumps(manifest.to_dict(), indent=2, default=_json_default).encode()
         )
@@ -485,10 +504,10 @@ class StoreWriter:
         return list(latest.values())
 
 
-def _split_summary(index: pd.DataFrame, split_fractions: Sequence[float], seed: int) -> dict[str, Any]:
-    """The manifest's ``splits``: fractions, seed and per dataset/split counts."""
-    per_split = index.groupby(["dataset", "split"]).agg(
-        epochs=("row", "size"), recordings=("recording_id", "nunique"), subjects=("subject_id", "nunique")
+def _split_summary(recordings: pd.DataFrame, split_fractions: Sequence[float], seed: int) -> dict[str, Any]:
+    """The manifest's ``splits``: fractions, seed and per dataset/split counts (from the recordings table)."""
+    per_split = recordings.groupby(["dataset", "split"]).agg(
+        epochs=("n_epochs", "sum"), recordings=("recording_id", "nunique"), subjects=("subject_id", "nunique")
     )
     return {
         "fractions": list(map(float, split_fractions)),
@@ -499,17 +518,21 @@ def _split_summary(index: pd.DataFrame, split_fractions: Sequence[float], seed: 
 
 
 class EpochStore:
-    """Read-only view of a finalized store: `.index`, `.manifest`, batched `.read(rows)`.
+    """Read-only view of a finalized store: `.manifest`, the codes and columns of `.rows`, batched `.read(rows)`.
 
-    Rows are positions in `.index`. Array files are memory-mapped lazily on first use and the maps
-    are not pickled, so a store handed to DataLoader workers opens its own maps in each worker.
+    Rows are positions in the index (sorted by dataset, recording_id, epoch_index). The index is
+    held as codes and memory-mapped columns (`StoreIndex`, shared between processes through the
+    page cache); `.index` builds the per-row DataFrame on demand for small stores. Signals are read
+    with `preadv` through at most `max_open_files` handles per process (`ArrayReader`); handles are
+    not pickled, so DataLoader workers open their own.
     """
 
-    def __init__(self, root: str | os.PathLike):
-        """Open the store at `root` (must contain `index.parquet` and `manifest.json`)."""
+    def __init__(self, root: str | os.PathLike, max_open_files: int = MAX_OPEN_FILES):
+        """Open the store at `root` (a `manifest.json` and its index; see the module docstring)."""
         self.root = Path(root)
         index_path, manifest_path = self.root / "index.parquet", self.root / "manifest.json"
-        for p in (index_path, manifest_path):
+        has_columns = (self.root / INDEX_DIR / RECORDINGS_FILE).is_file()
+        for p in (manifest_path,) if has_columns else (index_path, manifest_path):
             if not p.is_file():
                 raise FileNotFoundError(
                     f"{self.root} is not a finalized epoch store: {p.name} is missing "
@@ -520,56 +543,66 @@ class EpochStore:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from exc
         self.manifest_record: StoreManifest = StoreManifest.from_dict(self.manifest, manifest_path)
-        self.index: pd.DataFrame = pd.read_parquet(index_path)
-        missing = sorted(set(INDEX_COLUMNS) - set(self.index.columns))
+        self.rows: StoreIndex = StoreIndex.open(self.root) if has_columns else self._legacy_index(index_path)
+        self._frame: pd.DataFrame | None = None
+        self.reader = ArrayReader(self.root, self.rows.paths, self.rows.n_epochs, SIGNAL_DTYPE, max_open_files)
+
+    def _legacy_index(self, index_path: Path) -> StoreIndex:
+        """A format-1 store: the per-row index.parquet turned into codes, in memory."""
+        if self.manifest.get("format_version") != 1:
+            raise ValueError(f"{self.root}: {INDEX_DIR}/{RECORDINGS_FILE} is missing; rebuild the index with "
+                             + UPGRADE_COMMAND.format(root=self.root))
+        index = pd.read_parquet(index_path)
+        missing = sorted(set(INDEX_COLUMNS) - set(index.columns))
         if missing:
             raise ValueError(f"{index_path}: missing index column(s) {missing}")
-        paths = self.index["path"].to_numpy()
-        self._files, file_ids = np.unique(paths, return_inverse=True)
-        self._file_ids = file_ids.astype(np.int32)
-        self._file_rows = self.index["row"].to_numpy(np.int64)
-        self._file_lengths = np.bincount(self._file_ids, minlength=len(self._files))
-        self._mask_bits = self.index["channel_mask"].to_numpy(np.uint16)
-        self._maps: dict[int, np.ndarray] = {}
+        return StoreIndex.from_frame(index, index_path)
+
+    @property
+    def index(self) -> pd.DataFrame:
+        """The whole index, one row per epoch with the columns of ``index.parquet`` (strings per row:
+        built on first use; at NSRR scale use ``.rows`` codes and columns instead)."""
+        if self._frame is None:
+            self._frame = self.rows.frame()
+        return self._frame
+
+    @property
+    def recordings(self) -> pd.DataFrame:
+        """One row per recording: index keys and provenance (source files, QC)."""
+        if (self.root / INDEX_DIR / RECORDINGS_FILE).is_file():
+            return read_recordings(self.root)
+        provenance = recordings_from_manifest(self.manifest)
+        keys = self.rows.recordings
+        extra = [c for c in provenance.columns if c not in keys.columns]
+        return keys.merge(provenance[["dataset", "recording_id", *extra]], on=["dataset", "recording_id"], how="left") if extra else keys
+
+    def column(self, name: str) -> np.ndarray:
+        """One per-epoch numeric column (labels, channel_mask, quality, epoch_index) over all rows, read-only."""
+        if name not in self.rows.columns:
+            raise KeyError(f"{self.root}: no per-epoch column {name!r}; columns: {list(self.rows.columns)}")
+        return self.rows.columns[name]
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self.rows.n_rows
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_maps"] = {}
+        state["_frame"] = None  # rebuilt on demand; workers do not need it
         return state
-
-    def _map(self, file_id: int) -> np.ndarray:
-        mm = self._maps.get(file_id)
-        if mm is None:
-            path = self.root / self._files[file_id]
-            try:
-                mm = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"{path}: cannot open the signal array ({exc})") from exc
-            expected = (int(self._file_lengths[file_id]), config.NUM_CHANNELS, config.EPOCH_SAMPLES)
-            if mm.dtype != SIGNAL_DTYPE or mm.shape != expected:
-                raise ValueError(
-                    f"{path}: expected {np.dtype(SIGNAL_DTYPE).name} {expected} as in the index, "
-                    f"found {mm.dtype} {mm.shape}"
-                )
-            self._maps[file_id] = mm
-        return mm
 
     def _check_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if rows.size and (rows.min() < 0 or rows.max() >= len(self.index)):
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(
-                f"{self.root}: rows must be in [0, {len(self.index)}), got min {rows.min()} max {rows.max()}"
+                f"{self.root}: rows must be in [0, {len(self)}), got min {rows.min()} max {rows.max()}"
             )
         return rows
 
     def read(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Signals of index rows as float32 `[len(rows), 12, 1920]`, in the order given.
 
-        Rows are grouped by file and read in ascending order per file (one fancy-index per file,
-        a slice where the rows are contiguous), which keeps page-cache reads sequential.
+        Rows are grouped by file and read in ascending order per file, one `preadv` per run of
+        consecutive rows, which keeps page-cache reads sequential.
         """
         rows = self._check_rows(rows)
         shape = (rows.size, config.NUM_CHANNELS, config.EPOCH_SAMPLES)
@@ -579,22 +612,9 @@ class EpochStore:
             raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
         if rows.size == 0:
             return out
-        fids = self._file_ids[rows]
-        frows = self._file_rows[rows]
-        order = np.lexsort((frows, fids))
-        fids_sorted, frows_sorted = fids[order], frows[order]
-        bounds = np.flatnonzero(np.diff(fids_sorted)) + 1
-        for start, stop in zip(np.r_[0, bounds], np.r_[bounds, rows.size]):
-            mm = self._map(int(fids_sorted[start]))
-            r = frows_sorted[start:stop]
-            dst = order[start:stop]
-            if r[-1] - r[0] == stop - start - 1 and (np.diff(r) == 1).all():  # a run: one slice read
-                block = mm[r[0] : r[-1] + 1]
-            else:
-                block = mm[r]
-            out[dst] = block
-        return out
+        file_ids = self.rows.recording_of(rows)
+        return read_rows(self.reader, file_ids, rows - self.rows.start[file_ids], out)
 
     def channel_masks(self, rows: np.ndarray) -> np.ndarray:
         """Channel presence of index rows as bool `[len(rows), 12]`."""
-        return unpack_channel_mask(self._mask_bits[self._check_rows(rows)])
+        return unpack_channel_mask(np.asarray(self.rows.columns["channel_mask"][self._check_rows(rows)]))
