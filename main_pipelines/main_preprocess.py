@@ -11,6 +11,9 @@ bash_scripts/preprocess_slurm.sbatch), then one finalize:
     ...
     python main_pipelines/main_preprocess.py --dataset shhs --input_dir /data/shhs --output_dir store --shard 7/8
     python main_pipelines/main_preprocess.py --finalize --output_dir store
+
+A store written by an older osf (format 1) opens as it is; its memory-mapped index is written with
+    python main_pipelines/main_preprocess.py --upgrade_store --output_dir store
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from osf.datasets.ingest import (
 )
 from osf.datasets.io.errors import IngestionError
 from osf.datasets.splits import COHORT_GROUPS
+from osf.datasets.store import upgrade_store
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -90,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "store at once; build the index afterwards with --finalize")
     src.add_argument("--finalize", action="store_true",
                      help="build the index and manifest of a store written with --shard once all shards are done")
+    src.add_argument("--upgrade_store", action="store_true",
+                     help="write the memory-mapped index (format 2) of a store written by an older osf, in place; "
+                          "rows, splits and cohort groups stay as they are")
     return p
 
 
@@ -104,10 +111,22 @@ def _print_report(report: IngestReport) -> None:
         print(f"  failed: {reason}", file=sys.stderr)
 
 
+def _upgrade(output_dir: str) -> int:
+    try:
+        done = upgrade_store(output_dir)
+    except (OSError, ValueError) as err:  # StoreLockedError and StoreManifestError are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{output_dir}: " + ("upgraded to store format 2 (index/ written)" if done else "already store format 2"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the preprocessing; returns the exit status (1 when some recordings failed, 2 on a refused run)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.upgrade_store:
+        return _upgrade(args.output_dir)
     if args.finalize:
         if args.shard or args.dataset:
             parser.error("--finalize takes only --output_dir (and --split_fractions / --seed)")

@@ -10,6 +10,7 @@ differ by one sample, avoid per-step collectives in evaluation).
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -144,6 +145,16 @@ class EpochDataset(Dataset):
     def subject_keys(self) -> np.ndarray:
         """``dataset/subject_id`` of every item (object array; small sets, else use the codes)."""
         return self.store.rows.subject_names[self.store.rows.per_row(self.store.rows.rec_subject, self.rows)]
+
+
+def freeze_before_fork() -> None:
+    """Move every live object out of the garbage collector's reach before DataLoader workers fork.
+
+    A collection in a worker writes to the header of every tracked object it visits, which copies
+    the page holding it (copy-on-write): frozen objects are never visited, so they stay shared.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def collate_epochs(batch: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
@@ -579,6 +590,8 @@ class SleepDataModule(pl.LightningDataModule):
         return 1, 0
 
     def _loader(self, dataset: EpochDataset, sampler: DistributedSampler, drop_last: bool) -> DataLoader:
+        if self.num_workers > 0:
+            freeze_before_fork()
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -45,6 +46,7 @@ import pyarrow.parquet as pq
 from osf import config
 from osf.datasets.manifest import (
     SIGNAL_DTYPE,
+    STORE_FORMAT_VERSION,
     FailureRecord,
     RecordingMeta,
     ShardMarker,
@@ -73,6 +75,7 @@ try:  # POSIX; elsewhere stores are not locked (documented in store_lock)
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+log = logging.getLogger(__name__)
 _SIDECAR_META_KEY = b"osf_recording"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]*$")
 
@@ -556,6 +559,8 @@ class EpochStore:
         missing = sorted(set(INDEX_COLUMNS) - set(index.columns))
         if missing:
             raise ValueError(f"{index_path}: missing index column(s) {missing}")
+        log.info("%s: store format 1, index held in memory; %s writes its memory-mapped index",
+                 self.root, UPGRADE_COMMAND.format(root=self.root))
         return StoreIndex.from_frame(index, index_path)
 
     @property
@@ -618,3 +623,24 @@ class EpochStore:
     def channel_masks(self, rows: np.ndarray) -> np.ndarray:
         """Channel presence of index rows as bool `[len(rows), 12]`."""
         return unpack_channel_mask(np.asarray(self.rows.columns["channel_mask"][self._check_rows(rows)]))
+
+
+def upgrade_store(root: str | os.PathLike) -> bool:
+    """Write ``index/`` and a format-2 manifest for a format-1 store in place; False when already format 2.
+
+    Rows, splits and cohort groups are kept exactly (taken from ``index.parquet``); the manifest's
+    per-recording list moves into ``index/recordings.parquet``. Holds the store's exclusive lock.
+    """
+    root = Path(root)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file() or not (root / "index.parquet").is_file():
+        raise FileNotFoundError(f"{root}: not a finalized epoch store (manifest.json or index.parquet missing)")
+    with store_lock(root, shared=False, what="upgrade_store"):
+        store = EpochStore(root)  # checks the contract; a format-1 store builds its index in memory
+        if store.manifest.get("format_version") == STORE_FORMAT_VERSION and (root / INDEX_DIR).is_dir():
+            return False
+        write_index(root, store.recordings, store.rows.columns)
+        manifest = {k: v for k, v in store.manifest.items() if k != "recordings"}
+        manifest["format_version"] = STORE_FORMAT_VERSION
+        atomic_write_bytes(manifest_path, json.dumps(manifest, indent=2, default=_json_default).encode())
+    return True
