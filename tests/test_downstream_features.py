@@ -102,7 +102,7 @@ def test_one_backbone_pass_caches_every_pooling_asked_for(nano, tmp_path, monkey
     cls, info = cached_features(tmp_path, key, nano, loader, pooling="cls", also_poolings=("mean", "groups"))
     assert not info.hit and len(passes) == len(loader)  # one pass over the loader for the three poolings
     # a single pooling's file name is unchanged: caches written before also_poolings stay valid
-    assert info.path.name == f"features_{cache_key(dict(key, pooling='cls', channels='store', autocast='off'))}.npz"
+    assert info.path.name == f"features_{cache_key(dict(key, pooling='cls', channels='store', autocast='off'))}"
     mean, info_mean = cached_features(tmp_path, key, nano, loader, pooling="mean")
     assert info_mean.hit and len(passes) == len(loader)
     monkeypatch.undo()
@@ -130,12 +130,54 @@ def test_corrupt_cache_file_is_reported(tmp_path):
     bad.write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="features_x.npz is unreadable"):
         FeatureSet.load(bad)
-    truncated = tmp_path / "features_t.npz"
+
+
+class _Batches(torch.utils.data.Dataset):
+    """The batches of ``_loader`` as a map-style dataset, for a real DataLoader (sampler of known length)."""
+
+    def __init__(self, n=10):
+        self.items = [{k: v[0] if torch.is_tensor(v) else v for k, v in b.items()} for b in _loader(n, 1)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _collate(items):
+    out = torch.utils.data.default_collate([{k: v for k, v in it.items() if not k.endswith("_id")} for it in items])
+    for key in ("subject_id", "recording_id"):
+        out[key] = [it[key][0] for it in items]
+    return out
+
+
+def test_cache_is_written_into_a_preallocated_file_and_read_lazily(nano, tmp_path):
+    loader = torch.utils.data.DataLoader(_Batches(10), batch_size=4, collate_fn=_collate)
+    key = {"backbone_hash": backbone_hash(nano), "split_hash": "x"}
+    fresh = extract_features(nano, loader, pooling="groups")
+    assert isinstance(fresh.features, np.ndarray) and not isinstance(fresh.features, np.memmap)
+    cached, info = cached_features(tmp_path, key, nano, loader, pooling="groups", also_poolings=("mean",))
+    assert not info.hit and sorted(p.name for p in info.path.iterdir()) == sorted(
+        f"{k}.npy" for k in ("features", "labels", "subject_ids", "recording_ids", "epoch_index"))
+    assert not list(tmp_path.glob(".*tmp"))  # the staging folders are gone
+    for hit in (cached, cached_features(tmp_path, key, nano, loader, pooling="groups")[0]):
+        assert isinstance(hit.features, np.memmap) and hit.features.shape == (10, pooled_width(nano, "groups"))
+        np.testing.assert_allclose(hit.features, fresh.features, atol=1e-6)
+        assert hit.recording_ids.tolist() == fresh.recording_ids.tolist() == [f"r{j // 4}" for j in range(10)]
+    mean, mean_info = cached_features(tmp_path, key, nano, loader, pooling="mean")
+    assert mean_info.hit
+    np.testing.assert_allclose(mean.features, extract_features(nano, loader, pooling="mean").features, atol=1e-6)
+
+
+def test_truncated_cache_folder_is_reported(tmp_path):
+    folder = tmp_path / "features_f"
     FeatureSet(np.zeros((50, 8), np.float32), np.zeros(50, np.int64), np.array(["s"] * 50), np.array(["r"] * 50),
-               np.arange(50)).save(truncated)
-    truncated.write_bytes(truncated.read_bytes()[:-200])  # e.g. an interrupted copy of the cache folder
-    with pytest.raises(ValueError, match="features_t.npz is unreadable"):
-        FeatureSet.load(truncated)
+               np.arange(50)).save(folder)
+    data = (folder / "features.npy").read_bytes()
+    (folder / "features.npy").write_bytes(data[:-200])  # e.g. an interrupted copy of the cache folder
+    with pytest.raises(ValueError, match="features_f is unreadable or incomplete"):
+        FeatureSet.load(folder)
 
 
 def test_groups_pooling_is_the_mean_of_each_channel_groups_tokens(nano):

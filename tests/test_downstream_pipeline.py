@@ -16,6 +16,7 @@ from osf.backbone.checkpoint import save_backbone
 from osf.backbone.vit1d_cls import BACKBONES, ViT1D, create_backbone, register_backbone
 from osf.datasets.datamodule import SleepDataModule
 from osf.datasets.store import EpochStore
+from osf.datasets.store_index import INDEX_DIR, ROW_COLUMNS
 from osf.downstream.classifier import load_classifier
 from osf.downstream.inputs import full_loader
 from osf.downstream.pipeline import run_downstream
@@ -200,6 +201,8 @@ def _edited_store(store: Path, tmp_path: Path, edit) -> Path:
     index = pd.read_parquet(copy / "index.parquet")
     edit(index)
     index.to_parquet(copy / "index.parquet")
+    for name, dtype in ROW_COLUMNS.items():  # the per-epoch columns the store reads
+        np.save(copy / INDEX_DIR / f"{name}.npy", index[name].to_numpy(dtype))
     return copy
 
 

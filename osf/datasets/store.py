@@ -548,6 +548,7 @@ class EpochStore:
         self.manifest_record: StoreManifest = StoreManifest.from_dict(self.manifest, manifest_path)
         self.rows: StoreIndex = StoreIndex.open(self.root) if has_columns else self._legacy_index(index_path)
         self._frame: pd.DataFrame | None = None
+        self._digest: str | None = None
         self.reader = ArrayReader(self.root, self.rows.paths, self.rows.n_epochs, SIGNAL_DTYPE, max_open_files)
 
     def _legacy_index(self, index_path: Path) -> StoreIndex:
@@ -580,6 +581,16 @@ class EpochStore:
         keys = self.rows.recordings
         extra = [c for c in provenance.columns if c not in keys.columns]
         return keys.merge(provenance[["dataset", "recording_id", *extra]], on=["dataset", "recording_id"], how="left") if extra else keys
+
+    def content_digest(self) -> str:
+        """SHA-256 of what identifies the store's content: ``manifest.json`` and the recordings table (cached)."""
+        if self._digest is None:
+            h = hashlib.sha256((self.root / "manifest.json").read_bytes())
+            table = self.root / INDEX_DIR / RECORDINGS_FILE
+            if table.is_file():
+                h.update(table.read_bytes())
+            self._digest = h.hexdigest()
+        return self._digest
 
     def column(self, name: str) -> np.ndarray:
         """One per-epoch numeric column (labels, channel_mask, quality, epoch_index) over all rows, read-only."""

@@ -4,17 +4,25 @@ A linear probe needs the backbone once per epoch of data, not once per optimisat
 are extracted once (CLS token or mean of patch tokens), stored as ``.npz`` under a key that hashes
 the backbone weights, the exact epochs of the split (recording, epoch index, label), the pooling and
 the channels shown to the backbone, and reused by every probe / k-shot seed / learning rate after.
+
+A cache entry is a folder of ``.npy`` files: the features are written batch by batch into a
+pre-allocated file (the process never holds them all) and opened memory-mapped, so a probe reads
+only the rows it uses (16 M epochs x 768 float32 is 49 GB).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +30,7 @@ from einops import rearrange
 from torch import nn
 
 from osf.datasets.channelset import ChannelSet
-from osf.utils.atomic import atomic_path, atomic_write_text
+from osf.utils.atomic import atomic_write_text
 
 # cls: the CLS token; mean: mean of all patch tokens; groups: mean of the patch tokens of each channel
 # group (lead_wise=1: ECG+EMG, respiration, EEG+EOG), concatenated. The final LayerNorm leaves each token
@@ -101,27 +109,87 @@ class FeatureSet:
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write as ``.npz`` to a temp file, then rename (a killed run leaves no partial cache)."""
-        path = Path(path)
-        with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(
-                tmp,
-                features=self.features,
-                labels=self.labels,
-                subject_ids=self.subject_ids.astype(str),
-                recording_ids=self.recording_ids.astype(str),
-                epoch_index=self.epoch_index,
-            )
-        return path
+        """Write as a folder of ``.npy`` files (``FEATURE_FILES``) built under a temp name, then renamed
+        (a killed run leaves no partial cache). Features already in a file of the folder's temp twin
+        (``run_over_loader``'s pre-allocated array) are moved, not copied."""
+        return _save_folder(Path(path), self)
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSet:
-        """Read a cached ``.npz`` (no pickles)."""
+        """Open a cached feature folder, every array memory-mapped read-only (read lazily); ``.npz`` too."""
+        path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls(z["features"], z["labels"], z["subject_ids"], z["recording_ids"], z["epoch_index"])
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as z:
+                    return cls(*(z[k] for k in FEATURE_FILES))
+            return cls(*(np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in FEATURE_FILES))
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a truncated .npz is a BadZipFile
             raise ValueError(f"feature cache {path} is unreadable or incomplete: {err}") from err
+
+
+# The arrays of a FeatureSet, in field order: one .npy file each in a cache folder.
+FEATURE_FILES: tuple[str, ...] = ("features", "labels", "subject_ids", "recording_ids", "epoch_index")
+
+
+def _save_folder(path: Path, fs: FeatureSet, staged: Path | None = None) -> Path:
+    """``fs`` into folder ``path`` atomically; ``staged``: a temp folder already holding ``features.npy``."""
+    tmp = staged or Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        for name in FEATURE_FILES:
+            if name == "features" and (tmp / "features.npy").is_file():  # written there batch by batch
+                continue
+            value = getattr(fs, name)
+            value = value.astype(str) if name in ("subject_ids", "recording_ids") else value
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(value), allow_pickle=False)
+        if path.is_dir():  # another run wrote the same features meanwhile: theirs stay
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+class RowSink:
+    """Float32 rows ``[n, d]`` written batch by batch into one pre-allocated array: a ``.npy`` file
+    (written with ``pwrite``, never mapped, so the process holds no copy) or memory."""
+
+    def __init__(self, n: int, width: int, path: Path | None = None):
+        """``n`` rows of ``width``; ``path``: the ``.npy`` file to pre-allocate (None: in memory)."""
+        self.n, self.width, self.path = int(n), int(width), path
+        if path is None:
+            self.array: np.ndarray | None = np.empty((self.n, self.width), dtype=np.float32)
+            return
+        self.array = None
+        with open(path, "wb") as fh:
+            np.lib.format.write_array_header_1_0(
+                fh, {"descr": "<f4", "fortran_order": False, "shape": (self.n, self.width)})
+            self.offset = fh.tell()
+            fh.truncate(self.offset + self.n * self.width * 4)
+        self.fd = os.open(path, os.O_WRONLY)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        """Rows ``start .. start + len(rows)``."""
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if start + rows.shape[0] > self.n:
+            raise ValueError(f"the loader gave more than the {self.n} rows its sampler announced")
+        if self.array is not None:
+            self.array[start : start + rows.shape[0]] = rows
+            return
+        data = memoryview(rows).cast("B")
+        pos = self.offset + start * self.width * 4
+        while data:
+            done = os.pwrite(self.fd, data, pos)
+            data, pos = data[done:], pos + done
+
+    def close(self) -> np.ndarray:
+        """The rows: the in-memory array, or the file memory-mapped read-only."""
+        if self.array is not None:
+            return self.array
+        os.fsync(self.fd)
+        os.close(self.fd)
+        return np.load(self.path, mmap_mode="r")
 
 
 def backbone_hash(model: nn.Module) -> str:
@@ -148,38 +216,76 @@ def cache_key(parts: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def planned_rows(loader: Iterable[Mapping]) -> int | None:
+    """Rows a DataLoader will yield (its sampler's length, nothing dropped), None when it cannot say."""
+    sampler = getattr(loader, "sampler", None)
+    if sampler is None or getattr(loader, "drop_last", False) or getattr(loader, "batch_size", None) is None:
+        return None
+    try:
+        return len(sampler)
+    except TypeError:
+        return None
+
+
 @torch.no_grad()
 def run_over_loader(
     loader: Iterable[Mapping],
     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     channels: ChannelSet | Sequence[str] | None = None,
     device: str | torch.device = "cpu",
-) -> dict[str, np.ndarray]:
+    widths: Sequence[int] | None = None,
+    files: Sequence[Path | None] | None = None,
+) -> dict[str, Any]:
     """``forward(signal, channel_mask)`` over every batch of ``loader``, with each row's epoch identity.
 
     ``channels``: if given, channels outside it are zeroed and masked first. Returns ``outputs``
     (float32 ``[N, ...]``), ``labels``, ``subject_ids``, ``recording_ids`` and ``epoch_index``.
+    Outputs go straight into arrays pre-allocated for the loader's rows (no list of batches to
+    concatenate); ``widths`` splits the output's columns into ``parts`` (one array each), written to
+    ``files`` (pre-allocated ``.npy``, returned memory-mapped) where one is given.
     """
     keep = None if channels is None else ChannelSet.coerce(channels)
-    outputs, labels, subjects, recordings, epochs = [], [], [], [], []
+    n = planned_rows(loader)
+    sinks: list[RowSink] | None = None
+    chunks: list[torch.Tensor] = []
+    labels, subjects, recordings, epochs = [], [], [], []
+    pos = 0
     for batch in loader:
         signal, mask = batch["signal"], batch["channel_mask"].bool()
         if keep is not None:
             signal, mask = keep.apply(signal, mask)
-        out = forward(signal.to(device, non_blocking=True), mask.to(device, non_blocking=True))
-        outputs.append(out.float().cpu())
-        labels.append(torch.as_tensor(batch["label"]).long().cpu())
-        subjects.extend(map(str, batch["subject_id"]))
-        recordings.extend(map(str, batch["recording_id"]))
-        epochs.append(torch.as_tensor(batch["epoch_index"]).long().cpu())
-    if not outputs:
+        out = forward(signal.to(device, non_blocking=True), mask.to(device, non_blocking=True)).float().cpu()
+        if n is None or out.dim() != 2:
+            chunks.append(out)
+        else:
+            if sinks is None:
+                parts = list(widths or [out.shape[1]])
+                sinks = [RowSink(n, w, None if files is None else files[i]) for i, w in enumerate(parts)]
+            bounds = np.cumsum([0, *(s.width for s in sinks)])
+            for sink, lo, hi in zip(sinks, bounds[:-1], bounds[1:]):
+                sink.write(pos, out[:, lo:hi].numpy())
+        pos += out.shape[0]
+        labels.append(torch.as_tensor(batch["label"]).long().numpy())
+        subjects.append(np.asarray(batch["subject_id"], dtype=str))
+        recordings.append(np.asarray(batch["recording_id"], dtype=str))
+        epochs.append(torch.as_tensor(batch["epoch_index"]).long().numpy())
+    if not pos:
         raise ValueError("the data loader produced no batches: the split is empty")
+    if sinks is not None and pos != n:
+        raise ValueError(f"the loader gave {pos} rows, its sampler announced {n}")
+    if sinks is None:
+        outputs = torch.cat(chunks).numpy()
+        bounds = np.cumsum(list(widths or []))[:-1]
+        parts = np.split(outputs, bounds, axis=1) if widths else [outputs]
+    else:
+        parts = [s.close() for s in sinks]
     return {
-        "outputs": torch.cat(outputs).numpy(),
-        "labels": torch.cat(labels).numpy(),
-        "subject_ids": np.asarray(subjects),
-        "recording_ids": np.asarray(recordings),
-        "epoch_index": torch.cat(epochs).numpy(),
+        "outputs": parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1),
+        "parts": parts,
+        "labels": np.concatenate(labels),
+        "subject_ids": np.concatenate(subjects),
+        "recording_ids": np.concatenate(recordings),
+        "epoch_index": np.concatenate(epochs),
     }
 
 
@@ -205,8 +311,13 @@ def extract_poolings(
     channels: ChannelSet | Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    folders: Mapping[str, Path] | None = None,
 ) -> dict[str, FeatureSet]:
-    """:func:`extract_features` of several poolings from one backbone pass over ``loader``."""
+    """:func:`extract_features` of several poolings from one backbone pass over ``loader``.
+
+    ``folders`` (pooling -> an existing folder): each pooling's features are written into a
+    pre-allocated ``features.npy`` there as the batches come, and returned memory-mapped.
+    """
     poolings = list(dict.fromkeys(poolings))  # a pooling named twice is extracted once
     device_type = torch.device(device).type
 
@@ -216,14 +327,15 @@ def extract_poolings(
 
     was_training = backbone.training
     backbone.eval().to(device)
+    widths = [pooled_width(backbone, p) for p in poolings]
+    files = None if folders is None else [Path(folders[p]) / "features.npy" for p in poolings]
     try:
-        out = run_over_loader(loader, embed, channels, device)
+        out = run_over_loader(loader, embed, channels, device, widths=widths, files=files)
     finally:
         backbone.train(was_training)
-    bounds = np.cumsum([pooled_width(backbone, p) for p in poolings])[:-1]
-    return {p: FeatureSet(np.ascontiguousarray(f), out["labels"], out["subject_ids"], out["recording_ids"],
-                          out["epoch_index"])
-            for p, f in zip(poolings, np.split(out["outputs"], bounds, axis=1))}
+    return {p: FeatureSet(np.ascontiguousarray(f) if files is None else f, out["labels"], out["subject_ids"],
+                          out["recording_ids"], out["epoch_index"])
+            for p, f in zip(poolings, out["parts"])}
 
 
 @dataclass
@@ -259,15 +371,23 @@ def cached_features(
     if not {"backbone_hash", "split_hash"} <= base.keys():
         raise ValueError(f"feature cache key needs backbone_hash and split_hash, got {sorted(base)}")
     parts = {p: dict(base, pooling=p) for p in (pooling, *also_poolings)}
-    paths = {p: None if cache_dir is None else Path(cache_dir) / f"features_{cache_key(q)}.npz" for p, q in parts.items()}
+    paths = {p: None if cache_dir is None else Path(cache_dir) / f"features_{cache_key(q)}" for p, q in parts.items()}
     path = paths[pooling]
-    if path is not None and path.is_file():
+    if path is not None and path.is_dir():
         return FeatureSet.load(path), CacheInfo(path, True, time.perf_counter() - t0)
     # without a cache the other poolings would be thrown away: extract only the one asked for
-    wanted = [p for p, q in paths.items() if p == pooling or (q is not None and not q.is_file())]
-    extracted = extract_poolings(backbone, loader, wanted, channels, device, autocast_dtype)
-    if cache_dir is not None:
+    wanted = [p for p, q in paths.items() if p == pooling or (q is not None and not q.is_dir())]
+    if cache_dir is None:
+        extracted = extract_poolings(backbone, loader, wanted, channels, device, autocast_dtype)
+        return extracted[pooling], CacheInfo(path, False, time.perf_counter() - t0)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    staged = {p: Path(tempfile.mkdtemp(prefix=f".{paths[p].name}.", suffix=".tmp", dir=cache_dir)) for p in wanted}
+    try:  # features written straight into the cache's pre-allocated files, then the folders renamed
+        extracted = extract_poolings(backbone, loader, wanted, channels, device, autocast_dtype, folders=staged)
         for p in wanted:
-            extracted[p].save(paths[p])
+            _save_folder(paths[p], extracted[p], staged=staged[p])
             atomic_write_text(paths[p].with_suffix(".json"), json.dumps(parts[p], indent=1, default=str))
-    return extracted[pooling], CacheInfo(path, False, time.perf_counter() - t0)
+    finally:
+        for folder in staged.values():
+            shutil.rmtree(folder, ignore_errors=True)
+    return FeatureSet.load(path), CacheInfo(path, False, time.perf_counter() - t0)

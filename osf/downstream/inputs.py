@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from osf import config
-from osf.datasets.datamodule import EvalSampler, SleepDataModule, collate_epochs
+from osf.datasets.datamodule import EvalSampler, SleepDataModule, collate_epochs, freeze_before_fork
 from osf.datasets.store import EpochStore
 from osf.downstream.epoch.linear_probe import check_labels
-from osf.downstream.features import FeatureSet, backbone_hash, cached_features, split_hash
+from osf.downstream.features import FeatureSet, backbone_hash, cached_features
 from osf.downstream.loading import load_any_backbone
 from osf.downstream.results import RunIdentity
 from osf.downstream.run_config import DownstreamConfig
@@ -34,10 +33,15 @@ SPLITS = ("train", "val", "test")
 def check_store_has_label(store: EpochStore, eval_label: str, datasets: list[str] | None) -> None:
     """Raise when the store (restricted to ``datasets``) has no known value of ``eval_label``."""
     column = config.LABEL_COLUMNS[eval_label]
-    index = store.index if datasets is None else store.index[store.index["dataset"].isin(datasets)]
-    if column not in index.columns or not (index[column].to_numpy() >= 0).any():
-        have = [name for name, col in config.LABEL_COLUMNS.items()
-                if col in index.columns and (index[col].to_numpy() >= 0).any()]
+    rows = store.rows
+    chosen = None if datasets is None else rows.per_row(rows.recordings["dataset"].isin(datasets).to_numpy())
+
+    def labelled(col: str) -> bool:  # on the memory-mapped column, no per-row strings
+        values = np.asarray(store.column(col))
+        return bool((values[chosen] if chosen is not None else values).max(initial=-1) >= 0)
+
+    if column not in rows.columns or not labelled(column):
+        have = [name for name, col in config.LABEL_COLUMNS.items() if col in rows.columns and labelled(col)]
         raise ValueError(
             f"{store.root}: the store has no {eval_label!r} labels (column {column!r} is all -1"
             f"{' in datasets ' + str(datasets) if datasets else ''}); labels it has: {have}"
@@ -66,6 +70,8 @@ def check_splits(dm: SleepDataModule, k: int | None) -> dict[str, np.ndarray]:
 def full_loader(dm: SleepDataModule, split: str, batch_size: int, num_workers: int = 0) -> DataLoader:
     """Every epoch of ``split`` in order on this process (no DDP sharding, nothing dropped)."""
     ds = dm.datasets[split]
+    if num_workers > 0:
+        freeze_before_fork()
     return DataLoader(ds, batch_size=batch_size, sampler=EvalSampler(ds, 1, 0), drop_last=False,
                       num_workers=num_workers, collate_fn=collate_epochs)
 
@@ -75,16 +81,17 @@ def dataset_split_hash(dm: SleepDataModule, split: str, with_labels: bool = True
 
     ``with_labels=False`` leaves the labels out: the key of the feature cache, whose features do not
     depend on the task, so the probes of several tasks over the same epochs share one extraction.
+    Computed from integer codes (the store's recording of each row), not per-row strings.
     """
     ds = dm.datasets[split]
-    index = dm.store.index
-    rows = ds.rows
-    ids = (index["dataset"].to_numpy(dtype=object)[rows] + "/" + index["recording_id"].to_numpy(dtype=object)[rows])
+    store, rows = dm.store, ds.rows
     labels = ds.labels if with_labels else np.zeros(rows.size, dtype=np.int64)
-    base = split_hash(ids, index["epoch_index"].to_numpy()[rows], labels)
-    manifest = json.dumps(dm.store.manifest, sort_keys=True, default=str)
+    h = hashlib.sha256(store.content_digest().encode())
+    for values in (store.rows.recording_of(rows), np.asarray(store.column("epoch_index"))[rows], labels):
+        h.update(np.ascontiguousarray(values, dtype=np.int64).tobytes())
     keep = "all" if ds.keep_channels is None else "".join("1" if k else "0" for k in ds.keep_channels)
-    return hashlib.sha256(f"{base}|{manifest}|{keep}".encode()).hexdigest()[:16]
+    h.update(keep.encode())
+    return h.hexdigest()[:16]
 
 
 def build_datamodule(cfg: DownstreamConfig, store: EpochStore, batch_size: int, seed: int,
@@ -113,7 +120,8 @@ class DownstreamInputs:
     store: EpochStore
     dm: SleepDataModule
     split_hashes: dict[str, str]
-    timings: dict[str, Any]  # load_backbone_s, then features_<split>_s / _cache_hit once extracted
+    timings: dict[str, Any]
+    feature_keys: dict[str, str] = dataclasses.field(default_factory=dict)  # split hashes without labels  # load_backbone_s, then features_<split>_s / _cache_hit once extracted
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -133,8 +141,10 @@ def load_inputs(cfg: DownstreamConfig, batch_size: int) -> DownstreamInputs:
     store = EpochStore(cfg.data_dir)
     check_store_has_label(store, cfg.eval_label, cfg.datasets)
     dm = build_datamodule(cfg, store, batch_size, cfg.seed)
-    split_hashes = {s: dataset_split_hash(dm, s) for s in SPLITS}
-    return DownstreamInputs(backbone, metadata, ckpt_hash, backbone_hash(backbone), store, dm, split_hashes, timings)
+    split_hashes = {s: dataset_split_hash(dm, s) for s in SPLITS}  # once per split and run
+    feature_keys = {s: dataset_split_hash(dm, s, with_labels=False) for s in SPLITS}
+    return DownstreamInputs(backbone, metadata, ckpt_hash, backbone_hash(backbone), store, dm, split_hashes, timings,
+                            feature_keys)
 
 
 def extract_features(cfg: DownstreamConfig, inputs: DownstreamInputs, batch_size: int) -> dict[str, FeatureSet]:
@@ -145,7 +155,8 @@ def extract_features(cfg: DownstreamConfig, inputs: DownstreamInputs, batch_size
         if len(dm.datasets[split]) == 0:
             raise ValueError(f"{cfg.data_dir} {split} split: no epochs; the store's subject split left it empty")
         # the key leaves the labels out: every task over the same epochs shares one extraction
-        key = {"backbone_hash": inputs.backbone_hash, "split_hash": dataset_split_hash(dm, split, with_labels=False)}
+        key = {"backbone_hash": inputs.backbone_hash,
+               "split_hash": inputs.feature_keys.get(split) or dataset_split_hash(dm, split, with_labels=False)}
         fs, info = cached_features(cfg.feature_cache, key, inputs.backbone,
                                    full_loader(dm, split, batch_size, cfg.num_workers), pooling=cfg.pooling,
                                    device=cfg.device, autocast_dtype=cfg.autocast_dtype,

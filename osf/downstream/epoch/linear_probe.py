@@ -94,25 +94,36 @@ def train_linear_probe(
     selection_metric: str | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    max_train_rows: int | None = None,
 ) -> ProbeResult:
-    """Train a linear head with AdamW + cosine decay on cached features; keep the best on validation."""
+    """Train a linear head with AdamW + cosine decay on cached features; keep the best on validation.
+
+    Features may be memory-mapped (the feature cache): only the training rows the probe can see
+    (``max_train_rows``, default ``max_steps * batch_size``, a seeded subsample when there are more)
+    are read into memory, validation is scored in chunks.
+    """
     t0 = time.perf_counter()
     metric = selection_metric or default_selection_metric(num_classes)
     train_y = np.asarray(train_y)
     val_y = np.asarray(val_y)
     counts = check_labels(train_y, num_classes, "train split")
     check_labels(val_y, num_classes, "val split")
-    keep = train_y >= 0
-    x = torch.as_tensor(np.asarray(train_x)[keep], dtype=torch.float32, device=device)
-    y = torch.as_tensor(train_y[keep], dtype=torch.long, device=device)
-    vx = torch.as_tensor(np.asarray(val_x), dtype=torch.float32, device=device)
-    if not torch.isfinite(x).all() or not torch.isfinite(vx).all():
+    # The probe sees at most max_steps * batch_size rows: above that, a seeded subsample of the labelled
+    # training rows is all it reads from the (memory-mapped) features; below, every row as always.
+    rows = np.flatnonzero(train_y >= 0)
+    if max_train_rows is None:
+        max_train_rows = max_steps * batch_size
+    if rows.size > max_train_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_train_rows, replace=False))
+    x = torch.as_tensor(np.asarray(train_x)[rows] if isinstance(train_x, torch.Tensor) else train_x[rows],
+                        dtype=torch.float32, device=device)
+    y = torch.as_tensor(train_y[rows], dtype=torch.long, device=device)
+    if not torch.isfinite(x).all() or not _all_finite(val_x):
         raise ValueError("features contain NaN/inf; check the backbone checkpoint and the input signals")
 
     mean = x.mean(0)
     std = x.std(0, unbiased=False).clamp_min(1e-6)
-    xs = (x - mean) / std
-    vxs = (vx - mean) / std
+    xs = x.sub_(mean).div_(std)  # in place: the same numbers as (x - mean) / std without a second copy
 
     gen = torch.Generator(device="cpu").manual_seed(seed)
     torch.manual_seed(seed)
@@ -125,8 +136,10 @@ def train_linear_probe(
         return loss_fn(linear(xs[idx]), y[idx])
 
     @torch.no_grad()
-    def validation_score() -> float:
-        return selection_score(val_y, linear(vxs).softmax(-1).cpu().numpy(), metric)
+    def validation_score() -> float:  # streamed in chunks: the validation features stay on disk
+        proba = [linear((torch.as_tensor(chunk, dtype=torch.float32, device=device) - mean) / std).softmax(-1).cpu()
+                 for chunk in _chunks(val_x)]
+        return selection_score(val_y, torch.cat(proba).numpy(), metric)
 
     selection = train_with_validation(linear, batch_loss, validation_score, metric, max_steps=max_steps,
                                       eval_every=eval_every, lr=lr, weight_decay=weight_decay)
@@ -145,9 +158,22 @@ def _shuffled_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator
         cursor += batch_size
 
 
+CHUNK_ROWS = 65536
+
+
+def _chunks(features: np.ndarray | torch.Tensor, rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+    """Consecutive row blocks of ``features`` as in-memory arrays (a memory map is read block by block)."""
+    for i in range(0, features.shape[0], rows):
+        chunk = features[i : i + rows]
+        yield np.array(chunk) if isinstance(chunk, np.memmap) else np.asarray(chunk)
+
+
+def _all_finite(features: np.ndarray | torch.Tensor) -> bool:
+    return all(np.isfinite(chunk).all() for chunk in _chunks(features))
+
+
 @torch.no_grad()
-def predict_proba(head: nn.Linear, features: np.ndarray | torch.Tensor, batch_size: int = 65536) -> np.ndarray:
-    """Softmax probabilities ``[N, C]`` of a head on raw features."""
-    feats = torch.as_tensor(np.asarray(features), dtype=torch.float32)
-    out = [head(feats[i : i + batch_size]).softmax(-1) for i in range(0, feats.shape[0], batch_size)]
+def predict_proba(head: nn.Linear, features: np.ndarray | torch.Tensor, batch_size: int = CHUNK_ROWS) -> np.ndarray:
+    """Softmax probabilities ``[N, C]`` of a head on raw features (read in chunks: may be memory-mapped)."""
+    out = [head(torch.as_tensor(chunk, dtype=torch.float32)).softmax(-1) for chunk in _chunks(features, batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, head.out_features), dtype=np.float32)
