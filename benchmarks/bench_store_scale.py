@@ -40,6 +40,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -195,8 +196,6 @@ def drop_cache(root: Path) -> None:
 # --- one size, in a fresh process ----------------------------------------------------------------------
 def measure(root: Path, batches: int, batch_size: int, read_batches: int) -> dict:
     """Everything for one store, in this process (run it in a fresh one)."""
-    import torch
-
     from osf.datasets.datamodule import SleepDataModule, TrainSampler
     from osf.datasets.store import EpochStore
 
@@ -260,18 +259,110 @@ def measure(root: Path, batches: int, batch_size: int, read_batches: int) -> dic
     down.store = store
     down.setup()
     out["downstream_setup_s"] = time.perf_counter() - t0
+    from osf.downstream.inputs import dataset_split_hash
+
+    t0 = time.perf_counter()  # what a downstream run hashes: every split with and without its labels
+    for split in ("train", "val", "test"):
+        dataset_split_hash(down, split)
+        dataset_split_hash(down, split, with_labels=False)
+    out["split_hashes_s"] = time.perf_counter() - t0
     out["main_peak_mb_end"] = _status_kb("self", "VmHWM") / 1024
     return out
+
+
+def root_size(root: Path) -> int:
+    """Epochs of a store folder this benchmark built (from its manifest)."""
+    return int(json.loads((root / "manifest.json").read_text())["n_epochs"])
 
 
 def run_measure(root: Path, code: Path, args: argparse.Namespace) -> dict:
     """``measure`` in a fresh interpreter importing ``osf`` from ``code``."""
     env = {**os.environ, "PYTHONPATH": str(code)}
-    cmd = [sys.executable, __file__, "--measure", str(root), "--batches", str(args.batches),
+    batches = args.batches if root_size(root) >= args.full_pass_from else min(args.batches, 500)
+    cmd = [sys.executable, __file__, "--measure", str(root), "--batches", str(batches),
            "--batch_size", str(args.batch_size), "--read_batches", str(args.read_batches)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=str(code))
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- downstream: feature cache + linear probe ------------------------------------------------------------
+class StandIn(torch.nn.Module):
+    """A backbone of the real width whose features cost nothing to compute (deterministic noise per batch)."""
+
+    def __init__(self, width: int = 768):
+        super().__init__()
+        self.width, self.num_groups = width, 1
+
+    def forward_encoding(self, signal, return_sequence=False, channel_mask=None):
+        g = torch.Generator().manual_seed(int(signal[0, 0, 0].item()))  # the batch's first row id
+        cls = torch.randn(signal.shape[0], self.width, generator=g)
+        return cls, cls[:, None]
+
+
+class RowBatches:
+    """A map-style dataset whose batch read returns what ``EpochDataset`` does, minus the signal."""
+
+    def __init__(self, n: int, start: int = 0):
+        self.n, self.start = n, start
+        rng = np.random.default_rng(start)
+        self.labels = rng.integers(0, 4, n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitems__(self, idx):
+        idx = np.asarray(idx)
+        return {"signal": torch.from_numpy((idx + self.start).astype(np.float32))[:, None, None],
+                "channel_mask": torch.ones(idx.size, 12, dtype=torch.bool), "label": torch.from_numpy(self.labels[idx]),
+                "subject_id": [f"shhs-s{(i + self.start) // 2000:06d}" for i in idx.tolist()],
+                "recording_id": [f"shhs-{(i + self.start) // 1000:06d}" for i in idx.tolist()],
+                "epoch_index": torch.from_numpy((idx + self.start) % 1000)}
+
+
+def measure_downstream(n: int, cache: Path, width: int = 768) -> dict:
+    """Extract features of n epochs (train/val/test 80/10/10) through the cache, probe, predict; peak RSS."""
+    from torch.utils.data import DataLoader, SequentialSampler
+
+    from osf.downstream.features import cached_features
+
+    try:
+        from osf.downstream.linear_probe import predict_proba, train_linear_probe
+    except ImportError:  # after the downstream split by level
+        from osf.downstream.epoch.linear_probe import predict_proba, train_linear_probe
+
+    torch.set_num_threads(1)
+    sizes = {"train": int(n * 0.8), "val": n // 10, "test": n - int(n * 0.8) - n // 10}
+    starts = {"train": 0, "val": sizes["train"], "test": sizes["train"] + sizes["val"]}
+    out: dict = {"n_epochs": n, "width": width, "cache_mb": n * width * 4 / 2**20}
+    t0 = time.perf_counter()
+    feats = {}
+    for split, size in sizes.items():
+        ds = RowBatches(size, starts[split])
+        loader = DataLoader(ds, batch_size=1024, sampler=SequentialSampler(ds), collate_fn=lambda b: b)
+        feats[split], _ = cached_features(cache, {"backbone_hash": "standin", "split_hash": split}, StandIn(width),
+                                          loader, pooling="cls")
+    out["extract_s"] = time.perf_counter() - t0
+    out["peak_after_extract_mb"] = _status_kb("self", "VmHWM") / 1024
+    t0 = time.perf_counter()
+    res = train_linear_probe(feats["train"].features, feats["train"].labels, feats["val"].features,
+                             feats["val"].labels, 4, max_steps=500, batch_size=256, eval_every=100)
+    predict_proba(res.head, feats["test"].features)
+    out["probe_s"] = time.perf_counter() - t0
+    out["peak_rss_mb"] = _status_kb("self", "VmHWM") / 1024
+    out["peak_over_cache"] = out["peak_rss_mb"] / out["cache_mb"]
+    return out
+
+
+def run_downstream(n: int, code: Path, cache: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    shutil.rmtree(cache, ignore_errors=True)
+    cmd = [sys.executable, __file__, "--measure_downstream", str(n), "--root", str(cache)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=str(code))
+    shutil.rmtree(cache, ignore_errors=True)
+    if proc.returncode != 0:
+        return {"n_epochs": n, "error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -347,7 +438,7 @@ COLUMNS = (("n_epochs", "epochs", "{:,}"), ("code", "code", "{}"), ("open_setup_
            ("worker_private_mb_last", "worker private MB", "{:.0f}"), ("worker_fds_max", "worker fds", "{}"),
            ("cold_samples_s", "cold samples/s", "{:,.0f}"), ("warm_samples_s", "warm samples/s", "{:,.0f}"),
            ("sampler_startup_s", "sampler start s (64 ranks)", "{:.3f}"),
-           ("downstream_setup_s", "downstream setup s", "{:.2f}"))
+           ("downstream_setup_s", "downstream setup s", "{:.2f}"), ("split_hashes_s", "split hashes s", "{:.2f}"))
 
 
 def table(rows: list[dict]) -> str:
@@ -361,6 +452,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def downstream_table(rows: list[dict]) -> str:
+    lines = ["| epochs | code | cache MB | extract s | probe+predict s | peak RSS MB | peak / cache |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['n_epochs']:,} | {r['code']} | failed: {r['error']} |")
+            continue
+        lines.append(f"| {r['n_epochs']:,} | {r['code']} | {r['cache_mb']:,.0f} | {r['extract_s']:.1f} | "
+                     f"{r['probe_s']:.1f} | {r['peak_rss_mb']:,.0f} | {r['peak_over_cache']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("/tmp/osf_store_scale"), help="scratch folder for the stores")
@@ -368,22 +471,30 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--largest", action="store_true", help=f"also {LARGEST:,} epochs (this code only)")
     ap.add_argument("--old_code", type=Path, help="checkout of the code before issue 27, measured on format-1 stores")
     ap.add_argument("--old_max", type=int, default=2_000_000, help="largest size for --old_code")
-    ap.add_argument("--batches", type=int, default=2000, help="batches the worker reads")
+    ap.add_argument("--batches", type=int, default=2000, help="batches the worker reads (500 below --full_pass_from)")
+    ap.add_argument("--full_pass_from", type=int, default=2_000_000, help="sizes that get all --batches")
+    ap.add_argument("--downstream", type=int, nargs="*", default=[], help="feature cache + probe at these sizes")
+    ap.add_argument("--downstream_old", type=int, nargs="*", default=[], help="the same with --old_code")
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--read_batches", type=int, default=20, help="batches of 256 rows for cold/warm samples/s")
     ap.add_argument("--compare_readers", type=int, default=0, metavar="N", help="time the three readers at N epochs")
+    ap.add_argument("--downstream_only", action="store_true", help="skip the store sizes")
     ap.add_argument("--keep", action="store_true", help="keep the stores (default: delete each after use)")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--measure_downstream", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_store_scale.json")
     args = ap.parse_args(argv)
     if args.measure is not None:
         print(json.dumps(measure(args.measure, args.batches, args.batch_size, args.read_batches)))
         return {}
+    if args.measure_downstream is not None:
+        print(json.dumps(measure_downstream(args.measure_downstream, args.root)))
+        return {}
     sizes = sorted(set(args.sizes) | ({LARGEST} if args.largest else set()))
     rows: list[dict] = []
     report = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
               "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "rows": rows}
-    for n in sizes:
+    for n in sizes if not args.downstream_only else []:
         for code, fmt, path in (("new", 2, REPO), ("old", 1, args.old_code)):
             if path is None or (code == "old" and n > args.old_max):
                 continue
@@ -401,7 +512,15 @@ def main(argv: list[str] | None = None) -> dict:
                 shutil.rmtree(root)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=2))
+    report["downstream"] = []
+    for code, sizes_, path in (("new", args.downstream, REPO), ("old", args.downstream_old, args.old_code)):
+        for n in sizes_ if path is not None else []:
+            res = {"code": code, **run_downstream(n, path, args.root / f"features_{code}_{n}")}
+            report["downstream"].append(res)
+            print(json.dumps(res), flush=True)
+            args.out.write_text(json.dumps(report, indent=2))
     print(table(rows))
+    print(downstream_table(report["downstream"]))
     return report
 
 
