@@ -6,8 +6,10 @@ Layout of a store folder::
     signals/<dataset>/<recording_id>.parquet  that recording's index rows (+ provenance in the
                                               parquet metadata); its presence marks the recording done
     failures.jsonl                            files that could not be ingested, one JSON line each
-    index.parquet                             all rows, rebuilt by `StoreWriter.finalize`
-    manifest.json                             provenance, rebuilt by `StoreWriter.finalize`
+    index/recordings.parquet, index/*.npy     the index as a recordings table + memory-mapped per-epoch
+                                              columns (`store_index`), rebuilt by `StoreWriter.finalize`
+    index.parquet                             all rows, one per epoch (portable), rebuilt by `finalize`
+    manifest.json                             contract, splits, provenance summary, rebuilt by `finalize`
 
 A recording is written array first, sidecar second, each to a temp name then `os.replace`d, so a
 killed run leaves either a finished recording or an orphan array that the next run overwrites.
