@@ -199,3 +199,52 @@ def test_pickled_dataset_in_workers_gives_the_same_batches(tmp_path):
         np.testing.assert_array_equal(a, b)
         assert ida == idb
     assert len(pickle.dumps(dm.datasets["train"])) < 50_000  # no index copy travels to the workers
+
+
+# --- downstream at scale, small ---------------------------------------------------------------------
+def _probe_data(n=1200, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = (rng.normal(size=(n, d)) + y[:, None] * 0.5).astype(np.float32)
+    return x, y
+
+
+def test_probe_reads_memory_mapped_features_and_caps_the_rows_it_sees(tmp_path):
+    from osf.downstream.linear_probe import predict_proba, train_linear_probe
+
+    x, y = _probe_data()
+    vx, vy = _probe_data(300, seed=1)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    kw = dict(max_steps=40, batch_size=64, eval_every=10, seed=2)
+    in_memory = train_linear_probe(x, y, vx, vy, 3, **kw)
+    from_map = train_linear_probe(mapped, y, vx, vy, 3, **kw)  # 40 * 64 > 1200 rows: every row, as before
+    assert torch_equal(in_memory.head, from_map.head)
+    np.testing.assert_array_equal(predict_proba(in_memory.head, vx), predict_proba(from_map.head, np.asarray(vx)))
+    # capped: exactly the probe on the seeded subsample of labelled rows
+    capped = train_linear_probe(mapped, y, vx, vy, 3, **kw, max_train_rows=500)
+    rows = np.sort(np.random.default_rng(2).choice(np.arange(1200), 500, replace=False))
+    explicit = train_linear_probe(x[rows], y[rows], vx, vy, 3, **kw)
+    assert torch_equal(capped.head, explicit.head)
+
+
+def torch_equal(a, b) -> bool:
+    return all(np.array_equal(p.detach().numpy(), q.detach().numpy()) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_split_hash_comes_from_codes_not_per_row_strings(tmp_path, monkeypatch):
+    from osf.downstream.inputs import dataset_split_hash
+
+    root = make_random_store(tmp_path / "s", n_subjects=6, n_epochs=10, seed=4)
+    dm = SleepDataModule(root, task="downstream", eval_label="Stage", seed=0)
+    dm.setup()
+    monkeypatch.setattr(EpochStore, "index", property(lambda self: pytest.fail("built the per-row index")))
+    hashes = {s: dataset_split_hash(dm, s) for s in ("train", "val", "test")}
+    assert len(set(hashes.values())) == 3
+    assert dataset_split_hash(dm, "train", with_labels=False) != hashes["train"]
+    again = SleepDataModule(root, task="downstream", eval_label="Stage", seed=0)
+    again.setup()
+    assert dataset_split_hash(again, "train") == hashes["train"]  # same store, same epochs: same hash
+    other = SleepDataModule(root, task="downstream", eval_label="Arousal", seed=0)
+    other.setup()
+    assert dataset_split_hash(other, "train") != hashes["train"]  # other labels
