@@ -328,9 +328,9 @@ def measure_downstream(n: int, cache: Path, width: int = 768) -> dict:
     from osf.downstream.features import cached_features
 
     try:
-        from osf.downstream.linear_probe import predict_proba, train_linear_probe
-    except ImportError:  # after the downstream split by level
         from osf.downstream.epoch.linear_probe import predict_proba, train_linear_probe
+    except ImportError:  # before the downstream split by level
+        from osf.downstream.linear_probe import predict_proba, train_linear_probe
 
     torch.set_num_threads(1)
     sizes = {"train": int(n * 0.8), "val": n // 10, "test": n - int(n * 0.8) - n // 10}

@@ -210,7 +210,7 @@ def _probe_data(n=1200, d=16, seed=0):
 
 
 def test_probe_reads_memory_mapped_features_and_caps_the_rows_it_sees(tmp_path):
-    from osf.downstream.linear_probe import predict_proba, train_linear_probe
+    from osf.downstream.epoch.linear_probe import predict_proba, train_linear_probe
 
     x, y = _probe_data()
     vx, vy = _probe_data(300, seed=1)

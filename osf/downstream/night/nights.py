@@ -108,8 +108,8 @@ def load_epoch_features(cfg: DownstreamConfig) -> EpochFeatures:
 
 
 def _recording_keys(dm: Any, recording_ids: np.ndarray) -> pd.DataFrame:
-    """dataset, subject_id, visit of each recording id (from the store index)."""
-    index = dm.store.index[["dataset", "recording_id", "subject_id", "visit"]].drop_duplicates("recording_id")
+    """dataset, subject_id, visit of each recording id (from the store's recordings table, one row each)."""
+    index = dm.store.rows.recordings[["dataset", "recording_id", "subject_id", "visit"]].drop_duplicates("recording_id")
     keys = index.set_index("recording_id").loc[list(recording_ids)].reset_index()
     return keys.astype({"dataset": str, "subject_id": str, "visit": int})
 

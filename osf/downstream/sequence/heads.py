@@ -186,7 +186,8 @@ def train_sequence_head(
         raise ValueError("features contain NaN/inf; check the backbone checkpoint and the input signals")
     data = context_data(train, context)
     head = SequenceHead(train.features.shape[1], num_classes, context, kind, d_model=d_model)
-    feats = torch.as_tensor(train.features, dtype=torch.float32)
+    feats = torch.as_tensor(np.asarray(train.features) if not isinstance(train.features, np.memmap)
+                            else np.array(train.features), dtype=torch.float32)  # a cache file: read it in
     head.feat_mean.copy_(feats.mean(0))
     head.feat_std.copy_(feats.std(0, unbiased=False).clamp_min(1e-6))
     head.to(device)
