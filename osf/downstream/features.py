@@ -248,7 +248,12 @@ def run_over_loader(
     n = planned_rows(loader)
     sinks: list[RowSink] | None = None
     chunks: list[torch.Tensor] = []
-    labels, subjects, recordings, epochs = [], [], [], []
+    # Per-row identity in Python lists / one array each: per-batch numpy arrays kept between the large
+    # per-batch outputs fragment the heap, which then grows by about one output per batch.
+    labels: list[int] = []
+    epochs: list[int] = []
+    subjects: list[str] = []
+    recordings: list[str] = []
     pos = 0
     for batch in loader:
         signal, mask = batch["signal"], batch["channel_mask"].bool()
@@ -265,10 +270,11 @@ def run_over_loader(
             for sink, lo, hi in zip(sinks, bounds[:-1], bounds[1:]):
                 sink.write(pos, out[:, lo:hi].numpy())
         pos += out.shape[0]
-        labels.append(torch.as_tensor(batch["label"]).long().numpy())
-        subjects.append(np.asarray(batch["subject_id"], dtype=str))
-        recordings.append(np.asarray(batch["recording_id"], dtype=str))
-        epochs.append(torch.as_tensor(batch["epoch_index"]).long().numpy())
+        del out
+        labels.extend(torch.as_tensor(batch["label"]).long().tolist())
+        epochs.extend(torch.as_tensor(batch["epoch_index"]).long().tolist())
+        subjects.extend(map(str, batch["subject_id"]))
+        recordings.extend(map(str, batch["recording_id"]))
     if not pos:
         raise ValueError("the data loader produced no batches: the split is empty")
     if sinks is not None and pos != n:
@@ -282,10 +288,10 @@ def run_over_loader(
     return {
         "outputs": parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1),
         "parts": parts,
-        "labels": np.concatenate(labels),
-        "subject_ids": np.concatenate(subjects),
-        "recording_ids": np.concatenate(recordings),
-        "epoch_index": np.concatenate(epochs),
+        "labels": np.asarray(labels, dtype=np.int64),
+        "subject_ids": np.asarray(subjects),
+        "recording_ids": np.asarray(recordings),
+        "epoch_index": np.asarray(epochs, dtype=np.int64),
     }
 
 
