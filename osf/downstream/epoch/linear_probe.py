@@ -7,6 +7,7 @@ head applies to raw backbone features, e.g. inside :class:`osf.downstream.classi
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -115,7 +116,7 @@ def train_linear_probe(
         max_train_rows = max_steps * batch_size
     if rows.size > max_train_rows:
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_train_rows, replace=False))
-    x = torch.as_tensor(np.asarray(train_x)[rows] if isinstance(train_x, torch.Tensor) else train_x[rows],
+    x = torch.as_tensor(np.asarray(train_x)[rows] if isinstance(train_x, torch.Tensor) else _gather(train_x, rows),
                         dtype=torch.float32, device=device)
     y = torch.as_tensor(train_y[rows], dtype=torch.long, device=device)
     if not torch.isfinite(x).all() or not _all_finite(val_x):
@@ -161,11 +162,45 @@ def _shuffled_batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator
 CHUNK_ROWS = 65536
 
 
+def _mapped_file(features: np.ndarray) -> tuple[str, int] | None:
+    """(file, data offset) of a memory map that covers its whole file (the feature cache), else None."""
+    path, offset = getattr(features, "filename", None), getattr(features, "offset", None)
+    if not isinstance(features, np.memmap) or path is None or offset is None or not features.flags.c_contiguous:
+        return None
+    if os.path.getsize(path) != offset + features.nbytes:  # a slice of a map: read through the map
+        return None
+    return path, offset
+
+
+def _gather(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``features[rows]`` (rows ascending). From a feature-cache file the rows are read with ``preadv``,
+    not through the map: pages touched through a map stay in the process's resident set."""
+    where = _mapped_file(features)
+    if where is None:
+        return features[rows]
+    out = np.empty((rows.size, *features.shape[1:]), dtype=features.dtype)
+    row_bytes = features.strides[0]
+    flat = out.reshape(rows.size, -1).view(np.uint8)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    fd = os.open(where[0], os.O_RDONLY)
+    try:
+        for lo, hi in zip(np.r_[0, breaks].tolist(), np.r_[breaks, rows.size].tolist()):
+            want = (hi - lo) * row_bytes
+            if os.preadv(fd, [memoryview(flat[lo:hi]).cast("B")], where[1] + int(rows[lo]) * row_bytes) != want:
+                raise ValueError(f"{where[0]}: short read; the feature cache is truncated")
+    finally:
+        os.close(fd)
+    return out
+
+
 def _chunks(features: np.ndarray | torch.Tensor, rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
     """Consecutive row blocks of ``features`` as in-memory arrays (a memory map is read block by block)."""
+    mapped = _mapped_file(features) is not None
     for i in range(0, features.shape[0], rows):
-        chunk = features[i : i + rows]
-        yield np.array(chunk) if isinstance(chunk, np.memmap) else np.asarray(chunk)
+        if mapped:
+            yield _gather(features, np.arange(i, min(i + rows, features.shape[0])))
+        else:
+            yield np.asarray(features[i : i + rows])
 
 
 def _all_finite(features: np.ndarray | torch.Tensor) -> bool:
