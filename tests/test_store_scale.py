@@ -97,6 +97,9 @@ def test_lazy_sampler_shards_partition_the_rows(n, world, monkeypatch):
     drawn = sorted(i for s in shards for i in s)
     assert set(drawn) == set(range(n))
     assert len(drawn) - n == len(shards[0]) * world - n  # only the padding repeats
+    order = TrainSampler(ds, num_replicas=world, rank=0, seed=7).global_order()  # what a resharded resume deals
+    assert sorted(order.tolist()) == list(range(n))
+    assert np.resize(order, len(shards[0]) * world)[1 % world :: world].tolist() == shards[1 % world]
     first = shards[0]
     sampler = TrainSampler(ds, num_replicas=world, rank=0, seed=7)
     assert list(sampler) == first  # deterministic
