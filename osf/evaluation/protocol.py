@@ -1,0 +1,303 @@
+"""The evaluation protocol of one run (one seed): every model x task x setting, probes chosen on validation.
+
+For a store and a set of backbones (the pre-trained one and its own random init), the protocol
+
+1. extracts each backbone's features once per channel view (every channel, then each missing-channel
+   preset), every pooling from the same pass, through the feature cache;
+2. computes the baseline features (``power48``, ``yasa_style``) once, on every channel (a preset keeps
+   its channels' columns: each column comes from one channel);
+3. for every task and setting (``osf.evaluation.settings``) fits the logistic-regression grid
+   (``osf.evaluation.probes``: poolings x penalties, the best on validation) per model and writes the
+   test predictions in the probes' ``.npz`` format, so any two models pair up by
+   ``osf.evaluation.seeds.seed_level_difference``.
+
+Runs of several seeds are then compared by :func:`compare_runs`: per setting and task, model ``a`` minus
+model ``b`` with per-seed rows, the hierarchical-bootstrap CI and the t-test across seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from osf import config
+from osf.datasets.channelset import ChannelSet
+from osf.datasets.datamodule import EpochDataset, EvalSampler, collate_epochs, task_labels
+from osf.datasets.store import EpochStore
+from osf.downstream.features import backbone_hash, cached_features, split_hash
+from osf.downstream.metrics import load_predictions, save_predictions
+from osf.evaluation.baselines import has_eeg, power48, yasa_style, yasa_style_columns
+from osf.evaluation.probes import PENALTIES, ProbeFit, Split, fit_probe_grid
+from osf.evaluation.seeds import SeedLevelDifference, format_seed_rows, seed_level_difference
+from osf.evaluation.settings import K_SHOTS, LABEL_FRACTIONS, MISSING_PRESETS, EpochTable, Setting, standard_settings
+from osf.utils.atomic import atomic_write_text
+
+TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
+TASK_METRIC: dict[str, str] = {"Stage": "kappa", "Arousal": "auroc", "Hypopnea": "auroc", "Oxygen Desaturation": "auroc"}
+POOLINGS: tuple[str, ...] = ("cls", "groups", "cls_groups", "groups_std")
+BASELINES: tuple[str, ...] = ("power48", "yasa_style")
+RESULT_FILE = "protocol.json"
+_READ_CHUNK = 512
+
+
+@dataclass
+class ProtocolConfig:
+    """What the protocol measures; the defaults are the issue's settings."""
+
+    tasks: tuple[str, ...] = TASKS
+    poolings: tuple[str, ...] = POOLINGS
+    penalties: tuple[float, ...] = PENALTIES
+    baselines: tuple[str, ...] = BASELINES
+    label_fractions: tuple[float, ...] = LABEL_FRACTIONS
+    k_shots: tuple[int, ...] = K_SHOTS
+    presets: tuple[str, ...] = MISSING_PRESETS
+    cross_cohort: bool = True
+    seed: int = 0  # draws of the label-fraction subjects and k-shot epochs
+    batch_size: int = 128
+
+
+# --- features ----------------------------------------------------------------------------------------
+@dataclass
+class ModelFeatures:
+    """One model's feature views: ``views[channel_view][feature_view] -> [N, D]`` over the protocol's epochs."""
+
+    name: str
+    views: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def _loader(store: EpochStore, rows: np.ndarray, batch_size: int) -> DataLoader:
+    ds = EpochDataset(store, rows, np.zeros(rows.size, dtype=np.int64))
+    return DataLoader(ds, batch_size=batch_size, sampler=EvalSampler(ds, 1, 0), collate_fn=collate_epochs)
+
+
+def backbone_features(name: str, backbone: torch.nn.Module, store: EpochStore, rows: np.ndarray,
+                      channel_views: Sequence[str], poolings: Sequence[str], cache_dir: Path,
+                      batch_size: int = 128, log: Callable[[str], None] = print) -> ModelFeatures:
+    """Every pooling of ``backbone`` over ``rows`` for each channel view, one pass per view (cached in ``cache_dir``:
+    the first pooling's miss writes every pooling's file, the others then hit)."""
+    index = store.index
+    ids = index["dataset"].to_numpy(dtype=object)[rows] + "/" + index["recording_id"].to_numpy(dtype=object)[rows]
+    key = {"backbone_hash": backbone_hash(backbone), "protocol": "osf.evaluation",
+           "split_hash": split_hash(ids, index["epoch_index"].to_numpy()[rows], np.zeros(rows.size, np.int64))}
+    out = ModelFeatures(name)
+    for view in channel_views:
+        t0 = time.perf_counter()
+        channels = None if view == "full" else ChannelSet.from_spec(view)
+        out.views[view] = {}
+        for pooling in poolings:
+            fs, info = cached_features(cache_dir, key, backbone, _loader(store, rows, batch_size), pooling=pooling,
+                                       channels=channels, also_poolings=[p for p in poolings if p != pooling])
+            out.views[view][pooling] = fs.features
+        log(f"  features: {name}, {view} channels, {len(poolings)} poolings ({time.perf_counter() - t0:.0f} s)")
+    return out
+
+
+def _read_signals(store: EpochStore, rows: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
+                  ) -> np.ndarray:
+    parts = [fn(store.read(rows[i:i + _READ_CHUNK]), store.channel_masks(rows[i:i + _READ_CHUNK]))
+             for i in range(0, rows.size, _READ_CHUNK)]
+    return np.concatenate(parts)
+
+
+def _yasa_only(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """YASA-style features with only YASA's channels computed (the others cost time and are dropped)."""
+    from osf.evaluation.baselines import YASA_CHANNELS
+
+    keep = np.isin(np.asarray(config.CHANNELS), YASA_CHANNELS)
+    return yasa_style(x, mask & keep)
+
+
+BASELINE_CHANNELS: dict[str, Callable[[], np.ndarray]] = {
+    "power48": lambda: np.repeat(np.arange(config.NUM_CHANNELS), 4),
+    "yasa_style": lambda: __import__("osf.downstream.ceilings", fromlist=["feature_channels"]).feature_channels()[
+        yasa_style_columns()],
+}
+
+
+def baseline_features(name: str, store: EpochStore, rows: np.ndarray, channel_views: Sequence[str]) -> ModelFeatures:
+    """A baseline's features on every channel, and each view's copy with the absent channels' columns zeroed."""
+    full = _read_signals(store, rows, power48 if name == "power48" else _yasa_only)
+    column_channel = BASELINE_CHANNELS[name]()
+    out = ModelFeatures(name)
+    for view in channel_views:
+        keep = ChannelSet.from_spec(view).mask
+        if name == "yasa_style" and not has_eeg(keep):
+            continue  # YASA-style features need EEG: no row for this view
+        out.views[view] = {name: np.where(keep[column_channel], full, 0.0).astype(np.float32)}
+    return out
+
+
+# --- fitting -----------------------------------------------------------------------------------------
+def _splits(model: ModelFeatures, setting: Setting, labels: np.ndarray) -> tuple[dict, dict, dict] | None:
+    if setting.train_view not in model.views or setting.test_view not in model.views:
+        return None
+    train_views, test_views = model.views[setting.train_view], model.views[setting.test_view]
+    train = {v: Split(x[setting.train], labels[setting.train]) for v, x in train_views.items()}
+    val = {v: Split(x[setting.val], labels[setting.val]) for v, x in train_views.items()}
+    test = {v: x[setting.test] for v, x in test_views.items()}
+    return train, val, test
+
+
+def fit_setting(model: ModelFeatures, setting: Setting, labels: np.ndarray, num_classes: int,
+                penalties: Sequence[float], seed: int = 0, fitted: dict | None = None) -> ProbeFit | None:
+    """The grid of ``model``'s feature views on ``setting`` (None when the model has no such channel view).
+
+    ``fitted`` (a dict kept across settings) holds the fits by model, training rows and channel view: a
+    setting that differs from an earlier one only in its test channels reuses that head (same choice).
+    """
+    parts = _splits(model, setting, labels)
+    if parts is None:
+        return None
+    key = (model.name, setting.train_view, setting.train.tobytes(), setting.val.tobytes())
+    if fitted is not None and key in fitted:
+        return fitted[key].on_other_test(parts[2])
+    fit = fit_probe_grid(*parts, num_classes=num_classes, penalties=penalties, seed=seed)
+    if fitted is not None:
+        fitted[key] = fit
+    return fit
+
+
+@dataclass
+class EpochIds:
+    """Per-epoch identity of the protocol's rows (what a predictions file carries)."""
+
+    subject_ids: np.ndarray
+    recording_ids: np.ndarray
+    epoch_index: np.ndarray
+    dataset: np.ndarray
+    split: np.ndarray
+
+    @classmethod
+    def of(cls, store: EpochStore, rows: np.ndarray) -> EpochIds:
+        """Ids of ``rows`` of the store's index."""
+        index = store.index.iloc[rows]
+        return cls(index["subject_id"].to_numpy(dtype=str), (index["dataset"] + "/" + index["recording_id"]).to_numpy(dtype=str),
+                   index["epoch_index"].to_numpy(np.int64), index["dataset"].to_numpy(dtype=str),
+                   index["split"].to_numpy(dtype=str))
+
+
+def _save(out: Path, ids: EpochIds, setting: Setting, labels: np.ndarray, fit: ProbeFit) -> Path:
+    rows = setting.test
+    pred = {"labels": labels[rows], "proba": fit.proba["test"].astype(np.float32), "subject_ids": ids.subject_ids[rows],
+            "recording_ids": ids.recording_ids[rows], "epoch_index": ids.epoch_index[rows]}
+    return save_predictions(pred, out, fit.threshold)
+
+
+def _test_score(task: str, labels: np.ndarray, proba: np.ndarray, threshold: float | None) -> float:
+    from osf.downstream.metrics import binary_scalars, multiclass_scalars
+
+    keep = labels >= 0
+    scores = (binary_scalars(labels[keep], proba[keep], threshold if threshold is not None else 0.5)
+              if proba.shape[1] == 2 else multiclass_scalars(labels[keep], proba[keep]))
+    return scores[TASK_METRIC[task]]
+
+
+def run_task(task: str, models: Sequence[ModelFeatures], ids: EpochIds, store: EpochStore, rows: np.ndarray,
+             cfg: ProtocolConfig, out_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every setting of one task for every model; predictions under ``out_dir/<task>/<setting>/``."""
+    labels, names = task_labels(store.index[config.LABEL_COLUMNS[task]].to_numpy()[rows], task, 4)
+    table = EpochTable(ids.split, ids.subject_ids, ids.dataset, labels)
+    settings, skipped = standard_settings(table, len(names), cfg.seed, cfg.label_fractions, cfg.k_shots, cfg.presets,
+                                          cfg.cross_cohort)
+    record: dict[str, Any] = {"metric": TASK_METRIC[task], "classes": list(names), "skipped": skipped, "settings": {}}
+    fitted: dict = {}
+    for setting in settings:
+        entry = record["settings"].setdefault(setting.name, {"n_train": int(setting.train.size),
+                                                             "n_test": int(setting.test.size), "models": {}})
+        for model in models:
+            t0 = time.perf_counter()
+            try:
+                fit = fit_setting(model, setting, labels, len(names), cfg.penalties, cfg.seed, fitted)
+            except ValueError as err:  # e.g. one subject's epochs hold one class: recorded, not fatal
+                entry["models"][model.name] = {"skipped": str(err)}
+                continue
+            if fit is None:
+                continue
+            path = _save(out_dir / config.LABEL_COLUMNS[task] / setting.name / f"{model.name}.npz", ids, setting,
+                         labels, fit)
+            entry["models"][model.name] = {"test": _test_score(task, labels[setting.test], fit.proba["test"], fit.threshold),
+                                           "predictions": str(path.relative_to(out_dir)),
+                                           "seconds": time.perf_counter() - t0, **fit.record()}
+        log(f"  {task:20s} {setting.name:34s} " + "  ".join(
+            f"{m}={v['test']:.3f}" for m, v in entry["models"].items() if "test" in v))
+    return record
+
+
+def run_protocol(store_dir: str | Path, backbones: Mapping[str, torch.nn.Module], out_dir: str | Path,
+                 cfg: ProtocolConfig | None = None, cache_dir: str | Path | None = None,
+                 log: Callable[[str], None] = print, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The protocol on ``store_dir`` for ``backbones`` (name -> module) and the baselines; writes ``protocol.json``."""
+    cfg = cfg or ProtocolConfig()
+    out_dir = Path(out_dir)
+    store = EpochStore(store_dir)
+    rows = np.arange(len(store.index))
+    views = ("full", *cfg.presets)
+    t0 = time.perf_counter()
+    cache = Path(cache_dir) if cache_dir is not None else out_dir / "feature_cache"
+    models = [backbone_features(n, b, store, rows, views, cfg.poolings, cache, cfg.batch_size, log)
+              for n, b in backbones.items()]
+    models += [baseline_features(n, store, rows, views) for n in cfg.baselines]
+    ids = EpochIds.of(store, rows)
+    record: dict[str, Any] = {"config": asdict(cfg), "store": str(store_dir), "meta": dict(meta or {}),
+                              "models": [m.name for m in models], "features_s": time.perf_counter() - t0, "tasks": {}}
+    for task in cfg.tasks:
+        record["tasks"][task] = run_task(task, models, ids, store, rows, cfg, out_dir, log)
+    record["elapsed_s"] = time.perf_counter() - t0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / RESULT_FILE, json.dumps(record, indent=1, default=float) + "\n")
+    return record
+
+
+# --- across seeds ------------------------------------------------------------------------------------
+def compare_runs(run_dirs: Sequence[str | Path], a: str, b: str, n_boot: int = 1000, seed: int = 0
+                 ) -> dict[str, dict[str, SeedLevelDifference]]:
+    """``a - b`` per task and setting over protocol runs (one per seed), where every run has both models."""
+    records = [(Path(d), json.loads((Path(d) / RESULT_FILE).read_text())) for d in run_dirs]
+    out: dict[str, dict[str, SeedLevelDifference]] = {}
+    for task, task_record in records[0][1]["tasks"].items():
+        for setting in task_record["settings"]:
+            pairs, labels = [], []
+            for d, rec in records:
+                models = rec["tasks"].get(task, {}).get("settings", {}).get(setting, {}).get("models", {})
+                if "predictions" in models.get(a, {}) and "predictions" in models.get(b, {}):
+                    pairs.append((load_predictions(d / models[a]["predictions"]),
+                                  load_predictions(d / models[b]["predictions"])))
+                    labels.append(str(rec.get("meta", {}).get("seed", d.name)))
+            if pairs:
+                out.setdefault(task, {})[setting] = seed_level_difference(
+                    pairs, TASK_METRIC[task], labels, n_boot=n_boot, seed=seed)
+    return out
+
+
+def format_comparison(comparison: Mapping[str, Mapping[str, SeedLevelDifference]], a: str, b: str) -> str:
+    """Text table: per task and setting the per-seed rows, then the seed-level verdict."""
+    lines = [f"{a} minus {b} (test; per seed: subject-bootstrap CI; pooled: hierarchical bootstrap over seeds "
+             "then subjects, and the t-test across seeds)"]
+    for task, settings in comparison.items():
+        lines.append(f"\n{task} ({next(iter(settings.values())).metric})      {a:>7s} {b:>7s}    diff")
+        for setting, result in settings.items():
+            rows = format_seed_rows(result, setting)
+            lines += rows if result.n_seeds > 1 else rows[-1:]
+    return "\n".join(lines)
+
+
+def mean_test(run_dirs: Sequence[str | Path]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean test metric over runs per task, setting and model (the table's model columns)."""
+    sums: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for d in run_dirs:
+        rec = json.loads((Path(d) / RESULT_FILE).read_text())
+        for task, t in rec["tasks"].items():
+            for setting, s in t["settings"].items():
+                for model, m in s["models"].items():
+                    if "test" in m and math.isfinite(m["test"]):
+                        sums.setdefault(task, {}).setdefault(setting, {}).setdefault(model, []).append(m["test"])
+    return {t: {s: {m: float(np.mean(v)) for m, v in ms.items()} for s, ms in ss.items()} for t, ss in sums.items()}
