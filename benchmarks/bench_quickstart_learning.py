@@ -4,8 +4,9 @@ For each seed, runs the quick start (``osf.quickstart``) in its own output folde
 learning claim rests on: the DINO loss at the start and end of pre-training against log K, the collapse
 diagnostics, and for every probed task the test metric of the pre-trained and of the random-init
 backbone with the paired subject-bootstrap CI of their difference; plus wall time per step. Over several
-seeds it also pools the runs (``osf.quickstart.pooled_over_runs``): the mean difference per task, with a CI
-that resamples every run's test subjects, one decision from all of them.
+seeds it also takes the seeds as the unit (``osf.quickstart.pooled_over_runs``): the mean difference per task,
+with a hierarchical-bootstrap CI (seeds resampled, then subjects within each seed's run) and a t-test across
+seeds; the per-seed rows stay beside it.
 
     python benchmarks/bench_quickstart_learning.py --seeds 0 [1 2] [--out_root bench_quickstart_out]
         [--max_steps 150] [--recipe small] [--lr 0.008] [--poolings groups_std]
@@ -50,18 +51,16 @@ def _ci(value: float, bounds: list[float], fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(value)} [{bounds[0]:.3f}, {bounds[1]:.3f}]"
 
 
-def _verdict(bounds: list[float]) -> str:
-    return "better" if bounds[0] > 0 else "worse" if bounds[1] < 0 else "not separated"
-
-
 def pooled_table(pooled: dict) -> str:
-    """Markdown: the runs pooled, one row per task."""
-    lines = ["| task | metric | runs | test subjects | pre-trained | random init | difference [pooled 95% CI] | verdict |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    """Markdown: the runs over seeds, one row per task (hierarchical CI: seeds, then subjects; t-test across seeds)."""
+    lines = ["| task | metric | runs | test subjects | pre-trained | random init | difference [seed-level 95% CI] | "
+             "across seeds | verdict |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     for task, row in pooled.items():
+        t = row["t_test"]
+        across = f"t = {t['t']:.2f}, df = {t['df']}, p = {t['p']:.2f}" if t["df"] >= 1 else "one seed"
         lines.append(f"| {task} | {row['metric']} | {row['runs']} | {row['n_test_subjects']} | {row['pretrained']:.3f} | "
-                     f"{row['random']:.3f} | {_ci(row['difference'], row['difference_ci95'], '{:+.3f}')} | "
-                     f"{_verdict(row['difference_ci95'])} |")
+                     f"{row['random']:.3f} | {_ci(row['difference'], row['difference_ci95'], '{:+.3f}')} | {across} | "
+                     f"{row['verdict']} |")
     return "\n".join(lines)
 
 

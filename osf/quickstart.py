@@ -38,7 +38,7 @@ import numpy as np
 
 from osf import config
 from osf.datasets.synthetic.generate import DEFAULT_GENERATOR
-from osf.downstream.metrics import load_predictions, paired_difference, pooled_paired_difference
+from osf.downstream.metrics import load_predictions, paired_difference
 from osf.downstream.results import RunSummary
 from osf.predict.writers import write_json
 from osf.study import (
@@ -560,13 +560,17 @@ def format_results(results: dict) -> str:
 
 
 def pooled_over_runs(output_dirs: Sequence[Path], n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Pre-trained minus random init per task over finished quick-start runs (e.g. one per ``--seed``).
+    """Pre-trained minus random init per task over finished quick-start runs, one per ``--seed``: seeds as the unit.
 
-    Each run keeps the poolings its validation split chose; the difference is the mean of the runs', and its
-    95% CI resamples every run's test subjects within that run (:func:`pooled_paired_difference`), so runs
-    with different corpora and pre-training seeds add up to one decision.
+    Each run keeps the poolings its validation split chose. The difference is the mean of the runs'; its
+    95% CI is a hierarchical bootstrap (seeds resampled, then each drawn seed's test subjects,
+    ``osf.evaluation.seeds``), beside a t-test across seeds and the per-seed rows. Pooling the runs' subjects
+    as one sample would count three seeds as thirty subjects' worth of evidence about training chance.
     """
+    from osf.evaluation.seeds import seed_level_difference
+
     pairs: dict[str, list[tuple[dict, dict]]] = {}
+    labels: dict[str, list[str]] = {}
     subjects: dict[str, int] = {}
     for out in map(Path, output_dirs):
         results = json.loads((out / "results.json").read_text())
@@ -575,14 +579,16 @@ def pooled_over_runs(output_dirs: Sequence[Path], n_boot: int = 1000, seed: int 
             pairs.setdefault(task, []).append(tuple(
                 load_predictions(qs.probe_dir(init, task, row["pooling"][init]) / "probe_test_predictions.npz")
                 for init in INITS))
+            labels.setdefault(task, []).append(f"seed {results['config']['seed']}")
             subjects[task] = subjects.get(task, 0) + int(row["n_test_subjects"] or 0)
     pooled = {}
     for task, task_pairs in pairs.items():
         metric = get_task(task).reporting_metric
-        d = pooled_paired_difference(task_pairs, n_boot=n_boot, seed=seed)[metric]
+        d = seed_level_difference(task_pairs, metric, labels[task], n_boot=n_boot, seed=seed)
         pooled[task] = {"metric": metric, "runs": len(task_pairs), "n_test_subjects": subjects[task],
-                        "pretrained": d["a"], "random": d["b"], "difference": d["diff"],
-                        "difference_ci95": [d["low"], d["high"]]}
+                        "pretrained": d.a, "random": d.b, "difference": d.diff, "difference_ci95": [d.low, d.high],
+                        "verdict": d.verdict, "t_test": dataclasses.asdict(d.t_test),
+                        "per_seed": [dataclasses.asdict(r) for r in d.per_seed], "notes": d.notes}
     return pooled
 
 

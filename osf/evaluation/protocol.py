@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from osf import config
 from osf.datasets.channelset import ChannelSet
-from osf.datasets.datamodule import EpochDataset, EvalSampler, collate_epochs, task_labels
+from osf.datasets.datamodule import SleepDataModule, task_labels
 from osf.datasets.store import EpochStore
-from osf.downstream.features import backbone_hash, cached_features, split_hash
+from osf.downstream.features import backbone_hash, cached_features
+from osf.downstream.inputs import SPLITS, dataset_split_hash, full_loader
 from osf.downstream.metrics import load_predictions, save_predictions
 from osf.evaluation.baselines import has_eeg, power48, yasa_style, yasa_style_columns
 from osf.evaluation.probes import PENALTIES, ProbeFit, Split, fit_probe_grid
@@ -60,6 +60,7 @@ class ProtocolConfig:
     label_fractions: tuple[float, ...] = LABEL_FRACTIONS
     k_shots: tuple[int, ...] = K_SHOTS
     presets: tuple[str, ...] = MISSING_PRESETS
+    masked: bool = True  # also train and select with each preset's channels only (else: missing at test time only)
     cross_cohort: bool = True
     seed: int = 0  # draws of the label-fraction subjects and k-shot epochs
     batch_size: int = 128
@@ -74,31 +75,57 @@ class ModelFeatures:
     views: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def _loader(store: EpochStore, rows: np.ndarray, batch_size: int) -> DataLoader:
-    ds = EpochDataset(store, rows, np.zeros(rows.size, dtype=np.int64))
-    return DataLoader(ds, batch_size=batch_size, sampler=EvalSampler(ds, 1, 0), collate_fn=collate_epochs)
+def protocol_datamodule(store: EpochStore) -> SleepDataModule:
+    """The store's subject splits restricted to scored epochs (known stage): the epochs every task is read on.
+
+    The same data module (and so the same feature-cache keys) as a Stage probe of ``main_finetune.py``: a
+    quick start's cached features of the pre-trained and random-init backbones are read, not recomputed.
+    """
+    dm = SleepDataModule(store.root, task="downstream", eval_label="Stage", stage_classes=4)
+    dm.store = store
+    dm.setup()
+    return dm
 
 
-def backbone_features(name: str, backbone: torch.nn.Module, store: EpochStore, rows: np.ndarray,
-                      channel_views: Sequence[str], poolings: Sequence[str], cache_dir: Path,
-                      batch_size: int = 128, log: Callable[[str], None] = print) -> ModelFeatures:
-    """Every pooling of ``backbone`` over ``rows`` for each channel view, one pass per view (cached in ``cache_dir``:
-    the first pooling's miss writes every pooling's file, the others then hit)."""
-    index = store.index
-    ids = index["dataset"].to_numpy(dtype=object)[rows] + "/" + index["recording_id"].to_numpy(dtype=object)[rows]
-    key = {"backbone_hash": backbone_hash(backbone), "protocol": "osf.evaluation",
-           "split_hash": split_hash(ids, index["epoch_index"].to_numpy()[rows], np.zeros(rows.size, np.int64))}
+def backbone_features(name: str, backbone: torch.nn.Module, dm: SleepDataModule, channel_views: Sequence[str],
+                      poolings: Sequence[str], cache_dir: Path, batch_size: int = 128,
+                      view_splits: Mapping[str, Sequence[str]] | None = None,
+                      log: Callable[[str], None] = print) -> ModelFeatures:
+    """Every pooling of ``backbone`` over the data module's splits for each channel view, one pass per view.
+
+    Features go through the feature cache in ``cache_dir`` (the first pooling's miss writes every pooling's
+    file). ``view_splits`` names the splits a view needs (default all three; a view only tested on needs
+    "test"); rows of the other splits are NaN (never read).
+    """
+    digest = backbone_hash(backbone)
+    keys = {split: {"backbone_hash": digest, "split_hash": dataset_split_hash(dm, split, with_labels=False)}
+            for split in SPLITS}
     out = ModelFeatures(name)
     for view in channel_views:
         t0 = time.perf_counter()
         channels = None if view == "full" else ChannelSet.from_spec(view)
-        out.views[view] = {}
-        for pooling in poolings:
-            fs, info = cached_features(cache_dir, key, backbone, _loader(store, rows, batch_size), pooling=pooling,
-                                       channels=channels, also_poolings=[p for p in poolings if p != pooling])
-            out.views[view][pooling] = fs.features
+        wanted = (view_splits or {}).get(view, SPLITS)
+        parts: dict[str, list[np.ndarray]] = {p: [] for p in poolings}
+        for split in SPLITS:
+            n = len(dm.datasets[split])
+            for pooling in poolings:
+                if split not in wanted:
+                    parts[pooling].append(np.full((n, 1), np.nan, np.float32))
+                    continue
+                fs, _ = cached_features(cache_dir, keys[split], backbone, full_loader(dm, split, batch_size),
+                                        pooling=pooling, channels=channels,
+                                        also_poolings=[p for p in poolings if p != pooling])
+                parts[pooling].append(fs.features)
+        out.views[view] = {p: _stack(parts[p]) for p in poolings}
         log(f"  features: {name}, {view} channels, {len(poolings)} poolings ({time.perf_counter() - t0:.0f} s)")
     return out
+
+
+def _stack(parts: list[np.ndarray]) -> np.ndarray:
+    """Split blocks one under the other; a skipped split's NaN block takes the others' width."""
+    width = max(p.shape[1] for p in parts)
+    return np.concatenate([p if p.shape[1] == width else np.full((p.shape[0], width), np.nan, np.float32)
+                           for p in parts])
 
 
 def _read_signals(store: EpochStore, rows: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -207,7 +234,7 @@ def run_task(task: str, models: Sequence[ModelFeatures], ids: EpochIds, store: E
     labels, names = task_labels(store.index[config.LABEL_COLUMNS[task]].to_numpy()[rows], task, 4)
     table = EpochTable(ids.split, ids.subject_ids, ids.dataset, labels)
     settings, skipped = standard_settings(table, len(names), cfg.seed, cfg.label_fractions, cfg.k_shots, cfg.presets,
-                                          cfg.cross_cohort)
+                                          cfg.cross_cohort, cfg.masked)
     record: dict[str, Any] = {"metric": TASK_METRIC[task], "classes": list(names), "skipped": skipped, "settings": {}}
     fitted: dict = {}
     for setting in settings:
@@ -239,11 +266,14 @@ def run_protocol(store_dir: str | Path, backbones: Mapping[str, torch.nn.Module]
     cfg = cfg or ProtocolConfig()
     out_dir = Path(out_dir)
     store = EpochStore(store_dir)
-    rows = np.arange(len(store.index))
+    dm = protocol_datamodule(store)
+    rows = np.concatenate([dm.datasets[s].rows for s in SPLITS])
     views = ("full", *cfg.presets)
+    # a preset only tested on (no masked setting) needs the test split's features alone
+    view_splits = {p: SPLITS if cfg.masked else ("test",) for p in cfg.presets}
     t0 = time.perf_counter()
     cache = Path(cache_dir) if cache_dir is not None else out_dir / "feature_cache"
-    models = [backbone_features(n, b, store, rows, views, cfg.poolings, cache, cfg.batch_size, log)
+    models = [backbone_features(n, b, dm, views, cfg.poolings, cache, cfg.batch_size, view_splits, log)
               for n, b in backbones.items()]
     models += [baseline_features(n, store, rows, views) for n in cfg.baselines]
     ids = EpochIds.of(store, rows)

@@ -49,7 +49,8 @@ def hierarchical_bootstrap_ci(
     samples: dict[str, list[float]] = {}
     for _ in range(n_boot):
         draws = []
-        for s in rng.integers(0, n_seeds, n_seeds):
+        # one seed: nothing to resample at the top level (and no draw, so it is that run's subject bootstrap)
+        for s in rng.integers(0, n_seeds, n_seeds) if n_seeds > 1 else (0,):
             blocks = strata[s]
             drawn = rng.integers(0, len(blocks), len(blocks))
             draws.append(metric_fns[s](np.concatenate([blocks[i] for i in drawn])))

@@ -95,7 +95,7 @@ def cross_cohort(table: EpochTable, source: str, target: str) -> Setting:
 
 def standard_settings(table: EpochTable, num_classes: int, seed: int = 0,
                       fractions: Sequence[float] = LABEL_FRACTIONS, k_shots: Sequence[int] = K_SHOTS,
-                      presets: Sequence[str] = MISSING_PRESETS, cohorts: bool = True
+                      presets: Sequence[str] = MISSING_PRESETS, cohorts: bool = True, masked: bool = True
                       ) -> tuple[list[Setting], dict[str, str]]:
     """Every setting this table allows, and the ones it does not with the reason (e.g. k above a class size)."""
     settings, skipped = [], {}
@@ -107,7 +107,7 @@ def standard_settings(table: EpochTable, num_classes: int, seed: int = 0,
         except ValueError as err:
             skipped[f"kshot_{k}"] = str(err)
     for preset in presets:
-        settings += [missing_channels(table, preset), masked_channels(table, preset)]
+        settings += [missing_channels(table, preset)] + ([masked_channels(table, preset)] if masked else [])
     datasets = sorted(set(table.dataset.tolist()))
     if cohorts and len(datasets) > 1:
         settings += [cross_cohort(table, datasets[0], target) for target in datasets[1:]]

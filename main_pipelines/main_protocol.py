@@ -1,0 +1,58 @@
+"""The evaluation protocol (issue 26) over finished quick-start runs: probes chosen on validation, seeds as the unit.
+
+    python main_pipelines/main_quickstart.py --output_dir qs_seed0 --seed 0      # one run per seed
+    python main_pipelines/main_protocol.py --runs qs_seed0,qs_seed1,qs_seed2 --output_dir protocol_out
+
+For each run: the pre-trained backbone, its own random init (the weights its pre-training started from),
+power-48 and YASA-style features, each read by an L2 logistic-regression grid (poolings x penalties,
+the best on validation) on four tasks, at 1 / 10 / 100 % of the training subjects, 1 / 5 / 20 epochs per
+class, with each channel preset missing at test time or masked throughout, and across cohorts. Then
+per task and setting: pre-trained minus each other model, per seed and over seeds (hierarchical
+bootstrap, t-test). Writes RUN/protocol/ per run and OUT/protocol_tables.{json,txt}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", required=True, help="comma-separated finished quick-start output folders, one per seed")
+    p.add_argument("--output_dir", type=Path, required=True, help="where the seed-level tables go")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the four)")
+    p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples of the seed-level CIs")
+    p.add_argument("--rerun", action="store_true", help="rerun the protocol of runs that already have one")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the protocol on each run (unless done), then the tables; exit 2 on bad input."""
+    from osf.evaluation.protocol import RESULT_FILE, ProtocolConfig
+    from osf.evaluation.study import PROTOCOL_DIR, protocol_for_quickstart, protocol_tables
+    from osf.utils.atomic import atomic_write_text
+
+    args = build_parser().parse_args(argv)
+    runs = [Path(r.strip()) for r in args.runs.split(",") if r.strip()]
+    try:
+        cfg = ProtocolConfig(**({"tasks": tuple(t.strip() for t in args.tasks.split(","))} if args.tasks else {}))
+        for run in runs:
+            if args.rerun or not (run / PROTOCOL_DIR / RESULT_FILE).is_file():
+                protocol_for_quickstart(run, cfg)
+        record, text = protocol_tables([run / PROTOCOL_DIR for run in runs], n_boot=args.n_boot)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"main_protocol.py: error: {err}", file=sys.stderr)
+        return 2
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.output_dir / "protocol_tables.json", json.dumps(record, indent=1, default=float) + "\n")
+    atomic_write_text(args.output_dir / "protocol_tables.txt", text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

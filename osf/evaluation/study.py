@@ -1,0 +1,82 @@
+"""The protocol over finished quick-start runs: one protocol run per seed, then the seed-level tables.
+
+A quick-start run (``main_quickstart.py --seed S``) leaves a store, an exported backbone and its
+results; :func:`protocol_for_quickstart` runs the evaluation protocol on them with the run's own
+random init (the backbone the pre-training started from: ``load_any_backbone("none", name, seed=S)``
+draws it with the seed the pre-training was seeded with), and :func:`protocol_tables` compares the
+runs of several seeds: pre-trained minus random init (and minus each baseline) per task and setting,
+with per-seed rows, the hierarchical CI and the t-test across seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from osf.evaluation.protocol import RESULT_FILE, ProtocolConfig, compare_runs, format_comparison, mean_test, run_protocol
+
+PROTOCOL_DIR = "protocol"
+
+
+def _generator_version(run_dir: Path) -> str | None:
+    manifest = run_dir / "synthetic" / "manifest.json"
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text()).get("generator_version")
+
+
+def protocol_for_quickstart(run_dir: str | Path, cfg: ProtocolConfig | None = None, out_dir: str | Path | None = None,
+                            log: Callable[[str], None] = print) -> Path:
+    """Run the protocol on a finished quick-start run (its store, backbone and seed); returns its folder."""
+    from osf.downstream.loading import load_any_backbone
+
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise FileNotFoundError(f"{results_path}: not a finished quick-start run (no results.json)")
+    results = json.loads(results_path.read_text())
+    qs_cfg, paths = results["config"], results["paths"]
+    seed = int(qs_cfg["seed"])
+    pretrained, _, _ = load_any_backbone(paths["backbone"])
+    # the pre-training seeds torch with its seed before building the student first: these are its starting weights
+    random_init, _, _ = load_any_backbone("none", qs_cfg["backbone"], seed=seed)
+    out = Path(out_dir) if out_dir is not None else run_dir / PROTOCOL_DIR
+    meta = {"seed": seed, "quickstart": str(run_dir), "generator_version": _generator_version(run_dir),
+            "backbone": paths["backbone"], "max_steps": qs_cfg.get("max_steps")}
+    log(f"protocol on {run_dir} (seed {seed}, generator {meta['generator_version']})")
+    run_protocol(paths["store"], {"pretrained": pretrained, "random": random_init}, out, cfg, log=log, meta=meta,
+                 cache_dir=run_dir / "feature_cache")
+    return out
+
+
+def protocol_tables(protocol_dirs: Sequence[str | Path], n_boot: int = 1000,
+                    against: Sequence[str] = ("random", "power48", "yasa_style")) -> tuple[dict[str, Any], str]:
+    """Seed-level comparisons of the pre-trained backbone against each of ``against``; (record, text)."""
+    dirs = [Path(d) for d in protocol_dirs]
+    for d in dirs:
+        if not (d / RESULT_FILE).is_file():
+            raise FileNotFoundError(f"{d / RESULT_FILE}: not a protocol run")
+    means = mean_test(dirs)
+    record: dict[str, Any] = {"runs": [str(d) for d in dirs], "mean_test": means, "pretrained_minus": {}}
+    text = [_means_table(means)]
+    for other in against:
+        comparison = compare_runs(dirs, "pretrained", other, n_boot=n_boot)
+        record["pretrained_minus"][other] = {t: {s: r.to_dict() for s, r in ss.items()} for t, ss in comparison.items()}
+        text += ["", format_comparison(comparison, "pretrained", other)]
+    return record, "\n".join(text)
+
+
+def _means_table(means: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Mean test metric over seeds: one row per task and setting, one column per model."""
+    models = sorted({m for ss in means.values() for ms in ss.values() for m in ms},
+                    key=lambda m: ("pretrained", "random", "power48", "yasa_style").index(m)
+                    if m in ("pretrained", "random", "power48", "yasa_style") else 9)
+    lines = ["Mean test metric over seeds (Stage: kappa; events: AUROC):", "",
+             f"  {'task':20s} {'setting':30s} " + " ".join(f"{m:>11s}" for m in models)]
+    for task, settings in means.items():
+        for setting, ms in settings.items():
+            cells = " ".join(f"{ms[m]:11.3f}" if m in ms else f"{'-':>11s}" for m in models)
+            lines.append(f"  {task:20s} {setting:30s} {cells}")
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""The evaluation protocol of a run (issue 26) on a small two-cohort store, and its comparison over seeds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from osf.backbone.vit1d_cls import create_backbone
+from osf.downstream.metrics import load_predictions
+from osf.evaluation.protocol import ProtocolConfig, compare_runs, format_comparison, mean_test, run_protocol
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def two_cohort_store(tmp_path_factory):
+    from osf.testing import make_random_store
+
+    return make_random_store(tmp_path_factory.mktemp("proto") / "store", n_subjects=6, n_epochs=24, seed=0,
+                             datasets=("shhs", "mros"), split_fractions=(0.5, 0.25, 0.25))
+
+
+def _backbone(seed):
+    torch.manual_seed(seed)
+    return create_backbone("vit_pico")
+
+
+CFG = ProtocolConfig(tasks=("Stage", "Arousal"), poolings=("cls", "groups"), penalties=(0.01, 1.0),
+                     label_fractions=(0.5, 1.0), k_shots=(2, 10_000), presets=("no_eeg",), batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def two_runs(two_cohort_store, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    first, second = _backbone(100), _backbone(0)
+    runs = []
+    # two "seeds" whose backbones swap roles: they disagree, and the second run reads the first's feature cache
+    for seed, backbones in ((0, {"pretrained": first, "random": second}), (1, {"pretrained": second, "random": first})):
+        out = root / f"seed{seed}"
+        run_protocol(two_cohort_store, backbones, out, CFG, log=lambda _: None, meta={"seed": seed},
+                     cache_dir=root / "cache")
+        runs.append(out)
+    return runs
+
+
+def test_every_model_task_and_setting_is_scored_on_shared_test_epochs(two_runs):
+    rec = json.loads((two_runs[0] / "protocol.json").read_text())
+    assert rec["models"] == ["pretrained", "random", "power48", "yasa_style"]
+    stage = rec["tasks"]["Stage"]
+    assert set(stage["settings"]) == {"labels_50pct", "labels_100pct", "kshot_2", "missing_no_eeg", "masked_no_eeg",
+                                      "cohort_mros_to_shhs"}
+    assert "kshot_10000" in stage["skipped"] and "only" in stage["skipped"]["kshot_10000"]
+    full = stage["settings"]["labels_100pct"]["models"]
+    assert full["pretrained"]["view"] in ("cls", "groups") and len(full["pretrained"]["grid"]) == 4
+    assert full["power48"]["view"] == "power48" and len(full["power48"]["grid"]) == 2
+    assert stage["settings"]["kshot_2"]["n_train"] == 2 * 4
+    # EEG removed: no YASA-style row; the head trained on every channel is reused for the missing-channel test
+    missing = stage["settings"]["missing_no_eeg"]["models"]
+    assert "yasa_style" not in missing and missing["pretrained"]["reused_head"]
+    assert missing["pretrained"]["C"] == full["pretrained"]["C"]
+    a, b = (load_predictions(two_runs[0] / full[m]["predictions"]) for m in ("pretrained", "random"))
+    np.testing.assert_array_equal(a["recording_ids"], b["recording_ids"])
+    assert set(np.char.partition(a["recording_ids"].astype(str), "/")[:, 0]) <= {"shhs", "mros"}
+    cohort = load_predictions(two_runs[0] / stage["settings"]["cohort_mros_to_shhs"]["models"]["random"]["predictions"])
+    assert all(r.startswith("shhs/") for r in cohort["recording_ids"].astype(str))
+    arousal = rec["tasks"]["Arousal"]["settings"]["labels_100pct"]["models"]["random"]
+    assert 0.0 <= arousal["threshold"] <= 1.0 and rec["tasks"]["Arousal"]["metric"] == "auroc"
+
+
+def test_runs_compare_seed_by_seed_with_a_hierarchical_verdict(two_runs):
+    comparison = compare_runs(two_runs, "pretrained", "random", n_boot=50)
+    stage = comparison["Stage"]["labels_100pct"]
+    assert stage.n_seeds == 2 and [r.label for r in stage.per_seed] == ["0", "1"]
+    assert stage.diff == pytest.approx(np.mean([r.diff for r in stage.per_seed]))
+    assert stage.low <= stage.diff <= stage.high
+    assert stage.per_seed[0].diff == pytest.approx(-stage.per_seed[1].diff) and stage.diff == pytest.approx(0, abs=1e-9)
+    text = format_comparison(comparison, "pretrained", "random")
+    assert "labels_100pct" in text and "seed(s)" in text
+    means = mean_test(two_runs)
+    assert set(means["Stage"]["labels_100pct"]) == {"pretrained", "random", "power48", "yasa_style"}
+    # the baselines are the same features in both runs (same store): the same test score each time
+    assert compare_runs(two_runs, "power48", "power48", n_boot=20)["Stage"]["labels_100pct"].diff == 0

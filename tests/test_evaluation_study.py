@@ -1,0 +1,38 @@
+"""The protocol over quick-start runs (issue 26): the random init is the student's own starting weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_random_init_baseline_is_the_weights_pre_training_starts_from(tiny_store, tmp_path):
+    import pytorch_lightning as pl
+
+    from osf.downstream.loading import load_any_backbone
+    from osf.models.registry import METHODS
+    from osf.models.pretrain_config import build_parser, config_from_args, resolve_pretrain_config
+    from osf.models.training import build_datamodule
+
+    argv = ["--model_name", "dino_ours", "--psg_encoder_name", "vit_pico", "--data_dir", str(tiny_store),
+            "--recipe", "small", "--batch_size", "8", "--max_steps", "2", "--seed", "3", "--accelerator", "cpu",
+            "--output_dir", str(tmp_path), "--run_name", "x"]
+    cfg = resolve_pretrain_config(config_from_args(build_parser().parse_args(argv)))
+    pl.seed_everything(cfg.method.seed, verbose=False)  # as run_pretrain: seed, data module, then the method
+    build_datamodule(cfg).setup("fit")
+    student = METHODS[cfg.method_name](cfg.method).backbone.state_dict()
+    random_init = load_any_backbone("none", "vit_pico", seed=3)[0].state_dict()
+    shared = set(student) & set(random_init)
+    assert len(shared) == len(random_init) and set(student) - shared <= {"mask_token"}
+    assert all(torch.equal(student[k], random_init[k]) for k in shared)
+    other_seed = load_any_backbone("none", "vit_pico", seed=4)[0].state_dict()
+    assert not all(torch.equal(other_seed[k], random_init[k]) for k in shared)
+
+
+def test_protocol_for_quickstart_refuses_an_unfinished_run(tmp_path):
+    from osf.evaluation.study import protocol_for_quickstart
+
+    with pytest.raises(FileNotFoundError, match="not a finished quick-start run"):
+        protocol_for_quickstart(tmp_path)
