@@ -207,7 +207,8 @@ class EpochIds:
     def of(cls, store: EpochStore, rows: np.ndarray) -> EpochIds:
         """Ids of ``rows`` of the store's index."""
         index = store.index.iloc[rows]
-        return cls(index["subject_id"].to_numpy(dtype=str), (index["dataset"] + "/" + index["recording_id"]).to_numpy(dtype=str),
+        # recording ids as the probes' predictions files carry them, so the two pair up epoch by epoch
+        return cls(index["subject_id"].to_numpy(dtype=str), index["recording_id"].to_numpy(dtype=str),
                    index["epoch_index"].to_numpy(np.int64), index["dataset"].to_numpy(dtype=str),
                    index["split"].to_numpy(dtype=str))
 
