@@ -53,8 +53,8 @@ def _ci(value: float, bounds: list[float], fmt: str = "{:.3f}") -> str:
 
 def pooled_table(pooled: dict) -> str:
     """Markdown: the runs over seeds, one row per task (hierarchical CI: seeds, then subjects; t-test across seeds)."""
-    lines = ["| task | metric | runs | test subjects | pre-trained | random init | difference [seed-level 95% CI] | "
-             "across seeds | verdict |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
+    lines = [("| task | metric | runs | test subjects | pre-trained | random init | difference [seed-level 95% CI] | "
+             "across seeds | verdict |"), "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     for task, row in pooled.items():
         t = row["t_test"]
         across = f"t = {t['t']:.2f}, df = {t['df']}, p = {t['p']:.2f}" if t["df"] >= 1 else "one seed"

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from osf.downstream.metrics import choose_threshold
-from osf.evaluation.probes import Split, StandardisedLogReg, fit_probe_grid, select_on_validation, selection_score
+from osf.evaluation.probes import (
+    Split,
+    StandardisedLogReg,
+    fit_probe_grid,
+    select_on_validation,
+    selection_score,
+)
 
 PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 

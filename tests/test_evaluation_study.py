@@ -12,8 +12,8 @@ def test_the_random_init_baseline_is_the_weights_pre_training_starts_from(tiny_s
     import pytorch_lightning as pl
 
     from osf.downstream.loading import load_any_backbone
-    from osf.models.registry import METHODS
     from osf.models.pretrain_config import build_parser, config_from_args, resolve_pretrain_config
+    from osf.models.registry import METHODS
     from osf.models.training import build_datamodule
 
     argv = ["--model_name", "dino_ours", "--psg_encoder_name", "vit_pico", "--data_dir", str(tiny_store),

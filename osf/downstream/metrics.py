@@ -181,20 +181,27 @@ def stratified_bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = CI_LEVEL,
+    resample_strata: bool = False,
 ) -> dict[str, tuple[float, float]]:
     """Percentile CIs of the mean over strata of ``metric_fns[s](indices)``, resampling subjects within each.
 
     A stratum is an independent evaluation (a run with its own subjects, e.g. one seed); each bootstrap
     draw resamples every stratum's subjects with replacement and averages the strata's metrics.
+    ``resample_strata``: first draw the strata themselves with replacement (a hierarchical bootstrap:
+    seeds, then subjects within each drawn seed; ``osf.evaluation.seeds``); with one stratum nothing
+    is drawn at that level.
     """
     strata = [_subject_blocks(ids) for ids in subject_ids]
     rng = np.random.default_rng(seed)
+    n_strata = len(strata)
     samples: dict[str, list[float]] = {}
     for _ in range(n_boot):
+        chosen = rng.integers(0, n_strata, n_strata) if resample_strata and n_strata > 1 else range(n_strata)
         draws = []
-        for fn, blocks in zip(metric_fns, strata):
+        for s in chosen:
+            blocks = strata[s]
             drawn = rng.integers(0, len(blocks), len(blocks))
-            draws.append(fn(np.concatenate([blocks[i] for i in drawn])))
+            draws.append(metric_fns[s](np.concatenate([blocks[i] for i in drawn])))
         for k in draws[0]:
             samples.setdefault(k, []).append(float(np.mean([d[k] for d in draws])))
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2

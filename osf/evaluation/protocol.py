@@ -38,7 +38,14 @@ from osf.downstream.metrics import load_predictions, save_predictions
 from osf.evaluation.baselines import has_eeg, power48, yasa_style, yasa_style_columns
 from osf.evaluation.probes import PENALTIES, ProbeFit, Split, fit_probe_grid
 from osf.evaluation.seeds import SeedLevelDifference, format_seed_rows, seed_level_difference
-from osf.evaluation.settings import K_SHOTS, LABEL_FRACTIONS, MISSING_PRESETS, EpochTable, Setting, standard_settings
+from osf.evaluation.settings import (
+    K_SHOTS,
+    LABEL_FRACTIONS,
+    MISSING_PRESETS,
+    EpochTable,
+    Setting,
+    standard_settings,
+)
 from osf.utils.atomic import atomic_write_text
 
 TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
@@ -311,8 +318,8 @@ def compare_runs(run_dirs: Sequence[str | Path], a: str, b: str, n_boot: int = 1
 
 def format_comparison(comparison: Mapping[str, Mapping[str, SeedLevelDifference]], a: str, b: str) -> str:
     """Text table: per task and setting the per-seed rows, then the seed-level verdict."""
-    lines = [f"{a} minus {b} (test; per seed: subject-bootstrap CI; pooled: hierarchical bootstrap over seeds "
-             "then subjects, and the t-test across seeds)"]
+    lines = [(f"{a} minus {b} (test; per seed: subject-bootstrap CI; pooled: hierarchical bootstrap over seeds "
+             "then subjects, and the t-test across seeds)")]
     for task, settings in comparison.items():
         lines.append(f"\n{task} ({next(iter(settings.values())).metric})      {a:>7s} {b:>7s}    diff")
         for setting, result in settings.items():

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from osf.downstream.metrics import CI_LEVEL, _PairedScores, _subject_blocks
+from osf.downstream.metrics import CI_LEVEL, _PairedScores, stratified_bootstrap_ci
 
 Pair = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
 
@@ -39,32 +39,12 @@ def hierarchical_bootstrap_ci(
     """Percentile CIs of the mean over seeds of ``metric_fns[s](indices)``: seeds resampled, then subjects.
 
     ``metric_fns[s]`` scores seed ``s``'s run on epoch indices (with repeats); ``subject_ids[s]`` are
-    that run's per-epoch subjects. A seed drawn twice gets two independent subject resamples.
+    that run's per-epoch subjects. A seed drawn twice gets two independent subject resamples; with one
+    seed this is that run's subject bootstrap.
     """
     if not metric_fns or len(metric_fns) != len(subject_ids):
         raise ValueError(f"need one metric function per seed's subjects, got {len(metric_fns)} and {len(subject_ids)}")
-    strata = [_subject_blocks(ids) for ids in subject_ids]
-    rng = np.random.default_rng(seed)
-    n_seeds = len(strata)
-    samples: dict[str, list[float]] = {}
-    for _ in range(n_boot):
-        draws = []
-        # one seed: nothing to resample at the top level (and no draw, so it is that run's subject bootstrap)
-        for s in rng.integers(0, n_seeds, n_seeds) if n_seeds > 1 else (0,):
-            blocks = strata[s]
-            drawn = rng.integers(0, len(blocks), len(blocks))
-            draws.append(metric_fns[s](np.concatenate([blocks[i] for i in drawn])))
-        for k in draws[0]:
-            samples.setdefault(k, []).append(float(np.mean([d[k] for d in draws])))
-    return {k: _percentiles(v, level) for k, v in samples.items()}
-
-
-def _percentiles(values: Sequence[float], level: float) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[np.isfinite(arr)]
-    if not arr.size:
-        return math.nan, math.nan
-    return float(np.percentile(arr, 100 * (1 - level) / 2)), float(np.percentile(arr, 100 * (1 + level) / 2))
+    return stratified_bootstrap_ci(metric_fns, subject_ids, n_boot=n_boot, seed=seed, level=level, resample_strata=True)
 
 
 @dataclass

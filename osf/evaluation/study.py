@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from osf.evaluation.protocol import RESULT_FILE, ProtocolConfig, compare_runs, format_comparison, mean_test, run_protocol
+from osf.evaluation.protocol import (
+    RESULT_FILE,
+    ProtocolConfig,
+    compare_runs,
+    format_comparison,
+    mean_test,
+    run_protocol,
+)
 
 PROTOCOL_DIR = "protocol"
 
