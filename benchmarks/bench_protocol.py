@@ -35,22 +35,24 @@ def adamw_vs_logreg(run: Path, protocol: Path, n_boot: int) -> tuple[dict, str]:
     from osf import config
     from osf.quickstart import Quickstart, QuickstartConfig
 
+    from osf.quickstart import TASK_METRIC
+
     results = json.loads((run / "results.json").read_text())
     qs = Quickstart(QuickstartConfig.from_dict(results["config"], output_dir=run), log=lambda _: None)
     proto = json.loads((protocol / RESULT_FILE).read_text())
     record, lines = {}, ["| task | init | AdamW probe (pooling) | logistic grid (pooling, C) | grid - AdamW [95% CI] |",
                          "| --- | --- | ---: | ---: | --- |"]
-    for task, row in results["probes"].items():
-        grid = proto["tasks"][task]["settings"]["labels_100pct"]["models"]
+    for task, task_record in proto["tasks"].items():
+        grid, metric = task_record["settings"]["labels_100pct"]["models"], TASK_METRIC[task]
         for init in INITS:
-            adamw = load_predictions(qs.probe_dir(init, task, row["pooling"][init]) / "probe_test_predictions.npz")
+            pooling = qs.chosen_pooling(init, task)  # the pooling the quick start's validation chose
+            adamw = load_predictions(qs.probe_dir(init, task, pooling) / "probe_test_predictions.npz")
             mine = load_predictions(protocol / grid[init]["predictions"])
-            d = seed_level_difference([(mine, adamw)], row["metric"], n_boot=n_boot)
-            record[f"{config.LABEL_COLUMNS[task]}/{init}"] = {"adamw": d.b, "adamw_pooling": row["pooling"][init],
-                                                              "grid": d.a, "grid_view": grid[init]["view"],
-                                                              "grid_C": grid[init]["C"], "diff": d.diff,
-                                                              "ci95": [d.low, d.high]}
-            lines.append(f"| {task} {row['metric']} | {init} | {d.b:.3f} ({row['pooling'][init]}) | {d.a:.3f} "
+            d = seed_level_difference([(mine, adamw)], metric, n_boot=n_boot)
+            record[f"{config.LABEL_COLUMNS[task]}/{init}"] = {"adamw": d.b, "adamw_pooling": pooling, "grid": d.a,
+                                                              "grid_view": grid[init]["view"], "grid_C": grid[init]["C"],
+                                                              "diff": d.diff, "ci95": [d.low, d.high]}
+            lines.append(f"| {task} {metric} | {init} | {d.b:.3f} ({pooling}) | {d.a:.3f} "
                          f"({grid[init]['view']}, C={grid[init]['C']:g}) | {d.diff:+.3f} [{d.low:+.3f}, {d.high:+.3f}] |")
     return record, "\n".join(lines)
 
@@ -63,6 +65,7 @@ def main() -> None:
     p.add_argument("--no_masked", action="store_true", help="presets missing at test time only (no masked training)")
     p.add_argument("--n_boot", type=int, default=1000)
     p.add_argument("--rerun", action="store_true")
+    p.add_argument("--cache_dir", type=Path, default=None, help="feature cache (default: the run's)")
     args = p.parse_args()
     overrides = {}
     if args.presets:
@@ -71,7 +74,7 @@ def main() -> None:
         overrides["masked"] = False
     protocol = args.run / PROTOCOL_DIR
     if args.rerun or not (protocol / RESULT_FILE).is_file():
-        protocol_for_quickstart(args.run, ProtocolConfig(**overrides))
+        protocol_for_quickstart(args.run, ProtocolConfig(**overrides), cache_dir=args.cache_dir)
     record, text = protocol_tables([protocol], n_boot=args.n_boot, against=("random", "power48"))
     probe_record, probe_text = adamw_vs_logreg(args.run, protocol, args.n_boot)
     text += "\n\nThe quick start's AdamW probe vs the logistic-regression grid (100 % labels, same test epochs):\n\n" + probe_text

@@ -287,11 +287,11 @@ def run_protocol(store_dir: str | Path, backbones: Mapping[str, torch.nn.Module]
     ids = EpochIds.of(store, rows)
     record: dict[str, Any] = {"config": asdict(cfg), "store": str(store_dir), "meta": dict(meta or {}),
                               "models": [m.name for m in models], "features_s": time.perf_counter() - t0, "tasks": {}}
-    for task in cfg.tasks:
-        record["tasks"][task] = run_task(task, models, ids, store, rows, cfg, out_dir, log)
-    record["elapsed_s"] = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / RESULT_FILE, json.dumps(record, indent=1, default=float) + "\n")
+    for task in cfg.tasks:  # the record is rewritten after each task: a killed run keeps the tasks it finished
+        record["tasks"][task] = run_task(task, models, ids, store, rows, cfg, out_dir, log)
+        record["elapsed_s"] = time.perf_counter() - t0
+        atomic_write_text(out_dir / RESULT_FILE, json.dumps(record, indent=1, default=float) + "\n")
     return record
 
 

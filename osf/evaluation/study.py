@@ -35,8 +35,12 @@ def _generator_version(run_dir: Path) -> str | None:
 
 
 def protocol_for_quickstart(run_dir: str | Path, cfg: ProtocolConfig | None = None, out_dir: str | Path | None = None,
-                            log: Callable[[str], None] = print) -> Path:
-    """Run the protocol on a finished quick-start run (its store, backbone and seed); returns its folder."""
+                            log: Callable[[str], None] = print, cache_dir: str | Path | None = None) -> Path:
+    """Run the protocol on a finished quick-start run (its store, backbone and seed); returns its folder.
+
+    Features are read from (and added to) ``cache_dir``, by default the run's own feature cache, where its
+    probes left the full-montage features of both backbones.
+    """
     from osf.downstream.loading import load_any_backbone
 
     run_dir = Path(run_dir)
@@ -54,7 +58,7 @@ def protocol_for_quickstart(run_dir: str | Path, cfg: ProtocolConfig | None = No
             "backbone": paths["backbone"], "max_steps": qs_cfg.get("max_steps")}
     log(f"protocol on {run_dir} (seed {seed}, generator {meta['generator_version']})")
     run_protocol(paths["store"], {"pretrained": pretrained, "random": random_init}, out, cfg, log=log, meta=meta,
-                 cache_dir=run_dir / "feature_cache")
+                 cache_dir=Path(cache_dir) if cache_dir is not None else run_dir / "feature_cache")
     return out
 
 
