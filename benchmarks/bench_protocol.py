@@ -34,8 +34,7 @@ def adamw_vs_logreg(run: Path, protocol: Path, n_boot: int) -> tuple[dict, str]:
     """Per task and init: the quick start's AdamW probe vs the protocol's grid at 100 % labels (paired)."""
     from osf import config
     from osf.quickstart import Quickstart, QuickstartConfig
-
-    from osf.quickstart import TASK_METRIC
+    from osf.tasks import get_task
 
     results = json.loads((run / "results.json").read_text())
     qs = Quickstart(QuickstartConfig.from_dict(results["config"], output_dir=run), log=lambda _: None)
@@ -43,7 +42,7 @@ def adamw_vs_logreg(run: Path, protocol: Path, n_boot: int) -> tuple[dict, str]:
     record, lines = {}, ["| task | init | AdamW probe (pooling) | logistic grid (pooling, C) | grid - AdamW [95% CI] |",
                          "| --- | --- | ---: | ---: | --- |"]
     for task, task_record in proto["tasks"].items():
-        grid, metric = task_record["settings"]["labels_100pct"]["models"], TASK_METRIC[task]
+        grid, metric = task_record["settings"]["labels_100pct"]["models"], get_task(task).reporting_metric
         for init in INITS:
             pooling = qs.chosen_pooling(init, task)  # the pooling the quick start's validation chose
             adamw = load_predictions(qs.probe_dir(init, task, pooling) / "probe_test_predictions.npz")

@@ -14,7 +14,6 @@ bootstrap, t-test). Writes RUN/protocol/ per run and OUT/protocol_tables.{json,t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,24 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the protocol on each run (unless done), then the tables; exit 2 on bad input."""
-    from osf.evaluation.protocol import RESULT_FILE, ProtocolConfig
-    from osf.evaluation.study import PROTOCOL_DIR, protocol_for_quickstart, protocol_tables
-    from osf.utils.atomic import atomic_write_text
+    from osf.evaluation.protocol import ProtocolConfig
+    from osf.evaluation.study import run_protocol_study
 
     args = build_parser().parse_args(argv)
-    runs = [Path(r.strip()) for r in args.runs.split(",") if r.strip()]
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     try:
         cfg = ProtocolConfig(**({"tasks": tuple(t.strip() for t in args.tasks.split(","))} if args.tasks else {}))
-        for run in runs:
-            if args.rerun or not (run / PROTOCOL_DIR / RESULT_FILE).is_file():
-                protocol_for_quickstart(run, cfg)
-        record, text = protocol_tables([run / PROTOCOL_DIR for run in runs], n_boot=args.n_boot)
+        text = run_protocol_study(runs, args.output_dir, cfg, n_boot=args.n_boot, rerun=args.rerun)
     except (ValueError, FileNotFoundError) as err:
         print(f"main_protocol.py: error: {err}", file=sys.stderr)
         return 2
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output_dir / "protocol_tables.json", json.dumps(record, indent=1, default=float) + "\n")
-    atomic_write_text(args.output_dir / "protocol_tables.txt", text + "\n")
     print(text)
     return 0
 

@@ -42,6 +42,7 @@ PLACES: dict[str, str] = {
     "osf.study": "orchestration",
     "osf.quickstart": "orchestration",
     "osf.sleepbench": "orchestration",
+    "osf.evaluation": "orchestration",  # the evaluation protocol over runs: probe grids, baselines, seed-level verdicts
     "osf.testing": "test support",
     "main_pipelines": "entry points",
 }

@@ -46,10 +46,9 @@ from osf.evaluation.settings import (
     Setting,
     standard_settings,
 )
+from osf.tasks import get_task, studied_tasks
 from osf.utils.atomic import atomic_write_text
 
-TASKS: tuple[str, ...] = ("Stage", "Arousal", "Hypopnea", "Oxygen Desaturation")
-TASK_METRIC: dict[str, str] = {"Stage": "kappa", "Arousal": "auroc", "Hypopnea": "auroc", "Oxygen Desaturation": "auroc"}
 POOLINGS: tuple[str, ...] = ("cls", "groups", "cls_groups", "groups_std")
 BASELINES: tuple[str, ...] = ("power48", "yasa_style")
 RESULT_FILE = "protocol.json"
@@ -60,7 +59,7 @@ _READ_CHUNK = 512
 class ProtocolConfig:
     """What the protocol measures; the defaults are the issue's settings."""
 
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = field(default_factory=studied_tasks)  # the task registry's studied tasks
     poolings: tuple[str, ...] = POOLINGS
     penalties: tuple[float, ...] = PENALTIES
     baselines: tuple[str, ...] = BASELINES
@@ -233,7 +232,7 @@ def _test_score(task: str, labels: np.ndarray, proba: np.ndarray, threshold: flo
     keep = labels >= 0
     scores = (binary_scalars(labels[keep], proba[keep], threshold if threshold is not None else 0.5)
               if proba.shape[1] == 2 else multiclass_scalars(labels[keep], proba[keep]))
-    return scores[TASK_METRIC[task]]
+    return scores[get_task(task).reporting_metric]
 
 
 def run_task(task: str, models: Sequence[ModelFeatures], ids: EpochIds, store: EpochStore, rows: np.ndarray,
@@ -243,7 +242,7 @@ def run_task(task: str, models: Sequence[ModelFeatures], ids: EpochIds, store: E
     table = EpochTable(ids.split, ids.subject_ids, ids.dataset, labels)
     settings, skipped = standard_settings(table, len(names), cfg.seed, cfg.label_fractions, cfg.k_shots, cfg.presets,
                                           cfg.cross_cohort, cfg.masked)
-    record: dict[str, Any] = {"metric": TASK_METRIC[task], "classes": list(names), "skipped": skipped, "settings": {}}
+    record: dict[str, Any] = {"metric": get_task(task).reporting_metric, "classes": list(names), "skipped": skipped, "settings": {}}
     fitted: dict = {}
     for setting in settings:
         entry = record["settings"].setdefault(setting.name, {"n_train": int(setting.train.size),
@@ -312,7 +311,7 @@ def compare_runs(run_dirs: Sequence[str | Path], a: str, b: str, n_boot: int = 1
                     labels.append(str(rec.get("meta", {}).get("seed", d.name)))
             if pairs:
                 out.setdefault(task, {})[setting] = seed_level_difference(
-                    pairs, TASK_METRIC[task], labels, n_boot=n_boot, seed=seed)
+                    pairs, get_task(task).reporting_metric, labels, n_boot=n_boot, seed=seed)
     return out
 
 

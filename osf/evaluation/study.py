@@ -79,6 +79,26 @@ def protocol_tables(protocol_dirs: Sequence[str | Path], n_boot: int = 1000,
     return record, "\n".join(text)
 
 
+def run_protocol_study(runs: Sequence[str | Path], output_dir: str | Path, cfg: ProtocolConfig | None = None,
+                       n_boot: int = 1000, rerun: bool = False, log: Callable[[str], None] = print) -> str:
+    """``main_protocol.py``: the protocol on each quick-start run (unless done), then the seed-level tables
+    in ``output_dir/protocol_tables.{json,txt}``; returns the text."""
+    from osf.utils.atomic import atomic_write_text
+
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise ValueError("no quick-start runs given")
+    for run in runs:
+        if rerun or not (run / PROTOCOL_DIR / RESULT_FILE).is_file():
+            protocol_for_quickstart(run, cfg, log=log)
+    record, text = protocol_tables([run / PROTOCOL_DIR for run in runs], n_boot=n_boot)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "protocol_tables.json", json.dumps(record, indent=1, default=float) + "\n")
+    atomic_write_text(out / "protocol_tables.txt", text + "\n")
+    return text
+
+
 def _means_table(means: dict[str, dict[str, dict[str, float]]]) -> str:
     """Mean test metric over seeds: one row per task and setting, one column per model."""
     models = sorted({m for ss in means.values() for ms in ss.values() for m in ms},
