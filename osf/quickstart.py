@@ -14,7 +14,8 @@ need each step in its own process: ``main_pipelines/main_quickstart.py`` then ru
 4. ``pretrain``        main_pretrain.py    OSF (``dino_ours``) self-supervised pre-training
 5. ``export``          main_export.py      the teacher backbone in the released checkpoint format
 6. ``probe_*``         main_finetune.py    linear probes, four tasks x (pre-trained, random-init)
-7. ``finetune``        main_finetune.py    --finetune_backbone: the staging classifier
+7. ``finetune``        main_finetune.py    --finetune_backbone: the staging classifier (LP-FT from the Stage probe)
+   ``finetune_random``  main_finetune.py    the same LP-FT from random init at equal steps (the baseline)
 8. ``predict``         main_predict.py     stage the held-out night: fine-tuned staging classifier
                                            + the pre-trained backbone's event probes
 
@@ -219,6 +220,10 @@ class Quickstart:
         """Output folder of the fine-tuned staging classifier."""
         return self.out / "finetune_stage"
 
+    def finetune_dir_of(self, init: str) -> Path:
+        """Fine-tuning of the ``init`` backbone: the staging classifier, or its random-init baseline at equal steps."""
+        return self.finetune_dir if init == "pretrained" else self.out / f"finetune_stage_{init}"
+
     @property
     def prediction_dir(self) -> Path:
         """Outputs of main_predict.py on the held-out night."""
@@ -287,29 +292,38 @@ class Quickstart:
         return pretrain_steps(spec, f"export the {get_recipe(cfg.recipe).export} backbone (the recipe's choice) in "
                                     "the released format")
 
-    def _finetune_flags(self) -> Flags:
-        """LP-FT from the pre-trained Stage probe the validation split chose: its head and its features."""
+    def _finetune_flags(self, init: str = "pretrained") -> Flags:
+        """LP-FT of the ``init`` backbone from its Stage probe the validation split chose: that head, those features.
+
+        The random-init run is the same recipe at equal steps from the weights pre-training started from: what
+        fine-tuning gains from pre-training, not from the steps.
+        """
         cfg = self.cfg
-        pooling = self.chosen_pooling("pretrained", "Stage")
-        return {"ckpt_path": str(self.backbone_path), "data_dir": str(self.store_dir), "eval_label": "Stage",
+        pooling = self.chosen_pooling(init, "Stage")
+        return {**self._backbone_flags(init), "data_dir": str(self.store_dir), "eval_label": "Stage",
                 "finetune_backbone": True, "max_steps": cfg.finetune_steps, "pooling": pooling,
-                "init_head": str(self.probe_dir("pretrained", "Stage", pooling) / "classifier.pt"),
+                "init_head": str(self.probe_dir(init, "Stage", pooling) / "classifier.pt"),
                 # a tenth of the steps to warm up (main_finetune's default 100 is a whole short run)
                 "warmup_steps": max(1, cfg.finetune_steps // 10),
                 "eval_every": cfg.finetune_eval_every, "batch_size": cfg.batch_size,
                 "num_workers": cfg.num_workers, "seed": cfg.seed, "n_boot": cfg.n_boot, "run_name": "finetune",
-                "output_dir": str(self.finetune_dir), **self._hardware()}
+                "output_dir": str(self.finetune_dir_of(init)), **self._hardware()}
+
+    def _finetune_step(self, init: str) -> Step:
+        out = self.finetune_dir_of(init)
+        what = "a staging classifier" if init == "pretrained" else "the random-init baseline (LP-FT, equal steps)"
+        return entry_step(
+            "finetune" if init == "pretrained" else f"finetune_{init}",
+            f"fine-tune {what} ({self.cfg.finetune_steps} steps)", "main_finetune.py",
+            lambda: self._finetune_flags(init),
+            lambda: [out / "finetune.json", out / "classifier.pt", out / "finetune_test_predictions.npz"],
+            needs=self.probe_steps_of(init, "Stage"), clean=lambda: [out])
 
     def _use_steps(self) -> list[Step]:
         """The fine-tuned staging classifier and the staged held-out night."""
         cfg = self.cfg
         return [
-            entry_step(
-                "finetune", f"fine-tune a staging classifier ({cfg.finetune_steps} steps)", "main_finetune.py",
-                self._finetune_flags, lambda: [self.finetune_dir / "finetune.json", self.finetune_dir / "classifier.pt"],
-                needs=self.probe_steps_of("pretrained", "Stage"),
-                clean=lambda: [self.finetune_dir],
-            ),
+            *(self._finetune_step(init) for init in INITS),
             entry_step(
                 "predict", "stage the held-out night (fine-tuned staging + pre-trained event probes)", "main_predict.py",
                 lambda: {"edf": str(self.heldout_night()[0]), "annotations": str(self.heldout_night()[1]),
@@ -368,6 +382,16 @@ class Quickstart:
         row["difference"], row["difference_ci95"] = diff["diff"], [diff["low"], diff["high"]]
         return row
 
+    def _finetune_result(self) -> dict[str, Any]:
+        """The fine-tuned staging classifier's test scores, its random-init baseline's and their paired difference."""
+        tests = {init: RunSummary.read(self.finetune_dir_of(init) / "finetune.json").test for init in INITS}
+        out: dict[str, Any] = {m: tests["pretrained"].get(m) for m in ("kappa", "accuracy", "macro_f1")}
+        out["random"] = {m: tests["random"].get(m) for m in ("kappa", "accuracy", "macro_f1")}
+        pre, rnd = (load_predictions(self.finetune_dir_of(init) / "finetune_test_predictions.npz") for init in INITS)
+        diff = paired_difference(pre, rnd, n_boot=self.cfg.n_boot, seed=self.cfg.seed)["kappa"]
+        out["difference"], out["difference_ci95"] = diff["diff"], [diff["low"], diff["high"]]
+        return out
+
     # --- running --------------------------------------------------------------------------------
     def _execute(self, step: Step, command: list[str]) -> None:
         """Call the step's library function here, or run its command as a process (DDP, ``subprocess``)."""
@@ -397,7 +421,7 @@ class Quickstart:
         """Probe / fine-tuning test metrics and the held-out night's summary, from the files written."""
         probes = {task: self._probe_result(task) for task in self.cfg.tasks}
         pretraining = self._pretraining_result()
-        finetune = RunSummary.read(self.finetune_dir / "finetune.json").test
+        finetune = self._finetune_result()
         edf, _ = self.heldout_night()
         stem = self.prediction_dir / edf.stem
         summary = json.loads(Path(f"{stem}_summary.json").read_text())
@@ -407,7 +431,7 @@ class Quickstart:
             "synthetic_generator_version": manifest.get("generator_version"),  # which generator made the data
             "pretraining": pretraining,
             "probes": probes,
-            "finetune_stage": {m: finetune.get(m) for m in ("kappa", "accuracy", "macro_f1")},
+            "finetune_stage": finetune,
             **self._context_results(),
             "heldout_night": {
                 "edf": str(edf),
@@ -548,6 +572,11 @@ def format_results(results: dict) -> str:
     ft = results["finetune_stage"]
     lines += ["", (f"Fine-tuned staging classifier (test): kappa {_fmt(ft['kappa'])}, "
                    f"accuracy {_fmt(ft['accuracy'])}, macro-F1 {_fmt(ft['macro_f1'])}")]
+    if "random" in ft:  # results written before the random-init baseline have none
+        lo, hi = ft["difference_ci95"]
+        lines.append(f"  the same LP-FT from random init at equal steps: kappa {_fmt(ft['random']['kappa'])}; "
+                     f"pre-trained minus random {_with_ci(ft['difference'], ft['difference_ci95'], signed=True)} "
+                     f"({'better' if lo > 0 else 'worse' if hi < 0 else 'not separated'}, one seed)")
     lines += _format_context(results)
     night = results["heldout_night"]
     lines += [(f"Held-out night {Path(night['edf']).name}: agreement with its scoring {_fmt(night['agreement'])}, "

@@ -77,7 +77,7 @@ def test_changing_a_flag_reruns_exactly_the_steps_that_depend_on_it(tiny_run):
     cfg, _, _ = tiny_run
     assert not any(Quickstart(cfg).plan().values())
     plan = Quickstart(dataclasses.replace(cfg, finetune_steps=cfg.finetune_steps + 1)).plan()
-    assert {name for name, run in plan.items() if run} == {"finetune", "predict"}
+    assert {name for name, run in plan.items() if run} == {"finetune", "finetune_random", "predict"}
     plan = Quickstart(dataclasses.replace(cfg, max_steps=cfg.max_steps + 1)).plan()
     rerun = {name for name, run in plan.items() if run}
     assert rerun == {"pretrain", "export", *(f"probe_pretrained_{t}_{p}" for t in ("stage", "arousal")
@@ -121,6 +121,16 @@ def test_each_backbone_reports_the_pooling_its_validation_split_chose(tiny_run):
     # fine-tuning starts at that probe's head (LP-FT) and reads the same features
     ft = next(s for s in qs.steps if s.name == "finetune").flags()
     assert ft["init_head"] == str(qs.probe_dir("pretrained", "Stage") / "classifier.pt") and ft["pooling"] == seq["pooling"]
+    # its baseline: the same LP-FT at equal steps from random init (the random Stage probe's head and pooling)
+    base = next(s for s in qs.steps if s.name == "finetune_random").flags()
+    assert base["ckpt_path"] == "none" and base["max_steps"] == ft["max_steps"] and base["seed"] == ft["seed"]
+    assert base["init_head"] == str(qs.probe_dir("random", "Stage") / "classifier.pt")
+    assert base["pooling"] == qs.chosen_pooling("random", "Stage") and base["output_dir"] != ft["output_dir"]
+    finetune = results["finetune_stage"]
+    assert finetune["random"]["kappa"] is not None and "pre-trained minus random" in printed
+    lo, hi = finetune["difference_ci95"]
+    assert lo <= finetune["difference"] <= hi
+    assert finetune["difference"] == pytest.approx(finetune["kappa"] - finetune["random"]["kappa"], abs=1e-6)
 
 
 def test_runs_pool_into_one_difference_per_task(tiny_run):
