@@ -18,11 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from osf import config
+from osf.downstream.ceilings import POWER48_WINDOWS as POWER_WINDOWS  # 5 s windows of a 30 s epoch
 
-POWER_WINDOWS = 6  # 5 s windows of a 30 s epoch
 POWER_STATS: tuple[str, ...] = ("logvar", "win_std", "win_min", "win_max")
 YASA_CHANNELS: tuple[str, ...] = ("EEG_C3_A2", "EEG_C4_A1", "EOG_E1_A2", "EOG_E2_A1", "EMG_Chin")
-_EPS = 1e-8
 
 
 def power48_names() -> list[str]:
@@ -31,18 +30,19 @@ def power48_names() -> list[str]:
 
 
 def power48(x: np.ndarray, channel_mask: np.ndarray) -> np.ndarray:
-    """``[B, 48]`` power summary of epochs ``x [B, 12, 1920]``; an absent channel's four numbers are 0."""
+    """``[B, 48]`` power summary of epochs ``x [B, 12, 1920]``; an absent channel's four numbers are 0.
+
+    The computation is the ceilings' (``osf.downstream.ceilings.power48_features``, the ``power48`` ceiling
+    kind): one definition; this adds the check of the input's shape.
+    """
+    from osf.downstream.ceilings import power48_features
+
     x = np.asarray(x, dtype=np.float64)
     mask = np.asarray(channel_mask, dtype=bool)
     if x.ndim != 3 or x.shape[1] != config.NUM_CHANNELS or x.shape[2] % POWER_WINDOWS or mask.shape != x.shape[:2]:
         raise ValueError(f"power48: expected x [B, {config.NUM_CHANNELS}, T] (T a multiple of {POWER_WINDOWS}) and "
                          f"mask [B, {config.NUM_CHANNELS}], got {x.shape} and {mask.shape}")
-    logvar = np.log(x.var(-1) + _EPS)
-    windows = x.reshape(*x.shape[:2], POWER_WINDOWS, -1)
-    win_logvar = np.log(windows.var(-1) + _EPS)
-    feats = np.stack([logvar, win_logvar.std(-1), win_logvar.min(-1), win_logvar.max(-1)], axis=-1)
-    feats = np.where(mask[..., None], feats, 0.0)
-    return feats.reshape(x.shape[0], -1).astype(np.float32)
+    return power48_features(x, mask)
 
 
 def has_eeg(keep: np.ndarray) -> bool:
