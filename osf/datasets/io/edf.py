@@ -85,6 +85,7 @@ class EdfHeader:
     num_records: int
     record_duration: float
     signals: tuple[EdfSignalHeader, ...]
+    notes: tuple[str, ...] = ()  # intact-data repairs, e.g. stray bytes after the last record (dropped)
 
     @property
     def bytes_per_sample(self) -> int:
@@ -132,6 +133,11 @@ class EdfRecording:
     labels: list[str] = field(default_factory=list)  # every ordinary label in the file
     prefilters: dict[str, str] = field(default_factory=dict)
     reader: str = "edfio"  # which library decoded the samples: "edfio" or "mne"
+    notes: list[str] = field(default_factory=list)  # what was tolerated (EdfHeader.notes)
+
+
+class EdfRepairWarning(UserWarning):
+    """Intact data read past a harmless defect (stray bytes after the last data record), as MNE does."""
 
 
 def _text(raw: bytes) -> str:
@@ -198,15 +204,17 @@ def read_edf_header(path: str | Path) -> EdfHeader:
         )
     signals = _signal_headers(path, rest, fixed.num_signals)
     _check_signals(path, signals, fixed.record_duration)
+    num_records, notes = _checked_record_count(path, fixed, signals, size)
     return EdfHeader(
         path=path,
         file_type=fixed.file_type,
         variant=fixed.variant if fixed.variant.startswith(("EDF+", "BDF+")) else "",
         start_time=_start_time(fixed.raw[168:176], fixed.raw[176:184]),
         header_bytes=fixed.header_bytes,
-        num_records=_checked_record_count(path, fixed, signals, size),
+        num_records=num_records,
         record_duration=fixed.record_duration,
         signals=tuple(signals),
+        notes=notes,
     )
 
 
@@ -263,8 +271,15 @@ def _check_signals(path: Path, signals: list[EdfSignalHeader], record_duration: 
         raise EdfHeaderError(path, f"data record duration is {record_duration} s")
 
 
-def _checked_record_count(path: Path, fixed: _FixedHeader, signals: list[EdfSignalHeader], size: int) -> int:
-    """The number of data records, checked against the file size (-1, "unknown", takes the file's count)."""
+def _checked_record_count(
+    path: Path, fixed: _FixedHeader, signals: list[EdfSignalHeader], size: int
+) -> tuple[int, tuple[str, ...]]:
+    """The number of data records, checked against the file size (-1, "unknown", takes the file's count).
+
+    Tolerated like MNE and edfio do, with a note: fewer bytes than one data record after the last
+    declared record (a stray byte, a partial record the recorder never finished); they are dropped.
+    Refused: fewer complete records than declared (truncated), more complete records than declared.
+    """
     record_bytes = _BYTES_PER_SAMPLE[fixed.file_type] * sum(s.samples_per_record for s in signals)
     data_bytes = size - fixed.header_bytes
     complete, leftover = divmod(data_bytes, record_bytes)
@@ -276,7 +291,7 @@ def _checked_record_count(path: Path, fixed: _FixedHeader, signals: list[EdfSign
             f"but the file holds only {complete} complete records"
             + (f" and {leftover} stray bytes" if leftover else ""),
         )
-    if complete > num_records or leftover:
+    if complete > num_records:
         raise EdfHeaderError(
             path,
             f"header declares {num_records} data records but the file holds {complete}"
@@ -285,7 +300,13 @@ def _checked_record_count(path: Path, fixed: _FixedHeader, signals: list[EdfSign
         )
     if num_records == 0:
         raise EdfHeaderError(path, "the file holds no data records")
-    return num_records
+    notes = ()
+    if leftover:
+        notes = (
+            f"{leftover} stray bytes after the last of its {num_records} data records (less than one "
+            f"{record_bytes}-byte record) were dropped",
+        )
+    return num_records, notes
 
 
 def edf_labels(path: str | Path) -> list[str]:
@@ -373,7 +394,8 @@ def read_edf(path: str | Path, wanted_labels: list[str] | tuple[str, ...] | None
 
     Raises (all :class:`~osf.datasets.io.errors.IngestionError`): ``NotEdfError`` for a file that
     is not EDF/BDF, ``TruncatedEdfError`` when the file holds fewer records than its header
-    declares, ``EdfHeaderError`` for other header/data mismatches and invalid calibration of a
+    declares, ``EdfHeaderError`` for other header/data mismatches (stray bytes, less than one data
+    record, after the last record are dropped with an ``EdfRepairWarning`` and kept in ``notes``) and invalid calibration of a
     wanted signal, ``MissingChannelError`` / ``DuplicateLabelError`` for a wanted label that is
     absent or not unique. EDF+D: a file whose records are contiguous (some vendors write EDF+D
     for continuous data) is read like EDF+C; one with gaps is refused with
@@ -391,6 +413,8 @@ def read_edf(path: str | Path, wanted_labels: list[str] | tuple[str, ...] | None
         if problem:
             raise EdfHeaderError(header.path, problem)
     check_continuous(header)
+    for note in header.notes:
+        warnings.warn(f"{header.path}: {note}", EdfRepairWarning, stacklevel=2)
     try:
         data, reader = _read_with_edfio(header, wanted), "edfio"
     except Exception as edfio_err:  # noqa: BLE001 - any edfio refusal means: try MNE, report both if it fails too
@@ -417,4 +441,5 @@ def read_edf(path: str | Path, wanted_labels: list[str] | tuple[str, ...] | None
         labels=header.labels,
         prefilters={s.label: s.prefilter for s in sigs},
         reader=reader,
+        notes=list(header.notes),
     )

@@ -25,6 +25,7 @@ shorter than one epoch (``RecordingTooShortError``). Warnings for the console ar
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 
 from osf import config
 from osf.datasets.io.channels import ChannelResolution, resolve_channels
-from osf.datasets.io.edf import EdfHeader, read_edf, read_edf_header
+from osf.datasets.io.edf import EdfHeader, EdfRepairWarning, read_edf, read_edf_header
 from osf.datasets.io.errors import IngestionError, ScoringMismatchError
 from osf.datasets.io.scoring import Scoring
 from osf.datasets.io.scoring_formats import read_scoring
@@ -117,6 +118,7 @@ def process_recording(
     # Header, then scoring (small; a broken one fails before the expensive signal read). The header's
     # start time anchors scoring files whose onsets are clock times (STAGES CSV).
     header = read_edf_header(edf_path)
+    _check_long_enough(edf_path, header.duration_s)  # before the scoring: "no usable stage" would hide why
     labels = header.labels
     scoring, scoring_qc = None, None
     if scoring_path is not None:
@@ -136,7 +138,9 @@ def process_recording(
             edf_path, "no model channel has a usable header: " + "; ".join(f"{c}: {w}" for c, w in bad_headers.items())
         )
     needed = sorted({label for src in sources.values() for label in source_labels(src)}, key=labels.index)
-    recording = read_edf(edf_path, needed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EdfRepairWarning)  # kept in the QC warnings below
+        recording = read_edf(edf_path, needed)
     calibrations = {
         label: raw_checks.Calibration(s.physical_min, s.physical_max, s.digital_min, s.digital_max)
         for label in needed
@@ -150,6 +154,8 @@ def process_recording(
     epochs.qc["bad_header_channels"] = bad_headers
     epochs.qc["warnings"] = [f"{edf_path}: channel {c} is absent: {w}" for c, w in bad_headers.items()] + epochs.qc["warnings"]
     epochs.qc["reader"] = recording.reader
+    epochs.qc["edf_notes"] = list(recording.notes)
+    epochs.qc["warnings"] += [f"{edf_path}: {note}" for note in recording.notes]
     if scoring is not None:
         epochs.qc["scoring_path"] = os.fspath(scoring_path)
         epochs.qc.update(scoring_qc)
@@ -338,6 +344,14 @@ def epochs_from_signals(
     )
 
 
+def _check_long_enough(where: Any, duration_s: float) -> int:
+    """Whole epochs in ``duration_s``; refuses a recording shorter than one epoch."""
+    n_epochs = int(np.floor(duration_s / config.EPOCH_SEC + 1e-9))
+    if n_epochs < 1:
+        raise RecordingTooShortError(where, f"recording lasts {duration_s:g} s, shorter than one {config.EPOCH_SEC} s epoch")
+    return n_epochs
+
+
 def _count_epochs(
     where: Any,
     signals: Mapping[str, np.ndarray],
@@ -346,9 +360,7 @@ def _count_epochs(
     sources: Mapping[str, str | Sequence[str]],
 ) -> int:
     """Whole 30 s epochs of the recording that every source signal covers; refuses fewer than one."""
-    n_epochs = int(np.floor(duration_s / config.EPOCH_SEC + 1e-9))
-    if n_epochs < 1:
-        raise RecordingTooShortError(where, f"recording lasts {duration_s:g} s, shorter than one {config.EPOCH_SEC} s epoch")
+    n_epochs = _check_long_enough(where, duration_s)
     unknown = sorted(set(sources) - set(config.CHANNELS))
     if unknown:
         raise ValueError(f"{where}: unknown canonical channel(s) {unknown}")

@@ -8,7 +8,9 @@ anyway, with the problems in its QC):
 - the file holds no events at all;
 - no epoch of the recording gets a known sleep stage (stage names all unknown, or all stages
   outside the recording);
-- stages or events reach more than ``OVERRUN_REFUSE_S`` (1 h) past the end of the recording.
+- scored stages (W, N1-N3, REM) or events reach more than ``OVERRUN_REFUSE_S`` (1 h) past the end of
+  the recording. Stages past the end that are all unscored / movement (Sleep-EDF cassette
+  hypnograms run to 24 h with a closing "Sleep stage ?") are no mismatch: they are noted and dropped.
 
 Only warned about (console and QC): a start 1 s to 5 min off, event or stage names the registry
 does not know, a scoring more than one epoch shorter or longer than the signal, and the reader's
@@ -65,13 +67,25 @@ def _start_check(scoring: Scoring, edf_start: _dt.datetime | None, check: Scorin
         check.warnings.append(f"{text}; onsets are taken from the EDF start: check the labels' alignment")
 
 
+def scored_extent_s(scoring: Scoring) -> float:
+    """End (s) of the last epoch with a known stage; 0 when none is known."""
+    known = np.flatnonzero(np.asarray(scoring.stages) >= 0)
+    return float((known[-1] + 1) * config.EPOCH_SEC) if known.size else 0.0
+
+
 def _extent_check(scoring: Scoring, duration_s: float, check: ScoringCheck) -> None:
     limit = duration_s + OVERRUN_REFUSE_S
     stage_end = len(scoring.stages) * config.EPOCH_SEC
-    if stage_end > limit:
+    scored_end = scored_extent_s(scoring)
+    if scored_end > limit:
         check.problems.append(
-            f"its stages run to {stage_end:g} s but the recording lasts {duration_s:g} s "
-            f"({(stage_end - duration_s) / 3600:.1f} h past its end)"
+            f"its scored stages run to {scored_end:g} s but the recording lasts {duration_s:g} s "
+            f"({(scored_end - duration_s) / 3600:.1f} h past its end)"
+        )
+    elif stage_end > duration_s + config.EPOCH_SEC and scored_end <= duration_s + config.EPOCH_SEC:
+        check.warnings.append(
+            f"its stages run {(stage_end - duration_s) / 3600:.1f} h past the recording's end ({duration_s:g} s), "
+            "all unscored/movement there: that tail is dropped"
         )
     ev = scoring.events
     ends = ev["onset"].to_numpy(float) + np.maximum(ev["duration"].to_numpy(float), 0.0)
@@ -106,6 +120,8 @@ def _note_check(scoring: Scoring, n_epochs: int, check: ScoringCheck) -> None:
         names = ", ".join(f"{n!r} x{c}" for n, c in scoring.unknown_event_names.most_common(5))
         check.warnings.append(f"{total} events with names OSF does not know, kept as 'other': {names}")
     n_scored = len(scoring.stages)
+    if n_scored > n_epochs + 1 and scored_extent_s(scoring) <= (n_epochs + 1) * config.EPOCH_SEC:
+        return  # an unscored tail past the signal: _extent_check's note says it
     if n_scored and abs(n_scored - n_epochs) > 1:
         side = "shorter" if n_scored < n_epochs else "longer"
         check.warnings.append(
