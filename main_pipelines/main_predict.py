@@ -48,7 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept_scoring_mismatch", action="store_true",
                    help="compare with an --annotations file that does not fit the EDF (start minutes off, no usable "
                         "stage, no events) instead of refusing it")
+    p.add_argument("--lights", default=None, metavar="auto|HH:MM-HH:MM",
+                   help="keep only lights off to lights on: detected from the signal (auto) or given as clock times; "
+                        "for recordings longer than a night")
     return p
+
+
+def _print_channels(result) -> None:
+    """Which channels staged the night, what stood in for what, and the plausibility flags (stdout)."""
+    qc = result.qc
+    print(f"channels used: {', '.join(qc['channels_used']) or 'none'}"
+          + (f" (absent: {', '.join(qc['missing_classifier_channels'])})" if qc["missing_classifier_channels"] else ""))
+    for channel, what in qc.get("substitutions", {}).items():
+        print(f"  substitution {channel} <- {what}")
+    for channel, why in qc.get("refused_substitutions", {}).items():
+        print(f"  not used for {channel}: {why}")
+    if qc.get("lights"):
+        lights = qc["lights"]
+        print(f"lights ({lights['method']}): {lights['lights_off_s'] / 3600:.2f} h to {lights['lights_on_s'] / 3600:.2f} h "
+              "after the EDF start; statistics cover that window")
+    for flag, reason in qc.get("plausibility", {}).items():
+        print(f"CHECK {flag}: {reason}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 annotations=args.annotations, dataset=args.dataset, output_dir=args.output_dir,
                 hypnogram_formats=formats, event_threshold=args.event_threshold,
                 low_confidence=args.low_confidence, batch_size=args.batch_size, device=args.device,
-                accept_scoring_mismatch=args.accept_scoring_mismatch,
+                accept_scoring_mismatch=args.accept_scoring_mismatch, lights=args.lights,
             )
     except (OSError, ValueError) as err:  # IngestionError, CheckpointError, MissingChannelsError are ValueErrors
         print(f"error: {err}", file=sys.stderr)
@@ -71,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for message in result.qc.get("ingestion", {}).get("warnings", []):  # dead channels, scoring problems
         print(f"WARNING: {message}", file=sys.stderr)
     print_warnings(result)
+    _print_channels(result)
     s = result.summary
     print(f"{args.edf}: {result.n_epochs} epochs, TST {s['total_sleep_time_min']:.1f} min, "
           f"SE {s['sleep_efficiency_pct']:.1f}%")

@@ -197,6 +197,21 @@ NSRR_SCORING: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class ChannelSubstitution:
+    """A signal that is not the canonical derivation but stands in for it, and why (a written policy).
+
+    Used only when none of the canonical sources (aliases, derivations) is in the file, and only
+    at ``min_rate_hz`` or more: below it the signal cannot carry what the slot holds (e.g. a 1 Hz
+    EMG envelope has no 10-30 Hz content), and the channel stays absent with ``why`` in the QC.
+    """
+
+    channel: str  # canonical channel (config.CHANNELS)
+    labels: tuple[str, ...]  # EDF labels that may stand in, first found wins
+    why: str
+    min_rate_hz: float = 0.0
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Where a cohort's files lie, how its scoring is written and what its EDF labels mean."""
 
@@ -209,6 +224,8 @@ class DatasetSpec:
     annotation_format: str = "nsrr_xml"  # what the cohort ships; read_scoring detects it anyway
     visit_names: tuple[tuple[str, int], ...] = ()  # textual visit -> number, e.g. ("baseline", 1)
     channel_aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()  # canonical -> labels, checked first
+    substitutions: tuple[ChannelSubstitution, ...] = ()  # stand-ins, after every canonical source
+    unused_signals: tuple[tuple[str, str], ...] = ()  # (EDF label, why it feeds no channel), for the QC
     paediatric: bool = False
     # Subject/visit tables with night-level targets (osf/downstream/night/tables.py): globs relative to the cohort
     # folder; "{name}" is the dataset name, "{visit}" matches the visit in a per-visit file name. Rows join
@@ -222,6 +239,39 @@ class DatasetSpec:
         """Dataset-specific aliases as a dict (canonical channel -> labels)."""
         return dict(self.channel_aliases)
 
+
+# Sleep-EDF Expanded (Kemp et al. 2000, PhysioNet): SC (cassette) and ST (telemetry) PSGs hold
+# 'EEG Fpz-Cz', 'EEG Pz-Oz' and 'EOG horizontal' at 100 Hz and 'EMG submental' (SC: a 1 Hz RMS
+# envelope; ST: the raw EMG at 100 Hz); SC adds 'Resp oro-nasal', 'Temp rectal' (1 Hz) and both an
+# 'Event marker'. No channel of the 12-lead contract is recorded as such: the policy below says
+# what stands in where (docs/channel_substitutions.md gives the reasons and what to expect).
+SLEEP_EDF_SUBSTITUTIONS: tuple[ChannelSubstitution, ...] = (
+    ChannelSubstitution(
+        "EEG_C3_A2", ("EEG Fpz-Cz",),
+        "frontal bipolar EEG (Fpz-Cz) in the central slot: spindles, K-complexes and slow waves are fronto-central "
+        "and show there; occipital alpha is weaker than at C3-M2, and eye movements leak in at Fpz",
+    ),
+    ChannelSubstitution(
+        "EEG_C4_A1", ("EEG Pz-Oz",),
+        "parieto-occipital bipolar EEG (Pz-Oz) in the second central slot: wake alpha is stronger, spindles and "
+        "slow waves weaker than at C4-M1",
+    ),
+    ChannelSubstitution(
+        "EOG_E1_A2", ("EOG horizontal",),
+        "one horizontal EOG derivation (across both eyes) in the left-eye slot; EOG_E2_A1 stays absent",
+    ),
+    ChannelSubstitution(
+        "EMG_Chin", ("EMG submental",),
+        "raw submental EMG (ST telemetry, 100 Hz) in the chin slot; the SC cassette files hold a 1 Hz RMS envelope, "
+        "which has no 10-30 Hz content to band-pass: there EMG_Chin stays absent",
+        min_rate_hz=60.0,  # twice the EMG band's upper edge (osf.datasets.preprocess.filters.EMG_BAND_HZ)
+    ),
+)
+SLEEP_EDF_UNUSED: tuple[tuple[str, str], ...] = (
+    ("Resp oro-nasal", "oro-nasal thermistor airflow, not nasal pressure: NP stays absent (as for every cohort)"),
+    ("Temp rectal", "rectal temperature: no channel of the model"),
+    ("Event marker", "event marker: not a physiological signal"),
+)
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -272,7 +322,7 @@ DATASETS: dict[str, DatasetSpec] = {
             # SC4ssNE0-PSG.edf: study SC4, subject ss, night N; hypnogram SC4ssNEx-Hypnogram.edf.
             r"^(?P<head>(?P<subject>S[CT]\d\d\d)(?P<visit>\d)[A-Z])\d-PSG$",
             edf_dir=".", edf_glob="**/*-PSG.edf", scoring=("{parent}/{head}?-Hypnogram.edf",),
-            annotation_format="edfplus",
+            annotation_format="edfplus", substitutions=SLEEP_EDF_SUBSTITUTIONS, unused_signals=SLEEP_EDF_UNUSED,
         ),
         DatasetSpec(
             "generic", "Any EDF with a scoring file of the same stem", r"^(?P<subject>.+)$", edf_dir=".",

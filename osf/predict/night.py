@@ -25,6 +25,7 @@ from osf.datasets.io.edf import read_edf_header
 from osf.downstream.classifier import SleepClassifier, load_classifier
 from osf.downstream.features import pooled_width
 from osf.downstream.metrics import confusion_matrix, kappa_from_confusion
+from osf.predict.plausibility import LightsWindow, detect_lights, given_window, parse_lights, plausibility_flags
 from osf.predict.plots import plot_night
 from osf.predict.report import MissingChannelsWarning, build_qc_report, require_some_channels
 from osf.predict.summary import stage_agreement_statistics, summarize_night
@@ -54,8 +55,9 @@ class NightPrediction:
     scored_stages: np.ndarray | None  # [n_epochs] in the classifier's stage space, -1 unknown
     summary: dict
     qc: dict
-    start_time: datetime.datetime | None = None  # EDF header clock time (None when anonymised)
+    start_time: datetime.datetime | None = None  # clock time of the first epoch kept (None when anonymised)
     files: dict[str, Path] = field(default_factory=dict)
+    first_epoch: int = 0  # epochs before lights off that --lights trimmed away (onsets count from the EDF start)
 
     @property
     def n_epochs(self) -> int:
@@ -193,6 +195,7 @@ def predict_night(
     batch_size: int = 256,
     device: str = "cpu",
     accept_scoring_mismatch: bool = False,
+    lights: str | None = None,
 ) -> NightPrediction:
     """Stage a night from an EDF and write its outputs to ``output_dir`` (when given).
 
@@ -202,7 +205,9 @@ def predict_night(
     classifier's channels; warns (``MissingChannelsWarning``, also in the QC report) when it
     proceeds without some. ``event_threshold=None`` uses each event head's threshold chosen on
     validation (0.5 if none). ``accept_scoring_mismatch`` compares with an ``annotations`` file that
-    does not fit the recording instead of refusing it (``ScoringMismatchError``). Files (all written atomically): ``<stem>_epochs.csv``,
+    does not fit the recording instead of refusing it (``ScoringMismatchError``). ``lights`` ("auto" or
+    "HH:MM-HH:MM") keeps only the epochs between lights off and lights on (``osf.predict.plausibility``);
+    the QC report's ``plausibility`` flags say when the output should not be trusted as it is. Files (all written atomically): ``<stem>_epochs.csv``,
     ``<stem>_hypnogram.xml`` / ``<stem>_hypnogram.edf``, ``<stem>_hypnogram.tsv``, ``<stem>_summary.json``, ``<stem>_qc.json``,
     ``<stem>_night.png``.
     """
@@ -213,6 +218,7 @@ def predict_night(
     if unknown_formats:
         raise ValueError(f"unknown hypnogram format(s) {unknown_formats}; choose from {list(HYPNOGRAM_FORMATS)}")
     classifiers = _load_classifiers(classifier, device)
+    lights_spec = parse_lights(lights) if lights is not None else None
 
     recording = process_recording(
         edf, scoring_path=annotations, dataset=dataset, channel_map=channel_map,
@@ -227,6 +233,12 @@ def predict_night(
     for clf in classifiers:
         probs.update(run_classifier(clf, recording.signals, recording.channel_mask, batch_size, device))
         head_thresholds.update(clf.thresholds)
+    header_start = read_edf_header(edf).start_time
+    window = _lights_window(lights_spec, recording, header_start)
+    if window is not None:
+        probs = {task: p[window.first : window.stop] for task, p in probs.items()}
+    first = window.first if window is not None else 0
+    stop = window.stop if window is not None else recording.n_epochs
     stage_probs = probs.pop(STAGE_TASK)
     stage_names = next(list(clf.label_names[STAGE_TASK]) for clf in classifiers if STAGE_TASK in clf.tasks)
     stages = stage_probs.argmax(axis=1)
@@ -242,7 +254,7 @@ def predict_night(
     summary = summarize_night(stages, stage_names, event_probs, event_threshold=thresholds)
     summary["source"] = str(edf)
     if annotations is not None:
-        scored = _to_stage_space(recording.label_array("stage"), stage_names)
+        scored = _to_stage_space(recording.label_array("stage"), stage_names)[first:stop]
         agreement, kappa, n_scored = stage_agreement(stages, scored, len(stage_names))
         summary["scored"] = {
             "annotations": str(annotations),
@@ -252,20 +264,34 @@ def predict_night(
             "statistics": summarize_night(scored, stage_names),
             "agreement_statistics": stage_agreement_statistics(stages, scored, stage_names),  # YASA's definitions
         }
-    qc = build_qc_report(
-        edf, recording.qc, present, missing, recording.quality, required, stage_probs, low_confidence
-    )
-
+    quality = {k: np.asarray(v)[first:stop] for k, v in recording.quality.items()}
+    qc = build_qc_report(edf, recording.qc, present, missing, quality, required, stage_probs, low_confidence)
+    flags = plausibility_flags(stages, stage_names, stage_probs.max(axis=1), present, required, scored, low_confidence)
+    qc["plausibility"] = flags
+    qc["lights"] = window.as_dict() if window is not None else None
+    qc["warnings"] = [w for w in qc["warnings"] if "stage confidence below" not in w] + list(flags.values())
+    summary["lights"] = qc["lights"]
+    start_time = header_start + datetime.timedelta(seconds=first * config.EPOCH_SEC) if header_start else None
     result = NightPrediction(edf, stage_names, stage_probs, stages, event_probs, thresholds, scored, summary, qc,
-                             start_time=read_edf_header(edf).start_time)
+                             start_time=start_time, first_epoch=first)
     if output_dir is not None:
         result.files = write_night_outputs(result, output_dir, hypnogram_formats)
     return result
 
 
+def _lights_window(spec, recording, start: datetime.datetime | None) -> LightsWindow | None:
+    """The lights-off / lights-on window of ``--lights`` (None: the whole recording)."""
+    if spec is None:
+        return None
+    if spec == "auto":
+        return detect_lights(recording.signals, recording.channel_mask)
+    return given_window(*spec, start, recording.n_epochs)
+
+
 def epoch_table(result: NightPrediction, epoch_sec: float = config.EPOCH_SEC) -> pd.DataFrame:
     """One row per epoch: onset, stage probabilities, predicted stage, event probabilities (+ scored stage)."""
-    table = pd.DataFrame({"epoch": np.arange(result.n_epochs), "onset_s": np.arange(result.n_epochs) * epoch_sec})
+    epochs = result.first_epoch + np.arange(result.n_epochs)
+    table = pd.DataFrame({"epoch": epochs, "onset_s": epochs * epoch_sec})
     for i, name in enumerate(result.stage_names):
         table[f"p_{name}"] = result.stage_probs[:, i]
     table["stage"] = [result.stage_names[s] for s in result.stages]

@@ -82,6 +82,11 @@ def build_qc_report(
     return {
         "source": str(source),
         "n_epochs": len(confidence),
+        "substitutions": {
+            c: f"{' - '.join(sub['labels'])}: {sub['why']}" for c, sub in ingestion_qc.get("substitutions", {}).items()
+        },
+        "refused_substitutions": dict(ingestion_qc.get("refused_substitutions", {})),
+        "unused_labels": dict(ingestion_qc.get("unused_label_reasons", {})),
         "channels_present": list(present),
         "classifier_channels": list(classifier_channels),
         "missing_classifier_channels": list(missing),

@@ -4,7 +4,9 @@ For every canonical channel in ``config.CHANNELS`` the answer is one of: a *dire
 file already holds that signal), a *derived* pair ``label_a - label_b`` (a bipolar channel from two
 single-ended electrodes, e.g. C3-A2 = C3 - M2), or *absent*. Sources, in order: a user channel
 map (which then decides alone), the dataset's own aliases, ``config.CHANNEL_ALIASES``,
-``config.DERIVATIONS`` over ``config.ELECTRODE_ALIASES``, and ``config.UNREFERENCED_FALLBACK``.
+``config.DERIVATIONS`` over ``config.ELECTRODE_ALIASES``, ``config.UNREFERENCED_FALLBACK``, and last
+the dataset's substitutions (``DatasetSpec.substitutions``: a signal that stands in for the channel,
+with the reason kept in ``ChannelSource.note``; refused below its minimum rate when rates are given).
 The subtraction itself is the signal pipeline's job (``osf.datasets.preprocess``).
 """
 
@@ -27,7 +29,8 @@ class ChannelSource:
 
     kind: str  # "direct", "derived" or "absent"
     labels: tuple[str, ...] = ()  # (label,) for direct, (label_a, label_b) for derived = a - b
-    rule: str = ""  # why: "channel_map", "dataset_alias", "alias", "derivation", "unreferenced", "none"
+    rule: str = ""  # why: "channel_map", "dataset_alias", "alias", "derivation", "unreferenced", "substitution", "none"
+    note: str = ""  # a substitution's reason (config.ChannelSubstitution.why), or why one was refused
 
     @property
     def present(self) -> bool:
@@ -42,6 +45,17 @@ class ChannelResolution:
     sources: dict[str, ChannelSource]  # canonical channel -> source, keys in config.CHANNELS order
     dataset: str
     unused_labels: tuple[str, ...] = field(default=())  # EDF labels no channel uses
+    unused_reasons: dict[str, str] = field(default_factory=dict)  # unused label -> why (registry, refused substitutes)
+
+    @property
+    def substitutions(self) -> dict[str, dict[str, Any]]:
+        """Canonical channel -> {"labels", "why"} for every channel a substitute stands in for."""
+        return {c: {"labels": list(s.labels), "why": s.note} for c, s in self.sources.items() if s.rule == "substitution"}
+
+    @property
+    def refused_substitutions(self) -> dict[str, str]:
+        """Canonical channel -> why its substitute was not used (e.g. a 1 Hz EMG envelope)."""
+        return {c: s.note for c, s in self.sources.items() if not s.present and s.note}
 
     @property
     def present(self) -> list[str]:
@@ -150,11 +164,13 @@ def resolve_channels(
     dataset: str = "generic",
     channel_map: str | Path | Mapping[str, Any] | None = None,
     path: str | Path | None = None,
+    rates: Mapping[str, float] | None = None,
 ) -> ChannelResolution:
     """Map EDF ``labels`` to the 12 canonical channels (``path`` only names the file in errors).
 
     With a ``channel_map`` the registry is not consulted: listed channels must exist in the file
-    and the others are absent.
+    and the others are absent. ``rates`` (label -> Hz) lets substitutions refuse a signal sampled
+    below their minimum rate; without it they are not rate-checked.
     """
     spec = config.get_dataset(dataset)
     index = _index_labels(list(labels))
@@ -180,13 +196,44 @@ def resolve_channels(
                 "direct" if len(found) == 1 else "derived", tuple(found), "channel_map"
             )
     else:
-        dataset_aliases = spec.aliases
         for canonical in config.CHANNELS:
-            sources[canonical] = _resolve_one(canonical, index, dataset_aliases, path)
+            source = _resolve_one(canonical, index, spec.aliases, path)
+            sources[canonical] = source if source.present else _substitute(canonical, index, spec, rates or {}, path)
     used = {lab for s in sources.values() for lab in s.labels}
+    unused = tuple(lab for lab in labels if lab not in used)
     return ChannelResolution(
-        sources=sources, dataset=spec.name, unused_labels=tuple(lab for lab in labels if lab not in used)
+        sources=sources, dataset=spec.name, unused_labels=unused, unused_reasons=_unused_reasons(unused, spec, sources)
     )
+
+
+def _substitute(
+    canonical: str, index: dict[str, list[str]], spec: config.DatasetSpec, rates: Mapping[str, float], path: str | Path | None
+) -> ChannelSource:
+    """The dataset's stand-in for an absent channel, or absent (with why, when one was refused for its rate)."""
+    for sub in (s for s in spec.substitutions if s.channel == canonical):
+        hit = _pick(index, sub.labels, path, canonical)
+        if hit is None:
+            continue
+        rate = rates.get(hit)
+        if rate is not None and rate < sub.min_rate_hz:
+            return ChannelSource(
+                "absent", (), "none",
+                f"{hit!r} at {rate:g} Hz is not used (needs >= {sub.min_rate_hz:g} Hz): {sub.why}",
+            )
+        return ChannelSource("direct", (hit,), "substitution", sub.why)
+    return ChannelSource("absent", (), "none")
+
+
+def _unused_reasons(
+    unused: tuple[str, ...], spec: config.DatasetSpec, sources: Mapping[str, ChannelSource]
+) -> dict[str, str]:
+    """Why each unused label feeds no channel, where the registry or a refused substitution says."""
+    known = {config.normalize_label(lab): why for lab, why in spec.unused_signals}
+    for canonical, src in sources.items():
+        for sub in spec.substitutions:
+            if sub.channel == canonical and src.note and not src.present:
+                known.update({config.normalize_label(lab): src.note for lab in sub.labels})
+    return {lab: known[config.normalize_label(lab)] for lab in unused if config.normalize_label(lab) in known}
 
 
 def _resolve_one(

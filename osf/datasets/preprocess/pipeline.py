@@ -96,6 +96,9 @@ def pipeline_settings() -> dict[str, Any]:
             "mostly_nonfinite": quality.MOSTLY_NONFINITE,
         },
         "epoching": "epoch k = [30k, 30k+30) s from the EDF start; trailing partial epoch dropped",
+        "channel_substitutions": {
+            spec.name: [asdict(sub) for sub in spec.substitutions] for spec in config.DATASETS.values() if spec.substitutions
+        },
     }
 
 
@@ -124,7 +127,8 @@ def process_recording(
     if scoring_path is not None:
         scoring = read_scoring(scoring_path, recording_start=header.start_time)
         scoring_qc = _checked_scoring(scoring, header, accept_scoring_mismatch)
-    resolution = resolve_channels(labels, dataset, channel_map, path=edf_path)
+    rates = {sig.label: header.rate(sig) for sig in header.signals if not sig.is_annotation}
+    resolution = resolve_channels(labels, dataset, channel_map, path=edf_path, rates=rates)
     if not resolution.present:
         raise NoUsableSignalError(
             edf_path,
@@ -200,6 +204,9 @@ def _resolution_qc(resolution: ChannelResolution) -> dict[str, Any]:
         "derived_channels": {c: describe_source(s.labels) for c, s in resolution.sources.items() if s.kind == "derived"},
         "missing_channels": resolution.missing,
         "unused_labels": list(resolution.unused_labels),
+        "unused_label_reasons": dict(resolution.unused_reasons),
+        "substitutions": resolution.substitutions,
+        "refused_substitutions": resolution.refused_substitutions,
     }
 
 

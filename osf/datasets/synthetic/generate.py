@@ -189,23 +189,30 @@ def check_generator(generator: object) -> int:
 
 
 def simulate_scoring(preset: CohortPreset | str, subject: int, seed: int, hours: float = 2.0,
-                     generator: int = DEFAULT_GENERATOR) -> NightScoring:
+                     generator: int = DEFAULT_GENERATOR, day_wake_hours: tuple[float, float] = (0.0, 0.0)) -> NightScoring:
     """Draw a night's subject, hypnogram and scored events (what the XML holds) without rendering signals.
 
     Generator 2 simulates the subject's whole night (7-9 h) and returns a window of ``hours`` drawn within it
     (the whole night when ``hours`` is longer); generator 1 compresses the sleep cycles into ``hours``.
+    ``day_wake_hours`` (before, after; generator 1) surrounds the night with day-time wake, as recordings that
+    run around the clock have (Sleep-EDF cassettes); the default leaves every other night unchanged.
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     generator = check_generator(generator)
     _check_positive("hours", hours)
     n_epochs = max(round(hours * 3600.0 / EPOCH_SEC), 1)
+    if generator == 2 and any(day_wake_hours):
+        raise ValueError("day_wake_hours needs generator 1 (generator 2 draws windows within a whole night)")
     if generator == 2:
         window_rng = night_rng(seed, preset.name + "/window", subject)
         return _window(_simulate_whole_night(preset, subject, seed), n_epochs, window_rng)
     profile = draw_subject(preset, subject, seed)
     rng = night_rng(seed, preset.name, subject)
     rng.random(64)  # move away from the draws of the profile stream
+    before, after = (round(h * 3600.0 / EPOCH_SEC) for h in day_wake_hours)
     stages = generate_hypnogram(profile, n_epochs, rng)
+    if before or after:
+        stages = np.concatenate([np.full(before, W), stages, np.full(after, W)]).astype(stages.dtype)
     return _schedule_events(preset, profile, stages, rng)
 
 
@@ -274,9 +281,9 @@ def night_renderer(sim: NightScoring, seed: int) -> NightRenderer:
 
 
 def generate_night(preset: CohortPreset | str, subject: int, seed: int, hours: float = 2.0,
-                   generator: int = DEFAULT_GENERATOR) -> SyntheticNight:
+                   generator: int = DEFAULT_GENERATOR, day_wake_hours: tuple[float, float] = (0.0, 0.0)) -> SyntheticNight:
     """Simulate the ``subject``-th night of a cohort: hypnogram, scored events and every EDF signal."""
-    sim = simulate_scoring(preset, subject, seed, hours, generator)
+    sim = simulate_scoring(preset, subject, seed, hours, generator, day_wake_hours)
     preset, profile, stages, events = sim.preset, sim.profile, sim.stages, sim.events
     n_epochs = len(stages)
     hours = n_epochs * EPOCH_SEC / 3600.0  # a window never outlasts the whole night
