@@ -123,3 +123,55 @@ def test_cohort_groups_of_runs_on_different_datasets_accumulate(night_dir: Path,
                                  "--cohort_group", "downstream"]) == 0
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["cohort_groups"] == {"generic": "pretrain", "shhs": "downstream"}
+
+
+def _ingest_in_child(argv: list[str], started, go) -> None:
+    started.set()
+    go.wait(30)
+    os._exit(main_preprocess.main(argv))
+
+
+def test_two_cohorts_ingested_into_one_store_at_once_both_land(night_dir: Path, write_test_edf, tmp_path: Path) -> None:
+    """Per-cohort jobs in parallel: recordings are separate files; only the index update is serialised."""
+    nch = tmp_path / "nch" / "sleep_data"
+    for i, name in enumerate(("101_1", "102_1")):
+        rng = np.random.default_rng(10 + i)
+        write_test_edf(nch / f"{name}.edf", {"C4-M1": (rng.standard_normal(90 * 128), 128)})
+        (nch / f"{name}.tsv").write_text("onset\tduration\tdescription\n0\t30\tSleep stage W\n30\t60\tSleep stage 2\n")
+    store = tmp_path / "store"
+    argvs = [_argv(night_dir, store), ["--dataset", "nchsdb", "--input_dir", str(nch.parent), "--output_dir", str(store),
+                                       "--no-progress", "--cohort_group", "downstream"]]
+    go = CTX.Event()
+    children = []
+    for argv in argvs:
+        started = CTX.Event()
+        child = CTX.Process(target=_ingest_in_child, args=(argv, started, go))
+        child.start()
+        assert started.wait(30)
+        children.append(child)
+    go.set()  # both start writing at once
+    for child in children:
+        child.join(120)
+    assert [c.exitcode for c in children] == [0, 0]
+    index = EpochStore(store).index
+    assert sorted(index["recording_id"].unique()) == ["101_1", "102_1", "a1", "a2"]
+    assert json.loads((store / "manifest.json").read_text())["cohort_groups"]["nchsdb"] == "downstream"
+    assert lock_holders(store) == []
+
+    # While one run writes (shared lock held), another cohort's run still lands; --overwrite is refused.
+    ready, release = CTX.Event(), CTX.Event()
+    holder = CTX.Process(target=_hold_shared, args=(store, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        assert main_preprocess.main(_argv(night_dir, store)) == 0
+        assert main_preprocess.main(_argv(night_dir, store, "--overwrite")) == 2
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def _hold_shared(store: Path, ready, release) -> None:
+    with store_lock(store, shared=True, what="main_preprocess.py --dataset shhs (running)"):
+        ready.set()
+        release.wait(30)

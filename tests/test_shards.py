@@ -97,8 +97,8 @@ def test_finalize_reports_missing_and_running_shards(nights: Path, tmp_path: Pat
         assert _run_cli([*base, "--shard", "2/3"]) == 0  # another shard may run alongside
         with pytest.raises(StoreLockedError, match=rf"pid {os.getpid()} on .*--shard 0/3"):
             finalize_store(store)
-        assert _run_cli(base) == 2
-        assert "in use by pid" in capsys.readouterr().err
+        # A run that writes recordings shares the store with running shards (issue 29): it lands too.
+        assert _run_cli(base) == 0
     assert _run_cli([*base, "--shard", "0/3"]) == 0
     assert _run_cli(["--finalize", "--output_dir", str(store)]) == 0
     assert sorted(EpochStore(store).index["recording_id"].unique()) == list(NIGHTS)

@@ -7,8 +7,10 @@ that fails is recorded with its reason (``failures.jsonl``, then ``excluded`` in
 the batch goes on. ``finalize`` then rebuilds the index over everything in the store, so several
 datasets ingested by separate calls end up in one store.
 
-One run at a time writes a store (``store_lock``: a second run is refused with the holder's pid).
-Sharded ingestion (``shard=(k, n)``) is the exception: the n shards of a dataset, each taking the
+Runs that write recordings share the store (``store_lock(shared=True)``: e.g. one ingestion per
+cohort at once), since recordings are separate files; each rebuilds the index under ``index_lock``,
+held only while the index and manifest are written, so every run's recordings land. ``--overwrite``
+holds the store alone (a second run is refused with the holder's pid). Sharded ingestion (``shard=(k, n)``) is the exception: the n shards of a dataset, each taking the
 recordings whose id hashes to it (``shard_of``), write into one store at once under a shared lock,
 each leaving a marker when done; ``finalize_store`` then builds the index once every shard has.
 """
@@ -35,7 +37,7 @@ from osf.datasets.io.layout import RecordingSource, find_recordings, find_scorin
 from osf.datasets.manifest import ShardMarker
 from osf.datasets.preprocess import pipeline_settings, process_recording
 from osf.datasets.splits import COHORT_GROUPS
-from osf.datasets.store import StoreWriter, shard_of, store_lock
+from osf.datasets.store import StoreLockedError, StoreWriter, index_lock, shard_of, store_lock
 
 
 @dataclass
@@ -158,7 +160,8 @@ def ingest_recordings(
 
     ``num_workers=0`` runs in this process. The store is finalized even when some recordings
     failed; it raises only when the store holds no recording at all. The store is locked for the
-    run (``StoreLockedError`` if another run holds it). ``shard=(k, n)`` processes only the
+    run, shared with other runs writing recordings (``StoreLockedError`` if an ``overwrite`` or a
+    ``finalize_store`` holds it alone); the index is rebuilt under ``index_lock``. ``shard=(k, n)`` processes only the
     recordings of shard k of n, next to the other shards, and leaves the index to ``finalize_store``.
     """
     root = Path(output_dir)
@@ -171,13 +174,12 @@ def ingest_recordings(
         _check_shard(shard, overwrite)
         sources = [s for s in sources if shard_of(s.dataset, s.recording_id, shard[1]) == shard[0]]
         rejected = [r for r in rejected if shard_of(r[0], os.fspath(r[1]), shard[1]) == shard[0]]
-    with store_lock(root, shared=shard is not None):
+    cleaned = [] if shard is not None or overwrite else _clean_if_alone(root)
+    with store_lock(root, shared=not overwrite):
         writer = StoreWriter(root, overwrite=overwrite, pipeline=pipeline_settings())
-        report = IngestReport(store=root, shard=shard)
-        if shard is None:  # only a sole writer may tell a killed run's temp files from a running one's
+        report = IngestReport(store=root, shard=shard, cleaned=cleaned)
+        if overwrite:
             report.cleaned = [os.fspath(p) for p in writer.clean_stale()]
-        # Read under the lock: a concurrent run can no longer finalize in between and lose a group.
-        groups = _cohort_groups(root, datasets, cohort_group)
         _process_all(writer, report, sources, rejected, num_workers, cmap, accept_scoring_mismatch, progress)
         if shard is not None:
             for dataset in datasets:
@@ -185,8 +187,20 @@ def ingest_recordings(
                     dataset, shard[0], shard[1], cohort_group, len(report.written), len(report.skipped), len(report.failed)
                 ))
             return report
-        _finalize(writer, report, split_fractions, seed, groups)
+        with index_lock(root):  # read under it: a concurrent run can no longer finalize in between and lose a group
+            _finalize(writer, report, split_fractions, seed, _cohort_groups(root, datasets, cohort_group))
     return report
+
+
+def _clean_if_alone(root: Path) -> list[str]:
+    """Remove killed runs' temp files when no other run writes the store (theirs look the same); else nothing."""
+    if not (root / "signals").is_dir():
+        return []
+    try:
+        with store_lock(root, shared=False):
+            return [os.fspath(p) for p in StoreWriter(root).clean_stale()]
+    except StoreLockedError:
+        return []
 
 
 def _check_shard(shard: tuple[int, int], overwrite: bool) -> None:
@@ -285,7 +299,7 @@ def finalize_store(
     root = Path(output_dir)
     if not (root / "signals").is_dir():
         raise IngestionError(root, "not an epoch store (no signals/ folder): nothing to finalize")
-    with store_lock(root, shared=False):
+    with store_lock(root, shared=False), index_lock(root):
         writer = StoreWriter(root)
         missing = writer.missing_shards()
         if missing:

@@ -15,8 +15,10 @@ A recording is written array first, sidecar second, each to a temp name then `os
 killed run leaves either a finished recording or an orphan array that the next run overwrites.
 Every file gets the mode `open()` would give it (0o666 minus the umask), arrays included.
 
-Concurrent writers (`store_lock`): a run that writes the index (an unsharded ingestion, or
-`--finalize`) holds an exclusive lock on `.osf-store.lock`; shards (`--shard K/N`, which write only
+Concurrent writers (`store_lock`): a run that may delete or clean what others write (`--overwrite`,
+`--finalize`) holds an exclusive lock on `.osf-store.lock`; runs that write recordings (an unsharded
+ingestion, e.g. one per cohort at once, and shards) share it, and rebuild the index one at a time
+under `index_lock` (`.osf-index.lock`, held only while the index and manifest are written); shards (`--shard K/N`, which write only
 their own recordings and a marker `shards/<dataset>/<K>-of-<N>.json`) share it. A writer that cannot
 get its lock is refused at once with a message naming the holders (pid, host, command). Holders of
 the exclusive lock remove the temporary files and orphan arrays that killed runs left behind.
@@ -131,7 +133,9 @@ def _json_default(obj: Any) -> Any:
 LOCK_FILE = ".osf-store.lock"
 HOLDERS_DIR = ".osf-lock-holders"
 SHARDS_DIR = "shards"
-_LOCK_ENTRIES = frozenset({LOCK_FILE, HOLDERS_DIR})
+INDEX_LOCK_FILE = ".osf-index.lock"
+INDEX_LOCK_WAIT_S = 600.0  # how long a finishing run waits for another one's index update
+_LOCK_ENTRIES = frozenset({LOCK_FILE, HOLDERS_DIR, INDEX_LOCK_FILE})
 
 
 class StoreLockedError(ValueError):
@@ -234,9 +238,8 @@ def store_lock(root: str | os.PathLike, shared: bool = False, what: str = ""):
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        mode = "write shards into" if shared else "write"
         raise StoreLockedError(
-            f"{root}: cannot {mode} the store: it is in use by {_describe_holders(root)}; wait until that run ends "
+            f"{root}: cannot write the store: it is in use by {_describe_holders(root)}; wait until that run ends "
             "(a killed run releases it at once) or choose another --output_dir"
         ) from None
     (root / HOLDERS_DIR).mkdir(exist_ok=True)
@@ -247,6 +250,40 @@ def store_lock(root: str | os.PathLike, shared: bool = False, what: str = ""):
     finally:
         record.unlink(missing_ok=True)
         fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def index_lock(root: str | os.PathLike, wait_s: float = INDEX_LOCK_WAIT_S):
+    """Hold the store's index lock while the index and manifest are rebuilt (``StoreWriter.finalize``).
+
+    Recordings are separate files, so runs writing different recordings share the store lock; only
+    rebuilding the index must be done by one at a time. Waits (polling) up to ``wait_s`` seconds for
+    another run's update, then raises :class:`StoreLockedError`.
+    """
+    root = Path(root)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(root / INDEX_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreLockedError(
+                        f"{root}: another run has been rebuilding the index for over {wait_s:g} s; run again later "
+                        "(finished recordings are kept and skipped)"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
         os.close(fd)
 
 

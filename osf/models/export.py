@@ -56,6 +56,16 @@ def _rebuild(path: Path, info: dict[str, Any], state: dict[str, torch.Tensor], s
         model = create_backbone(info["backbone_name"], **kwargs)
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(path, f"cannot rebuild backbone {info.get('backbone_name')!r} with {kwargs}: {err}") from err
+    expected = model.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
+             if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        name, got, want = wrong[0]
+        raise CheckpointError(
+            path, f"{source} weights do not fit {info['backbone_name']}: tensor {name!r} has shape {list(got)}, the backbone "
+            f"needs {list(want)}" + (f" ({len(wrong) - 1} more tensors of another shape)" if len(wrong) > 1 else "")
+            + "; nothing was written",
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(path, f"{source} weights do not fit {info['backbone_name']}: missing {missing}, unexpected {unexpected}")

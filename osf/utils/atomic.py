@@ -43,6 +43,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, _FILE_MODE)
     try:
         yield tmp
+        # Again: writers that replace the file rather than write into it (safetensors) create it 0o600.
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
