@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from osf.models.export import WHICH, export_pretrained_backbone
+from osf.models.export import WHICH, BackboneShapeError, export_pretrained_backbone
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     args = build_parser().parse_args(argv)
     try:
         pth, st = export_pretrained_backbone(args.ckpt_path, args.output, args.which)
+    except BackboneShapeError as err:
+        sys.exit(f"main_export: {args.ckpt_path}: {err.problem}; nothing was written")
     except ValueError as err:  # CheckpointError (bad checkpoint) or an --output without .pth/.safetensors
         sys.exit(f"main_export: {err}")
     except RuntimeError as err:  # load_state_dict: tensors of another shape than the backbone the checkpoint names

@@ -40,6 +40,10 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
+class BackboneShapeError(CheckpointError):
+    """Tensors of a checkpoint whose shapes differ from the backbone it names (the first one is named)."""
+
+
 def _method_class(path: Path, info: dict[str, Any]) -> type[PretrainModule]:
     """The registered method that wrote the checkpoint: it knows where its backbones are."""
     try:
@@ -57,14 +61,13 @@ def _rebuild(path: Path, info: dict[str, Any], state: dict[str, torch.Tensor], s
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(path, f"cannot rebuild backbone {info.get('backbone_name')!r} with {kwargs}: {err}") from err
     expected = model.state_dict()
-    wrong = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
+    wrong = [(k, list(v.shape), list(expected[k].shape)) for k, v in state.items()
              if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-    if wrong:
+    if wrong:  # named here, for the API too (load_state_dict's message is many lines)
         name, got, want = wrong[0]
-        raise CheckpointError(
-            path, f"{source} weights do not fit {info['backbone_name']}: tensor {name!r} has shape {list(got)}, the backbone "
-            f"needs {list(want)}" + (f" ({len(wrong) - 1} more tensors of another shape)" if len(wrong) > 1 else "")
-            + "; nothing was written",
+        raise BackboneShapeError(
+            path, f"its weights do not fit the backbone it names: {len(wrong)} tensors have another shape, e.g. "
+            f"{source} tensor {name!r} is {got} where {info['backbone_name']} needs {want}",
         )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
