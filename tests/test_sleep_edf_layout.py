@@ -11,7 +11,7 @@ import pytest
 from osf import config
 from osf.datasets.io.channels import resolve_channels
 from osf.datasets.io.edf import read_edf_header
-from osf.datasets.io.scoring import read_scoring
+from osf.datasets.io.scoring_formats import read_scoring
 from osf.datasets.store import EpochStore
 from osf.datasets.synthetic.sleep_edf_layout import rk_stage_runs, sleep_edf_names, write_sleep_edf_night
 
