@@ -67,6 +67,14 @@ def _print_channels(result) -> None:
         lights = qc["lights"]
         print(f"lights ({lights['method']}): {lights['lights_off_s'] / 3600:.2f} h to {lights['lights_on_s'] / 3600:.2f} h "
               "after the EDF start; statistics cover that window")
+    match = qc.get("validation_match")
+    if match:
+        scores = ", ".join(f"{p} {k:.2f}" for p, k in match["all_validated"].items())
+        lacks = f", lacking {', '.join(match['night_lacks'])}" if match["night_lacks"] else ""
+        print(f"classifier validated on (kappa): {scores}; this night is closest to {match['preset']} "
+              f"(validation kappa {match['validation_kappa']:.2f}){lacks}")
+    else:
+        print("classifier file has no validation kappa per montage: how well it stages this montage is unknown")
     for flag, reason in qc.get("plausibility", {}).items():
         print(f"CHECK {flag}: {reason}")
 

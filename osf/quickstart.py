@@ -101,6 +101,9 @@ class QuickstartConfig:
     probe_steps: int = option(300, help="linear-probe steps per task")
     # started at the Stage probe (LP-FT): 100 steps beat 200 from a random head
     finetune_steps: int = option(100, help="fine-tuning steps of the staging classifier")
+    finetune_presets: str = option("all", help="channel presets the staging classifier is fine-tuned over (each "
+                                   "training epoch through one, drawn at random; '' = the full montage only), so it "
+                                   "stages whatever montage a night has; its validation kappa per preset is stored")
     finetune_eval_every: int = option(50, help="validation (model selection) interval of fine-tuning", cli=False)
     n_boot: int = option(200, help="bootstrap resamples for the confidence intervals", cli=False)
     gpus: int = option(0, help="GPUs for training (0 = CPU; > 1 runs DDP)")
@@ -306,6 +309,7 @@ class Quickstart:
                 # a tenth of the steps to warm up (main_finetune's default 100 is a whole short run)
                 "warmup_steps": max(1, cfg.finetune_steps // 10),
                 "eval_every": cfg.finetune_eval_every, "batch_size": cfg.batch_size,
+                "mask_train_presets": cfg.finetune_presets,
                 "num_workers": cfg.num_workers, "seed": cfg.seed, "n_boot": cfg.n_boot, "run_name": "finetune",
                 "output_dir": str(self.finetune_dir_of(init)), **self._hardware()}
 

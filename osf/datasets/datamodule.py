@@ -69,7 +69,8 @@ class EpochDataset(Dataset):
     """Epochs of an `EpochStore` selected by index rows, yielding the pinned batch dict.
 
     `labels` (int64, aligned with `rows`) adds a `label` entry; `keep_channels` (a ChannelSet or bool [12]) zeroes the
-    other channels and clears their mask bits, emulating a reduced montage.
+    other channels and clears their mask bits, emulating a reduced montage. `montages` (bool [P, 12]) draws one of P
+    montages per epoch instead (torch's RNG, seeded per DataLoader worker): training over the channel presets.
     """
 
     def __init__(
@@ -78,8 +79,10 @@ class EpochDataset(Dataset):
         rows: np.ndarray,
         labels: np.ndarray | None = None,
         keep_channels: ChannelSet | np.ndarray | None = None,
+        montages: np.ndarray | None = None,
     ):
         self.store = store if isinstance(store, EpochStore) else EpochStore(store)
+        self.montages = None if montages is None else np.asarray(montages, dtype=bool).reshape(-1, config.NUM_CHANNELS)
         self.rows = np.asarray(rows, dtype=np.int64)
         if labels is not None:
             labels = np.asarray(labels, dtype=np.int64)
@@ -118,6 +121,10 @@ class EpochDataset(Dataset):
         if self.keep_channels is not None:
             signal[:, ~self.keep_channels] = 0.0
             mask &= self.keep_channels
+        if self.montages is not None:
+            keep = self.montages[torch.randint(len(self.montages), (rows.size,)).numpy()]
+            signal[~keep] = 0.0
+            mask &= keep
         batch: dict[str, Any] = {
             "signal": signal_t,
             "channel_mask": torch.from_numpy(mask),
@@ -359,8 +366,9 @@ class SleepDataModule(pl.LightningDataModule):
     Downstream epochs with an unknown label (-1) are excluded from every split and counted in
     `summary()`. `train_data_pct` keeps a seeded fraction of the training *subjects*;
     `n_train_samples` then keeps exactly that many epochs per class (k-shot). `channel_preset` zeroes
-    the channels outside the preset at val/test time, and at train time too with `mask_train_channels`.
-    `mixture_weights` (dataset -> weight) makes training draw datasets with those probabilities.
+    the channels outside the preset at val/test time, and at train time too with `mask_train_channels`;
+    `train_presets` (preset names or channel lists) instead shows each training epoch through one of them, drawn
+    at random (one classifier for every montage). `mixture_weights` (dataset -> weight) makes training draw datasets with those probabilities.
     With `task="pretrain"` and an `eval_label`, batches carry that label with unknowns kept as -1
     (for online probes).
     """
@@ -381,6 +389,7 @@ class SleepDataModule(pl.LightningDataModule):
         mixture_weights: Mapping[str, float] | None = None,
         stage_classes: int = 4,
         pin_memory: bool = False,
+        train_presets: Sequence[str] = (),
     ):
         super().__init__()
         if task not in TASKS:
@@ -409,6 +418,10 @@ class SleepDataModule(pl.LightningDataModule):
         self.channel_set = ChannelSet.from_spec(channel_preset)
         self.keep_channels = self.channel_set.mask
         self.mask_train_channels = mask_train_channels
+        if train_presets and mask_train_channels:
+            raise ValueError("train_presets and mask_train_channels exclude each other: give one way to mask training")
+        self.train_presets = tuple(train_presets)
+        self.train_montages = np.stack([ChannelSet.from_spec(p).mask for p in train_presets]) if train_presets else None
         self.seed = seed
         self.mixture_weights = None if mixture_weights is None else dict(mixture_weights)
         self.stage_classes = stage_classes
@@ -471,7 +484,8 @@ class SleepDataModule(pl.LightningDataModule):
             rows, labels, info = self._split_rows(split, np.flatnonzero(in_split), keys, labels_all)
             info.update(keys.counts(rows))
             keep = self.keep_channels if (split != "train" or self.mask_train_channels) else None
-            self.datasets[split] = EpochDataset(store, rows, labels, keep)
+            montages = self.train_montages if split == "train" else None
+            self.datasets[split] = EpochDataset(store, rows, labels, keep, montages)
             summary["splits"][split] = info
         if self.datasets["train"].rows.size == 0:
             raise ValueError(
@@ -522,6 +536,7 @@ class SleepDataModule(pl.LightningDataModule):
             "channel_preset": self.channel_preset,
             "kept_channels": [c for c in config.CHANNELS if c in self.channel_set],
             "mask_train_channels": self.mask_train_channels,
+            "train_presets": list(self.train_presets),
             "train_data_pct": self.train_data_pct,
             "n_train_samples": self.n_train_samples,
             "mixture_weights": self.mixture_weights,

@@ -264,3 +264,35 @@ def merge_classifiers(classifiers: Sequence[SleepClassifier]) -> SleepClassifier
         first.backbone, heads, names, first.pooling, first.channels, first.backbone_metadata, thresholds, info,
         sequence_heads=sequence_heads,
     )
+
+
+# info key of the validation kappa per channel preset (osf.downstream.epoch.presets writes it, prediction reads it)
+VALIDATION_KEY = "validation_kappa_by_preset"
+
+
+def closest_validated_preset(validated: dict[str, float], present: Sequence[str], contract: Sequence[str]) -> dict | None:
+    """The validated preset a night is closest to, and what it lacks of it (None without per-preset scores).
+
+    The night's channels (``present``, within the classifier's ``contract``) are compared with each
+    preset's: the largest preset the night covers wins; if it covers none, the one with the largest
+    overlap (Jaccard), with the channels the night lacks named.
+    """
+    if not validated:
+        return None
+    night = set(present) & set(contract)
+
+    def rank(preset: str) -> tuple[bool, float, int]:
+        channels = set(ChannelSet.from_spec(preset).names) & set(contract)
+        union = channels | night
+        return channels <= night, len(channels & night) / max(len(union), 1), len(channels)
+
+    best = max(validated, key=rank)
+    channels = [c for c in ChannelSet.from_spec(best).names if c in contract]
+    return {
+        "preset": best,
+        "validation_kappa": float(validated[best]),
+        "preset_channels": channels,
+        "night_lacks": [c for c in channels if c not in night],
+        "night_adds": sorted(night - set(channels)),
+        "all_validated": {p: float(k) for p, k in validated.items()},
+    }

@@ -24,7 +24,7 @@ from osf.downstream.epoch.linear_probe import check_labels
 from osf.downstream.features import FeatureSet, backbone_hash, cached_features
 from osf.downstream.loading import load_any_backbone
 from osf.downstream.results import RunIdentity
-from osf.downstream.run_config import DownstreamConfig
+from osf.downstream.run_config import DownstreamConfig, train_presets
 
 SPLITS = ("train", "val", "test")
 
@@ -102,6 +102,7 @@ def build_datamodule(cfg: DownstreamConfig, store: EpochStore, batch_size: int, 
         batch_size=batch_size, num_workers=cfg.num_workers, train_data_pct=cfg.train_data_pct,
         n_train_samples=n_train_samples, channel_preset=cfg.eval_channels,
         mask_train_channels=cfg.mask_train_channels, seed=seed, stage_classes=cfg.stage_classes,
+        train_presets=train_presets(cfg),
     )
     dm.store = store  # opened (and its labels checked) once per run
     dm.setup()

@@ -155,6 +155,10 @@ class DownstreamConfig:
                                 "comma-separated channels present at test time")
     mask_train_channels: bool = option(False, group="data",
                                        help="also hide the channels outside --eval_channels during training")
+    mask_train_presets: str = option("", group="data",
+                                     help="fine-tuning: show each training epoch through one of these channel presets "
+                                          "(comma list, drawn at random; 'all' = every preset), so one classifier stages "
+                                          "each montage; the validation kappa per preset goes into the classifier file")
     num_workers: int = option(0, group="data", help="DataLoader workers")
     finetune_backbone: bool = option(False, group="training",
                                      help="full fine-tuning, instead of a linear probe on cached frozen features")
@@ -251,6 +255,8 @@ class DownstreamConfig:
     @property
     def train_channels(self) -> str:
         """Channels seen in training, as the results table names them."""
+        if self.mask_train_presets:
+            return "presets:" + self.mask_train_presets.replace(",", "+")
         return self.eval_channels if self.mask_train_channels else "full"
 
     def to_record(self) -> dict[str, Any]:
@@ -340,4 +346,24 @@ def validate_config(cfg: DownstreamConfig) -> tuple[str, ...]:
         raise ValueError("--init_head starts fine-tuning at a probe's head: it needs --finetune_backbone")
     if cfg.finetune.init_head and not Path(cfg.finetune.init_head).is_file():
         raise ValueError(f"--init_head {cfg.finetune.init_head}: no such file")
+    _check_train_presets(cfg)
     return config.resolve_channel_preset(cfg.eval_channels)
+
+
+def train_presets(cfg: DownstreamConfig) -> tuple[str, ...]:
+    """The presets of ``--mask_train_presets`` ('all': every ``config.CHANNEL_PRESETS``), in the order given."""
+    names = [p.strip() for p in cfg.mask_train_presets.split(",") if p.strip()]
+    return tuple(config.CHANNEL_PRESETS) if names == ["all"] else tuple(names)
+
+
+def _check_train_presets(cfg: DownstreamConfig) -> None:
+    presets = train_presets(cfg)
+    if not presets:
+        return
+    if not cfg.finetune_backbone:
+        raise ValueError("--mask_train_presets masks the epochs fine-tuning sees: it needs --finetune_backbone")
+    if cfg.mask_train_channels:
+        raise ValueError("--mask_train_presets and --mask_train_channels exclude each other: give one")
+    unknown = [p for p in presets if p not in config.CHANNEL_PRESETS]
+    if unknown:
+        raise ValueError(f"--mask_train_presets: unknown preset(s) {unknown}; choose from {list(config.CHANNEL_PRESETS)} or 'all'")

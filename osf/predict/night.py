@@ -22,7 +22,7 @@ from osf import config
 from osf.backbone.checkpoint import CheckpointError
 from osf.datasets.channelset import ChannelSet
 from osf.datasets.io.edf import read_edf_header
-from osf.downstream.classifier import SleepClassifier, load_classifier
+from osf.downstream.classifier import VALIDATION_KEY, SleepClassifier, closest_validated_preset, load_classifier
 from osf.downstream.features import pooled_width
 from osf.downstream.metrics import confusion_matrix, kappa_from_confusion
 from osf.predict.plausibility import LightsWindow, detect_lights, given_window, parse_lights, plausibility_flags
@@ -266,6 +266,7 @@ def predict_night(
         }
     quality = {k: np.asarray(v)[first:stop] for k, v in recording.quality.items()}
     qc = build_qc_report(edf, recording.qc, present, missing, quality, required, stage_probs, low_confidence)
+    qc["validation_match"] = _validation_match(classifiers, present)
     flags = plausibility_flags(stages, stage_names, stage_probs.max(axis=1), present, required, scored, low_confidence)
     qc["plausibility"] = flags
     qc["lights"] = window.as_dict() if window is not None else None
@@ -277,6 +278,12 @@ def predict_night(
     if output_dir is not None:
         result.files = write_night_outputs(result, output_dir, hypnogram_formats)
     return result
+
+
+def _validation_match(classifiers: Sequence[SleepClassifier], present: Sequence[str]) -> dict | None:
+    """How the night's channels compare with the montages the staging classifier was validated on."""
+    clf = next(c for c in classifiers if STAGE_TASK in c.tasks)
+    return closest_validated_preset(dict(clf.info.get(VALIDATION_KEY, {})), present, clf.channels)
 
 
 def _lights_window(spec, recording, start: datetime.datetime | None) -> LightsWindow | None:

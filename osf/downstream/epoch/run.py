@@ -27,6 +27,7 @@ from osf import config
 from osf.downstream.classifier import SleepClassifier, save_classifier
 from osf.downstream.epoch.fewshot import aggregate_over_seeds, sample_k_per_class
 from osf.downstream.epoch.linear_probe import default_selection_metric, predict_proba, train_linear_probe
+from osf.downstream.epoch.presets import VALIDATION_KEY, preset_kappas
 from osf.downstream.inputs import (
     DownstreamInputs,
     build_datamodule,
@@ -39,7 +40,7 @@ from osf.downstream.inputs import (
 )
 from osf.downstream.metrics import choose_threshold, evaluate_predictions, save_predictions
 from osf.downstream.results import RunIdentity, append_results_row, results_row, utc_timestamp, write_run_json
-from osf.downstream.run_config import DownstreamConfig, FinetuneConfig, ProbeConfig, validate_config
+from osf.downstream.run_config import DownstreamConfig, FinetuneConfig, ProbeConfig, train_presets, validate_config
 
 __all__ = [
     "BestSeed", "FinetuneSeeds", "ProbeSeeds", "SeedFit", "SeedResult", "SeedRuns", "Selection", "evaluate_seed",
@@ -278,8 +279,16 @@ def _classifier(cfg: DownstreamConfig, inputs: DownstreamInputs, runs: SeedRuns,
         channels=_train_channels(cfg, eval_channels), backbone_metadata=inputs.metadata,
         thresholds={task: threshold} if threshold is not None else None,
         info={"run_id": run_id, "eval_label": cfg.eval_label, "setting": cfg.setting, "ckpt_hash": inputs.ckpt_hash,
-              "seed": runs.best.result.seed},
+              "seed": runs.best.result.seed, **_validated_on(cfg, runs)},
     )
+
+
+def _validated_on(cfg: DownstreamConfig, runs: SeedRuns) -> dict[str, Any]:
+    """The validation kappa of the montage the run was evaluated on (``--mask_train_presets`` adds every preset's)."""
+    kappa = runs.best.result.metrics.get("val", {}).get("kappa")
+    if not isinstance(kappa, (int, float)) or cfg.eval_channels not in config.CHANNEL_PRESETS:
+        return {}
+    return {VALIDATION_KEY: {cfg.eval_channels: float(kappa)}}
 
 
 def _run_record(cfg: DownstreamConfig, inputs: DownstreamInputs, runs: SeedRuns, eval_channels: tuple[str, ...],
@@ -315,6 +324,18 @@ def _identity(cfg: DownstreamConfig, inputs: DownstreamInputs, n_seeds: int) -> 
                         pretrain_samples=pretrain_samples, k_shot=cfg.n_train_samples, n_seeds=n_seeds)
 
 
+def _preset_scores(cfg: DownstreamConfig, inputs: DownstreamInputs, clf: SleepClassifier) -> dict | None:
+    """With ``--mask_train_presets``: kappa per preset on val and test; the val ones go into ``clf.info``."""
+    presets = train_presets(cfg)
+    if not presets:
+        return None
+    task = config.LABEL_COLUMNS[cfg.eval_label]
+    scores = preset_kappas(clf, task, inputs.dm, presets, batch_size=cfg.epoch_head.batch_size, device=cfg.device)
+    clf.info[VALIDATION_KEY] = scores["val"]
+    clf.info["train_presets"] = list(presets)
+    return scores
+
+
 def write_outputs(cfg: DownstreamConfig, inputs: DownstreamInputs, runs: SeedRuns, eval_channels: tuple[str, ...],
                   t_start: float) -> dict[str, Any]:
     """Write ``classifier.pt``, the test predictions, the run JSON and a ``results.csv`` row; return the record."""
@@ -324,9 +345,10 @@ def write_outputs(cfg: DownstreamConfig, inputs: DownstreamInputs, runs: SeedRun
     identity = _identity(cfg, inputs, len(runs.results))
     output_dir.mkdir(parents=True, exist_ok=True)
     clf_path = None
+    clf = _classifier(cfg, inputs, runs, eval_channels, identity.run_id)
+    by_preset = _preset_scores(cfg, inputs, clf)
     if cfg.export_classifier:
-        clf_path = save_classifier(_classifier(cfg, inputs, runs, eval_channels, identity.run_id),
-                                   output_dir / "classifier.pt")
+        clf_path = save_classifier(clf, output_dir / "classifier.pt")
     json_path = output_dir / f"{identity.run_id}.json"
     # Per-epoch test predictions: paired comparisons of two runs on the same epochs (metrics.paired_difference).
     pred_path = save_predictions(runs.best.test_predictions, output_dir / f"{identity.run_id}_test_predictions.npz",
@@ -335,6 +357,7 @@ def write_outputs(cfg: DownstreamConfig, inputs: DownstreamInputs, runs: SeedRun
     artifacts = {"classifier": str(clf_path) if clf_path else None, "results_csv": str(cfg.results_csv_path),
                  "json": str(json_path), "test_predictions": str(pred_path)}
     record = _run_record(cfg, inputs, runs, eval_channels, identity, timings, artifacts)
+    record["kappa_by_preset"] = by_preset
     write_run_json(record, json_path)
     append_results_row(cfg.results_csv_path, results_row(identity, record["metrics"], train_s=timings["train_s"],
                                                          total_s=timings["total_s"], json_path=str(json_path)))
