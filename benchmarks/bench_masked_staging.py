@@ -8,7 +8,8 @@ no masking, trains the EEG+EOG-only probe (``--eval_channels eeg_eog_only --mask
 pooling the Stage probe chose), and scores all three on the test split seen through ``full`` and
 ``eeg_eog_only`` (``osf.downstream.epoch.presets.preset_kappas``; Cohen's kappa, 4 stages).
 
-    python benchmarks/bench_masked_staging.py --runs DIR [DIR ...] [--results benchmarks/results/bench_masked_staging.json]
+    python main_pipelines/main_quickstart.py --output_dir DIR --weights_dir DIR/weights --seed S
+    python benchmarks/bench_masked_staging.py --runs DIR [DIR ...] --seeds S [...] [--results ...json]
 
 Prints a table and writes the JSON.
 """
@@ -27,15 +28,16 @@ from osf.downstream.epoch.presets import preset_kappas
 from osf.downstream.inputs import build_datamodule
 from osf.downstream.run_config import resolve_downstream_config
 from osf.entry_calls import call
+from osf.quickstart import Quickstart, QuickstartConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_masked_staging.json"
 PRESETS = ("full", "eeg_eog_only")
 
 
-def _finetune_flags(run: Path) -> dict:
-    """The quick start's own fine-tuning flags, read from its stage stamp (the command it ran)."""
-    stamp = json.loads((run / ".stages" / "finetune.json").read_text())
-    return dict(stamp["flags"]) if "flags" in stamp else stamp
+def _finetune_flags(run: Path, seed: int) -> dict:
+    """The quick start's own fine-tuning flags for the run in ``run`` (its seed and weights folder)."""
+    cfg = QuickstartConfig(output_dir=run, weights_dir=run / "weights", seed=seed)
+    return Quickstart(cfg, log=lambda line: None)._finetune_flags()
 
 
 def _test_kappas(clf_path: Path, store: Path, batch_size: int = 256) -> dict[str, float]:
@@ -80,10 +82,14 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     """Parse flags, measure every run, print and write the results."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=Path, nargs="+", required=True, help="finished quick-start output folders")
+    p.add_argument("--runs", type=Path, nargs="+", required=True,
+                   help="finished quick-start output folders (run with --weights_dir RUN/weights)")
+    p.add_argument("--seeds", type=int, nargs="+", required=True, help="the --seed of each run, same order")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args()
-    rows = [measure(run, _finetune_flags(run)) for run in args.runs]
+    if len(args.seeds) != len(args.runs):
+        p.error("give one --seeds value per --runs folder")
+    rows = [measure(run, _finetune_flags(run, seed)) for run, seed in zip(args.runs, args.seeds)]
     text = table(rows)
     print(text)
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -102,8 +102,12 @@ def test_ingest_and_stage_with_no_channel_map_and_no_flags(cassette, tmp_path, c
     assert "sleep_edf" in json.dumps(manifest["pipeline"] if "pipeline" in manifest else manifest)  # policy recorded
     capsys.readouterr()
 
-    clf = _classifier(tmp_path / "staging.pt", {"stage": list(config.STAGE_NAMES_4)},
-                      channels=config.CHANNEL_PRESETS["eeg_eog_only"])
+    from osf.downstream.classifier import VALIDATION_KEY, load_classifier, save_classifier
+
+    clf = _classifier(tmp_path / "staging.pt", {"stage": list(config.STAGE_NAMES_4)})
+    trained = load_classifier(clf)
+    trained.info[VALIDATION_KEY] = {"full": 0.81, "eeg_eog_only": 0.74, "cardio_respiratory": 0.42}
+    save_classifier(trained, clf)
     out = tmp_path / "out"
     assert main_predict.main(["--edf", str(psg), "--classifier", str(clf), "--output_dir", str(out),
                               "--dataset", "sleep_edf", "--annotations", str(hyp)]) == 0
@@ -113,6 +117,10 @@ def test_ingest_and_stage_with_no_channel_map_and_no_flags(cassette, tmp_path, c
         assert label in report["substitutions"][channel] and f"substitution {channel} <- {label}" in printed
     assert "EMG_Chin" in report["refused_substitutions"]
     assert report["channels_used"] == ["EOG_E1_A2", "EEG_C3_A2", "EEG_C4_A1"]
+    match = report["validation_match"]
+    assert match["preset"] == "eeg_eog_only" and match["night_lacks"] == ["EOG_E2_A1"]
+    assert "closest to eeg_eog_only (validation kappa 0.74), lacking EOG_E2_A1" in printed
+    assert "most_channels_missing" in report["plausibility"]  # 3 of the classifier's 12
     assert "day_time_recording" in report["plausibility"] and "CHECK day_time_recording" in printed
     assert "trailing_wake_scored" in report["plausibility"]  # 6 h of wake after the night
 
