@@ -33,8 +33,8 @@ def _argv(night_dir: Path, store: Path, *extra: str) -> list[str]:
     return ["--dataset", "generic", "--input_dir", str(night_dir), "--output_dir", str(store), "--no-progress", *extra]
 
 
-def _hold_lock(store: Path, ready, release) -> None:
-    with store_lock(store, what="main_preprocess.py --dataset shhs (test holder)"):
+def _hold_lock(store: Path, ready, release, shared: bool = False) -> None:
+    with store_lock(store, shared=shared, what="main_preprocess.py --dataset shhs (test holder)"):
         ready.set()
         release.wait(30)
 
@@ -160,7 +160,7 @@ def test_two_cohorts_ingested_into_one_store_at_once_both_land(night_dir: Path, 
 
     # While one run writes (shared lock held), another cohort's run still lands; --overwrite is refused.
     ready, release = CTX.Event(), CTX.Event()
-    holder = CTX.Process(target=_hold_shared, args=(store, ready, release))
+    holder = CTX.Process(target=_hold_lock, args=(store, ready, release, True))
     holder.start()
     try:
         assert ready.wait(30)
@@ -170,8 +170,3 @@ def test_two_cohorts_ingested_into_one_store_at_once_both_land(night_dir: Path, 
         release.set()
         holder.join(30)
 
-
-def _hold_shared(store: Path, ready, release) -> None:
-    with store_lock(store, shared=True, what="main_preprocess.py --dataset shhs (running)"):
-        ready.set()
-        release.wait(30)
