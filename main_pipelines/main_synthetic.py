@@ -3,6 +3,8 @@
 Example:
     python main_pipelines/main_synthetic.py --output_dir data/synthetic --cohorts shhs,mesa,mros \
         --nights_per_cohort 6 --hours 2.0 --seed 0 --num_workers 2
+    python main_pipelines/main_synthetic.py --layout sleep_edf --output_dir data/sleep-cassette \
+        --nights_per_cohort 2 --hours 8 --day_wake_hours 7 7    # SC4ssNE0-PSG.edf + 24 h hypnograms
 """
 
 from __future__ import annotations
@@ -48,12 +50,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
     )
+    p.add_argument("--layout", choices=("nsrr", "sleep_edf"), default="nsrr",
+                   help="nsrr: the cohorts in the NSRR folder layout; sleep_edf: Sleep-EDF cassette recordings "
+                        "(file names, labels, rates, 24 h R&K hypnograms; --cohorts is not used)")
+    p.add_argument("--day_wake_hours", type=float, nargs=2, default=(7.0, 7.0), metavar=("BEFORE", "AFTER"),
+                   help="--layout sleep_edf: day-time wake before and after the night (default: %(default)s)")
     return p
+
+
+def _sleep_edf(args: argparse.Namespace) -> list:
+    """Write Sleep-EDF-layout recordings (subjects 0..n-1, night 1) into --output_dir."""
+    from osf.datasets.synthetic.sleep_edf_layout import sleep_edf_names, write_sleep_edf_night
+
+    sleep_edf_names(args.nights_per_cohort - 1)  # refuses more subjects than the names hold, before any work
+    return [p for s in range(args.nights_per_cohort)
+            for p in write_sleep_edf_night(args.output_dir, s, seed=args.seed, night_hours=args.hours,
+                                           day_wake_hours=tuple(args.day_wake_hours))]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.layout == "sleep_edf":
+        try:
+            written = _sleep_edf(args)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print("\n".join(f"wrote {p}" for p in written))
+        return 0
     try:
         manifest = generate_cohort(
             args.output_dir,

@@ -98,3 +98,17 @@ def test_an_edf_shorter_than_an_epoch_is_refused_for_that_even_with_a_scoring(tm
     hyp = _hypnogram(tmp_path / "short-Hypnogram.edf", [(0, 30, "Sleep stage W")])
     with pytest.raises(RecordingTooShortError, match=r"short\.edf: recording lasts 20 s, shorter than one 30 s epoch"):
         process_recording(edf, hyp)
+
+
+def test_the_real_sleep_edf_cassette_hypnogram_fits_its_79500_s_psg(shared_dir: Path) -> None:
+    """SC4001: PSG 79500 s; its hypnogram runs to 86400 s, the last 6900 s one 'Sleep stage ?' (the issue's night)."""
+    import datetime as dt
+
+    from osf.datasets.io.scoring_formats import read_scoring
+    from osf.datasets.preprocess.scoring_checks import check_scoring
+
+    scoring = read_scoring(shared_dir / "fixtures" / "annotations" / "sleep_edf" / "SC4001EC-Hypnogram.edf")
+    check = check_scoring(scoring, dt.datetime(1989, 4, 24, 16, 13), 79500.0)
+    assert check.problems == [] and any("1.9 h past the recording's end" in w for w in check.warnings)
+    late = check_scoring(scoring, dt.datetime(1989, 4, 24, 16, 13), 40000.0)  # cut inside the scored night
+    assert any("scored stages run to 79500 s" in p for p in late.problems)

@@ -135,3 +135,15 @@ def test_ingest_and_stage_with_no_channel_map_and_no_flags(cassette, tmp_path, c
     assert "day_time_recording" not in report["plausibility"] and report["n_epochs"] < 4 * 120
     table = __import__("pandas").read_csv(trimmed / f"{psg.stem}_epochs.csv")
     assert table["onset_s"].iloc[0] == lights["lights_off_s"]  # onsets still count from the EDF start
+
+
+def test_main_synthetic_writes_the_sleep_edf_layout(tmp_path, capsys) -> None:
+    from main_pipelines import main_synthetic
+
+    argv = ["--layout", "sleep_edf", "--output_dir", str(tmp_path), "--nights_per_cohort", "1", "--hours", "0.25",
+            "--day_wake_hours", "0.25", "0.5", "--seed", "3"]
+    assert main_synthetic.main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SC4001E0-PSG.edf", "SC4001EC-Hypnogram.edf"]
+    assert read_edf_header(tmp_path / "SC4001E0-PSG.edf").duration_s == 3600
+    assert main_synthetic.main([*argv, "--nights_per_cohort", "101"]) == 2
+    assert "subjects 0-99" in capsys.readouterr().err
