@@ -2,14 +2,15 @@
 presets (``--mask_train_presets``) against the classifier fine-tuned on the full montage only (the quick
 start before issue 29) and a linear probe trained on EEG+EOG alone, on the held-out test subjects.
 
-For each quick-start run folder (``main_quickstart.py --output_dir DIR --seed S``, which now fine-tunes over
-every preset), this fine-tunes the same backbone from the same Stage-probe head with the same flags but
-no masking, trains the EEG+EOG-only probe (``--eval_channels eeg_eog_only --mask_train_channels``, the
+For each finished quick-start run folder (its store, pre-training checkpoint and Stage probes are only
+read), this fine-tunes the exported backbone from the Stage probe's head with the quick start's flags twice,
+over every preset (``--mask_train_presets all``, the quick start's default now) and on the full montage only
+(the quick start before), trains the EEG+EOG-only probe (``--eval_channels eeg_eog_only --mask_train_channels``, the
 pooling the Stage probe chose), and scores all three on the test split seen through ``full`` and
 ``eeg_eog_only`` (``osf.downstream.epoch.presets.preset_kappas``; Cohen's kappa, 4 stages).
 
-    python main_pipelines/main_quickstart.py --output_dir DIR --weights_dir DIR/weights --seed S
-    python benchmarks/bench_masked_staging.py --runs DIR [DIR ...] --seeds S [...] [--results ...json]
+    python main_pipelines/main_quickstart.py --output_dir DIR --seed S      # any version: only its corpus is used
+    python benchmarks/bench_masked_staging.py --runs DIR [DIR ...] --seeds S [...] [--out_root OUT] [--results ...json]
 
 Prints a table and writes the JSON.
 """
@@ -34,35 +35,47 @@ RESULTS = Path(__file__).resolve().parent / "results" / "bench_masked_staging.js
 PRESETS = ("full", "eeg_eog_only")
 
 
-def _finetune_flags(run: Path, seed: int) -> dict:
-    """The quick start's own fine-tuning flags for the run in ``run`` (its seed and weights folder)."""
-    cfg = QuickstartConfig(output_dir=run, weights_dir=run / "weights", seed=seed)
-    return Quickstart(cfg, log=lambda line: None)._finetune_flags()
+def _finetune_flags(run: Path, seed: int, out: Path) -> dict:
+    """The quick start's fine-tuning flags for the run in ``run``, on a backbone exported again into ``out``.
+
+    ``run`` is only read (store, pre-training checkpoint, Stage probes): a finished quick start of any version.
+    """
+    backbone = out / "weights" / "backbone.pth"
+    if not backbone.is_file():
+        call("main_export.py", {"ckpt_path": str(run / "runs" / "pretrain" / "checkpoints" / "last.ckpt"),
+                                "output": str(backbone)})
+    cfg = QuickstartConfig(output_dir=run, weights_dir=out / "weights", seed=seed)
+    flags = Quickstart(cfg, log=lambda line: None)._finetune_flags()
+    return {**flags, "ckpt_path": str(backbone)}
 
 
 def _test_kappas(clf_path: Path, store: Path, batch_size: int = 256) -> dict[str, float]:
-    cfg = resolve_downstream_config({"data_dir": str(store), "eval_label": "Stage"})
     from osf.datasets.store import EpochStore
 
+    cfg = resolve_downstream_config({"data_dir": str(store), "eval_label": "Stage"})
     dm = build_datamodule(cfg, EpochStore(store), batch_size, seed=0)
     return preset_kappas(load_classifier(clf_path), "stage", dm, PRESETS, splits=("test",), batch_size=batch_size)["test"]
 
 
-def measure(run: Path, flags: dict) -> dict:
+def measure(run: Path, seed: int, out: Path) -> dict:
     """The three classifiers of one quick-start run, each scored on the test split under both presets."""
+    flags = _finetune_flags(run, seed, out)
     store = Path(flags["data_dir"])
-    masked = Path(flags["output_dir"]) / "classifier.pt"
-    full_only = run / "bench_masked" / "finetune_full_only"
-    call("main_finetune.py", {**flags, "mask_train_presets": "", "output_dir": str(full_only), "run_name": "full_only"})
-    probe = run / "bench_masked" / "probe_eeg_eog_only"
-    call("main_finetune.py", {"ckpt_path": flags["ckpt_path"], "data_dir": str(store), "eval_label": "Stage",
-                              "pooling": flags["pooling"], "eval_channels": "eeg_eog_only", "mask_train_channels": True,
-                              "seed": flags["seed"], "output_dir": str(probe), "run_name": "probe_eeg_eog"})
+    dirs = {name: out / name for name in ("finetune_presets", "finetune_full_only", "probe_eeg_eog_only")}
+    for name, presets in (("finetune_presets", "all"), ("finetune_full_only", "")):
+        if not (dirs[name] / "classifier.pt").is_file():
+            call("main_finetune.py", {**flags, "mask_train_presets": presets, "output_dir": str(dirs[name]), "run_name": name})
+    if not (dirs["probe_eeg_eog_only"] / "classifier.pt").is_file():
+        call("main_finetune.py", {"ckpt_path": flags["ckpt_path"], "data_dir": str(store), "eval_label": "Stage",
+                                  "pooling": flags["pooling"], "eval_channels": "eeg_eog_only", "mask_train_channels": True,
+                                  "seed": seed, "output_dir": str(dirs["probe_eeg_eog_only"]), "run_name": "probe_eeg_eog"})
     return {
-        "run": str(run), "seed": flags["seed"], "pooling": flags["pooling"],
-        "masked_finetune": _test_kappas(masked, store),
-        "full_only_finetune": _test_kappas(full_only / "classifier.pt", store),
-        "eeg_eog_probe": {"eeg_eog_only": _test_kappas(probe / "classifier.pt", store)["eeg_eog_only"]},
+        "run": str(run), "seed": seed, "pooling": flags["pooling"], "finetune_steps": flags["max_steps"],
+        "masked_finetune": _test_kappas(dirs["finetune_presets"] / "classifier.pt", store),
+        "full_only_finetune": _test_kappas(dirs["finetune_full_only"] / "classifier.pt", store),
+        "eeg_eog_probe": {"eeg_eog_only": _test_kappas(dirs["probe_eeg_eog_only"] / "classifier.pt", store)["eeg_eog_only"]},
+        "validation_kappa_by_preset": load_classifier(dirs["finetune_presets"] / "classifier.pt").info.get(
+            "validation_kappa_by_preset"),
     }
 
 
@@ -83,13 +96,15 @@ def main() -> None:
     """Parse flags, measure every run, print and write the results."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=Path, nargs="+", required=True,
-                   help="finished quick-start output folders (run with --weights_dir RUN/weights)")
+                   help="finished quick-start output folders (only read: store, pre-training checkpoint, Stage probes)")
+    p.add_argument("--out_root", type=Path, default=Path("bench_masked_staging_out"),
+                   help="where the classifiers of each run are written (OUT_ROOT/seed<S>)")
     p.add_argument("--seeds", type=int, nargs="+", required=True, help="the --seed of each run, same order")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args()
     if len(args.seeds) != len(args.runs):
         p.error("give one --seeds value per --runs folder")
-    rows = [measure(run, _finetune_flags(run, seed)) for run, seed in zip(args.runs, args.seeds)]
+    rows = [measure(run, seed, args.out_root / f"seed{seed}") for run, seed in zip(args.runs, args.seeds)]
     text = table(rows)
     print(text)
     args.results.parent.mkdir(parents=True, exist_ok=True)
