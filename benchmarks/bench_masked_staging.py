@@ -57,20 +57,20 @@ def _test_kappas(clf_path: Path, store: Path, batch_size: int = 256) -> dict[str
     return preset_kappas(load_classifier(clf_path), "stage", dm, PRESETS, splits=("test",), batch_size=batch_size)["test"]
 
 
-def measure(run: Path, seed: int, out: Path) -> dict:
+def measure(run: Path, seed: int, out: Path, presets: str = "all") -> dict:
     """The three classifiers of one quick-start run, each scored on the test split under both presets."""
     flags = _finetune_flags(run, seed, out)
     store = Path(flags["data_dir"])
     dirs = {name: out / name for name in ("finetune_presets", "finetune_full_only", "probe_eeg_eog_only")}
-    for name, presets in (("finetune_presets", "all"), ("finetune_full_only", "")):
-        if not (dirs[name] / "classifier.pt").is_file():
-            call("main_finetune.py", {**flags, "mask_train_presets": presets, "output_dir": str(dirs[name]), "run_name": name})
+    for name, masking in (("finetune_presets", presets), ("finetune_full_only", "")):
+        if not (dirs[name] / "classifier.pt").is_file():  # a classifier already there is reused
+            call("main_finetune.py", {**flags, "mask_train_presets": masking, "output_dir": str(dirs[name]), "run_name": name})
     if not (dirs["probe_eeg_eog_only"] / "classifier.pt").is_file():
         call("main_finetune.py", {"ckpt_path": flags["ckpt_path"], "data_dir": str(store), "eval_label": "Stage",
                                   "pooling": flags["pooling"], "eval_channels": "eeg_eog_only", "mask_train_channels": True,
                                   "seed": seed, "output_dir": str(dirs["probe_eeg_eog_only"]), "run_name": "probe_eeg_eog"})
     return {
-        "run": str(run), "seed": seed, "pooling": flags["pooling"], "finetune_steps": flags["max_steps"],
+        "run": str(run), "seed": seed, "pooling": flags["pooling"], "finetune_steps": flags["max_steps"], "presets": presets,
         "masked_finetune": _test_kappas(dirs["finetune_presets"] / "classifier.pt", store),
         "full_only_finetune": _test_kappas(dirs["finetune_full_only"] / "classifier.pt", store),
         "eeg_eog_probe": {"eeg_eog_only": _test_kappas(dirs["probe_eeg_eog_only"] / "classifier.pt", store)["eeg_eog_only"]},
@@ -100,11 +100,12 @@ def main() -> None:
     p.add_argument("--out_root", type=Path, default=Path("bench_masked_staging_out"),
                    help="where the classifiers of each run are written (OUT_ROOT/seed<S>)")
     p.add_argument("--seeds", type=int, nargs="+", required=True, help="the --seed of each run, same order")
+    p.add_argument("--presets", default="all", help="--mask_train_presets of the masked fine-tune (default: all)")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args()
     if len(args.seeds) != len(args.runs):
         p.error("give one --seeds value per --runs folder")
-    rows = [measure(run, seed, args.out_root / f"seed{seed}") for run, seed in zip(args.runs, args.seeds)]
+    rows = [measure(run, seed, args.out_root / f"seed{seed}", args.presets) for run, seed in zip(args.runs, args.seeds)]
     text = table(rows)
     print(text)
     args.results.parent.mkdir(parents=True, exist_ok=True)
