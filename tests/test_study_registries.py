@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -42,8 +43,10 @@ def toy_store(tmp_path) -> Path:
 
     root = make_random_store(tmp_path / "store", n_subjects=6, n_epochs=40, seed=0)
     index = pd.read_parquet(root / "index.parquet")
-    index[TOY_TASK.label_column] = ((index["arousal"] == 1) | (index["hypopnea"] == 1)).astype("int8")
+    toy = ((index["arousal"] == 1) | (index["hypopnea"] == 1)).astype("int8")
+    index[TOY_TASK.label_column] = toy
     index.to_parquet(root / "index.parquet")
+    np.save(root / "index" / f"{TOY_TASK.label_column}.npy", toy.to_numpy())  # the store's per-row column
     return root
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from osf import config
 from osf.datasets.recording import LABEL_FIELDS, QUALITY_FIELDS
 from osf.datasets.splits import SPLITS
 from osf.utils.atomic import atomic_open, atomic_write_bytes
@@ -45,6 +46,19 @@ ROW_COLUMNS: dict[str, np.dtype] = {
     "channel_mask": np.dtype(np.uint16),
     **QUALITY_FIELDS,
 }
+
+
+def added_label_columns() -> list[str]:
+    """Label columns of tasks registered after import (a new task's), kept as optional ``index/<column>.npy``."""
+    return [c for c in config.LABEL_COLUMNS.values() if c not in ROW_COLUMNS]
+
+
+def map_columns(folder: Path) -> dict[str, np.ndarray]:
+    """Every per-row column of an ``index/`` folder, memory-mapped read-only (added label columns if present)."""
+    names = [*ROW_COLUMNS, *(c for c in added_label_columns() if (folder / f"{c}.npy").exists())]
+    return {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in names}
+
+
 # Per-recording columns of recordings.parquet that the index needs (the rest is provenance).
 RECORDING_KEYS: tuple[str, ...] = (
     "dataset", "recording_id", "subject_id", "visit", "path", "start", "n_epochs", "split", "cohort_group",
@@ -76,7 +90,7 @@ class StoreIndex:
         if len(self.recordings) and not (np.diff(self.start) == self.n_epochs).all():
             raise ValueError(f"{self.where}: recordings' start rows and n_epochs do not tile the index")
         self.columns = dict(columns)
-        for name in ROW_COLUMNS:
+        for name in dict.fromkeys([*ROW_COLUMNS, *self.columns]):
             col = self.columns.get(name)
             if col is None or col.shape != (self.n_rows,):
                 got = None if col is None else col.shape
@@ -95,7 +109,7 @@ class StoreIndex:
         folder = Path(root) / INDEX_DIR
         try:
             recordings = pd.read_parquet(folder / RECORDINGS_FILE, columns=list(RECORDING_KEYS))
-            columns = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ROW_COLUMNS}
+            columns = map_columns(folder)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise ValueError(f"{folder}: unreadable store index ({exc}); {_rebuild_hint(root)}") from exc
         index = cls(recordings, columns, folder)
@@ -113,7 +127,7 @@ class StoreIndex:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.columns is None:
-            self.columns = {name: np.load(self.mapped_from / f"{name}.npy", mmap_mode="r") for name in ROW_COLUMNS}
+            self.columns = map_columns(self.mapped_from)
 
     @classmethod
     def from_frame(cls, index: pd.DataFrame, where: str | os.PathLike) -> StoreIndex:
@@ -128,6 +142,7 @@ class StoreIndex:
         recordings["start"] = starts.astype(np.int64)
         recordings["n_epochs"] = np.diff(np.r_[starts, len(path)]).astype(np.int64)
         columns = {name: index[name].to_numpy(dtype) for name, dtype in ROW_COLUMNS.items()}
+        columns.update({name: index[name].to_numpy(np.int8) for name in added_label_columns() if name in index})
         rows = index["row"].to_numpy(np.int64)
         if not (rows == np.arange(len(rows)) - np.repeat(starts, recordings["n_epochs"].to_numpy())).all():
             raise ValueError(f"{where}: array rows are not in order within a recording; {_rebuild_hint(Path(where).parent)}")
@@ -153,7 +168,7 @@ class StoreIndex:
         rec = self.recordings
         out = {k: np.repeat(rec[k].to_numpy(), self.n_epochs) for k in ("dataset", "recording_id", "subject_id")}
         out["visit"] = np.repeat(rec["visit"].to_numpy(np.int16), self.n_epochs)
-        out.update({name: np.asarray(self.columns[name]) for name in ROW_COLUMNS})
+        out.update({name: np.asarray(col) for name, col in self.columns.items()})
         for k in ("split", "cohort_group", "path"):
             out[k] = np.repeat(rec[k].to_numpy(dtype=object), self.n_epochs)
         out["row"] = (np.arange(self.n_rows) - np.repeat(self.start[:-1], self.n_epochs)).astype(np.int32)
@@ -214,7 +229,7 @@ def _index_chunks(index: StoreIndex, chunk_rows: int):
         taken = pa.array(code)
         arrays = {k: names[k].take(taken) for k in ("dataset", "recording_id", "subject_id")}
         arrays["visit"] = pa.array(visit[code])
-        for name in ROW_COLUMNS:
+        for name in dict.fromkeys([*ROW_COLUMNS, *index.columns]):
             arrays[name] = pa.array(np.asarray(index.columns[name][lo : lo + rows.size]))
         for k in ("split", "cohort_group", "path"):
             arrays[k] = names[k].take(taken)
