@@ -13,6 +13,7 @@ from osf.datasets.io.channels import resolve_channels
 from osf.datasets.io.edf import read_edf_header
 from osf.datasets.io.scoring_formats import read_scoring
 from osf.datasets.store import EpochStore
+from osf.datasets.store_index import read_recordings
 from osf.datasets.synthetic.sleep_edf_layout import rk_stage_runs, sleep_edf_names, write_sleep_edf_night
 
 SLEEP_EDF_LABELS = ["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal", "Resp oro-nasal", "EMG submental", "Temp rectal",
@@ -95,7 +96,7 @@ def test_ingest_and_stage_with_no_channel_map_and_no_flags(cassette, tmp_path, c
     index = EpochStore(store).index
     assert index["recording_id"].nunique() == 1 and len(index) == 12.5 * 120
     manifest = json.loads((store / "manifest.json").read_text())
-    qc = manifest["recordings"][0]["qc"]
+    qc = read_recordings(store)["qc"].iloc[0]  # per-recording QC lives in the store's recordings table
     assert set(qc["substitutions"]) == {"EEG_C3_A2", "EEG_C4_A1", "EOG_E1_A2"}
     assert "EMG_Chin" in qc["refused_substitutions"] and not qc["scoring_problems"]
     assert any("unscored/movement there" in w for w in qc["scoring_warnings"])
