@@ -340,7 +340,7 @@ def pooled_paired_difference(
     """:func:`paired_difference` over independent pairs (e.g. one per seed, each with its own subjects):
     the mean of the pairs' metrics and differences, with a bootstrap CI resampling subjects within each pair.
     """
-    scored = [_PairedScores(a, b) for a, b in pairs]
+    scored = [PairedScores(a, b) for a, b in pairs]
     points = [(s.metrics(s.everything, s.pa, s.thr_a), s.metrics(s.everything, s.pb, s.thr_b)) for s in scored]
     ci = stratified_bootstrap_ci([s.difference for s in scored], [s.subject_ids for s in scored],
                                  n_boot=n_boot, seed=seed, level=level)
@@ -351,7 +351,7 @@ def pooled_paired_difference(
     return out
 
 
-class _PairedScores:
+class PairedScores:
     """Two runs' predictions on the labelled epochs they share, scored on any resample of those epochs."""
 
     def __init__(self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:

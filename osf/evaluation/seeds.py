@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from osf.downstream.metrics import CI_LEVEL, _PairedScores, stratified_bootstrap_ci
+from osf.downstream.metrics import CI_LEVEL, PairedScores, stratified_bootstrap_ci
 
 Pair = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
 
@@ -137,7 +137,7 @@ def seed_level_difference(
     if not pairs:
         raise ValueError("no runs to compare")
     labels = list(labels) if labels is not None else [f"seed {i}" for i in range(len(pairs))]
-    scored = [_PairedScores(a, b) for a, b in pairs]
+    scored = [PairedScores(a, b) for a, b in pairs]
     rows = []
     for label, s in zip(labels, scored):
         sa = s.metrics(s.everything, s.pa, s.thr_a)[metric]
