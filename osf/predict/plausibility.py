@@ -34,7 +34,9 @@ ONE_STAGE_MAX_FRAC = 0.95
 LOW_CONFIDENCE_FRAC = 0.5
 AUTO_SMOOTH_MIN = 30.0
 AUTO_MARGIN_MIN = 15.0
-BRAIN_CHANNELS: tuple[str, ...] = ("EEG_C3_A2", "EEG_C4_A1", "EOG_E1_A2", "EOG_E2_A1", "EMG_Chin")
+# What a scorer reads for sleep vs wake: the EEG/EOG group and the chin EMG.
+BRAIN_CHANNELS: tuple[str, ...] = (*config.CHANNEL_GROUPS["eog_eeg"], "EMG_Chin")
+BRAIN_INDEX: list[int] = [config.CHANNEL_INDEX[c] for c in BRAIN_CHANNELS]
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ def given_window(off: dt.time, on: dt.time, start: dt.datetime | None, n_epochs:
 
 def epoch_activity(signals: np.ndarray, channel_mask: np.ndarray) -> np.ndarray:
     """Per-epoch log high-frequency activity (std of the first difference) averaged over present EEG/EOG/EMG."""
-    idx = [config.CHANNEL_INDEX[c] for c in BRAIN_CHANNELS]
+    idx = BRAIN_INDEX
     out = np.zeros(len(signals))
     for start in range(0, len(signals), 512):  # memory-mapped nights: a block at a time
         block = np.asarray(signals[start : start + 512][:, idx], dtype=np.float32)
@@ -154,7 +156,7 @@ def detect_lights(
 
     None when the night has no EEG/EOG/EMG channel or no clear quiet stretch (then nothing is trimmed).
     """
-    present = np.asarray(channel_mask)[:, [config.CHANNEL_INDEX[c] for c in BRAIN_CHANNELS]].any(1)
+    present = np.asarray(channel_mask)[:, BRAIN_INDEX].any(1)
     if not present.any() or len(signals) < 4:
         return None
     width = max(int(AUTO_SMOOTH_MIN * 60 / epoch_sec) | 1, 3)
