@@ -58,6 +58,7 @@ from osf.utils.config_fields import option
 from osf.utils.steps import Flags, Step, StepRunner
 
 INITS: tuple[str, ...] = ("pretrained", "random")
+FINETUNED = "Stage (fine-tuned)"  # the seed-level row of the staging classifier vs its random-init LP-FT
 _OUTPUT_DIR, _WEIGHTS_DIR = Path("quickstart_out"), Path("pretrained_weights")
 
 
@@ -114,14 +115,20 @@ class QuickstartConfig:
     cpu_workers: int = option(0, help="processes generating and preprocessing the nights (0: one per CPU core, at "
                                       "most 4)")
     seed: int = option(0, help="seed of the cohort, the splits and training")
+    # Seeds are the unit of a training claim (issue 26). Every seed trains on the first seed's corpus (same nights,
+    # same split): the seeds measure training chance; ~6 min per extra seed on 2 cores.
+    seeds: int = option(3, help="training seeds (--seed, --seed+1, ...): each pre-trains, probes and fine-tunes on the "
+                                "first seed's corpus and split; the verdicts take the seeds as the unit")
+    # a finished seed's output folder whose corpus (synthetic nights, held-out night, store) this run reuses
+    corpus_dir: Path | None = option(None, help="reuse this run's corpus", cli=False)
     subprocess: bool = option(False, help="run each step as its own process (always so with --gpus > 1: DDP)")
 
     @classmethod
     def tiny(cls, **overrides) -> QuickstartConfig:
-        """Sizes for the test suite: 2 cohorts x 2 nights x 0.5 h, two tasks, a handful of steps."""
+        """Sizes for the test suite: 2 cohorts x 2 nights x 0.5 h, two tasks, a handful of steps, two seeds."""
         sizes = {"cohorts": ("shhs", "mros"), "nights": 4, "hours": 0.5, "split_fractions": "0.5,0.25,0.25",
                  "tasks": ("Stage", "Arousal"), "max_steps": 2, "batch_size": 8, "val_batches": 1,
-                 "probe_steps": 20, "finetune_steps": 2, "finetune_eval_every": 2, "n_boot": 20}
+                 "probe_steps": 20, "finetune_steps": 2, "finetune_eval_every": 2, "n_boot": 20, "seeds": 2}
         return cls(**{**sizes, **overrides})
 
     def __post_init__(self) -> None:
@@ -139,6 +146,8 @@ class QuickstartConfig:
 
         if self.head_pooling not in HEAD_POOLINGS:
             raise ValueError(f"head_pooling must be one of {HEAD_POOLINGS}, got {self.head_pooling!r}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
 
     @property
     def night_workers(self) -> int:
@@ -158,7 +167,8 @@ class QuickstartConfig:
     def from_dict(cls, values: dict, **overrides) -> QuickstartConfig:
         """The config :meth:`as_dict` wrote (a run's ``results.json``), ``overrides`` winning."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        known = {k: (tuple(v) if isinstance(v, list) else Path(v) if isinstance(fields[k].default, Path) else v)
+        paths = {"corpus_dir"} | {k for k, f in fields.items() if isinstance(f.default, Path)}
+        known = {k: (tuple(v) if isinstance(v, list) else Path(v) if k in paths and v is not None else v)
                  for k, v in values.items() if k in fields}
         return cls(**{**known, **overrides})
 
@@ -172,6 +182,7 @@ class Quickstart:
         self.cfg = cfg
         self.out = Path(cfg.output_dir).resolve()
         self.weights = Path(cfg.weights_dir).resolve()
+        self.corpus_root = Path(cfg.corpus_dir).resolve() if cfg.corpus_dir else self.out
         self.log = log
         self.run_command = run_command
         self.steps = self._build()
@@ -187,17 +198,17 @@ class Quickstart:
     @property
     def synthetic_dir(self) -> Path:
         """Synthetic cohorts in the NSRR layout."""
-        return self.out / "synthetic"
+        return self.corpus_root / "synthetic"
 
     @property
     def heldout_dir(self) -> Path:
         """The held-out night (its own synthetic cohort folder)."""
-        return self.out / "heldout"
+        return self.corpus_root / "heldout"
 
     @property
     def store_dir(self) -> Path:
         """The epoch store."""
-        return self.out / "store"
+        return self.corpus_root / "store"
 
     @property
     def pretrain_ckpt(self) -> Path:
@@ -254,7 +265,7 @@ class Quickstart:
             return {"ckpt_path": str(self.backbone_path)}
         return random_init_flags(self.cfg.backbone)
 
-    def _probe_step(self, init: str, task: str, pooling: str, store_step: str) -> Step:
+    def _probe_step(self, init: str, task: str, pooling: str, store_step: str | None) -> Step:
         out = self.probe_dir(init, task, pooling)
         column = config.LABEL_COLUMNS[task]
         cfg = self.cfg
@@ -269,7 +280,7 @@ class Quickstart:
                      **self._hardware()},
             
             lambda: [out / "probe.json", out / "classifier.pt", out / "probe_test_predictions.npz"],
-            needs=("export",) if init == "pretrained" else (store_step,),
+            needs=("export",) if init == "pretrained" else _names(store_step),
             clean=lambda: [out],
         )
 
@@ -287,13 +298,13 @@ class Quickstart:
         )
         return [corpus[0], heldout, *corpus[1:]]
 
-    def _pretrain_steps(self, store_step: str) -> list[Step]:
+    def _pretrain_steps(self, store_step: str | None) -> list[Step]:
         """OSF pre-training and the export of the backbone its recipe names (teacher or student)."""
         cfg = self.cfg
         spec = PretrainSpec(
             "pretrain", "dino_ours", cfg.backbone, self.store_dir, self.out / "runs", self.backbone_path, cfg.recipe,
             cfg.batch_size, cfg.max_steps, cfg.seed, cfg.num_workers, cfg.val_batches, hardware=self._hardware(),
-            lr=cfg.lr, head_pooling=cfg.head_pooling, needs=(store_step,), export_twin=True,
+            lr=cfg.lr, head_pooling=cfg.head_pooling, needs=_names(store_step), export_twin=True,
             description=f"pre-train OSF (dino_ours) on {cfg.backbone}, {cfg.max_steps} steps")
         return pretrain_steps(spec, f"export the {get_recipe(cfg.recipe).export} backbone (the recipe's choice) in "
                                     "the released format")
@@ -343,8 +354,8 @@ class Quickstart:
         ]
 
     def _build(self) -> list[Step]:
-        data = self._data_steps()
-        store_step = data[-1].name
+        data = [] if self.cfg.corpus_dir else self._data_steps()  # another seed's corpus: already there
+        store_step = data[-1].name if data else None
         return [
             *data,
             *self._pretrain_steps(store_step),
@@ -354,7 +365,7 @@ class Quickstart:
             *self._use_steps(),
         ]
 
-    def _context_steps(self, store_step: str) -> list[Step]:
+    def _context_steps(self, store_step: str | None) -> list[Step]:
         return _context_steps(self, store_step)
 
     def _context_results(self) -> dict:
@@ -460,6 +471,11 @@ class Quickstart:
         }
 
 
+def _names(step: str | None) -> tuple[str, ...]:
+    """``needs`` of a step on ``step`` (none when the corpus comes from another seed's run)."""
+    return (step,) if step else ()
+
+
 # --- night level and sequence context (issue 14) ----------------------------------------------
 NIGHT_TARGET = ("nsrr_ahi_hp3r_aasm15", 15.0)  # AHI >= 15 from the synthetic cohort's harmonised table
 NIGHT_MIN_NIGHTS = 24  # fewer nights leave a test split without both AHI classes: the row is skipped
@@ -470,7 +486,7 @@ def _night_dir(qs: Quickstart, init: str) -> Path:
     return qs.out / "night" / init
 
 
-def _context_steps(qs: Quickstart, store_step: str) -> list[Step]:
+def _context_steps(qs: Quickstart, store_step: str | None) -> list[Step]:
     """Night-level AHI >= 15 (pre-trained vs random init) and sequence-context staging, from the probe cache."""
     cfg = qs.cfg
 
@@ -596,36 +612,65 @@ def format_results(results: dict) -> str:
 
 
 def pooled_over_runs(output_dirs: Sequence[Path], n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Pre-trained minus random init per task over finished quick-start runs, one per ``--seed``: seeds as the unit.
+    """Pre-trained minus random init per task over finished quick-start runs, one per training seed: seeds as the unit.
 
-    Each run keeps the poolings its validation split chose. The difference is the mean of the runs'; its
-    95% CI is a hierarchical bootstrap (seeds resampled, then each drawn seed's test subjects,
+    Each run keeps the poolings its validation split chose; the fine-tuned staging classifier against its LP-FT
+    from random init at equal steps is the row ``Stage (fine-tuned)``. The difference is the mean of the runs';
+    its 95% CI is a hierarchical bootstrap (seeds resampled, then each drawn seed's test subjects,
     ``osf.evaluation.seeds``), beside a t-test across seeds and the per-seed rows. Pooling the runs' subjects
     as one sample would count three seeds as thirty subjects' worth of evidence about training chance.
     """
-    from osf.evaluation.seeds import seed_level_difference
+    from osf.evaluation.seeds import format_seed_rows, seed_level_difference
 
     pairs: dict[str, list[tuple[dict, dict]]] = {}
     labels: dict[str, list[str]] = {}
     subjects: dict[str, int] = {}
+    metrics: dict[str, str] = {}
     for out in map(Path, output_dirs):
         results = json.loads((out / "results.json").read_text())
         qs = Quickstart(QuickstartConfig.from_dict(results["config"], output_dir=out), log=lambda _: None)
-        for task, row in results["probes"].items():
-            pairs.setdefault(task, []).append(tuple(
-                load_predictions(qs.probe_dir(init, task, row["pooling"][init]) / "probe_test_predictions.npz")
-                for init in INITS))
+        files = {task: [qs.probe_dir(init, task, row["pooling"][init]) / "probe_test_predictions.npz" for init in INITS]
+                 for task, row in results["probes"].items()}
+        metrics.update({task: get_task(task).reporting_metric for task in files})
+        if "random" in results.get("finetune_stage", {}):  # runs written before the random-init baseline have none
+            files[FINETUNED] = [qs.finetune_dir_of(init) / "finetune_test_predictions.npz" for init in INITS]
+            metrics[FINETUNED] = "kappa"
+        for task, (pre, rnd) in files.items():
+            pairs.setdefault(task, []).append((load_predictions(pre), load_predictions(rnd)))
             labels.setdefault(task, []).append(f"seed {results['config']['seed']}")
-            subjects[task] = subjects.get(task, 0) + int(row["n_test_subjects"] or 0)
+            probe = results["probes"]["Stage" if task == FINETUNED else task]
+            subjects[task] = subjects.get(task, 0) + int(probe["n_test_subjects"] or 0)
     pooled = {}
     for task, task_pairs in pairs.items():
-        metric = get_task(task).reporting_metric
-        d = seed_level_difference(task_pairs, metric, labels[task], n_boot=n_boot, seed=seed)
-        pooled[task] = {"metric": metric, "runs": len(task_pairs), "n_test_subjects": subjects[task],
+        d = seed_level_difference(task_pairs, metrics[task], labels[task], n_boot=n_boot, seed=seed)
+        pooled[task] = {"metric": metrics[task], "runs": len(task_pairs), "n_test_subjects": subjects[task],
                         "pretrained": d.a, "random": d.b, "difference": d.diff, "difference_ci95": [d.low, d.high],
                         "verdict": d.verdict, "t_test": dataclasses.asdict(d.t_test),
-                        "per_seed": [dataclasses.asdict(r) for r in d.per_seed], "notes": d.notes}
+                        "per_seed": [dataclasses.asdict(r) for r in d.per_seed], "notes": d.notes,
+                        "rows": format_seed_rows(d, "mean")}
     return pooled
+
+
+def seed_configs(cfg: QuickstartConfig) -> list[QuickstartConfig]:
+    """One run per training seed: ``cfg`` itself, then seed ``cfg.seed + k`` in ``OUT/seeds/seed_<s>/`` on its corpus."""
+    first = Path(cfg.output_dir)
+    corpus = Path(cfg.corpus_dir) if cfg.corpus_dir else first
+    return [cfg, *(dataclasses.replace(cfg, seed=cfg.seed + k, seeds=1, corpus_dir=corpus,
+                                       output_dir=first / "seeds" / f"seed_{cfg.seed + k}",
+                                       weights_dir=first / "seeds" / f"seed_{cfg.seed + k}" / "weights")
+                   for k in range(1, cfg.seeds))]
+
+
+def format_seed_level(seed_level: dict) -> str:
+    """The seed-level table: per task one row per seed, then the verdict over seeds."""
+    first = next(iter(seed_level["tasks"].values()))
+    lines = ["", (f"Seeds as the unit ({first['runs']} training seeds on one corpus; pre-trained minus random init per "
+                  "seed with its paired subject-bootstrap CI, then the mean over seeds with a hierarchical bootstrap "
+                  "CI (seeds, then their subjects) and a t-test across seeds):"), "",
+             f"  {'task':12s} {'pre':>7s} {'random':>7s} {'diff':>7s} [95% CI]"]
+    for task, row in seed_level["tasks"].items():
+        lines += [f"  {task} ({row['metric']})", *row["rows"]]
+    return "\n".join(lines)
 
 
 def run_quickstart(cfg: QuickstartConfig, log: Callable[[str], None] = print,
@@ -635,6 +680,21 @@ def run_quickstart(cfg: QuickstartConfig, log: Callable[[str], None] = print,
     ``run_command`` runs a step's command as its own process; needed only with ``gpus > 1`` or
     ``subprocess=True`` (``main_pipelines/main_quickstart.py`` passes one).
     """
-    results = Quickstart(cfg, log=log, run_command=run_command).run()
+    configs = seed_configs(cfg)
+    runs = []
+    for i, run_cfg in enumerate(configs):
+        if len(configs) > 1:
+            corpus = "" if i == 0 else f", on the corpus of {cfg.output_dir}"
+            log(f"\n=== training seed {run_cfg.seed} ({i + 1} of {len(configs)}{corpus}) ===")
+        runs.append(Quickstart(run_cfg, log=log, run_command=run_command).run())
+    results = runs[0]
     log(format_results(results))
+    if len(configs) > 1:
+        results["seed_level"] = {"output_dirs": [str(Path(c.output_dir).resolve()) for c in configs],
+                                 "elapsed_s": sum(r.get("elapsed_s") or 0.0 for r in runs),
+                                 "tasks": pooled_over_runs([c.output_dir for c in configs], n_boot=cfg.n_boot,
+                                                           seed=cfg.seed)}
+        write_json(Path(cfg.output_dir) / "results.json", results)
+        log(format_seed_level(results["seed_level"]))
+        log(f"\n{len(configs)} seeds took {results['seed_level']['elapsed_s'] / 60:.1f} min")
     return results

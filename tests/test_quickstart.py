@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import train_config
-from osf.quickstart import INITS, Quickstart, QuickstartConfig
+from osf.quickstart import FINETUNED, INITS, Quickstart, QuickstartConfig
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,10 @@ def test_a_rerun_skips_every_finished_step(tiny_run, capsys):
     cfg, _, argv = tiny_run
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    steps = Quickstart(cfg).steps
-    assert printed.count("done before, skipped") == len(steps)
+    from osf.quickstart import seed_configs
+
+    steps = [step for run in seed_configs(cfg) for step in Quickstart(run).steps]  # every seed's
+    assert cfg.seeds == 2 and printed.count("done before, skipped") == len(steps)
     assert "$ python" not in printed  # nothing ran
     assert "Linear probes" in printed  # the results table is printed again
 
@@ -140,8 +142,9 @@ def test_runs_pool_into_one_difference_per_task(tiny_run):
     assert QuickstartConfig.from_dict(json.loads(json.dumps(cfg.as_dict()))) == cfg
     results = json.loads((cfg.output_dir / "results.json").read_text())
     one = pooled_over_runs([cfg.output_dir], n_boot=cfg.n_boot, seed=cfg.seed)
-    assert set(one) == set(cfg.tasks)
-    for task, row in one.items():  # one run: exactly that run's paired difference
+    assert set(one) == {*cfg.tasks, FINETUNED}
+    for task in cfg.tasks:
+        row = one[task]  # one run: exactly that run's paired difference
         own = results["probes"][task]
         assert row["runs"] == 1 and row["n_test_subjects"] == own["n_test_subjects"]
         assert row["difference"] == pytest.approx(own["difference"])
@@ -149,6 +152,33 @@ def test_runs_pool_into_one_difference_per_task(tiny_run):
         assert row["pretrained"] == pytest.approx(own["pretrained"]) and row["random"] == pytest.approx(own["random"])
     twice = pooled_over_runs([cfg.output_dir, cfg.output_dir], n_boot=cfg.n_boot)
     assert twice["Stage"]["runs"] == 2 and twice["Stage"]["n_test_subjects"] == 2 * one["Stage"]["n_test_subjects"]
+    finetuned = one[FINETUNED]  # the staging classifier against its LP-FT from random init
+    assert finetuned["difference"] == pytest.approx(results["finetune_stage"]["difference"], abs=1e-6)
+
+
+def test_seeds_train_on_the_first_seeds_corpus_and_decide_over_seeds(tiny_run):
+    """--seeds 2: the second seed pre-trains, probes and fine-tunes with its own seed on the first run's store and
+    split (no corpus of its own); the seed-level rows are each seed's own paired differences and their mean."""
+    cfg, printed, _ = tiny_run
+    results = json.loads((cfg.output_dir / "results.json").read_text())
+    second = cfg.output_dir / "seeds" / f"seed_{cfg.seed + 1}"
+    assert results["seed_level"]["output_dirs"] == [str(cfg.output_dir.resolve()), str(second.resolve())]
+    own = json.loads((second / "results.json").read_text())
+    assert own["config"]["seed"] == cfg.seed + 1 and own["config"]["corpus_dir"] == str(cfg.output_dir)
+    assert not (second / "synthetic").exists() and not (second / "store").exists()
+    assert own["paths"]["store"] == results["paths"]["store"] and own["paths"]["backbone"].startswith(str(second))
+    command = json.loads((second / ".stages" / "pretrain.json").read_text())["command"]
+    flag = lambda name: command[command.index(name) + 1]  # noqa: E731
+    assert flag("--seed") == str(cfg.seed + 1) and flag("--data_dir") == str(cfg.output_dir.resolve() / "store")
+    tasks = results["seed_level"]["tasks"]
+    assert set(tasks) == {*cfg.tasks, FINETUNED}
+    for task, row in tasks.items():
+        runs = [results, own]
+        per_seed = [r["probes"][task]["difference"] if task != FINETUNED else r["finetune_stage"]["difference"]
+                    for r in runs]
+        assert [s["diff"] for s in row["per_seed"]] == pytest.approx(per_seed, abs=1e-6)
+        assert row["difference"] == pytest.approx(sum(per_seed) / 2, abs=1e-6) and row["t_test"]["df"] == 1
+    assert "Seeds as the unit (2 training seeds" in printed and "training seed 1 (2 of 2" in printed
 
 
 def test_the_demo_notebook_runs_after_the_quick_start(tiny_run, tmp_path):
