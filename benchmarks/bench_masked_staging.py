@@ -44,9 +44,17 @@ def _finetune_flags(run: Path, seed: int, out: Path) -> dict:
     if not backbone.is_file():
         call("main_export.py", {"ckpt_path": str(run / "runs" / "pretrain" / "checkpoints" / "last.ckpt"),
                                 "output": str(backbone)})
-    cfg = QuickstartConfig(output_dir=run, weights_dir=out / "weights", seed=seed)
-    flags = Quickstart(cfg, log=lambda line: None)._finetune_flags()
+    flags = _quickstart(run, seed, out)._finetune_flags()
     return {**flags, "ckpt_path": str(backbone)}
+
+
+def _quickstart(run: Path, seed: int, out: Path) -> Quickstart:
+    """The finished run's quick start (its own config where it wrote one: a later seed's corpus lives elsewhere)."""
+    results = run / "results.json"
+    cfg = (QuickstartConfig.from_dict(json.loads(results.read_text())["config"], output_dir=run,
+                                      weights_dir=out / "weights")
+           if results.is_file() else QuickstartConfig(output_dir=run, weights_dir=out / "weights", seed=seed))
+    return Quickstart(cfg, log=lambda line: None)
 
 
 def _test_kappas(clf_path: Path, store: Path, batch_size: int = 256) -> dict[str, float]:
@@ -62,6 +70,9 @@ def measure(run: Path, seed: int, out: Path, presets: str = "all") -> dict:
     flags = _finetune_flags(run, seed, out)
     store = Path(flags["data_dir"])
     dirs = {name: out / name for name in ("finetune_presets", "finetune_full_only", "probe_eeg_eog_only")}
+    own = _quickstart(run, seed, out)
+    if presets == own.cfg.finetune_presets and (own.finetune_dir / "classifier.pt").is_file():
+        dirs["finetune_presets"] = own.finetune_dir  # the run's own staging classifier was fine-tuned over these
     for name, masking in (("finetune_presets", presets), ("finetune_full_only", "")):
         if not (dirs[name] / "classifier.pt").is_file():  # a classifier already there is reused
             call("main_finetune.py", {**flags, "mask_train_presets": masking, "output_dir": str(dirs[name]), "run_name": name})

@@ -1,7 +1,7 @@
 """The evaluation protocol (issue 26) over finished quick-start runs: probes chosen on validation, seeds as the unit.
 
-    python main_pipelines/main_quickstart.py --output_dir qs_seed0 --seed 0      # one run per seed
-    python main_pipelines/main_protocol.py --runs qs_seed0,qs_seed1,qs_seed2 --output_dir protocol_out
+    python main_pipelines/main_quickstart.py --output_dir qs --seeds 3           # three training seeds, one corpus
+    python main_pipelines/main_protocol.py --runs qs --output_dir protocol_out    # (or --runs qs_a,qs_b,...: one per seed)
 
 For each run: the pre-trained backbone, its own random init (the weights its pre-training started from),
 power-48 and YASA-style features, each read by an L2 logistic-regression grid (poolings x penalties,
@@ -21,7 +21,8 @@ from pathlib import Path
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", required=True, help="comma-separated finished quick-start output folders, one per seed")
+    p.add_argument("--runs", required=True, help="comma-separated finished quick-start output folders, one per seed (a --seeds N run "
+                                                  "stands for its N seeds)")
     p.add_argument("--output_dir", type=Path, required=True, help="where the seed-level tables go")
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the four)")
     p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples of the seed-level CIs")

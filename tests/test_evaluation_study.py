@@ -36,3 +36,18 @@ def test_protocol_for_quickstart_refuses_an_unfinished_run(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="not a finished quick-start run"):
         protocol_for_quickstart(tmp_path)
+
+
+def test_a_multi_seed_quickstart_stands_for_its_seeds(tmp_path):
+    """main_protocol --runs OUT: a --seeds N quick start is read as its N seed folders; one-seed runs as themselves."""
+    import json
+
+    from osf.evaluation.study import seed_runs
+
+    multi, single = tmp_path / "qs", tmp_path / "one"
+    for run in (multi, single):
+        run.mkdir()
+    seeds = [str(multi), str(multi / "seeds" / "seed_1"), str(multi / "seeds" / "seed_2")]
+    (multi / "results.json").write_text(json.dumps({"seed_level": {"output_dirs": seeds}}))
+    (single / "results.json").write_text(json.dumps({"config": {"seed": 5}}))
+    assert seed_runs([multi, single]) == [*map(type(multi), seeds), single]

@@ -27,11 +27,22 @@ from osf.evaluation.protocol import (
 PROTOCOL_DIR = "protocol"
 
 
-def _generator_version(run_dir: Path) -> str | None:
+def _generator_version(run_dir: Path, results: dict[str, Any]) -> str | None:
+    """The synthetic generator of the run's corpus (its results say; older runs: the corpus manifest)."""
+    if results.get("synthetic_generator_version"):
+        return results["synthetic_generator_version"]
     manifest = run_dir / "synthetic" / "manifest.json"
-    if not manifest.is_file():
-        return None
-    return json.loads(manifest.read_text()).get("generator_version")
+    return json.loads(manifest.read_text()).get("generator_version") if manifest.is_file() else None
+
+
+def seed_runs(runs: Sequence[str | Path]) -> list[Path]:
+    """Each quick-start run, a ``--seeds N`` run replaced by its N seeds' folders (in seed order)."""
+    out: list[Path] = []
+    for run in map(Path, runs):
+        results = run / "results.json"
+        seeds = json.loads(results.read_text()).get("seed_level") if results.is_file() else None
+        out += [Path(d) for d in seeds["output_dirs"]] if seeds else [run]
+    return out
 
 
 def protocol_for_quickstart(run_dir: str | Path, cfg: ProtocolConfig | None = None, out_dir: str | Path | None = None,
@@ -54,7 +65,7 @@ def protocol_for_quickstart(run_dir: str | Path, cfg: ProtocolConfig | None = No
     # the pre-training seeds torch with its seed before building the student first: these are its starting weights
     random_init, _, _ = load_any_backbone("none", qs_cfg["backbone"], seed=seed)
     out = Path(out_dir) if out_dir is not None else run_dir / PROTOCOL_DIR
-    meta = {"seed": seed, "quickstart": str(run_dir), "generator_version": _generator_version(run_dir),
+    meta = {"seed": seed, "quickstart": str(run_dir), "generator_version": _generator_version(run_dir, results),
             "backbone": paths["backbone"], "max_steps": qs_cfg.get("max_steps")}
     log(f"protocol on {run_dir} (seed {seed}, generator {meta['generator_version']})")
     run_protocol(paths["store"], {"pretrained": pretrained, "random": random_init}, out, cfg, log=log, meta=meta,
@@ -85,7 +96,7 @@ def run_protocol_study(runs: Sequence[str | Path], output_dir: str | Path, cfg: 
     in ``output_dir/protocol_tables.{json,txt}``; returns the text."""
     from osf.utils.atomic import atomic_write_text
 
-    runs = [Path(r) for r in runs]
+    runs = seed_runs(runs)
     if not runs:
         raise ValueError("no quick-start runs given")
     for run in runs:
