@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the four)")
     p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples of the seed-level CIs")
     p.add_argument("--rerun", action="store_true", help="rerun the protocol of runs that already have one")
+    p.add_argument("--max_in_memory_gib", type=float, default=None,
+                   help="training features larger than this (GiB as float64) are probed by the streamed torch head "
+                        "(default: 2)")
     return p
 
 
@@ -38,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     try:
-        cfg = ProtocolConfig(**({"tasks": tuple(t.strip() for t in args.tasks.split(","))} if args.tasks else {}))
+        given = {"tasks": tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None,
+                 "max_in_memory_gib": args.max_in_memory_gib}
+        cfg = ProtocolConfig(**{k: v for k, v in given.items() if v is not None})
         text = run_protocol_study(runs, args.output_dir, cfg, n_boot=args.n_boot, rerun=args.rerun)
     except (ValueError, FileNotFoundError) as err:
         print(f"main_protocol.py: error: {err}", file=sys.stderr)

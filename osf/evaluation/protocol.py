@@ -36,7 +36,7 @@ from osf.downstream.features import backbone_hash, cached_features
 from osf.downstream.inputs import SPLITS, dataset_split_hash, full_loader
 from osf.downstream.metrics import load_predictions, save_predictions
 from osf.evaluation.baselines import has_eeg, power48, yasa_style, yasa_style_columns
-from osf.evaluation.probes import PENALTIES, ProbeFit, Split, fit_probe_grid
+from osf.evaluation.probes import MAX_IN_MEMORY_GIB, PENALTIES, ProbeFit, Split, fit_probe_grid
 from osf.evaluation.seeds import SeedLevelDifference, format_seed_rows, seed_level_difference
 from osf.evaluation.settings import (
     K_SHOTS,
@@ -62,6 +62,7 @@ class ProtocolConfig:
     tasks: tuple[str, ...] = field(default_factory=studied_tasks)  # the task registry's studied tasks
     poolings: tuple[str, ...] = POOLINGS
     penalties: tuple[float, ...] = PENALTIES
+    max_in_memory_gib: float = MAX_IN_MEMORY_GIB  # training features beyond this go to the streamed torch head
     baselines: tuple[str, ...] = BASELINES
     label_fractions: tuple[float, ...] = LABEL_FRACTIONS
     k_shots: tuple[int, ...] = K_SHOTS
@@ -181,7 +182,8 @@ def _splits(model: ModelFeatures, setting: Setting, labels: np.ndarray) -> tuple
 
 
 def fit_setting(model: ModelFeatures, setting: Setting, labels: np.ndarray, num_classes: int,
-                penalties: Sequence[float], seed: int = 0, fitted: dict | None = None) -> ProbeFit | None:
+                penalties: Sequence[float], seed: int = 0, fitted: dict | None = None,
+                max_in_memory_gib: float = MAX_IN_MEMORY_GIB) -> ProbeFit | None:
     """The grid of ``model``'s feature views on ``setting`` (None when the model has no such channel view).
 
     ``fitted`` (a dict kept across settings) holds the fits by model, training rows and channel view: a
@@ -193,7 +195,8 @@ def fit_setting(model: ModelFeatures, setting: Setting, labels: np.ndarray, num_
     key = (model.name, setting.train_view, setting.train.tobytes(), setting.val.tobytes())
     if fitted is not None and key in fitted:
         return fitted[key].on_other_test(parts[2])
-    fit = fit_probe_grid(*parts, num_classes=num_classes, penalties=penalties, seed=seed)
+    fit = fit_probe_grid(*parts, num_classes=num_classes, penalties=penalties, seed=seed,
+                         max_in_memory_gib=max_in_memory_gib)
     if fitted is not None:
         fitted[key] = fit
     return fit
@@ -250,7 +253,8 @@ def run_task(task: str, models: Sequence[ModelFeatures], ids: EpochIds, store: E
         for model in models:
             t0 = time.perf_counter()
             try:
-                fit = fit_setting(model, setting, labels, len(names), cfg.penalties, cfg.seed, fitted)
+                fit = fit_setting(model, setting, labels, len(names), cfg.penalties, cfg.seed, fitted,
+                                  cfg.max_in_memory_gib)
             except ValueError as err:  # e.g. one subject's epochs hold one class: recorded, not fatal
                 entry["models"][model.name] = {"skipped": str(err)}
                 continue
