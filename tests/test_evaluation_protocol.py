@@ -29,7 +29,8 @@ def _backbone(seed):
 
 
 CFG = ProtocolConfig(tasks=("Stage", "Arousal"), poolings=("cls", "groups"), penalties=(0.01, 1.0),
-                     label_fractions=(0.5, 1.0), k_shots=(2, 10_000), presets=("no_eeg",), batch_size=64)
+                     label_fractions=(0.5, 1.0), k_shots=(2, 10_000), presets=("no_eeg",), batch_size=64,
+                     ceiling_steps=3)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def two_runs(two_cohort_store, tmp_path_factory):
     for seed, backbones in ((0, {"pretrained": first, "random": second}), (1, {"pretrained": second, "random": first})):
         out = root / f"seed{seed}"
         run_protocol(two_cohort_store, backbones, out, CFG, log=lambda _: None, meta={"seed": seed},
-                     cache_dir=root / "cache")
+                     cache_dir=root / "cache", ceiling_dir=root / "ceilings")
         runs.append(out)
     return runs
 
@@ -83,6 +84,23 @@ def test_runs_compare_seed_by_seed_with_a_hierarchical_verdict(two_runs):
     text = format_comparison(comparison, "pretrained", "random")
     assert "labels_100pct" in text and "seed(s)" in text
     means = mean_test(two_runs)
-    assert set(means["Stage"]["labels_100pct"]) == {"pretrained", "random", "power48", "yasa_style"}
+    assert set(means["Stage"]["labels_100pct"]) == {"pretrained", "random", "power48", "yasa_style", "supervised"}
     # the baselines are the same features in both runs (same store): the same test score each time
     assert compare_runs(two_runs, "power48", "power48", n_boot=20)["Stage"]["labels_100pct"].diff == 0
+
+
+def test_the_supervised_ceiling_joins_the_all_labels_setting_once_per_store(two_runs):
+    """The CNN ceiling (issue 26's baselines) sits beside the all-labels probes, scored on their test epochs, trained
+    once for the store and read by every run of it."""
+    recs = [json.loads((run / "protocol.json").read_text()) for run in two_runs]
+    rows = [rec["tasks"]["Stage"]["settings"]["labels_100pct"]["models"] for rec in recs]
+    assert rows[0]["supervised"]["predictions"] == rows[1]["supervised"]["predictions"]  # one ceiling, both runs
+    assert all("supervised" not in s["models"] for s in recs[0]["tasks"]["Stage"]["settings"].values()
+               if s is not recs[0]["tasks"]["Stage"]["settings"]["labels_100pct"])
+    ceiling = load_predictions(rows[0]["supervised"]["predictions"])
+    probe = load_predictions(two_runs[0] / rows[0]["pretrained"]["predictions"])
+    assert set(zip(ceiling["recording_ids"], ceiling["epoch_index"])) >= set(zip(probe["recording_ids"],
+                                                                                  probe["epoch_index"]))
+    assert -1.0 <= rows[0]["supervised"]["test"] <= 1.0 and rows[0]["supervised"]["steps"] == CFG.ceiling_steps
+    comparison = compare_runs(two_runs, "pretrained", "supervised", n_boot=20)
+    assert set(comparison["Stage"]) == {"labels_100pct"} and comparison["Stage"]["labels_100pct"].n_seeds == 2

@@ -51,6 +51,9 @@ from osf.utils.atomic import atomic_write_text
 
 POOLINGS: tuple[str, ...] = ("cls", "groups", "cls_groups", "groups_std")
 BASELINES: tuple[str, ...] = ("power48", "yasa_style")
+CEILING = "supervised"  # the supervised per-epoch CNN (osf.downstream.ceilings), full montage, every training label
+CEILING_SETTING = "labels_100pct"  # the one setting it is trained for: the ceiling of the all-labels probes
+CEILING_STEPS = 400  # as bench_realism.py's ceiling
 RESULT_FILE = "protocol.json"
 _READ_CHUNK = 512
 
@@ -69,7 +72,8 @@ class ProtocolConfig:
     presets: tuple[str, ...] = MISSING_PRESETS
     masked: bool = True  # also train and select with each preset's channels only (else: missing at test time only)
     cross_cohort: bool = True
-    seed: int = 0  # draws of the label-fraction subjects and k-shot epochs
+    ceiling_steps: int = CEILING_STEPS  # training steps of the supervised CNN ceiling per task (0: no ceiling)
+    seed: int = 0  # draws of the label-fraction subjects and k-shot epochs, and the ceiling's training
     batch_size: int = 128
 
 
@@ -270,10 +274,40 @@ def run_task(task: str, models: Sequence[ModelFeatures], ids: EpochIds, store: E
     return record
 
 
+def supervised_ceiling(store_dir: str | Path, task: str, cfg: ProtocolConfig, ceiling_dir: Path,
+                       log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The supervised CNN on the full montage with every training label: its test score and predictions.
+
+    Kept in ``ceiling_dir/<task>/`` and reused while its steps and seed are the same: it depends on the store
+    only, so every training seed of one corpus reads the same ceiling.
+    """
+    from osf.downstream.ceilings import RESULT_FILE as CEILING_RESULT
+    from osf.downstream.ceilings import run_ceiling
+
+    out = ceiling_dir / config.LABEL_COLUMNS[task]
+    made = {"steps": cfg.ceiling_steps, "seed": cfg.seed, "store": str(Path(store_dir).resolve())}
+    stamp = out / "protocol_ceiling.json"
+    if not (stamp.is_file() and json.loads(stamp.read_text()) == made and (out / CEILING_RESULT).is_file()):
+        t0 = time.perf_counter()
+        run_ceiling(CEILING, store_dir, "full", task, seed=cfg.seed, max_steps=cfg.ceiling_steps, output_dir=out)
+        atomic_write_text(stamp, json.dumps(made) + "\n")
+        log(f"  ceiling: {task}, supervised CNN, {cfg.ceiling_steps} steps ({time.perf_counter() - t0:.0f} s)")
+    path = Path(json.loads((out / CEILING_RESULT).read_text())["predictions_path"]).resolve()
+    pred = load_predictions(path)
+    threshold = float(pred["threshold"])
+    return {"test": _test_score(task, pred["labels"], pred["proba"], threshold if math.isfinite(threshold) else None),
+            "predictions": str(path), "steps": cfg.ceiling_steps}
+
+
 def run_protocol(store_dir: str | Path, backbones: Mapping[str, torch.nn.Module], out_dir: str | Path,
                  cfg: ProtocolConfig | None = None, cache_dir: str | Path | None = None,
-                 log: Callable[[str], None] = print, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The protocol on ``store_dir`` for ``backbones`` (name -> module) and the baselines; writes ``protocol.json``."""
+                 log: Callable[[str], None] = print, meta: Mapping[str, Any] | None = None,
+                 ceiling_dir: str | Path | None = None) -> dict[str, Any]:
+    """The protocol on ``store_dir`` for ``backbones`` (name -> module) and the baselines; writes ``protocol.json``.
+
+    With ``cfg.ceiling_steps`` the supervised CNN ceiling joins the all-labels setting, kept in ``ceiling_dir``
+    (default ``out_dir/ceilings``; give the corpus's own folder to share it between training seeds).
+    """
     cfg = cfg or ProtocolConfig()
     out_dir = Path(out_dir)
     store = EpochStore(store_dir)
@@ -293,6 +327,9 @@ def run_protocol(store_dir: str | Path, backbones: Mapping[str, torch.nn.Module]
     out_dir.mkdir(parents=True, exist_ok=True)
     for task in cfg.tasks:  # the record is rewritten after each task: a killed run keeps the tasks it finished
         record["tasks"][task] = run_task(task, models, ids, store, rows, cfg, out_dir, log)
+        if cfg.ceiling_steps > 0 and CEILING_SETTING in record["tasks"][task]["settings"]:
+            ceiling = supervised_ceiling(store_dir, task, cfg, Path(ceiling_dir or out_dir / "ceilings"), log)
+            record["tasks"][task]["settings"][CEILING_SETTING]["models"][CEILING] = ceiling
         record["elapsed_s"] = time.perf_counter() - t0
         atomic_write_text(out_dir / RESULT_FILE, json.dumps(record, indent=1, default=float) + "\n")
     return record

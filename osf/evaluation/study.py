@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from osf.evaluation.protocol import (
+    CEILING,
     RESULT_FILE,
     ProtocolConfig,
     compare_runs,
@@ -68,13 +69,15 @@ def protocol_for_quickstart(run_dir: str | Path, cfg: ProtocolConfig | None = No
     meta = {"seed": seed, "quickstart": str(run_dir), "generator_version": _generator_version(run_dir, results),
             "backbone": paths["backbone"], "max_steps": qs_cfg.get("max_steps")}
     log(f"protocol on {run_dir} (seed {seed}, generator {meta['generator_version']})")
+    # the ceiling depends on the store only: kept beside it, so every training seed of one corpus reads one
     run_protocol(paths["store"], {"pretrained": pretrained, "random": random_init}, out, cfg, log=log, meta=meta,
-                 cache_dir=Path(cache_dir) if cache_dir is not None else run_dir / "feature_cache")
+                 cache_dir=Path(cache_dir) if cache_dir is not None else run_dir / "feature_cache",
+                 ceiling_dir=Path(paths["store"]).parent / "protocol_ceilings")
     return out
 
 
 def protocol_tables(protocol_dirs: Sequence[str | Path], n_boot: int = 1000,
-                    against: Sequence[str] = ("random", "power48", "yasa_style")) -> tuple[dict[str, Any], str]:
+                    against: Sequence[str] = ("random", "power48", "yasa_style", CEILING)) -> tuple[dict[str, Any], str]:
     """Seed-level comparisons of the pre-trained backbone against each of ``against``; (record, text)."""
     dirs = [Path(d) for d in protocol_dirs]
     for d in dirs:
@@ -112,9 +115,9 @@ def run_protocol_study(runs: Sequence[str | Path], output_dir: str | Path, cfg: 
 
 def _means_table(means: dict[str, dict[str, dict[str, float]]]) -> str:
     """Mean test metric over seeds: one row per task and setting, one column per model."""
+    order = ("pretrained", "random", "power48", "yasa_style", CEILING)
     models = sorted({m for ss in means.values() for ms in ss.values() for m in ms},
-                    key=lambda m: ("pretrained", "random", "power48", "yasa_style").index(m)
-                    if m in ("pretrained", "random", "power48", "yasa_style") else 9)
+                    key=lambda m: order.index(m) if m in order else len(order))
     lines = ["Mean test metric over seeds (Stage: kappa; events: AUROC):", "",
              f"  {'task':20s} {'setting':30s} " + " ".join(f"{m:>11s}" for m in models)]
     for task, settings in means.items():
