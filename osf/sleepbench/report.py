@@ -3,8 +3,9 @@
 ``report/main_table.md`` (full montage, every objective vs random init and the ceilings),
 ``report/missing_channels.md`` (per preset, with the degradation from ``full``),
 ``report/degradation.png``, ``report/scaling.png``, ``report/kshot.png`` and ``report/report.md``
-(all of it, plus one plain sentence per finding). With several seeds a cell is the mean over seeds
-and the verdicts count the seeds whose CI excludes zero.
+(all of it, plus one plain sentence per finding). With several seeds a table cell is the mean over
+seeds with the per-seed values, and beside it the paired difference with seeds as the unit
+(``osf.sleepbench.seedlevel``: a bootstrap over seeds then subjects, a t-test across seeds, each seed's row).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from osf.sleepbench.config import RANDOM, SleepBenchConfig
 from osf.sleepbench.results import verdict
+from osf.sleepbench.seedlevel import column_comparison
 from osf.utils.atomic import atomic_path, atomic_write_text
 
 
@@ -50,35 +52,59 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 def main_table(table: pd.DataFrame, cfg: SleepBenchConfig) -> str:
     """Full montage: metric [CI] per method x task, with the paired difference to random init."""
-    rows = _mean_rows(table[(table["preset"] == "full") & (table["kind"] != "scaling")
-                            & table["setting"].isin(["linear_probe", *cfg.ceilings])],
-                      ["method", "kind", "task"])
-    order = [*cfg.methods, RANDOM, *cfg.ceilings]
-    out = []
-    for method in [m for m in order if m in set(rows["method"])]:
-        line = {"method": method}
-        for task in cfg.tasks:
-            r = rows[(rows["method"] == method) & (rows["task"] == task)]
-            line[task] = "–" if r.empty else (_cell(*r.iloc[0][["value", "ci_low", "ci_high"]])
-                                              + _diff_cell(*r.iloc[0][["vs_random", "vs_random_low", "vs_random_high"]]))
-        out.append(line)
-    return _markdown(pd.DataFrame(out))
+    sub = table[(table["preset"] == "full") & (table["kind"] != "scaling")
+                & table["setting"].isin(["linear_probe", *cfg.ceilings])]
+    return _grid(table, sub, cfg, "task", cfg.tasks, "vs_random")
 
 
 def missing_channel_table(table: pd.DataFrame, cfg: SleepBenchConfig, task: str) -> str:
     """One task: metric [CI] per method x preset, with the paired degradation from ``full``."""
     sub = table[(table["task"] == task) & (table["kind"] != "scaling")
                 & table["setting"].isin(["linear_probe", *cfg.ceilings])]
-    rows = _mean_rows(sub, ["method", "preset"])
+    return _grid(table, sub, cfg, "preset", cfg.presets, "vs_full")
+
+
+def _grid(table: pd.DataFrame, sub: pd.DataFrame, cfg: SleepBenchConfig, column: str, values: tuple[str, ...],
+          name: str) -> str:
+    """Methods x ``values`` of ``column``: one seed, metric [CI] (paired ``name``); several, the seed-level columns."""
+    several = sub["seed"].nunique() > 1
     out = []
-    for method in [m for m in (*cfg.methods, RANDOM, *cfg.ceilings) if m in set(rows["method"])]:
+    for method in [m for m in (*cfg.methods, RANDOM, *cfg.ceilings) if m in set(sub["method"])]:
         line = {"method": method}
-        for preset in cfg.presets:
-            r = rows[(rows["method"] == method) & (rows["preset"] == preset)]
-            line[preset] = "–" if r.empty else (_cell(*r.iloc[0][["value", "ci_low", "ci_high"]])
-                                                + _diff_cell(*r.iloc[0][["vs_full", "vs_full_low", "vs_full_high"]]))
+        for value in values:
+            cell = sub[(sub["method"] == method) & (sub[column] == value)]
+            if not several:
+                line[value] = _one_seed_cell(cell, name)
+                continue
+            line[value] = _seeds_value_cell(cell)
+            if sub.loc[sub[column] == value, name].notna().any():
+                line[f"{value} {name}, seeds as the unit"] = _seed_level_cell(table, cell, name, cfg.n_boot)
         out.append(line)
     return _markdown(pd.DataFrame(out))
+
+
+def _one_seed_cell(cell: pd.DataFrame, name: str) -> str:
+    """``metric [CI] (+diff verdict)`` of a one-seed cell."""
+    if cell.empty:
+        return "–"
+    r = cell.iloc[0]
+    return _cell(*r[["value", "ci_low", "ci_high"]]) + _diff_cell(*r[[name, f"{name}_low", f"{name}_high"]])
+
+
+def _seeds_value_cell(cell: pd.DataFrame) -> str:
+    """``mean (per seed v0, v1, ...)`` of a cell's metric over its seeds."""
+    if cell.empty:
+        return "–"
+    values = cell.sort_values("seed")["value"].to_numpy(float)
+    return f"{np.nanmean(values):.3f} (per seed {', '.join(f'{v:.3f}' for v in values)})"
+
+
+def _seed_level_cell(table: pd.DataFrame, cell: pd.DataFrame, name: str, n_boot: int) -> str:
+    """The cell's paired ``name`` decided over its seeds, with the per-seed differences; empty without one."""
+    if cell.empty or not cell[name].notna().any():
+        return ""
+    c = column_comparison(table, cell, name, n_boot)
+    return c.summary() if c.n_seeds > 1 else f"{c.summary()}, one seed"
 
 
 def pretraining_table(cfg: SleepBenchConfig) -> str:
@@ -188,6 +214,15 @@ def kshot_figure(table: pd.DataFrame, cfg: SleepBenchConfig, path: Path) -> Path
     return _save(fig, path)
 
 
+def _cells_legend(seeds: int) -> str:
+    """What a table cell holds, with one seed or several."""
+    if seeds <= 1:
+        return "metric [95% CI by subject] (difference to random init, paired CI: better / worse / n.s.)"
+    return ("mean metric over the seeds (per-seed values); beside it the paired difference with seeds as the unit: "
+            "mean over seeds [95% CI of a bootstrap over seeds, then subjects] (verdict; t-test p across seeds; each "
+            "seed's difference and its paired subject-CI verdict)")
+
+
 def write_report(table: pd.DataFrame, cfg: SleepBenchConfig, out: Path) -> dict[str, Path | None]:
     """Tables, figures and ``report.md`` (with the findings) under ``out``; returns the paths."""
     from osf.sleepbench.findings import findings
@@ -205,8 +240,8 @@ def write_report(table: pd.DataFrame, cfg: SleepBenchConfig, out: Path) -> dict[
     seeds = int(table["seed"].nunique()) if not table.empty else 0
     parts = ["# SleepBench-mini\n\n",
              (f"{seeds} seed(s); {cfg.backbone}, {cfg.pretrain_steps} pre-training steps x batch {cfg.batch_size} per "
-             "objective; linear probes on the test subjects; cells: metric [95% CI by subject] (difference to random "
-             "init, paired CI: better / worse / n.s.); Stage: Cohen's kappa, events: AUROC.\n\n"),
+             f"objective; linear probes on the test subjects; cells: {_cells_legend(seeds)}; Stage: Cohen's kappa, "
+             "events: AUROC.\n\n"),
              "## Pre-training (equal compute)\n\n", pretraining_table(cfg),
              "\n## Full montage\n\n", main,
              "\n## Missing channels (change from the full montage, paired CI)\n", missing,
