@@ -51,3 +51,22 @@ def test_a_multi_seed_quickstart_stands_for_its_seeds(tmp_path):
     (multi / "results.json").write_text(json.dumps({"seed_level": {"output_dirs": seeds}}))
     (single / "results.json").write_text(json.dumps({"config": {"seed": 5}}))
     assert seed_runs([multi, single]) == [*map(type(multi), seeds), single]
+
+
+def test_degradation_is_the_seeds_difference_in_differences():
+    """Per seed (pre - random) without channels minus (pre - random) with all; decided by the t-test across seeds."""
+    from osf.evaluation.seeds import SeedLevelDifference, SeedRow, SeedTest
+    from osf.evaluation.study import degradation_vs_reference
+
+    def result(diffs):
+        rows = [SeedRow(str(i), 0.5 + d, 0.5, d, d - 0.01, d + 0.01, 10) for i, d in enumerate(diffs)]
+        return SeedLevelDifference("kappa", rows, 0.0, 0.0, 0.0, 0.0, 0.0, SeedTest(0.0, 2, 1.0, 0.0, 0.0))
+
+    comparison = {"Stage": {"labels_100pct": result([0.05, 0.02, 0.04]), "missing_no_eeg": result([0.10, 0.08, 0.11]),
+                            "masked_no_eeg": result([0.00, 0.05, 0.01]), "kshot_5": result([0.3, 0.3, 0.3])}}
+    table = degradation_vs_reference(comparison)["Stage"]
+    assert set(table) == {"missing_no_eeg", "masked_no_eeg"}  # only the settings that take channels away
+    assert list(table["missing_no_eeg"]["per_seed"].values()) == pytest.approx([0.05, 0.06, 0.07])
+    assert table["missing_no_eeg"]["verdict"] == "better" and table["missing_no_eeg"]["df"] == 2
+    assert list(table["masked_no_eeg"]["per_seed"].values()) == pytest.approx([-0.05, 0.03, -0.03])
+    assert table["masked_no_eeg"]["verdict"] == "not separated"

@@ -11,9 +11,11 @@ with per-seed rows, the hierarchical CI and the t-test across seeds.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from osf.evaluation.protocol import (
     CEILING,
@@ -24,8 +26,10 @@ from osf.evaluation.protocol import (
     mean_test,
     run_protocol,
 )
+from osf.evaluation.seeds import SeedLevelDifference, seed_t_test, verdict
 
 PROTOCOL_DIR = "protocol"
+CHANNEL_SETTINGS = ("missing_", "masked_")  # the settings that take channels away (osf.evaluation.settings)
 
 
 def _generator_version(run_dir: Path, results: dict[str, Any]) -> str | None:
@@ -90,7 +94,47 @@ def protocol_tables(protocol_dirs: Sequence[str | Path], n_boot: int = 1000,
         comparison = compare_runs(dirs, "pretrained", other, n_boot=n_boot)
         record["pretrained_minus"][other] = {t: {s: r.to_dict() for s, r in ss.items()} for t, ss in comparison.items()}
         text += ["", format_comparison(comparison, "pretrained", other)]
+        if other == "random":
+            record["degradation_vs_random"] = degradation_vs_reference(comparison)
+            text += ["", format_degradation(record["degradation_vs_random"])]
     return record, "\n".join(text)
+
+
+def degradation_vs_reference(comparison: Mapping[str, Mapping[str, SeedLevelDifference]],
+                             reference: str = "labels_100pct") -> dict[str, dict[str, dict[str, Any]]]:
+    """Does pre-training degrade less than its random init without channels? Per task and channel setting.
+
+    Per seed, (pre-trained - random) under the setting minus (pre-trained - random) on every channel: above 0
+    the pre-trained backbone loses less than its random init. Decided across seeds (t-test; seeds the unit).
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for task, settings in comparison.items():
+        if reference not in settings:
+            continue
+        full = {r.label: r.diff for r in settings[reference].per_seed}
+        for name, result in settings.items():
+            if not name.startswith(CHANNEL_SETTINGS):
+                continue
+            per_seed = {r.label: r.diff - full[r.label] for r in result.per_seed if r.label in full}
+            t = seed_t_test(list(per_seed.values()))
+            out.setdefault(task, {})[name] = {"per_seed": per_seed, "mean": float(np.mean(list(per_seed.values()))),
+                                              "t_ci95": [t.low, t.high], "p": t.p, "df": t.df,
+                                              "verdict": verdict(t.low, t.high)}
+    return out
+
+
+def format_degradation(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """Text: per task and channel setting, the per-seed differences-in-differences and the t-test across seeds."""
+    lines = ["Degradation against the random init without channels: (pre-trained - random) under the setting minus "
+             "(pre-trained - random) on every channel; > 0: pre-training loses less (t-test across seeds)"]
+    for task, settings in table.items():
+        lines.append(f"\n{task}")
+        for name, row in settings.items():
+            seeds = ", ".join(f"{v:+.3f}" for v in row["per_seed"].values())
+            lo, hi = row["t_ci95"]
+            lines.append(f"  {name:34s} {row['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]  per seed {seeds}  "
+                         f"p = {row['p']:.2f}  {row['verdict']}")
+    return "\n".join(lines)
 
 
 def run_protocol_study(runs: Sequence[str | Path], output_dir: str | Path, cfg: ProtocolConfig | None = None,
