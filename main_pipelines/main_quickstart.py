@@ -1,12 +1,14 @@
 """Quick start: the whole OSF pipeline on a synthetic cohort, from nothing to a staged night.
 
-    python main_pipelines/main_quickstart.py                 # ~a dozen 1 h nights, vit_nano, CPU
+    python main_pipelines/main_quickstart.py                 # 42 nights of 0.8 h, vit_nano, three training seeds, CPU
+    python main_pipelines/main_quickstart.py --seeds 1       # one training seed (a third of the time)
     python main_pipelines/main_quickstart.py --tiny          # seconds-scale sizes (the test suite's)
     python main_pipelines/main_quickstart.py --gpus 1 --backbone vit_small --nights 60 --hours 8 --max_steps 5000
 
 Steps: synthetic cohorts -> epoch store -> OSF pre-training -> backbone export -> linear probes
 (4 tasks, pre-trained vs random init) -> fine-tuned staging classifier -> main_predict.py on a
-held-out night -> results table. Each step prints the command it runs; a rerun skips the steps
+held-out night -> results table; with --seeds N (default 3) every further seed trains on the same corpus and the
+run ends with the seed-level table (seeds as the unit). Each step prints the command it runs; a rerun skips the steps
 whose outputs are there (changing a flag reruns the steps it affects). Results: OUTPUT_DIR/results.json.
 """
 
