@@ -120,7 +120,7 @@ class QuickstartConfig:
     seeds: int = option(3, help="training seeds (--seed, --seed+1, ...): each pre-trains, probes and fine-tunes on the "
                                 "first seed's corpus and split; the verdicts take the seeds as the unit")
     # a finished seed's output folder whose corpus (synthetic nights, held-out night, store) this run reuses
-    corpus_dir: Path | None = option(None, help="reuse this run's corpus", cli=False)
+    corpus_dir: Path | None = option(None, help="reuse this run's corpus", cli=False)  # noqa: RUF009 (a field)
     subprocess: bool = option(False, help="run each step as its own process (always so with --gpus > 1: DDP)")
 
     @classmethod

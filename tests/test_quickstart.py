@@ -168,7 +168,7 @@ def test_seeds_train_on_the_first_seeds_corpus_and_decide_over_seeds(tiny_run):
     assert not (second / "synthetic").exists() and not (second / "store").exists()
     assert own["paths"]["store"] == results["paths"]["store"] and own["paths"]["backbone"].startswith(str(second))
     command = json.loads((second / ".stages" / "pretrain.json").read_text())["command"]
-    flag = lambda name: command[command.index(name) + 1]  # noqa: E731
+    flag = lambda name: command[command.index(name) + 1]
     assert flag("--seed") == str(cfg.seed + 1) and flag("--data_dir") == str(cfg.output_dir.resolve() / "store")
     tasks = results["seed_level"]["tasks"]
     assert set(tasks) == {*cfg.tasks, FINETUNED}

@@ -11,7 +11,12 @@ import pytest
 
 from osf.downstream.metrics import load_predictions, multiclass_scalars, paired_difference, save_predictions
 from osf.sleepbench.config import RANDOM, SleepBenchConfig
-from osf.sleepbench.findings import finding_beats_random, finding_degradation, finding_osf_invariance, finding_scaling
+from osf.sleepbench.findings import (
+    finding_beats_random,
+    finding_degradation,
+    finding_osf_invariance,
+    finding_scaling,
+)
 from osf.sleepbench.report import main_table, missing_channel_table
 from osf.sleepbench.results import COLUMNS, BenchRow, add_differences, verdict
 from osf.sleepbench.seedlevel import column_comparison

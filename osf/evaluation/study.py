@@ -125,8 +125,8 @@ def degradation_vs_reference(comparison: Mapping[str, Mapping[str, SeedLevelDiff
 
 def format_degradation(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     """Text: per task and channel setting, the per-seed differences-in-differences and the t-test across seeds."""
-    lines = ["Degradation against the random init without channels: (pre-trained - random) under the setting minus "
-             "(pre-trained - random) on every channel; > 0: pre-training loses less (t-test across seeds)"]
+    lines = [("Degradation against the random init without channels: (pre-trained - random) under the setting minus "
+              "(pre-trained - random) on every channel; > 0: pre-training loses less (t-test across seeds)")]
     for task, settings in table.items():
         lines.append(f"\n{task}")
         for name, row in settings.items():
