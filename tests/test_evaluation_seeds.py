@@ -58,3 +58,21 @@ def test_the_t_test_across_seeds_reproduces_the_issues_numbers():
     assert t.low < 0 < t.high
     assert verdict(0.01, 0.02) == "better" and verdict(-0.02, -0.01) == "worse" and verdict(-1, 1) == "not separated"
     assert math.isnan(seed_t_test([0.1]).p)
+
+
+@pytest.mark.parametrize("classes, metric", [(4, "kappa"), (2, "auroc"), (4, "macro_f1")])
+def test_one_metric_bootstraps_score_what_the_full_metrics_give(classes, metric):
+    """The seed-level bootstrap scores only its metric: the same numbers as every metric's scoring gives."""
+    from osf.downstream.metrics import PairedScores
+
+    rng = np.random.default_rng(0)
+    n = 300
+    y = rng.integers(0, classes, n)
+    run = lambda shift: {"labels": y, "proba": rng.dirichlet(np.ones(classes), n) + shift * np.eye(classes)[y],  # noqa: E731
+                         "subject_ids": np.repeat(np.arange(10), n // 10).astype(str),
+                         "recording_ids": np.repeat(np.arange(10), n // 10).astype(str), "epoch_index": np.arange(n),
+                         "threshold": np.array(0.5 if classes == 2 else np.nan)}
+    scores = PairedScores(run(0.3), run(0.1))
+    for _ in range(5):
+        idx = rng.integers(0, n, n)
+        assert scores.difference_of(metric)(idx)[metric] == pytest.approx(scores.difference(idx)[metric], abs=1e-12)

@@ -142,12 +142,13 @@ def seed_level_difference(
     for label, s in zip(labels, scored):
         sa = s.metrics(s.everything, s.pa, s.thr_a)[metric]
         sb = s.metrics(s.everything, s.pb, s.thr_b)[metric]
-        lo, hi = hierarchical_bootstrap_ci([s.difference], [s.subject_ids], n_boot=n_boot, seed=seed, level=level)[metric]
+        lo, hi = hierarchical_bootstrap_ci([s.difference_of(metric)], [s.subject_ids], n_boot=n_boot, seed=seed,
+                                           level=level)[metric]
         rows.append(SeedRow(label, sa, sb, sa - sb, lo, hi, int(np.unique(s.subject_ids).size)))
     if len(rows) == 1:  # one seed: the hierarchical bootstrap is that run's subject bootstrap, already drawn
         lo, hi = rows[0].low, rows[0].high
     else:
-        lo, hi = hierarchical_bootstrap_ci([s.difference for s in scored], [s.subject_ids for s in scored],
+        lo, hi = hierarchical_bootstrap_ci([s.difference_of(metric) for s in scored], [s.subject_ids for s in scored],
                                            n_boot=n_boot, seed=seed, level=level)[metric]
     diffs = [r.diff for r in rows]
     notes = [] if len(rows) > 1 else ["one seed: the CI covers this run's test subjects only, not training chance"]
