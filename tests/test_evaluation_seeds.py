@@ -68,7 +68,7 @@ def test_one_metric_bootstraps_score_what_the_full_metrics_give(classes, metric)
     rng = np.random.default_rng(0)
     n = 300
     y = rng.integers(0, classes, n)
-    run = lambda shift: {"labels": y, "proba": rng.dirichlet(np.ones(classes), n) + shift * np.eye(classes)[y],  # noqa: E731
+    run = lambda shift: {"labels": y, "proba": rng.dirichlet(np.ones(classes), n) + shift * np.eye(classes)[y],
                          "subject_ids": np.repeat(np.arange(10), n // 10).astype(str),
                          "recording_ids": np.repeat(np.arange(10), n // 10).astype(str), "epoch_index": np.arange(n),
                          "threshold": np.array(0.5 if classes == 2 else np.nan)}
