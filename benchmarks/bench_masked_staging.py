@@ -65,23 +65,31 @@ def _test_kappas(clf_path: Path, store: Path, batch_size: int = 256) -> dict[str
     return preset_kappas(load_classifier(clf_path), "stage", dm, PRESETS, splits=("test",), batch_size=batch_size)["test"]
 
 
-def measure(run: Path, seed: int, out: Path, presets: str = "all") -> dict:
-    """The three classifiers of one quick-start run, each scored on the test split under both presets."""
+def measure(run: Path, seed: int, out: Path, presets: str = "all", finetune_steps: int | None = None) -> dict:
+    """The three classifiers of one quick-start run, each scored on the test split under both presets.
+
+    ``finetune_steps``: fine-tune the masked classifier this long (warm-up a tenth) instead of the run's own steps.
+    """
     flags = _finetune_flags(run, seed, out)
     store = Path(flags["data_dir"])
     dirs = {name: out / name for name in ("finetune_presets", "finetune_full_only", "probe_eeg_eog_only")}
+    masked = dict(flags)
+    if finetune_steps is not None:
+        masked.update(max_steps=finetune_steps, warmup_steps=max(1, finetune_steps // 10))
+        dirs["finetune_presets"] = out / f"finetune_presets_{finetune_steps}steps"
     own = _quickstart(run, seed, out)
-    if presets == own.cfg.finetune_presets and (own.finetune_dir / "classifier.pt").is_file():
+    if (presets == own.cfg.finetune_presets and masked["max_steps"] == own.cfg.finetune_steps
+            and (own.finetune_dir / "classifier.pt").is_file()):
         dirs["finetune_presets"] = own.finetune_dir  # the run's own staging classifier was fine-tuned over these
-    for name, masking in (("finetune_presets", presets), ("finetune_full_only", "")):
+    for name, masking, base in (("finetune_presets", presets, masked), ("finetune_full_only", "", flags)):
         if not (dirs[name] / "classifier.pt").is_file():  # a classifier already there is reused
-            call("main_finetune.py", {**flags, "mask_train_presets": masking, "output_dir": str(dirs[name]), "run_name": name})
+            call("main_finetune.py", {**base, "mask_train_presets": masking, "output_dir": str(dirs[name]), "run_name": name})
     if not (dirs["probe_eeg_eog_only"] / "classifier.pt").is_file():
         call("main_finetune.py", {"ckpt_path": flags["ckpt_path"], "data_dir": str(store), "eval_label": "Stage",
                                   "pooling": flags["pooling"], "eval_channels": "eeg_eog_only", "mask_train_channels": True,
                                   "seed": seed, "output_dir": str(dirs["probe_eeg_eog_only"]), "run_name": "probe_eeg_eog"})
     return {
-        "run": str(run), "seed": seed, "pooling": flags["pooling"], "finetune_steps": flags["max_steps"], "presets": presets,
+        "run": str(run), "seed": seed, "pooling": flags["pooling"], "finetune_steps": masked["max_steps"], "presets": presets,
         "masked_finetune": _test_kappas(dirs["finetune_presets"] / "classifier.pt", store),
         "full_only_finetune": _test_kappas(dirs["finetune_full_only"] / "classifier.pt", store),
         "eeg_eog_probe": {"eeg_eog_only": _test_kappas(dirs["probe_eeg_eog_only"] / "classifier.pt", store)["eeg_eog_only"]},
@@ -112,11 +120,14 @@ def main() -> None:
                    help="where the classifiers of each run are written (OUT_ROOT/seed<S>)")
     p.add_argument("--seeds", type=int, nargs="+", required=True, help="the --seed of each run, same order")
     p.add_argument("--presets", default="all", help="--mask_train_presets of the masked fine-tune (default: all)")
+    p.add_argument("--finetune_steps", type=int, default=None,
+                   help="steps of the masked fine-tune (default: the run's own; the full-only one keeps the run's)")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args()
     if len(args.seeds) != len(args.runs):
         p.error("give one --seeds value per --runs folder")
-    rows = [measure(run, seed, args.out_root / f"seed{seed}", args.presets) for run, seed in zip(args.runs, args.seeds)]
+    rows = [measure(run, seed, args.out_root / f"seed{seed}", args.presets, args.finetune_steps)
+            for run, seed in zip(args.runs, args.seeds)]
     text = table(rows)
     print(text)
     args.results.parent.mkdir(parents=True, exist_ok=True)
