@@ -35,17 +35,15 @@ RESULTS = Path(__file__).resolve().parent / "results" / "bench_masked_staging.js
 PRESETS = ("full", "eeg_eog_only")
 
 
-def _finetune_flags(run: Path, seed: int, out: Path) -> dict:
-    """The quick start's fine-tuning flags for the run in ``run``, on a backbone exported again into ``out``.
+def _finetune_flags(qs: Quickstart, out: Path) -> dict:
+    """The quick start's fine-tuning flags for the run ``qs``, on a backbone exported again into ``out``.
 
-    ``run`` is only read (store, pre-training checkpoint, Stage probes): a finished quick start of any version.
+    The run is only read (store, pre-training checkpoint, Stage probes): a finished quick start of any version.
     """
     backbone = out / "weights" / "backbone.pth"
     if not backbone.is_file():
-        call("main_export.py", {"ckpt_path": str(run / "runs" / "pretrain" / "checkpoints" / "last.ckpt"),
-                                "output": str(backbone)})
-    flags = _quickstart(run, seed, out)._finetune_flags()
-    return {**flags, "ckpt_path": str(backbone)}
+        call("main_export.py", {"ckpt_path": str(qs.pretrain_ckpt), "output": str(backbone)})
+    return {**qs._finetune_flags(), "ckpt_path": str(backbone)}
 
 
 def _quickstart(run: Path, seed: int, out: Path) -> Quickstart:
@@ -70,14 +68,14 @@ def measure(run: Path, seed: int, out: Path, presets: str = "all", finetune_step
 
     ``finetune_steps``: fine-tune the masked classifier this long (warm-up a tenth) instead of the run's own steps.
     """
-    flags = _finetune_flags(run, seed, out)
+    own = _quickstart(run, seed, out)
+    flags = _finetune_flags(own, out)
     store = Path(flags["data_dir"])
     dirs = {name: out / name for name in ("finetune_presets", "finetune_full_only", "probe_eeg_eog_only")}
     masked = dict(flags)
     if finetune_steps is not None:
         masked.update(max_steps=finetune_steps, warmup_steps=max(1, finetune_steps // 10))
         dirs["finetune_presets"] = out / f"finetune_presets_{finetune_steps}steps"
-    own = _quickstart(run, seed, out)
     if (presets == own.cfg.finetune_presets and masked["max_steps"] == own.cfg.finetune_steps
             and (own.finetune_dir / "classifier.pt").is_file()):
         dirs["finetune_presets"] = own.finetune_dir  # the run's own staging classifier was fine-tuned over these

@@ -140,8 +140,8 @@ def seed_level_difference(
     scored = [PairedScores(a, b) for a, b in pairs]
     rows = []
     for label, s in zip(labels, scored):
-        sa = s.metrics(s.everything, s.pa, s.thr_a)[metric]
-        sb = s.metrics(s.everything, s.pb, s.thr_b)[metric]
+        sa = s.score(s.everything, s.pa, s.thr_a, metric)
+        sb = s.score(s.everything, s.pb, s.thr_b, metric)
         lo, hi = hierarchical_bootstrap_ci([s.difference_of(metric)], [s.subject_ids], n_boot=n_boot, seed=seed,
                                            level=level)[metric]
         rows.append(SeedRow(label, sa, sb, sa - sb, lo, hi, int(np.unique(s.subject_ids).size)))
