@@ -169,6 +169,33 @@ def test_osf_views_drop_channels_and_mask_spans():
     assert not torch.equal(views[:16], views[16:32])  # the two global views differ
 
 
+def test_osf_full_teacher_encodes_the_recorded_epoch():
+    """teacher_views="full": the teacher reads every recorded channel, unmasked; the student its dropped views."""
+    kw = dict(backbone_kwargs={"seq_len": SEQ_LEN}, **TINY_HEAD)
+    full = create_method("dino_ours", "vit_nano", teacher_views="full", **kw)
+    x = torch.randn(6, 12, SEQ_LEN)
+    mask = torch.ones(6, 12, dtype=torch.bool)
+    mask[:3, 10:] = False  # three epochs without EEG: their teacher input keeps it absent
+    views = full.make_views(x, mask, torch.Generator().manual_seed(0))
+    global_views = views[:12]
+    teacher = full.teacher_views(x, global_views, mask)
+    expected = x.masked_fill(~mask.unsqueeze(-1), 0.0)
+    torch.testing.assert_close(teacher, expected.repeat(2, 1, 1))
+    assert not torch.equal(teacher, global_views)  # the student's views are dropped and span-masked
+    same = create_method("dino_ours", "vit_nano", **kw)
+    assert same.teacher_views(x, global_views, mask) is global_views  # the default: OSF's views for both
+    with pytest.raises(ValueError, match="teacher_views"):
+        create_method("dino_ours", "vit_nano", teacher_views="half", **kw)
+
+
+def test_osf_full_teacher_trains(tmp_path):
+    """The full-montage teacher is a DINO target like any other: a short run trains and exports."""
+    method_kwargs = {**METHOD_TEST_CONFIGS["dino_ours"], "teacher_views": "full"}
+    cfg = tiny_run_config("dino_ours", tmp_path, max_steps=3, method_kwargs=method_kwargs)
+    result = run_pretrain(cfg, datamodule=TinyDataModule())
+    assert result.model.trainer.global_step == 3 and math.isfinite(float(result.model.trainer.callback_metrics["train/loss"]))
+
+
 def test_dino_views_keep_absent_channels_zero():
     """Augmentation noise must not fill channels the recording does not have."""
     model = create_method("dino", "vit_nano", backbone_kwargs={"seq_len": SEQ_LEN}, **TINY_HEAD)

@@ -12,7 +12,7 @@ import pytest
 
 from main_pipelines import main_sleepbench
 from osf.sleepbench import SleepBenchConfig
-from osf.sleepbench.config import RANDOM
+from osf.sleepbench.config import RANDOM, RANDOM_POOLING_CHOICES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,6 +42,11 @@ def test_every_cell_has_a_row_with_its_ci(bench):
     scaling = t[t["kind"] == "scaling"]
     assert set(scaling["backbone"]) == {*cfg.scaling_sizes} and (scaling["pretrain_samples"] > 0).all()
     assert set(t.loc[t["method"] != RANDOM, "pooling"].dropna()) <= {"cls", "mean"}
+    # the random init chose its features among the channel groups' too, each choice probed on validation staging
+    assert set(t.loc[t["method"] == RANDOM, "pooling"].dropna()) <= set(RANDOM_POOLING_CHOICES)
+    for pooling in RANDOM_POOLING_CHOICES:
+        assert (out / "seed0" / "pooling" / RANDOM / pooling / "probe.json").is_file(), pooling
+    assert "power48" in cfg.ceilings  # the power summary is a row of every table
 
 
 def test_paired_differences_match_the_point_estimates(bench):

@@ -202,6 +202,12 @@ class DINO(PretrainModule):
             views = views.masked_fill(~channel_mask.repeat(n_views, 1).unsqueeze(-1), 0.0)
         return views
 
+    def teacher_views(
+        self, x: torch.Tensor, global_views: torch.Tensor, channel_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """What the teacher encodes, ``[n_global_views*B, C, T]`` view-major: the student's global views."""
+        return global_views
+
     # --- step ---------------------------------------------------------------------------------------
     def ssl_step(self, batch: dict[str, Any], generator: torch.Generator, update_state: bool) -> SSLStepOutput:
         """DINO (+ iBOT, KoLeo) loss over the views of ``batch['signal']``."""
@@ -215,7 +221,8 @@ class DINO(PretrainModule):
         teacher_temp = self.teacher_temp_at(step)
 
         with torch.no_grad():
-            t_cls, t_patches = self.encode(self.teacher_backbone, global_views)
+            t_cls, t_patches = self.encode(self.teacher_backbone,
+                                           self.teacher_views(x, global_views, batch.get("channel_mask")))
             t_emb = self.pool(t_cls, t_patches)
             t_logits = self.teacher_head(t_emb)
 

@@ -8,6 +8,9 @@ matched to a view that saw other channels at the same time, which is what makes 
 robust to missing channels.
 
 Defaults follow OSF: same-view pairs count in the loss (``same_view_pairs=True``; DINO excludes them).
+With ``teacher_views="full"`` the teacher instead encodes the epoch as recorded (every channel, no span
+mask) and the student's channel-dropped views must predict it: a cross-channel distillation target
+that asks each view for the full montage's embedding rather than for another partial view's.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from osf.models.dino import DINO, DINOConfig
 from osf.models.registry import register_method
 from osf.utils.config_fields import field_of, option
 
-__all__ = ["OSFDINO", "OSFDINOConfig"]
+__all__ = ["OSFDINO", "TEACHER_VIEWS", "OSFDINOConfig"]
+
+TEACHER_VIEWS: tuple[str, ...] = ("same", "full")
 
 
 @dataclass
@@ -33,6 +38,13 @@ class OSFDINOConfig(DINOConfig):
     channel_drop_p: float = option(0.5, help="OSF views: probability of zeroing each channel")
     span_min_frac: float = option(0.3, help="OSF views: shortest zeroed span, fraction of the epoch")
     span_max_frac: float = option(0.6, help="OSF views: longest zeroed span, fraction of the epoch")
+    teacher_views: str = option("same", choices=TEACHER_VIEWS,
+                                help="what the teacher encodes: the student's global views (same) or the "
+                                     "epoch as recorded, every channel and no span mask (full)")
+
+    def __post_init__(self) -> None:
+        if self.teacher_views not in TEACHER_VIEWS:
+            raise ValueError(f"teacher_views must be one of {list(TEACHER_VIEWS)}, got {self.teacher_views!r}")
 
 
 @register_method("dino_ours", aliases=("osf",), rank=0)
@@ -50,3 +62,12 @@ class OSFDINO(DINO):
         views, _ = random_channel_drop(x.repeat(n_views, 1, 1), h.channel_drop_p, mask, generator)
         views, _ = random_span_mask(views, h.span_min_frac, h.span_max_frac, generator)
         return views
+
+    def teacher_views(
+        self, x: torch.Tensor, global_views: torch.Tensor, channel_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The student's global views, or with ``teacher_views="full"`` the recorded epoch once per global view."""
+        if self.cfg.teacher_views == "same":
+            return global_views
+        full = x if channel_mask is None else x.masked_fill(~channel_mask.unsqueeze(-1), 0.0)
+        return full.repeat(self.cfg.n_global_views, 1, 1)
