@@ -12,7 +12,7 @@ import pytest
 
 from main_pipelines import main_sleepbench
 from osf.sleepbench import SleepBenchConfig
-from osf.sleepbench.config import RANDOM, RANDOM_POOLING_CHOICES
+from osf.sleepbench.config import POOLING_CHOICES, RANDOM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,11 +41,11 @@ def test_every_cell_has_a_row_with_its_ci(bench):
     assert len(kshot) == (len(cfg.methods) + 1) * len(cfg.kshots)
     scaling = t[t["kind"] == "scaling"]
     assert set(scaling["backbone"]) == {*cfg.scaling_sizes} and (scaling["pretrain_samples"] > 0).all()
-    assert set(t.loc[t["method"] != RANDOM, "pooling"].dropna()) <= {"cls", "mean"}
-    # the random init chose its features among the channel groups' too, each choice probed on validation staging
-    assert set(t.loc[t["method"] == RANDOM, "pooling"].dropna()) <= set(RANDOM_POOLING_CHOICES)
-    for pooling in RANDOM_POOLING_CHOICES:
-        assert (out / "seed0" / "pooling" / RANDOM / pooling / "probe.json").is_file(), pooling
+    # every backbone chose its features among the same poolings, each probed on validation staging
+    assert set(t["pooling"].dropna()) <= set(POOLING_CHOICES)
+    for backbone in (*cfg.methods, RANDOM):
+        for pooling in POOLING_CHOICES:
+            assert (out / "seed0" / "pooling" / backbone / pooling / "probe.json").is_file(), (backbone, pooling)
     assert "power48" in cfg.ceilings  # the power summary is a row of every table
 
 

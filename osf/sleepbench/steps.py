@@ -12,7 +12,7 @@ from pathlib import Path
 
 from osf import config
 from osf.downstream.ceilings import PREDICTIONS_FILE, RESULT_FILE
-from osf.sleepbench.config import RANDOM, SleepBenchConfig, pooling_choices
+from osf.sleepbench.config import POOLING_CHOICES, RANDOM, SleepBenchConfig
 from osf.study import (
     CorpusSpec,
     PretrainSpec,
@@ -83,8 +83,7 @@ class SleepBenchLayout:
 
     def chosen_pooling(self, backbone: str, seed: int) -> str:
         """The pooling with the better validation staging kappa (CLS first on ties); FileNotFoundError before."""
-        return choose_pooling({p: self.pooling_dir(backbone, p, seed) / "probe.json" for p in pooling_choices(backbone)},
-                              "Stage")
+        return choose_pooling({p: self.pooling_dir(backbone, p, seed) / "probe.json" for p in POOLING_CHOICES}, "Stage")
 
 
 def _outputs(folder: Path, run_name: str = "probe") -> list[Path]:
@@ -172,16 +171,15 @@ class SleepBenchSteps:
         cfg, at = self.cfg, self.at
         steps = []
         for b in self.backbones():
-            choices = pooling_choices(b)
-            for pooling in choices:
+            for pooling in POOLING_CHOICES:
                 steps.append(self._probe(
                     f"pooling_{b}_{pooling}_s{seed}", f"staging probe of {b} with {pooling} pooling (chooses on val)",
                     b, seed, at.pooling_dir(b, pooling, seed), "Stage", "full",
                     # one backbone pass caches every choice's features: the other choices' probes only read them
-                    lambda pooling=pooling, choices=choices: {
-                        "pooling": pooling, "cache_poolings": ",".join(p for p in choices if p != pooling)},
+                    lambda pooling=pooling: {"pooling": pooling,
+                                             "cache_poolings": ",".join(p for p in POOLING_CHOICES if p != pooling)},
                     self._needs(b, seed)))
-            chose = tuple(f"pooling_{b}_{p}_s{seed}" for p in choices)
+            chose = tuple(f"pooling_{b}_{p}_s{seed}" for p in POOLING_CHOICES)
             for preset in cfg.presets:
                 for task in cfg.tasks:
                     if preset == "full" and task == "Stage":
@@ -199,7 +197,7 @@ class SleepBenchSteps:
                         b, seed, at.kshot_dir(b, k, seed), "Stage", "full",
                         lambda b=b, k=k: {"pooling": at.chosen_pooling(b, seed), "n_train_samples": k,
                                           "n_seeds": cfg.kshot_draws},
-                        (*self._needs(b, seed), *(f"pooling_{b}_{p}_s{seed}" for p in pooling_choices(b))),
+                        (*self._needs(b, seed), *(f"pooling_{b}_{p}_s{seed}" for p in POOLING_CHOICES)),
                         cost=COST["kshot"])
             for b in self.backbones() for k in cfg.kshots
         ]
@@ -220,7 +218,7 @@ class SleepBenchSteps:
                         task, "full",
                         lambda fraction=fraction: {"pooling": at.chosen_pooling(method, seed),
                                                    "pretrain_samples": pretrain_samples(at.store, fraction, seed)},
-                        (f"export_{run}_s{seed}", *(f"pooling_{method}_{p}_s{seed}" for p in pooling_choices(method)))))
+                        (f"export_{run}_s{seed}", *(f"pooling_{method}_{p}_s{seed}" for p in POOLING_CHOICES))))
         return steps
 
     # --- ceilings -----------------------------------------------------------------------------
