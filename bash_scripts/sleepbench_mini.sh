@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SleepBench-mini: the OSF paper's comparison on the synthetic cohort (seven objectives x five channel
 # presets x four tasks, random init, ceilings, k-shot, scaling) -> OUT/results.csv + OUT/report/.
-#   bash bash_scripts/sleepbench_mini.sh OUT              # one seed (~2 h on 2 CPU cores, see README)
+#   bash bash_scripts/sleepbench_mini.sh OUT              # one seed (~1.5 h on 2 CPU cores, see README)
 #   bash bash_scripts/sleepbench_mini.sh OUT --seeds 3    # three seeds; a rerun resumes
 #   bash bash_scripts/sleepbench_mini.sh OUT --tiny       # the machinery, a minute or two
 set -euo pipefail

@@ -1,6 +1,6 @@
 """SleepBench-mini: the OSF paper's comparison on the synthetic cohort, on a laptop.
 
-    python main_pipelines/main_sleepbench.py --output_dir OUT              # one seed, ~2 h on 2 CPU cores
+    python main_pipelines/main_sleepbench.py --output_dir OUT              # one seed, ~1.5 h on 2 CPU cores
     python main_pipelines/main_sleepbench.py --output_dir OUT --seeds 3    # more seeds (resumes seed 0)
     python main_pipelines/main_sleepbench.py --output_dir OUT --tiny       # the machinery in a minute
 
