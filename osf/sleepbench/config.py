@@ -42,7 +42,7 @@ class SleepBenchConfig:
     hours: float = option(1.5, help="hours per night (generator 2: a window of a whole night; generator 1 compresses "
                                     "the cycles, at 1 h leaving ~2 % REM)")
     generator: int = option(DEFAULT_GENERATOR, help="synthetic generator major version (1 reproduces generator 1.2's "
-                            "data, on which the README's SleepBench-mini table was measured)")
+                            "data: benchmarks/results/sleepbench_mini/)")
     # by subject: 12 test subjects at the defaults
     split_fractions: str = option("0.5,0.25,0.25", help="train,val,test fractions of the subjects", cli=False)
     methods: tuple[str, ...] = option(default_factory=_all_methods,
