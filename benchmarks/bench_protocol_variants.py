@@ -36,7 +36,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from osf.evaluation.protocol import RESULT_FILE, ProtocolConfig, compare_runs, format_comparison, run_protocol
+from osf.evaluation.protocol import (
+    RESULT_FILE,
+    ProtocolConfig,
+    compare_runs,
+    format_comparison,
+    mean_test,
+    run_protocol,
+)
 from osf.evaluation.seeds import seed_t_test, verdict
 from osf.evaluation.settings import MISSING_PRESETS
 from osf.evaluation.study import degradation_vs_reference, format_degradation
@@ -87,17 +94,21 @@ def recipe_file(name: str, overrides: dict[str, Any], out: Path) -> str:
     return str(path)
 
 
-def pretrain(out_root: Path, variant: str, recipe: str, seed: int, corpus_seed: int, log, tiny: bool = False
-             ) -> Quickstart:
-    """The quick start's corpus (first seed) and its pre-training and export for ``seed`` with ``recipe``."""
-    corpus = out_root / "corpus"
+def corpus(out_root: Path, seed: int, log, tiny: bool = False) -> QuickstartConfig:
+    """The quick start's corpus (nights, held-out night, store) of ``seed`` under ``out_root/corpus``; its config."""
+    root = out_root / "corpus"
     make = QuickstartConfig.tiny if tiny else QuickstartConfig
-    data_cfg = make(output_dir=corpus, weights_dir=corpus / "weights", seed=corpus_seed)
-    data = Quickstart(data_cfg, log=log)
+    cfg = make(output_dir=root, weights_dir=root / "weights", seed=seed)
+    data = Quickstart(cfg, log=log)
     StepRunner(data.out, data._data_steps(), data._execute, log=log, label="corpus").run()
-    run = out_root / variant / f"seed_{seed}"
+    return cfg
+
+
+def pretrain(data_cfg: QuickstartConfig, variant: str, recipe: str, seed: int, log) -> Quickstart:
+    """The quick start's pre-training and export for ``seed`` with ``recipe``, on the corpus of ``data_cfg``."""
+    run = data_cfg.output_dir.parent / variant / f"seed_{seed}"
     qs = Quickstart(replace(data_cfg, output_dir=run, weights_dir=run / "weights", seed=seed, recipe=recipe,
-                            corpus_dir=corpus), log=log)
+                            corpus_dir=data_cfg.output_dir), log=log)
     StepRunner(qs.out, qs._pretrain_steps(None), qs._execute, log=log, label=f"{variant} seed {seed}").run()
     return qs
 
@@ -116,27 +127,26 @@ def protocol_dir(qs: Quickstart, settings: str, log) -> Path:
     return out
 
 
-def _test(run: Path, task: str, setting: str, model: str = "pretrained") -> float:
-    """The run's test metric of ``model`` in ``setting``; NaN where the protocol skipped it (recorded why)."""
+def _pretrained_tests(run: Path) -> dict[tuple[str, str], float]:
+    """(task, setting) -> the run's pre-trained test metric; NaN where the protocol skipped it (recorded why)."""
     rec = json.loads((run / RESULT_FILE).read_text())
-    entry = rec["tasks"][task]["settings"].get(setting, {}).get("models", {}).get(model, {})
-    return float(entry.get("test", math.nan))
+    return {(task, setting): float(entry["models"].get("pretrained", {}).get("test", math.nan))
+            for task, t in rec["tasks"].items() for setting, entry in t["settings"].items()}
 
 
 def variant_difference(a: list[Path], b: list[Path]) -> dict[str, dict[str, dict[str, Any]]]:
     """Pre-trained ``b`` minus pre-trained ``a`` per task and setting: per seed, mean and t-test across seeds."""
+    tests_a, tests_b = [_pretrained_tests(r) for r in a], [_pretrained_tests(r) for r in b]
+    means_a, means_b = mean_test(a), mean_test(b)
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    first = json.loads((a[0] / RESULT_FILE).read_text())
-    for task, entry in first["tasks"].items():
-        for setting in entry["settings"]:
-            diffs = [_test(rb, task, setting) - _test(ra, task, setting) for ra, rb in zip(a, b, strict=True)]
-            if not np.isfinite(diffs).any():
-                continue
-            t = seed_t_test(diffs)
-            out.setdefault(task, {})[setting] = {
-                "per_seed": diffs, "a": float(np.nanmean([_test(r, task, setting) for r in a])),
-                "b": float(np.nanmean([_test(r, task, setting) for r in b])), "mean": float(np.nanmean(diffs)),
-                "t_ci95": [t.low, t.high], "p": t.p, "verdict": verdict(t.low, t.high)}
+    for task, setting in tests_a[0]:
+        diffs = [tb.get((task, setting), math.nan) - ta[(task, setting)] for ta, tb in zip(tests_a, tests_b, strict=True)]
+        if not np.isfinite(diffs).any():
+            continue
+        t = seed_t_test(diffs)
+        out.setdefault(task, {})[setting] = {
+            "per_seed": diffs, "a": means_a[task][setting]["pretrained"], "b": means_b[task][setting]["pretrained"],
+            "mean": float(np.nanmean(diffs)), "t_ci95": [t.low, t.high], "p": t.p, "verdict": verdict(t.low, t.high)}
     return out
 
 
@@ -171,15 +181,15 @@ def main() -> None:
     def log(line: str) -> None:
         print(line, flush=True)
 
+    data_cfg = corpus(args.out_root, args.seeds[0], log, args.tiny)
     runs: dict[str, list[Path]] = {}
     for name, overrides in variants:
         recipe = recipe_file(name, overrides, args.out_root / "recipes")
-        runs[name] = [protocol_dir(pretrain(args.out_root, name, recipe, s, args.seeds[0], log, args.tiny),
-                                   args.settings, log)
-                      for s in args.seeds]
+        runs[name] = [protocol_dir(pretrain(data_cfg, name, recipe, s, log), args.settings, log) for s in args.seeds]
 
     record: dict[str, Any] = {"date": datetime.date.today().isoformat(), "machine": platform.platform(),
-                              "seeds": args.seeds, "settings": args.settings, "variants": dict(variants),
+                              "seeds": args.seeds, "settings": args.settings, "presets": list(MISSING_PRESETS),
+                              "variants": dict(variants),
                               "runs": {n: [str(d) for d in dirs] for n, dirs in runs.items()},
                               "pretrained_minus_random": {}, "degradation": {}, "variant_difference": {}}
     text = []
@@ -195,7 +205,6 @@ def main() -> None:
         diff = variant_difference(runs[reference], runs[name])
         record["variant_difference"][f"{name}-{reference}"] = diff
         text += [format_variant_difference(diff, reference, name), ""]
-    record["presets"] = list(MISSING_PRESETS)
     print("\n".join(text))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(record, indent=1, default=float) + "\n")

@@ -23,7 +23,7 @@ from osf.augmentations.channel_drop import random_channel_drop
 from osf.augmentations.span_mask import random_span_mask
 from osf.models.dino import DINO, DINOConfig
 from osf.models.registry import register_method
-from osf.utils.config_fields import field_of, option
+from osf.utils.config_fields import field_of, option, value_problem
 
 __all__ = ["OSFDINO", "TEACHER_VIEWS", "OSFDINOConfig"]
 
@@ -43,8 +43,9 @@ class OSFDINOConfig(DINOConfig):
                                      "epoch as recorded, every channel and no span mask (full)")
 
     def __post_init__(self) -> None:
-        if self.teacher_views not in TEACHER_VIEWS:
-            raise ValueError(f"teacher_views must be one of {list(TEACHER_VIEWS)}, got {self.teacher_views!r}")
+        problem = value_problem(type(self), "teacher_views", self.teacher_views)  # the field's choices, one place
+        if problem:
+            raise ValueError(f"teacher_views {problem}")
 
 
 @register_method("dino_ours", aliases=("osf",), rank=0)
