@@ -108,7 +108,7 @@ def pretrain(data_cfg: QuickstartConfig, variant: str, recipe: str, seed: int, l
     """The quick start's pre-training and export for ``seed`` with ``recipe``, on the corpus of ``data_cfg``."""
     run = data_cfg.output_dir.parent / variant / f"seed_{seed}"
     qs = Quickstart(replace(data_cfg, output_dir=run, weights_dir=run / "weights", seed=seed, recipe=recipe,
-                            corpus_dir=data_cfg.output_dir), log=log)
+                            teacher_views=None, corpus_dir=data_cfg.output_dir), log=log)  # the recipe decides
     StepRunner(qs.out, qs._pretrain_steps(None), qs._execute, log=log, label=f"{variant} seed {seed}").run()
     return qs
 

@@ -91,6 +91,12 @@ class QuickstartConfig:
     # What the DINO head reads: the channel groups, as the probes do (loss falls to 0.4-0.5 log K, no collapse
     # warning in three seeds where the recipe's patch mean rose to 0.7-0.8 and collapsed once; probes alike).
     head_pooling: str = option("groups", help="what the OSF head reads in pre-training: cls, mean or groups")
+    # The teacher encodes the recorded epoch while the student keeps OSF's channel-dropped views: with the
+    # student's views as the teacher's ("same", the recipe's) the backbone lost 0.045 kappa more than its random
+    # init without EEG (three seeds); with "full" no channel preset degrades more than the random init
+    # (benchmarks/bench_protocol_variants.py; README, "Evaluation that decides").
+    teacher_views: str | None = option("full", help="what the OSF teacher encodes in pre-training: the epoch as "
+                                       "recorded (full) or the student's channel-dropped views (same)")
     # Probe features (osf.downstream.features.POOLINGS) tried per backbone and task; the one with the better
     # validation score is reported (a random backbone's cues sit in the channel groups, a pre-trained one's CLS
     # carries them after iBOT: one fixed pooling would favour one of the two). One backbone pass serves all.
@@ -147,6 +153,13 @@ class QuickstartConfig:
 
         if self.head_pooling not in HEAD_POOLINGS:
             raise ValueError(f"head_pooling must be one of {HEAD_POOLINGS}, got {self.head_pooling!r}")
+        if self.teacher_views is not None:  # None (in code): the recipe's
+            from osf.models.osf_dino import OSFDINOConfig
+            from osf.utils.config_fields import value_problem
+
+            problem = value_problem(OSFDINOConfig, "teacher_views", self.teacher_views)
+            if problem:
+                raise ValueError(f"teacher_views {problem}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
 
@@ -305,7 +318,7 @@ class Quickstart:
         spec = PretrainSpec(
             "pretrain", "dino_ours", cfg.backbone, self.store_dir, self.out / "runs", self.backbone_path, cfg.recipe,
             cfg.batch_size, cfg.max_steps, cfg.seed, cfg.num_workers, cfg.val_batches, hardware=self._hardware(),
-            lr=cfg.lr, head_pooling=cfg.head_pooling, needs=_names(store_step), export_twin=True,
+            lr=cfg.lr, head_pooling=cfg.head_pooling, teacher_views=cfg.teacher_views, needs=_names(store_step), export_twin=True,
             description=f"pre-train OSF (dino_ours) on {cfg.backbone}, {cfg.max_steps} steps")
         return pretrain_steps(spec, f"export the {get_recipe(cfg.recipe).export} backbone (the recipe's choice) in "
                                     "the released format")

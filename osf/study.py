@@ -99,6 +99,7 @@ class PretrainSpec:
     hardware: Mapping[str, object] = field(default_factory=lambda: {"accelerator": "cpu"})
     lr: float | None = None  # None: the recipe's
     head_pooling: str | None = None  # None: the recipe's
+    teacher_views: str | None = None  # None: the recipe's (OSF only)
     train_data_pct: float | None = None  # None: every training subject
     progress_bar: bool | None = None  # None: the entry point's default (a bar)
     step_suffix: str = ""  # e.g. "_s0": step names pretrain<suffix> / export<suffix>
@@ -117,7 +118,8 @@ class PretrainSpec:
         """The ``main_pretrain.py`` flags of the run."""
         return {"model_name": self.method, "psg_encoder_name": self.backbone, "data_dir": str(self.store_dir),
                 "recipe": self.recipe, "batch_size": self.batch_size, "max_steps": self.max_steps, "lr": self.lr,
-                "head_pooling": self.head_pooling, "train_data_pct": self.train_data_pct,
+                "head_pooling": self.head_pooling, "teacher_views": self.teacher_views,
+                "train_data_pct": self.train_data_pct,
                 "num_workers": self.num_workers, "seed": self.seed, **self.hardware,
                 "output_dir": str(self.runs_dir), "run_name": self.run_name, "logger": "csv",
                 "ckpt_every_n_steps": self.max_steps, "limit_val_batches": self.val_batches,

@@ -59,6 +59,10 @@ def test_tiny_quickstart_runs_end_to_end(tiny_run):
     assert "--head_pooling groups" in printed
     assert train_config.RECIPES["small"].method_overrides("dino_ours")["head_pooling"] == "mean"
     assert "head_pooling: groups" in (cfg.output_dir / "runs" / "pretrain" / "config.yaml").read_text()
+    # the OSF teacher reads the recorded epoch (the recipe's teacher reads the student's views): issue 26
+    assert "--teacher_views full" in printed
+    assert train_config.RECIPES["small"].method_overrides("dino_ours").get("teacher_views", "same") == "same"
+    assert "teacher_views: full" in (cfg.output_dir / "runs" / "pretrain" / "config.yaml").read_text()
 
 
 def test_a_rerun_skips_every_finished_step(tiny_run, capsys):
@@ -84,6 +88,8 @@ def test_changing_a_flag_reruns_exactly_the_steps_that_depend_on_it(tiny_run):
     rerun = {name for name, run in plan.items() if run}
     assert rerun == {"pretrain", "export", *(f"probe_pretrained_{t}_{p}" for t in ("stage", "arousal")
                                              for p in cfg.poolings), "sequence_stage", "finetune", "predict"}
+    plan = Quickstart(dataclasses.replace(cfg, teacher_views="same")).plan()
+    assert {name for name, run in plan.items() if run} == rerun  # what pre-training reads, nothing else
     plan = Quickstart(dataclasses.replace(cfg, hours=1.0)).plan()
     assert all(plan.values())  # new nights: everything again
 
@@ -97,6 +103,8 @@ def test_bad_flags_are_refused(capsys):
     assert "unknown pooling 'max'" in capsys.readouterr().err
     assert main(["--head_pooling", "max"]) == 2
     assert "head_pooling must be one of ('cls', 'mean', 'groups'), got 'max'" in capsys.readouterr().err
+    assert main(["--teacher_views", "half"]) == 2
+    assert "teacher_views must be one of ['same', 'full'], got 'half'" in capsys.readouterr().err
 
 
 def test_each_backbone_reports_the_pooling_its_validation_split_chose(tiny_run):
