@@ -71,7 +71,8 @@ def measure(run: Path, seed: int, out: Path, presets: str = "all", finetune_step
     own = _quickstart(run, seed, out)
     flags = _finetune_flags(own, out)
     store = Path(flags["data_dir"])
-    dirs = {name: out / name for name in ("finetune_presets", "finetune_full_only", "probe_eeg_eog_only")}
+    dirs = {name: out / name for name in ("finetune_presets", "finetune_full_only", "probe_eeg_eog_only",
+                                          "probe_presets", "finetune_from_presets_probe")}
     masked = dict(flags)
     if finetune_steps is not None:
         masked.update(max_steps=finetune_steps, warmup_steps=max(1, finetune_steps // 10))
@@ -86,11 +87,22 @@ def measure(run: Path, seed: int, out: Path, presets: str = "all", finetune_step
         call("main_finetune.py", {"ckpt_path": flags["ckpt_path"], "data_dir": str(store), "eval_label": "Stage",
                                   "pooling": flags["pooling"], "eval_channels": "eeg_eog_only", "mask_train_channels": True,
                                   "seed": seed, "output_dir": str(dirs["probe_eeg_eog_only"]), "run_name": "probe_eeg_eog"})
+    if not (dirs["probe_presets"] / "classifier.pt").is_file():  # the LP of LP-FT on fine-tuning's own presets
+        call("main_finetune.py", {"ckpt_path": flags["ckpt_path"], "data_dir": str(store), "eval_label": "Stage",
+                                  "pooling": flags["pooling"], "mask_train_presets": presets, "seed": seed,
+                                  "output_dir": str(dirs["probe_presets"]), "run_name": "probe_presets"})
+    if not (dirs["finetune_from_presets_probe"] / "classifier.pt").is_file():
+        call("main_finetune.py", {**masked, "mask_train_presets": presets,
+                                  "init_head": str(dirs["probe_presets"] / "classifier.pt"),
+                                  "output_dir": str(dirs["finetune_from_presets_probe"]),
+                                  "run_name": "finetune_from_presets_probe"})
     return {
         "run": str(run), "seed": seed, "pooling": flags["pooling"], "finetune_steps": masked["max_steps"], "presets": presets,
         "masked_finetune": _test_kappas(dirs["finetune_presets"] / "classifier.pt", store),
         "full_only_finetune": _test_kappas(dirs["finetune_full_only"] / "classifier.pt", store),
         "eeg_eog_probe": {"eeg_eog_only": _test_kappas(dirs["probe_eeg_eog_only"] / "classifier.pt", store)["eeg_eog_only"]},
+        "presets_probe": _test_kappas(dirs["probe_presets"] / "classifier.pt", store),
+        "finetune_from_presets_probe": _test_kappas(dirs["finetune_from_presets_probe"] / "classifier.pt", store),
         "validation_kappa_by_preset": load_classifier(dirs["finetune_presets"] / "classifier.pt").info.get(
             "validation_kappa_by_preset"),
     }
@@ -100,9 +112,13 @@ def table(rows: list[dict]) -> str:
     """One line per run and classifier: test kappa on the full montage and on EEG+EOG only."""
     lines = [f"{'seed':>4}  {'classifier':34s} {'full':>7} {'eeg_eog_only':>13}"]
     for r in rows:
-        for name, label in (("masked_finetune", "fine-tuned over the presets (new)"),
-                            ("full_only_finetune", "fine-tuned on full only (before)"),
+        for name, label in (("masked_finetune", "fine-tuned over the presets"),
+                            ("full_only_finetune", "fine-tuned on full only"),
+                            ("presets_probe", "probe over the presets"),
+                            ("finetune_from_presets_probe", "fine-tuned from the presets probe"),
                             ("eeg_eog_probe", "probe trained on EEG+EOG alone")):
+            if name not in r:  # a record written before the row existed
+                continue
             k = r[name]
             full = f"{k['full']:.3f}" if "full" in k else "-"
             lines.append(f"{r['seed']:>4}  {label:34s} {full:>7} {k['eeg_eog_only']:>13.3f}")

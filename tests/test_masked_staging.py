@@ -9,7 +9,13 @@ import torch
 from osf import config
 from osf.datasets.channelset import ChannelSet
 from osf.datasets.datamodule import SleepDataModule
-from osf.downstream.classifier import VALIDATION_KEY, SleepClassifier, closest_validated_preset, load_classifier, save_classifier
+from osf.downstream.classifier import (
+    VALIDATION_KEY,
+    SleepClassifier,
+    closest_validated_preset,
+    load_classifier,
+    save_classifier,
+)
 from osf.downstream.epoch.presets import preset_kappas
 from osf.downstream.run_config import resolve_downstream_config, validate_config
 
@@ -31,7 +37,6 @@ def test_training_epochs_are_seen_through_one_preset_each(tiny_store) -> None:
         assert fits  # every epoch's channels lie within one preset
         seen.add(min(fits, key=sum))
     assert len(seen) >= 2  # different epochs, different presets
-    val = next(iter(dm.val_dataloader()))
     assert dm.summary()["train_presets"] == list(PRESETS)
     with pytest.raises(ValueError, match="exclude each other"):
         SleepDataModule(tiny_store, task="downstream", eval_label="Stage", train_presets=PRESETS, mask_train_channels=True)
@@ -39,8 +44,15 @@ def test_training_epochs_are_seen_through_one_preset_each(tiny_store) -> None:
 
 def test_mask_train_presets_is_checked_before_training(tiny_store) -> None:
     base = {"data_dir": str(tiny_store), "eval_label": "Stage"}
-    with pytest.raises(ValueError, match="needs --finetune_backbone"):
-        validate_config(resolve_downstream_config({**base, "mask_train_presets": "full,eeg_eog_only"}))
+    validate_config(resolve_downstream_config({**base, "mask_train_presets": "full,eeg_eog_only"}))  # a probe too
+    from osf.downstream.night.run import check_night_config
+    from osf.downstream.sequence.run import check_sequence_config
+
+    with pytest.raises(ValueError, match="--context_epochs trains on the features of one montage"):
+        check_sequence_config(resolve_downstream_config({**base, "context_epochs": 3, "mask_train_presets": "all"}))
+    with pytest.raises(ValueError, match="--eval_level night trains on the features of one montage"):
+        check_night_config(resolve_downstream_config({**base, "eval_level": "night", "target_variable": "nsrr_age",
+                                                      "subject_tables": str(tiny_store), "mask_train_presets": "all"}))
     with pytest.raises(ValueError, match=r"unknown preset\(s\) \['eeg_only'\]"):
         validate_config(resolve_downstream_config({**base, "finetune_backbone": True, "mask_train_presets": "full,eeg_only"}))
     with pytest.raises(ValueError, match="exclude each other"):
@@ -84,3 +96,35 @@ def test_closest_validated_preset() -> None:
     home = closest_validated_preset(validated, ["ECG", "ABD", "THX", "NP", "SN", "EMG_Chin"], contract)
     assert home["preset"] == "cardio_respiratory" and home["night_adds"] == ["EMG_Chin"]
     assert closest_validated_preset({}, config.CHANNELS, contract) is None
+
+
+def test_a_probe_over_presets_trains_and_selects_on_every_preset(tiny_store, tmp_path) -> None:
+    """The probe's head sees each training epoch through every preset: through EEG+EOG only it stages better than the
+    head trained on the full montage alone, and the classifier file holds its validation kappa per preset."""
+    from osf.downstream.pipeline import run_downstream
+
+    def probe(name: str, presets: str) -> dict:
+        return run_downstream(resolve_downstream_config({
+            "data_dir": str(tiny_store), "output_dir": str(tmp_path / name), "psg_encoder_name": "vit_nano",
+            "eval_label": "Stage", "pooling": "groups", "max_steps": 60, "eval_every": 20, "batch_size": 64,
+            "n_boot": 20, "mask_train_presets": presets, "results_csv": str(tmp_path / "results.csv")}))
+
+    presets = ("full", "eeg_eog_only")
+    mixed, full_only = probe("mixed", ",".join(presets)), probe("full_only", "")
+    timings = mixed["timings"]
+    assert all(f"features_{split}_{p}_s" in timings for split in ("train", "val") for p in presets)
+    assert "features_train_s" not in timings  # the run's own (randomly masked) training split is not extracted
+    clf = load_classifier(mixed["artifacts"]["classifier"])
+    assert clf.info["train_presets"] == list(presets) and set(clf.info[VALIDATION_KEY]) == set(presets)
+    assert mixed["kappa_by_preset"]["test"]["eeg_eog_only"] > full_only_kappa(full_only, tiny_store) + 0.05
+
+
+def full_only_kappa(record: dict, store) -> float:
+    """The full-montage probe's test kappa when the night holds EEG+EOG only."""
+    from osf.datasets.store import EpochStore
+    from osf.downstream.inputs import build_datamodule
+
+    dm = build_datamodule(resolve_downstream_config({"data_dir": str(store), "eval_label": "Stage"}),
+                          EpochStore(store), 64, seed=0)
+    clf = load_classifier(record["artifacts"]["classifier"])
+    return preset_kappas(clf, "stage", dm, ("eeg_eog_only",), splits=("test",), batch_size=64)["test"]["eeg_eog_only"]

@@ -108,6 +108,11 @@ class FeatureSet:
             self.features[idx], self.labels[idx], self.subject_ids[idx], self.recording_ids[idx], self.epoch_index[idx]
         )
 
+    @classmethod
+    def concat(cls, parts: list[FeatureSet]) -> FeatureSet:
+        """The rows of ``parts`` one after another (e.g. the same epochs through several channel presets)."""
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in FEATURE_FILES))
+
     def save(self, path: str | Path) -> Path:
         """Write as a folder of ``.npy`` files (``FEATURE_FILES``) built under a temp name, then renamed
         (a killed run leaves no partial cache). Features already in a file of the folder's temp twin

@@ -148,23 +148,35 @@ def load_inputs(cfg: DownstreamConfig, batch_size: int) -> DownstreamInputs:
                             feature_keys)
 
 
-def extract_features(cfg: DownstreamConfig, inputs: DownstreamInputs, batch_size: int) -> dict[str, FeatureSet]:
-    """Frozen-backbone features of every split through the feature cache, with the task's labels."""
+def preset_datamodule(cfg: DownstreamConfig, store: EpochStore, preset: str, batch_size: int) -> SleepDataModule:
+    """The run's splits with every epoch, training ones included, seen through the channel ``preset``."""
+    through = dataclasses.replace(cfg, eval_channels=preset, mask_train_channels=True, mask_train_presets="")
+    return build_datamodule(through, store, batch_size, cfg.seed)
+
+
+def extract_features(cfg: DownstreamConfig, inputs: DownstreamInputs, batch_size: int,
+                     dm: SleepDataModule | None = None, splits: tuple[str, ...] = SPLITS,
+                     tag: str = "") -> dict[str, FeatureSet]:
+    """Frozen-backbone features of ``splits`` of ``dm`` (default: the run's) through the feature cache, with the
+    task's labels; ``tag`` names them in the run's timings (e.g. a preset's)."""
     features = {}
-    for split in SPLITS:
-        dm = inputs.dm
+    own = dm is None
+    dm = inputs.dm if dm is None else dm
+    for split in splits:
         if len(dm.datasets[split]) == 0:
             raise ValueError(f"{cfg.data_dir} {split} split: no epochs; the store's subject split left it empty")
         # the key leaves the labels out: every task over the same epochs shares one extraction
+        known = inputs.feature_keys.get(split) if own else None
         key = {"backbone_hash": inputs.backbone_hash,
-               "split_hash": inputs.feature_keys.get(split) or dataset_split_hash(dm, split, with_labels=False)}
+               "split_hash": known or dataset_split_hash(dm, split, with_labels=False)}
         fs, info = cached_features(cfg.feature_cache, key, inputs.backbone,
                                    full_loader(dm, split, batch_size, cfg.num_workers), pooling=cfg.pooling,
                                    device=cfg.device, autocast_dtype=cfg.autocast_dtype,
                                    also_poolings=cfg.also_poolings)
         # the file may come from another task's run over the same epochs: this task's labels
         features[split] = dataclasses.replace(fs, labels=np.asarray(dm.datasets[split].labels, dtype=np.int64))
-        inputs.timings[f"features_{split}_s"], inputs.timings[f"features_{split}_cache_hit"] = info.seconds, info.hit
+        name = f"features_{split}{'_' + tag if tag else ''}"
+        inputs.timings[f"{name}_s"], inputs.timings[f"{name}_cache_hit"] = info.seconds, info.hit
     return features
 
 

@@ -156,9 +156,11 @@ class DownstreamConfig:
     mask_train_channels: bool = option(False, group="data",
                                        help="also hide the channels outside --eval_channels during training")
     mask_train_presets: str = option("", group="data",
-                                     help="fine-tuning: show each training epoch through one of these channel presets "
-                                          "(comma list, drawn at random; 'all' = every preset), so one classifier stages "
-                                          "each montage; the validation kappa per preset goes into the classifier file")
+                                     help="train over these channel presets (comma list; 'all' = every preset), so "
+                                          "one classifier stages each montage: fine-tuning shows each training epoch "
+                                          "through one, drawn at random; a probe trains on every epoch through each "
+                                          "and is selected on the validation epochs through each; the validation "
+                                          "kappa per preset goes into the classifier file")
     num_workers: int = option(0, group="data", help="DataLoader workers")
     finetune_backbone: bool = option(False, group="training",
                                      help="full fine-tuning, instead of a linear probe on cached frozen features")
@@ -360,8 +362,6 @@ def _check_train_presets(cfg: DownstreamConfig) -> None:
     presets = train_presets(cfg)
     if not presets:
         return
-    if not cfg.finetune_backbone:
-        raise ValueError("--mask_train_presets masks the epochs fine-tuning sees: it needs --finetune_backbone")
     if cfg.mask_train_channels:
         raise ValueError("--mask_train_presets and --mask_train_channels exclude each other: give one")
     unknown = [p for p in presets if p not in config.CHANNEL_PRESETS]

@@ -28,19 +28,28 @@ from osf.downstream.classifier import SleepClassifier, save_classifier
 from osf.downstream.epoch.fewshot import aggregate_over_seeds, sample_k_per_class
 from osf.downstream.epoch.linear_probe import default_selection_metric, predict_proba, train_linear_probe
 from osf.downstream.epoch.presets import VALIDATION_KEY, preset_kappas
+from osf.downstream.features import FeatureSet
 from osf.downstream.inputs import (
+    SPLITS,
     DownstreamInputs,
     build_datamodule,
     check_splits,
     extract_features,
     full_loader,
     load_inputs,
+    preset_datamodule,
     record_header,
     run_identity,
 )
 from osf.downstream.metrics import choose_threshold, evaluate_predictions, save_predictions
 from osf.downstream.results import RunIdentity, append_results_row, results_row, utc_timestamp, write_run_json
-from osf.downstream.run_config import DownstreamConfig, FinetuneConfig, ProbeConfig, train_presets, validate_config
+from osf.downstream.run_config import (
+    DownstreamConfig,
+    FinetuneConfig,
+    ProbeConfig,
+    train_presets,
+    validate_config,
+)
 
 __all__ = [
     "BestSeed", "FinetuneSeeds", "ProbeSeeds", "SeedFit", "SeedResult", "SeedRuns", "Selection", "evaluate_seed",
@@ -103,22 +112,34 @@ class BestSeed:
 
 # --- the two settings -------------------------------------------------------------------------------
 class ProbeSeeds:
-    """Linear probe (optionally k-shot) on the cached features of the frozen backbone, one seed at a time."""
+    """Linear probe (optionally k-shot) on the cached features of the frozen backbone, one seed at a time.
+
+    With ``--mask_train_presets`` the probe trains on every training epoch seen through each preset and is
+    selected on the validation epochs seen through each (one head for every montage); its reported val/test
+    metrics stay those of ``--eval_channels``, and the kappa per preset goes into the classifier file.
+    """
 
     def __init__(self, cfg: DownstreamConfig, inputs: DownstreamInputs) -> None:
         self.probe: ProbeConfig = cfg.probe
         self.k_shot, self.loss_type, self.device = cfg.n_train_samples, cfg.loss_type, cfg.device
         self.inputs = inputs
-        self.features = extract_features(cfg, inputs, cfg.probe.batch_size)  # shared by every seed
+        bs, presets = cfg.probe.batch_size, train_presets(cfg)
+        # shared by every seed; with presets the run's own training split (each epoch through a random one) is unused
+        self.features = extract_features(cfg, inputs, bs, splits=("val", "test") if presets else SPLITS)
+        self.fit_features = [extract_features(cfg, inputs, bs, preset_datamodule(cfg, inputs.store, p, bs),
+                                              ("train", "val"), tag=p) for p in presets]
+        self.fit_features = self.fit_features or [self.features]  # what the head trains and is selected on
 
     def fit(self, seed: int) -> SeedFit:
         """Train the probe of ``seed`` (its k-shot draw) and predict val and test."""
         probe, feats = self.probe, self.features
-        train = feats["train"]
-        if self.k_shot:
-            train = train.subset(sample_k_per_class(train.labels, self.k_shot, seed,
-                                                    len(self.inputs.class_names), self.inputs.class_names))
-        res = train_linear_probe(train.features, train.labels, feats["val"].features, feats["val"].labels,
+        trains = [f["train"] for f in self.fit_features]
+        if self.k_shot:  # one draw of epochs, seen through each preset
+            idx = sample_k_per_class(trains[0].labels, self.k_shot, seed, len(self.inputs.class_names),
+                                     self.inputs.class_names)
+            trains = [t.subset(idx) for t in trains]
+        train, val = FeatureSet.concat(trains), FeatureSet.concat([f["val"] for f in self.fit_features])
+        res = train_linear_probe(train.features, train.labels, val.features, val.labels,
                                  len(self.inputs.class_names), max_steps=probe.max_steps, lr=probe.lr,
                                  batch_size=probe.batch_size, weight_decay=probe.weight_decay,
                                  loss_type=self.loss_type, eval_every=probe.eval_every, seed=seed, device=self.device)

@@ -17,7 +17,13 @@ from osf.downstream.inputs import record_header, run_identity
 from osf.downstream.metrics import choose_threshold
 from osf.downstream.night.metrics import evaluate_nights
 from osf.downstream.night.models import NightFit, predict_nights, save_night_model, train_night_model
-from osf.downstream.night.nights import EpochFeatures, NightSet, check_night_counts, load_epoch_features, night_sets
+from osf.downstream.night.nights import (
+    EpochFeatures,
+    NightSet,
+    check_night_counts,
+    load_epoch_features,
+    night_sets,
+)
 from osf.downstream.night.tables import NightTarget, check_variable, load_subject_tables
 from osf.downstream.results import append_results_row, results_row, utc_timestamp, write_run_json
 from osf.downstream.run_config import NIGHT_MODELS, DownstreamConfig, NightConfig
@@ -35,6 +41,8 @@ def check_night_config(cfg: DownstreamConfig) -> tuple[NightTarget, list[str]]:
                          "<cohort>/datasets/*.csv (the --input_dir given to main_preprocess.py)")
     if cfg.finetune_backbone or cfg.n_train_samples:
         raise ValueError("--eval_level night trains on cached frozen features: drop --finetune_backbone / --n_train_samples")
+    if cfg.mask_train_presets:
+        raise ValueError("--eval_level night trains on the features of one montage: drop --mask_train_presets")
     models = night.model_list
     bad = [m for m in models if m not in NIGHT_MODELS]
     if bad or not models:

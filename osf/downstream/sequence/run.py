@@ -53,6 +53,8 @@ def check_sequence_config(cfg: DownstreamConfig) -> None:
                              f"{level.eval_every}")
     if cfg.finetune_backbone or cfg.n_train_samples:
         raise ValueError("--context_epochs trains on cached frozen features: drop --finetune_backbone / --n_train_samples")
+    if cfg.mask_train_presets:
+        raise ValueError("--context_epochs trains on the features of one montage: drop --mask_train_presets")
     if cfg.eval_label not in config.LABEL_COLUMNS:
         raise ValueError(f"unknown --eval_label {cfg.eval_label!r}; choose one of {list(config.LABEL_COLUMNS)}")
     config.resolve_channel_preset(cfg.eval_channels)
