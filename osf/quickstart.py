@@ -14,7 +14,8 @@ need each step in its own process: ``main_pipelines/main_quickstart.py`` then ru
 4. ``pretrain``        main_pretrain.py    OSF (``dino_ours``) self-supervised pre-training
 5. ``export``          main_export.py      the teacher backbone in the released checkpoint format
 6. ``probe_*``         main_finetune.py    linear probes, four tasks x (pre-trained, random-init)
-7. ``finetune``        main_finetune.py    --finetune_backbone: the staging classifier (LP-FT from the Stage probe)
+7. ``probe_*_stage_presets`` main_finetune.py  the Stage probe (its chosen pooling) over --finetune_presets
+   ``finetune``        main_finetune.py    --finetune_backbone: the staging classifier (LP-FT from that probe)
    ``finetune_random``  main_finetune.py    the same LP-FT from random init at equal steps (the baseline)
 8. ``predict``         main_predict.py     stage the held-out night: fine-tuned staging classifier
                                            + the pre-trained backbone's event probes
@@ -255,6 +256,16 @@ class Quickstart:
         """Fine-tuning of the ``init`` backbone: the staging classifier, or its random-init baseline at equal steps."""
         return self.finetune_dir if init == "pretrained" else self.out / f"finetune_stage_{init}"
 
+    def presets_probe_dir(self, init: str) -> Path:
+        """The Stage probe over ``--finetune_presets`` (the chosen pooling): the head fine-tuning starts from."""
+        return self.out / "probes" / init / "stage_presets"
+
+    def finetune_init_head(self, init: str) -> Path:
+        """The head LP-FT starts from: the probe over the fine-tuning's presets, or the Stage probe without presets."""
+        if self.cfg.finetune_presets:
+            return self.presets_probe_dir(init) / "classifier.pt"
+        return self.probe_dir(init, "Stage") / "classifier.pt"
+
     @property
     def prediction_dir(self) -> Path:
         """Outputs of main_predict.py on the held-out night."""
@@ -333,7 +344,7 @@ class Quickstart:
         pooling = self.chosen_pooling(init, "Stage")
         return {**self._backbone_flags(init), "data_dir": str(self.store_dir), "eval_label": "Stage",
                 "finetune_backbone": True, "max_steps": cfg.finetune_steps, "pooling": pooling,
-                "init_head": str(self.probe_dir(init, "Stage", pooling) / "classifier.pt"),
+                "init_head": str(self.finetune_init_head(init)),
                 # a tenth of the steps to warm up (main_finetune's default 100 is a whole short run)
                 "warmup_steps": max(1, cfg.finetune_steps // 10),
                 "eval_every": cfg.finetune_eval_every, "batch_size": cfg.batch_size,
@@ -341,20 +352,36 @@ class Quickstart:
                 "num_workers": cfg.num_workers, "seed": cfg.seed, "n_boot": cfg.n_boot, "run_name": "finetune",
                 "output_dir": str(self.finetune_dir_of(init)), **self._hardware()}
 
+    def _presets_probe_step(self, init: str) -> Step:
+        """The LP of LP-FT on fine-tuning's own inputs: the Stage probe trained and selected over its presets."""
+        cfg, out = self.cfg, self.presets_probe_dir(init)
+        return entry_step(
+            f"probe_{init}_stage_presets", f"linear probe, Stage, {init} backbone, over {cfg.finetune_presets}",
+            "main_finetune.py",
+            lambda: {**self._backbone_flags(init), "data_dir": str(self.store_dir), "eval_label": "Stage",
+                     "max_steps": cfg.probe_steps, "batch_size": 4 * cfg.batch_size, "num_workers": cfg.num_workers,
+                     "seed": cfg.seed, "n_boot": cfg.n_boot, "pooling": self.chosen_pooling(init, "Stage"),
+                     "mask_train_presets": cfg.finetune_presets, "run_name": "probe", "output_dir": str(out),
+                     "feature_cache_dir": str(self.out / "feature_cache"), **self._hardware()},
+            lambda: [out / "probe.json", out / "classifier.pt"],
+            needs=self.probe_steps_of(init, "Stage"), clean=lambda: [out])
+
     def _finetune_step(self, init: str) -> Step:
         out = self.finetune_dir_of(init)
         what = "a staging classifier" if init == "pretrained" else "the random-init baseline (LP-FT, equal steps)"
+        head = (f"probe_{init}_stage_presets",) if self.cfg.finetune_presets else ()
         return entry_step(
             "finetune" if init == "pretrained" else f"finetune_{init}",
             f"fine-tune {what} ({self.cfg.finetune_steps} steps)", "main_finetune.py",
             lambda: self._finetune_flags(init),
             lambda: [out / "finetune.json", out / "classifier.pt", out / "finetune_test_predictions.npz"],
-            needs=self.probe_steps_of(init, "Stage"), clean=lambda: [out])
+            needs=(*self.probe_steps_of(init, "Stage"), *head), clean=lambda: [out])
 
     def _use_steps(self) -> list[Step]:
         """The fine-tuned staging classifier and the staged held-out night."""
         cfg = self.cfg
         return [
+            *(self._presets_probe_step(init) for init in INITS if cfg.finetune_presets),
             *(self._finetune_step(init) for init in INITS),
             entry_step(
                 "predict", "stage the held-out night (fine-tuned staging + pre-trained event probes)", "main_predict.py",

@@ -59,6 +59,12 @@ def test_tiny_quickstart_runs_end_to_end(tiny_run):
     assert "--head_pooling groups" in printed
     assert train_config.RECIPES["small"].method_overrides("dino_ours")["head_pooling"] == "mean"
     assert "head_pooling: groups" in (cfg.output_dir / "runs" / "pretrain" / "config.yaml").read_text()
+    # LP-FT starts at the Stage probe trained and selected over the fine-tuning's presets (issue 29)
+    qs = Quickstart(cfg)
+    for init in INITS:
+        probe = load_classifier(qs.presets_probe_dir(init) / "classifier.pt")
+        assert probe.info["train_presets"] == cfg.finetune_presets.split(",")
+        assert f"--init_head {qs.presets_probe_dir(init) / 'classifier.pt'}" in printed
     # the OSF teacher reads the recorded epoch (the recipe's teacher reads the student's views): issue 26
     assert "--teacher_views full" in printed
     assert train_config.RECIPES["small"].method_overrides("dino_ours").get("teacher_views", "same") == "same"
@@ -87,7 +93,8 @@ def test_changing_a_flag_reruns_exactly_the_steps_that_depend_on_it(tiny_run):
     plan = Quickstart(dataclasses.replace(cfg, max_steps=cfg.max_steps + 1)).plan()
     rerun = {name for name, run in plan.items() if run}
     assert rerun == {"pretrain", "export", *(f"probe_pretrained_{t}_{p}" for t in ("stage", "arousal")
-                                             for p in cfg.poolings), "sequence_stage", "finetune", "predict"}
+                                             for p in cfg.poolings), "probe_pretrained_stage_presets",
+                      "sequence_stage", "finetune", "predict"}
     plan = Quickstart(dataclasses.replace(cfg, teacher_views="same")).plan()
     assert {name for name, run in plan.items() if run} == rerun  # what pre-training reads, nothing else
     plan = Quickstart(dataclasses.replace(cfg, hours=1.0)).plan()
@@ -128,13 +135,16 @@ def test_each_backbone_reports_the_pooling_its_validation_split_chose(tiny_run):
     stage = next(s for s in qs.steps if s.name == f"probe_pretrained_stage_{seq['pooling']}").flags()
     assert seq["pooling"] == qs.chosen_pooling("pretrained", "Stage")
     assert seq["feature_cache_dir"] == stage["feature_cache_dir"]
-    # fine-tuning starts at that probe's head (LP-FT) and reads the same features
+    # fine-tuning starts at the head of that pooling's probe over its presets (LP-FT) and reads the same features
     ft = next(s for s in qs.steps if s.name == "finetune").flags()
-    assert ft["init_head"] == str(qs.probe_dir("pretrained", "Stage") / "classifier.pt") and ft["pooling"] == seq["pooling"]
+    presets_probe = next(s for s in qs.steps if s.name == "probe_pretrained_stage_presets").flags()
+    assert ft["init_head"] == str(qs.presets_probe_dir("pretrained") / "classifier.pt") and ft["pooling"] == seq["pooling"]
+    assert presets_probe["pooling"] == seq["pooling"] and presets_probe["mask_train_presets"] == ft["mask_train_presets"]
+    assert presets_probe["feature_cache_dir"] == stage["feature_cache_dir"]
     # its baseline: the same LP-FT at equal steps from random init (the random Stage probe's head and pooling)
     base = next(s for s in qs.steps if s.name == "finetune_random").flags()
     assert base["ckpt_path"] == "none" and base["max_steps"] == ft["max_steps"] and base["seed"] == ft["seed"]
-    assert base["init_head"] == str(qs.probe_dir("random", "Stage") / "classifier.pt")
+    assert base["init_head"] == str(qs.presets_probe_dir("random") / "classifier.pt")
     assert base["pooling"] == qs.chosen_pooling("random", "Stage") and base["output_dir"] != ft["output_dir"]
     finetune = results["finetune_stage"]
     assert finetune["random"]["kappa"] is not None and "pre-trained minus random" in printed
