@@ -443,9 +443,12 @@ class Quickstart:
 
     def _finetune_result(self) -> dict[str, Any]:
         """The fine-tuned staging classifier's test scores, its random-init baseline's and their paired difference."""
-        tests = {init: RunSummary.read(self.finetune_dir_of(init) / "finetune.json").test for init in INITS}
+        runs = {init: RunSummary.read(self.finetune_dir_of(init) / "finetune.json") for init in INITS}
+        tests = {init: run.test for init, run in runs.items()}
         out: dict[str, Any] = {m: tests["pretrained"].get(m) for m in ("kappa", "accuracy", "macro_f1")}
         out["random"] = {m: tests["random"].get(m) for m in ("kappa", "accuracy", "macro_f1")}
+        # the test split seen through each preset the classifier was fine-tuned over (issue 29)
+        out["kappa_by_preset"] = {init: (run.kappa_by_preset or {}).get("test") for init, run in runs.items()}
         pre, rnd = (load_predictions(self.finetune_dir_of(init) / "finetune_test_predictions.npz") for init in INITS)
         diff = paired_difference(pre, rnd, n_boot=self.cfg.n_boot, seed=self.cfg.seed)["kappa"]
         out["difference"], out["difference_ci95"] = diff["diff"], [diff["low"], diff["high"]]
@@ -606,6 +609,11 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.3f}"
 
 
+def _kappas(by_preset: dict[str, float] | None) -> str:
+    """``full 0.792, eeg_eog_only 0.750``; ``-`` for none."""
+    return ", ".join(f"{preset} {_fmt(kappa)}" for preset, kappa in (by_preset or {}).items()) or "-"
+
+
 def _with_ci(value: float | None, ci: Sequence[float] | None, signed: bool = False) -> str:
     text = _fmt(value) if not signed or value is None else f"{value:+.3f}"
     return text if not ci else f"{text} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
@@ -641,6 +649,10 @@ def format_results(results: dict) -> str:
         lines.append(f"  the same LP-FT from random init at equal steps: kappa {_fmt(ft['random']['kappa'])}; "
                      f"pre-trained minus random {_with_ci(ft['difference'], ft['difference_ci95'], signed=True)} "
                      f"({'better' if lo > 0 else 'worse' if hi < 0 else 'not separated'}, one seed)")
+    by_preset = ft.get("kappa_by_preset", {})
+    if by_preset.get("pretrained"):
+        lines.append(f"  test kappa through each preset it was fine-tuned over: {_kappas(by_preset['pretrained'])} "
+                     f"(random init: {_kappas(by_preset.get('random'))})")
     lines += _format_context(results)
     night = results["heldout_night"]
     lines += [(f"Held-out night {Path(night['edf']).name}: agreement with its scoring {_fmt(night['agreement'])}, "

@@ -59,6 +59,10 @@ def test_tiny_quickstart_runs_end_to_end(tiny_run):
     assert "--head_pooling groups" in printed
     assert train_config.RECIPES["small"].method_overrides("dino_ours")["head_pooling"] == "mean"
     assert "head_pooling: groups" in (cfg.output_dir / "runs" / "pretrain" / "config.yaml").read_text()
+    # the fine-tuned classifier is scored through each preset it was fine-tuned over, and says so
+    by_preset = results["finetune_stage"]["kappa_by_preset"]
+    assert set(by_preset["pretrained"]) == set(cfg.finetune_presets.split(",")) == set(by_preset["random"])
+    assert f"eeg_eog_only {by_preset['pretrained']['eeg_eog_only']:.3f}" in printed
     # LP-FT starts at the Stage probe trained and selected over the fine-tuning's presets (issue 29)
     qs = Quickstart(cfg)
     for init in INITS:

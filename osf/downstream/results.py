@@ -117,6 +117,7 @@ class RunSummary:
     run_id: str | None
     metrics: dict[str, dict[str, Any]]  # split -> metric -> value
     comparison: dict[str, Any] | None = None  # sequence head vs per-epoch probe: metric, delta, delta_ci95
+    kappa_by_preset: dict[str, dict[str, float]] | None = None  # --mask_train_presets: split -> preset -> kappa
 
     @property
     def test(self) -> dict[str, Any]:
@@ -127,7 +128,8 @@ class RunSummary:
     def read(cls, path: str | Path) -> RunSummary:
         """Read the run JSON at ``path``."""
         record = json.loads(Path(path).read_text())
-        return cls(record.get("run_id"), record.get("metrics", {}), record.get("comparison"))
+        return cls(record.get("run_id"), record.get("metrics", {}), record.get("comparison"),
+                   record.get("kappa_by_preset"))
 
 
 def best_on_validation(runs: Mapping[str, str | Path], metric: str) -> str:
