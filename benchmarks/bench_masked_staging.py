@@ -1,13 +1,16 @@
 """Staging with the channels a night has: the quick start's staging classifier fine-tuned over the channel
-presets (``--mask_train_presets``) against the classifier fine-tuned on the full montage only (the quick
-start before issue 29) and a linear probe trained on EEG+EOG alone, on the held-out test subjects.
+presets (``--mask_train_presets``) against the classifier fine-tuned on the full montage only, a linear probe
+trained on EEG+EOG alone, a linear probe over the presets, and LP-FT started at that presets probe, on the
+held-out test subjects.
 
 For each finished quick-start run folder (its store, pre-training checkpoint and Stage probes are only
-read), this fine-tunes the exported backbone from the Stage probe's head with the quick start's flags twice,
-over every preset (``--mask_train_presets all``, the quick start's default now) and on the full montage only
-(the quick start before), trains the EEG+EOG-only probe (``--eval_channels eeg_eog_only --mask_train_channels``, the
-pooling the Stage probe chose), and scores all three on the test split seen through ``full`` and
-``eeg_eog_only`` (``osf.downstream.epoch.presets.preset_kappas``; Cohen's kappa, 4 stages).
+read), this fine-tunes the exported backbone with the quick start's flags over ``--presets`` (the run's own
+staging classifier is read instead where it was fine-tuned over the same presets and steps) and on the full
+montage only, trains the EEG+EOG-only probe (``--eval_channels eeg_eog_only --mask_train_channels``) and the
+probe over the presets (``--mask_train_presets``, trained on every training epoch through each preset), then
+fine-tunes again from that probe's head, all with the pooling the Stage probe chose, and scores every one on the
+test split seen through ``full`` and ``eeg_eog_only`` (``osf.downstream.epoch.presets.preset_kappas``; Cohen's
+kappa, 4 stages).
 
     python main_pipelines/main_quickstart.py --output_dir DIR --seed S      # any version: only its corpus is used
     python benchmarks/bench_masked_staging.py --runs DIR [DIR ...] --seeds S [...] [--out_root OUT] [--results ...json]

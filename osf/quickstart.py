@@ -109,9 +109,9 @@ class QuickstartConfig:
     probe_steps: int = option(300, help="linear-probe steps per task")
     # started at the Stage probe (LP-FT): 100 steps beat 200 from a random head
     finetune_steps: int = option(100, help="fine-tuning steps of the staging classifier")
-    # measured (benchmarks/bench_masked_staging.py; README, "Channel presets"): generator 1.2, seed 0: full,eeg_eog_only
-    # keeps the full montage's kappa (0.842 vs 0.846), EEG+EOG-only nights 0.834 (0.122 unmasked), all six presets
-    # 0.816 / 0.686; generator 2.0, seeds 0-2: 0.675 vs 0.679 full, 0.675 EEG+EOG-only (0.11 unmasked)
+    # measured (benchmarks/bench_masked_staging.py; README, "Channel presets"): generator 2.0, seeds 0-2, LP-FT from
+    # the probe over these presets: 0.793 full, 0.759 EEG+EOG-only (the EEG+EOG-only probe 0.735; fine-tuned on the
+    # full montage only 0.701 / 0.10); generator 1.2, seed 0: all six presets spread 100 steps too thin (0.816 / 0.686)
     finetune_presets: str = option("full,eeg_eog_only", help="channel presets the staging classifier is fine-tuned "
                                    "over (each training epoch through one, drawn at random; 'all' = every preset, '' = "
                                    "the full montage only), so it stages the montages a night has; its validation "
