@@ -329,7 +329,8 @@ class Quickstart:
         spec = PretrainSpec(
             "pretrain", "dino_ours", cfg.backbone, self.store_dir, self.out / "runs", self.backbone_path, cfg.recipe,
             cfg.batch_size, cfg.max_steps, cfg.seed, cfg.num_workers, cfg.val_batches, hardware=self._hardware(),
-            lr=cfg.lr, head_pooling=cfg.head_pooling, teacher_views=cfg.teacher_views, needs=_names(store_step), export_twin=True,
+            lr=cfg.lr, head_pooling=cfg.head_pooling, teacher_views=cfg.teacher_views, needs=_names(store_step),
+            export_twin=True,
             description=f"pre-train OSF (dino_ours) on {cfg.backbone}, {cfg.max_steps} steps")
         return pretrain_steps(spec, f"export the {get_recipe(cfg.recipe).export} backbone (the recipe's choice) in "
                                     "the released format")
