@@ -111,6 +111,8 @@ class FeatureSet:
     @classmethod
     def concat(cls, parts: list[FeatureSet]) -> FeatureSet:
         """The rows of ``parts`` one after another (e.g. the same epochs through several channel presets)."""
+        if len(parts) == 1:  # the probe without presets: keep the memory-mapped arrays, no copy
+            return parts[0]
         return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in FEATURE_FILES))
 
     def save(self, path: str | Path) -> Path:
